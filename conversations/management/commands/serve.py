@@ -1,0 +1,47 @@
+"""``python3 manage.py serve``: prepare the database and run chatsite under daphne."""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from conversations import services
+from conversations.providers.local import bundled_model_path, runtime_available
+
+
+class Command(BaseCommand):
+    help = "Migrate, then serve chatsite with daphne (HTTP and WebSocket)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default=os.environ.get("CHATSITE_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("CHATSITE_PORT", "8000")))
+
+    def handle(self, *args, host: str, port: int, **options) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        if not settings.DEBUG:
+            call_command("collectstatic", interactive=False, verbosity=0)
+        swept = services.reply_sweep_dead_workers()
+        if swept:
+            self.stdout.write(f"Marked {swept} reply(ies) left by a stopped server as interrupted.")
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+        self.stdout.write(self.style.SUCCESS(f"chatsite is starting on {url}"))
+        if not get_user_model().objects.exists():
+            self.stdout.write(
+                f"No account yet: open {url}accounts/signup/ to create the first one "
+                "(it becomes the administrator), or run: python3 manage.py createsuperuser"
+            )
+        if "local" in settings.CHATSITE_PROVIDERS:
+            if bundled_model_path() and runtime_available():
+                self.stdout.write("Offline model: SmolLM2-135M-Instruct (a tiny demo model, no key needed).")
+            else:
+                self.stdout.write(self.style.WARNING("The bundled offline model is not installed."))
+        for name in ("openai", "anthropic"):
+            if name in settings.CHATSITE_PROVIDERS:
+                self.stdout.write(f"Provider configured: {name}")
+        from daphne.cli import CommandLineInterface
+
+        CommandLineInterface().run(["-b", host, "-p", str(port), "chatsite.asgi:application"])

@@ -1,0 +1,118 @@
+"""Anthropic's Messages API, streamed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+
+from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
+from .http import get_client
+from .sse import load_json, sse_events
+
+log = logging.getLogger(__name__)
+API_VERSION = "2023-06-01"
+MODELS_CACHE_SECONDS = 60.0
+
+
+class AnthropicProvider(BaseProvider):
+    label = "Anthropic"
+
+    def __init__(self, name: str, options: dict) -> None:
+        super().__init__(name, options)
+        self.base_url = options["BASE_URL"].rstrip("/")
+        self._api_key = options.get("API_KEY") or ""
+        self._configured = list(options.get("MODELS") or [])
+        self.default_max_tokens = int(options.get("MAX_TOKENS") or 4096)
+        self._cache: tuple[float, list[ModelInfo]] | None = None
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-api-key": self._api_key, "anthropic-version": API_VERSION}
+
+    async def list_models(self) -> list[ModelInfo]:
+        now = time.monotonic()
+        if self._cache and now - self._cache[0] < MODELS_CACHE_SECONDS:
+            return self._cache[1]
+        found: dict[str, str] = {name: name for name in self._configured}
+        try:
+            response = await get_client().get(
+                f"{self.base_url}/v1/models", headers=self._headers(), timeout=5.0
+            )
+            if response.status_code == 200:
+                for item in response.json().get("data", []):
+                    if isinstance(item, dict) and isinstance(item.get("id"), str):
+                        found.setdefault(item["id"], str(item.get("display_name") or item["id"]))
+            else:
+                log.warning("%s: listing models answered HTTP %s", self.name, response.status_code)
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            log.warning("%s: could not list models (%s)", self.name, type(exc).__name__)
+        models = [ModelInfo(self.name, n, label) for n, label in found.items()]
+        self._cache = (now, models)
+        return models
+
+    async def stream(  # type: ignore[override]
+        self,
+        *,
+        model: str,
+        messages: list[ChatMessage],
+        result: StreamResult,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        body: dict = {
+            "model": model,
+            "max_tokens": max_tokens or self.default_max_tokens,
+            "messages": [{"role": m.role, "content": m.content} for m in messages if m.role != "system"],
+            "stream": True,
+        }
+        if system:
+            body["system"] = system
+        if temperature is not None:
+            body["temperature"] = temperature
+        stopped = False
+        async for event in sse_events(f"{self.base_url}/v1/messages", body=body, headers=self._headers()):
+            kind = event.event
+            if kind == "ping":
+                continue
+            if kind == "content_block_delta":
+                data = load_json(event)
+                delta = data.get("delta") if isinstance(data, dict) else None
+                if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                    text = delta.get("text")
+                    if text:
+                        yield text
+                continue
+            if kind == "message_start":
+                data = load_json(event)
+                usage = (data.get("message") or {}).get("usage") or {}
+                result.prompt_tokens = usage.get("input_tokens", result.prompt_tokens)
+            elif kind == "message_delta":
+                data = load_json(event)
+                stop_reason = (data.get("delta") or {}).get("stop_reason")
+                if stop_reason:
+                    result.finish_reason = stop_reason
+                usage = data.get("usage") or {}
+                if "output_tokens" in usage:
+                    result.completion_tokens = usage["output_tokens"]
+                if usage.get("input_tokens") is not None:
+                    result.prompt_tokens = usage["input_tokens"]
+            elif kind == "message_stop":
+                stopped = True
+                break
+            elif kind == "error":
+                data = load_json(event)
+                err = data.get("error") if isinstance(data, dict) else None
+                err_type = err.get("type") if isinstance(err, dict) else None
+                msg = err.get("message") if isinstance(err, dict) else None
+                if err_type == "rate_limit_error":
+                    raise ProviderError("rate_limited", f"the upstream is rate limiting: {msg}"[:300])
+                raise ProviderError(
+                    "upstream_error",
+                    f"the upstream reported {err_type or 'an error'}: {msg or ''}".strip()[:300],
+                    retryable=err_type == "overloaded_error",
+                )
+        if not stopped:
+            raise ProviderError("upstream_stream", "the upstream stream ended before message_stop")

@@ -1,0 +1,136 @@
+"""The provider interface: a small base class, one module per backend.
+
+A provider turns a conversation into a stream of text. ``stream`` is an async
+generator yielding plain ``str`` pieces (the hot path carries nothing else);
+usage and the finish reason are written onto the :class:`StreamResult` the
+caller passes in. Anything that goes wrong is raised as :class:`ProviderError`
+with a named ``kind``; the reply runner decides about retries and statuses.
+
+Cancelling the task that iterates ``stream`` must close the upstream at once:
+backends open their HTTP streams with ``async with`` (or, for the local model,
+stop generating at the next token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    provider: str
+    name: str
+    label: str
+    description: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider}/{self.name}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "label": self.label, "description": self.description}
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """What a provider reports besides text, filled in while streaming."""
+
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """An upstream failure with a named kind (see ``protocol.ERROR_KINDS``)."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status_code = status_code
+
+
+class BaseProvider:
+    """Subclass and implement :meth:`list_models` and :meth:`stream`."""
+
+    #: Shown in the model picker next to each model.
+    label = "Provider"
+
+    def __init__(self, name: str, options: dict[str, Any]) -> None:
+        self.name = name
+        self.options = options
+
+    async def list_models(self) -> list[ModelInfo]:
+        raise NotImplementedError
+
+    def stream(
+        self,
+        *,
+        model: str,
+        messages: list[ChatMessage],
+        result: StreamResult,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:  # pragma: no cover - optional hook
+        return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form); None if absent."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        from datetime import UTC, datetime
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds)
+
+
+def http_error(status_code: int, detail: str, retry_after: str | None = None) -> ProviderError:
+    """Map an upstream HTTP error status to a ProviderError."""
+    detail = detail.strip()[:300]
+    if status_code == 429:
+        return ProviderError(
+            "rate_limited",
+            f"the upstream is rate limiting requests (HTTP 429){': ' + detail if detail else ''}",
+            retryable=True,
+            retry_after=parse_retry_after(retry_after),
+            status_code=429,
+        )
+    retryable = status_code >= 500 or status_code in (408, 409)
+    return ProviderError(
+        "upstream_http",
+        f"the upstream answered HTTP {status_code}{': ' + detail if detail else ''}",
+        retryable=retryable,
+        retry_after=parse_retry_after(retry_after),
+        status_code=status_code,
+    )

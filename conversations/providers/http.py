@@ -1,0 +1,50 @@
+"""One shared httpx.AsyncClient per process (per event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import httpx
+from django.conf import settings
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def timeouts() -> httpx.Timeout:
+    # The read timeout is a backstop only: the reply runner enforces the
+    # first-token, idle and total timeouts itself, each with its own error kind.
+    idle = settings.CHATSITE_IDLE_TIMEOUT
+    first = settings.CHATSITE_FIRST_TOKEN_TIMEOUT
+    read = None if idle is None or first is None else max(idle, first) + 5.0
+    return httpx.Timeout(
+        connect=settings.CHATSITE_HTTP_CONNECT_TIMEOUT,
+        read=read,
+        write=settings.CHATSITE_HTTP_WRITE_TIMEOUT,
+        pool=settings.CHATSITE_HTTP_POOL_TIMEOUT,
+    )
+
+
+def get_client() -> httpx.AsyncClient:
+    """The process's shared client for the running event loop."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        limit = settings.CHATSITE_HTTP_MAX_CONNECTIONS
+        client = httpx.AsyncClient(
+            timeout=timeouts(),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        _clients[loop] = client
+    return client
+
+
+async def close_client() -> None:
+    loop = asyncio.get_running_loop()
+    client = _clients.pop(loop, None)
+    if client is not None:
+        await client.aclose()

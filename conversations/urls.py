@@ -1,0 +1,17 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.chat, name="chat"),
+    path("c/<uuid:conversation_id>/", views.chat, name="conversation"),
+    path("api/conversations/", views.conversation_index, name="api-conversations"),
+    path(
+        "api/conversations/<uuid:conversation_id>/",
+        views.conversation_detail,
+        name="api-conversation",
+    ),
+    path("api/models/", views.model_index, name="api-models"),
+    path("accounts/signup/", views.signup, name="signup"),
+    path("healthz", views.healthz, name="healthz"),
+]

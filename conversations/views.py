@@ -1,0 +1,134 @@
+"""HTTP views: the chat page, JSON reads, and first-run sign-up."""
+
+from __future__ import annotations
+
+import uuid
+
+from asgiref.sync import sync_to_async
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET
+
+from . import protocol, selectors
+from .actions import model_default
+from .providers import list_models
+
+
+async def _user_or_redirect(request: HttpRequest):
+    user = await request.auser()
+    if not user.is_authenticated:
+        return None, redirect_to_login(request.get_full_path())
+    return user, None
+
+
+@require_GET
+async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -> HttpResponse:
+    user, redirect_response = await _user_or_redirect(request)
+    if redirect_response is not None:
+        return redirect_response
+    conversation = None
+    messages: list[dict] = []
+    if conversation_id is not None:
+        conversation = await sync_to_async(selectors.conversation_get)(
+            user=user, conversation_id=conversation_id
+        )
+        if conversation is None:
+            raise Http404("No such conversation")
+        messages = [
+            selectors.message_to_dict(m)
+            for m in await sync_to_async(selectors.message_list)(conversation=conversation)
+        ]
+    conversations = [
+        selectors.conversation_to_dict(c)
+        for c in await sync_to_async(selectors.conversation_list)(user=user)
+    ]
+    models = [m.as_dict() for m in await list_models()]
+    context = {
+        "conversation": conversation,
+        "page_data": {
+            "conversation": selectors.conversation_to_dict(conversation) if conversation else None,
+            "messages": messages,
+            "conversations": conversations,
+            "models": models,
+            "default_model": await model_default(),
+            "ws_path": protocol.PATH,
+            "limits": {"max_prompt_chars": settings.CHATSITE_MAX_PROMPT_CHARS},
+        },
+    }
+    return await sync_to_async(render)(request, "chat.html", context)
+
+
+@require_GET
+async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    conversation = await sync_to_async(selectors.conversation_get)(
+        user=user, conversation_id=conversation_id
+    )
+    if conversation is None:
+        return JsonResponse({"error": "not_found"}, status=404)
+    messages = await sync_to_async(selectors.message_list)(conversation=conversation)
+    return JsonResponse(
+        {
+            "conversation": selectors.conversation_to_dict(conversation),
+            "messages": [selectors.message_to_dict(m) for m in messages],
+        }
+    )
+
+
+@require_GET
+async def conversation_index(request: HttpRequest) -> JsonResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    conversations = await sync_to_async(selectors.conversation_list)(user=user)
+    return JsonResponse({"conversations": [selectors.conversation_to_dict(c) for c in conversations]})
+
+
+@require_GET
+async def model_index(request: HttpRequest) -> JsonResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    return JsonResponse(
+        {"models": [m.as_dict() for m in await list_models()], "default": await model_default()}
+    )
+
+
+class SignupForm(UserCreationForm):
+    email = forms.EmailField(required=False)
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username", "email")
+
+
+def signup_open() -> bool:
+    return settings.CHATSITE_ALLOW_SIGNUP or not get_user_model().objects.exists()
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    """Sign-up: open for the very first user (who becomes the admin), and for
+    everyone only when CHATSITE_ALLOW_SIGNUP is on."""
+    if not signup_open():
+        return render(request, "registration/signup_closed.html", status=403)
+    first = not get_user_model().objects.exists()
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save(commit=False)
+        if first:
+            user.is_staff = user.is_superuser = True
+        user.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("chat")
+    return render(request, "registration/signup.html", {"form": form, "first": first})
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok", content_type="text/plain")

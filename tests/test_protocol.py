@@ -1,0 +1,82 @@
+"""The wire protocol's boundary checks."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from conversations import protocol
+from conversations.protocol import ProtocolError, parse_client_frame
+
+
+def parse(frame, **limits):
+    text = frame if isinstance(frame, str) else json.dumps(frame)
+    return parse_client_frame(text, max_bytes=limits.get("max_bytes", 10_000), max_prompt_chars=limits.get("max_prompt_chars", 100))
+
+
+def test_send_frame_parses_to_its_typed_form():
+    conv = uuid.uuid4()
+    frame = parse({"type": "send", "client_id": "c-1_x", "text": "hi", "conversation": str(conv), "model": "openai/gpt-4o"})
+    assert frame == protocol.Send(client_id="c-1_x", text="hi", conversation=conv, model="openai/gpt-4o")
+
+
+def test_optional_send_fields_default_to_none():
+    frame = parse({"type": "send", "client_id": "c", "text": "hi"})
+    assert frame.conversation is None and frame.model is None
+
+
+def test_subscribe_defaults_after_seq_to_zero():
+    conv = uuid.uuid4()
+    assert parse({"type": "subscribe", "conversation": str(conv)}) == protocol.Subscribe(conv, 0)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (None, "bad_frame"),
+        ("nope", "bad_frame"),
+        ('"a string"', "bad_frame"),
+        ({"type": None}, "invalid_field"),
+        ({"type": "Send"}, "unknown_type"),
+        ({"type": "send", "client_id": "x" * 65, "text": "a"}, "invalid_field"),
+        ({"type": "send", "client_id": "ok", "text": "a" * 101}, "prompt_too_long"),
+        ({"type": "send", "client_id": "ok", "text": "a", "model": "no-slash"}, "invalid_field"),
+        ({"type": "stop"}, "invalid_field"),
+        ({"type": "stop", "reply": "1234"}, "invalid_field"),
+        ({"type": "subscribe", "conversation": str(uuid.uuid4()), "after_seq": 1.5}, "invalid_field"),
+    ],
+)
+def test_invalid_frames_raise_with_a_code(frame, code):
+    with pytest.raises(ProtocolError) as info:
+        if frame is None:
+            parse_client_frame(None, max_bytes=100, max_prompt_chars=100)
+        else:
+            parse(frame)
+    assert info.value.code == code
+    assert info.value.code in protocol.ERROR_CODES
+
+
+def test_frame_size_is_counted_in_utf8_bytes():
+    text = json.dumps({"type": "send", "client_id": "c", "text": "é" * 40}, ensure_ascii=False)
+    assert len(text) < 100 < len(text.encode())
+    with pytest.raises(ProtocolError) as info:
+        parse_client_frame(text, max_bytes=100, max_prompt_chars=1000)
+    assert info.value.code == "frame_too_large"
+
+
+def test_encoded_delta_is_valid_json_and_declared():
+    raw = protocol.encode_delta("r-1", 7, 'quote " backslash \\ newline \n </script>')
+    frame = json.loads(raw)
+    protocol.check_server_frame(frame)
+    assert frame == {"type": "delta", "reply": "r-1", "seq": 7, "text": 'quote " backslash \\ newline \n </script>'}
+
+
+def test_check_server_frame_rejects_undeclared_shapes():
+    with pytest.raises(AssertionError):
+        protocol.check_server_frame({"type": "mystery"})
+    with pytest.raises(AssertionError):
+        protocol.check_server_frame({"type": "delta", "reply": "r", "seq": "1", "text": "x"})
+    with pytest.raises(AssertionError):
+        protocol.check_server_frame({"type": "error", "code": "made_up", "message": "m", "ref": None})
