@@ -394,6 +394,9 @@ class Registry:
     def add(self, reply: Reply) -> None:
         self.by_id[reply.key] = reply
         self.by_conversation[reply.conversation_id] = reply
+        from .shutdown import install_sigterm_handler
+
+        install_sigterm_handler()
         if self._checkpointer is None or self._checkpointer.done():
             self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
 

@@ -44,8 +44,7 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
             for m in await sync_to_async(selectors.message_list)(conversation=conversation)
         ]
     conversations = [
-        selectors.conversation_to_dict(c)
-        for c in await sync_to_async(selectors.conversation_list)(user=user)
+        selectors.conversation_to_dict(c) for c in await sync_to_async(selectors.conversation_list)(user=user)
     ]
     models = [m.as_dict() for m in await list_models()]
     context = {
@@ -68,9 +67,7 @@ async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) 
     user = await request.auser()
     if not user.is_authenticated:
         return JsonResponse({"error": "not_authenticated"}, status=401)
-    conversation = await sync_to_async(selectors.conversation_get)(
-        user=user, conversation_id=conversation_id
-    )
+    conversation = await sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
     if conversation is None:
         return JsonResponse({"error": "not_found"}, status=404)
     messages = await sync_to_async(selectors.message_list)(conversation=conversation)

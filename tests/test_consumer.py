@@ -31,9 +31,7 @@ def counts() -> tuple[int, int]:
 
 async def start(socket, text="hello", model="openai/fake", conversation=None, client_id=None):
     client_id = client_id or uuid.uuid4().hex
-    await socket.send(
-        type="send", client_id=client_id, conversation=conversation, text=text, model=model
-    )
+    await socket.send(type="send", client_id=client_id, conversation=conversation, text=text, model=model)
     ack = await socket.recv()
     assert ack["type"] == "ack", ack
     started = await socket.recv()

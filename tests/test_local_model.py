@@ -55,7 +55,9 @@ async def test_stops_at_the_next_token_when_cancelled(local):
     third = asyncio.Event()
 
     async def consume():
-        async for piece in local.stream(model=MODEL_NAME, messages=PROMPT, result=StreamResult(), max_tokens=400):
+        async for piece in local.stream(
+            model=MODEL_NAME, messages=PROMPT, result=StreamResult(), max_tokens=400
+        ):
             pieces.append(piece)
             if len(pieces) == 3:
                 third.set()
@@ -71,7 +73,9 @@ async def test_stops_at_the_next_token_when_cancelled(local):
     local._lock.release()
     assert len(pieces) < 10
     # And the model is usable again at once.
-    again = [p async for p in local.stream(model=MODEL_NAME, messages=PROMPT, result=StreamResult(), max_tokens=4)]
+    again = [
+        p async for p in local.stream(model=MODEL_NAME, messages=PROMPT, result=StreamResult(), max_tokens=4)
+    ]
     assert again
 
 
@@ -88,7 +92,11 @@ async def test_unknown_local_model_is_a_named_error(local):
 @pytest.mark.usefixtures("clean_loop_state")
 async def test_chat_with_the_offline_model_end_to_end(connect, alice, settings):
     settings.CHATSITE_PROVIDERS = {
-        "local": {"BACKEND": "conversations.providers.local.LocalProvider", "MODEL_PATH": "bundled", "MAX_TOKENS": 32}
+        "local": {
+            "BACKEND": "conversations.providers.local.LocalProvider",
+            "MODEL_PATH": "bundled",
+            "MAX_TOKENS": 32,
+        }
     }
     settings.CHATSITE_DEFAULT_MODEL = ""
     socket = await connect(alice)
@@ -107,11 +115,18 @@ async def test_chat_with_the_offline_model_end_to_end(connect, alice, settings):
 @pytest.mark.usefixtures("clean_loop_state")
 async def test_stop_the_offline_model_mid_reply(connect, alice, settings):
     settings.CHATSITE_PROVIDERS = {
-        "local": {"BACKEND": "conversations.providers.local.LocalProvider", "MODEL_PATH": "bundled", "MAX_TOKENS": 400}
+        "local": {
+            "BACKEND": "conversations.providers.local.LocalProvider",
+            "MODEL_PATH": "bundled",
+            "MAX_TOKENS": 400,
+        }
     }
     socket = await connect(alice)
     await socket.send(
-        type="send", client_id=uuid.uuid4().hex, conversation=None, text="Tell me a long story.",
+        type="send",
+        client_id=uuid.uuid4().hex,
+        conversation=None,
+        text="Tell me a long story.",
         model=f"local/{MODEL_NAME}",
     )
     frames = await socket.recv_until("delta", timeout=60)

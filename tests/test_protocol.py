@@ -13,12 +13,22 @@ from conversations.protocol import ProtocolError, parse_client_frame
 
 def parse(frame, **limits):
     text = frame if isinstance(frame, str) else json.dumps(frame)
-    return parse_client_frame(text, max_bytes=limits.get("max_bytes", 10_000), max_prompt_chars=limits.get("max_prompt_chars", 100))
+    return parse_client_frame(
+        text, max_bytes=limits.get("max_bytes", 10_000), max_prompt_chars=limits.get("max_prompt_chars", 100)
+    )
 
 
 def test_send_frame_parses_to_its_typed_form():
     conv = uuid.uuid4()
-    frame = parse({"type": "send", "client_id": "c-1_x", "text": "hi", "conversation": str(conv), "model": "openai/gpt-4o"})
+    frame = parse(
+        {
+            "type": "send",
+            "client_id": "c-1_x",
+            "text": "hi",
+            "conversation": str(conv),
+            "model": "openai/gpt-4o",
+        }
+    )
     assert frame == protocol.Send(client_id="c-1_x", text="hi", conversation=conv, model="openai/gpt-4o")
 
 
@@ -70,7 +80,12 @@ def test_encoded_delta_is_valid_json_and_declared():
     raw = protocol.encode_delta("r-1", 7, 'quote " backslash \\ newline \n </script>')
     frame = json.loads(raw)
     protocol.check_server_frame(frame)
-    assert frame == {"type": "delta", "reply": "r-1", "seq": 7, "text": 'quote " backslash \\ newline \n </script>'}
+    assert frame == {
+        "type": "delta",
+        "reply": "r-1",
+        "seq": 7,
+        "text": 'quote " backslash \\ newline \n </script>',
+    }
 
 
 def test_check_server_frame_rejects_undeclared_shapes():

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import httpx
 
 from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
 from .http import get_client
-from .sse import load_json, sse_events
+from .sse import load_object, sse_events
 
 log = logging.getLogger(__name__)
 API_VERSION = "2023-06-01"
@@ -73,46 +74,49 @@ class AnthropicProvider(BaseProvider):
         if temperature is not None:
             body["temperature"] = temperature
         stopped = False
-        async for event in sse_events(f"{self.base_url}/v1/messages", body=body, headers=self._headers()):
-            kind = event.event
-            if kind == "ping":
-                continue
-            if kind == "content_block_delta":
-                data = load_json(event)
-                delta = data.get("delta") if isinstance(data, dict) else None
-                if isinstance(delta, dict) and delta.get("type") == "text_delta":
-                    text = delta.get("text")
-                    if text:
-                        yield text
-                continue
-            if kind == "message_start":
-                data = load_json(event)
-                usage = (data.get("message") or {}).get("usage") or {}
-                result.prompt_tokens = usage.get("input_tokens", result.prompt_tokens)
-            elif kind == "message_delta":
-                data = load_json(event)
-                stop_reason = (data.get("delta") or {}).get("stop_reason")
-                if stop_reason:
-                    result.finish_reason = stop_reason
-                usage = data.get("usage") or {}
-                if "output_tokens" in usage:
-                    result.completion_tokens = usage["output_tokens"]
-                if usage.get("input_tokens") is not None:
-                    result.prompt_tokens = usage["input_tokens"]
-            elif kind == "message_stop":
-                stopped = True
-                break
-            elif kind == "error":
-                data = load_json(event)
-                err = data.get("error") if isinstance(data, dict) else None
-                err_type = err.get("type") if isinstance(err, dict) else None
-                msg = err.get("message") if isinstance(err, dict) else None
-                if err_type == "rate_limit_error":
-                    raise ProviderError("rate_limited", f"the upstream is rate limiting: {msg}"[:300])
-                raise ProviderError(
-                    "upstream_error",
-                    f"the upstream reported {err_type or 'an error'}: {msg or ''}".strip()[:300],
-                    retryable=err_type == "overloaded_error",
-                )
+        events = sse_events(f"{self.base_url}/v1/messages", body=body, headers=self._headers())
+        async with aclosing(events):
+            async for event in events:
+                kind = event.event
+                if stopped or kind == "ping":
+                    # After message_stop, read to the end of the body so the connection is reused.
+                    continue
+                if kind == "content_block_delta":
+                    delta = load_object(event).get("delta")
+                    if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                        text = delta.get("text")
+                        if text:
+                            yield text
+                elif kind == "message_start":
+                    message = load_object(event).get("message")
+                    usage = message.get("usage") if isinstance(message, dict) else None
+                    if isinstance(usage, dict) and usage.get("input_tokens") is not None:
+                        result.prompt_tokens = usage["input_tokens"]
+                elif kind == "message_delta":
+                    data = load_object(event)
+                    delta = data.get("delta")
+                    if isinstance(delta, dict) and delta.get("stop_reason"):
+                        result.finish_reason = delta["stop_reason"]
+                    usage = data.get("usage")
+                    if isinstance(usage, dict):
+                        if usage.get("output_tokens") is not None:
+                            result.completion_tokens = usage["output_tokens"]
+                        if usage.get("input_tokens") is not None:
+                            result.prompt_tokens = usage["input_tokens"]
+                elif kind == "message_stop":
+                    stopped = True
+                elif kind == "error":
+                    err = load_object(event).get("error")
+                    err_type = err.get("type") if isinstance(err, dict) else None
+                    msg = err.get("message") if isinstance(err, dict) else None
+                    if err_type == "rate_limit_error":
+                        raise ProviderError(
+                            "rate_limited", f"the upstream is rate limiting: {msg}"[:300], retryable=True
+                        )
+                    raise ProviderError(
+                        "upstream_error",
+                        f"the upstream reported {err_type or 'an error'}: {msg or ''}".strip()[:300],
+                        retryable=err_type == "overloaded_error",
+                    )
         if not stopped:
             raise ProviderError("upstream_stream", "the upstream stream ended before message_stop")

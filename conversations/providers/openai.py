@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import httpx
 
@@ -69,36 +70,37 @@ class OpenAIProvider(BaseProvider):
         if temperature is not None:
             body["temperature"] = temperature
         done = False
-        async for event in sse_events(
-            f"{self.base_url}/chat/completions", body=body, headers=self._headers()
-        ):
-            if event.data == "[DONE]":
-                done = True
-                break
-            if not event.data:
-                continue
-            data = load_json(event)
-            if not isinstance(data, dict):
-                raise ProviderError("upstream_stream", "the upstream sent a malformed event")
-            if "error" in data:
-                err = data["error"]
-                msg = err.get("message") if isinstance(err, dict) else str(err)
-                raise ProviderError("upstream_error", f"the upstream reported an error: {msg}"[:300])
-            usage = data.get("usage")
-            if isinstance(usage, dict):
-                result.prompt_tokens = usage.get("prompt_tokens", result.prompt_tokens)
-                result.completion_tokens = usage.get("completion_tokens", result.completion_tokens)
-            choices = data.get("choices")
-            if not choices:
-                continue
-            choice = choices[0]
-            if not isinstance(choice, dict):
-                raise ProviderError("upstream_stream", "the upstream sent a malformed event")
-            delta = choice.get("delta") or {}
-            content = delta.get("content") if isinstance(delta, dict) else None
-            if content:
-                yield content
-            if choice.get("finish_reason"):
-                result.finish_reason = choice["finish_reason"]
+        events = sse_events(f"{self.base_url}/chat/completions", body=body, headers=self._headers())
+        async with aclosing(events):
+            async for event in events:
+                if done or not event.data:
+                    # Read to the end of the body after [DONE], so the connection is reused.
+                    continue
+                if event.data == "[DONE]":
+                    done = True
+                    continue
+                data = load_json(event)
+                if not isinstance(data, dict):
+                    raise ProviderError("upstream_stream", "the upstream sent a malformed event")
+                if "error" in data:
+                    err = data["error"]
+                    msg = err.get("message") if isinstance(err, dict) else str(err)
+                    raise ProviderError("upstream_error", f"the upstream reported an error: {msg}"[:300])
+                usage = data.get("usage")
+                if isinstance(usage, dict):
+                    result.prompt_tokens = usage.get("prompt_tokens", result.prompt_tokens)
+                    result.completion_tokens = usage.get("completion_tokens", result.completion_tokens)
+                choices = data.get("choices")
+                if not choices or not isinstance(choices, list):
+                    continue
+                choice = choices[0]
+                if not isinstance(choice, dict):
+                    raise ProviderError("upstream_stream", "the upstream sent a malformed event")
+                delta = choice.get("delta") or {}
+                content = delta.get("content") if isinstance(delta, dict) else None
+                if content:
+                    yield content
+                if choice.get("finish_reason"):
+                    result.finish_reason = choice["finish_reason"]
         if not done and result.finish_reason is None:
             raise ProviderError("upstream_stream", "the upstream stream ended before it was done")

@@ -87,3 +87,10 @@ def load_json(event: ServerSentEvent) -> Any:
         return json.loads(event.data)
     except ValueError:
         raise ProviderError("upstream_stream", "the upstream sent a malformed event (not JSON)") from None
+
+
+def load_object(event: ServerSentEvent) -> dict[str, Any]:
+    data = load_json(event)
+    if not isinstance(data, dict):
+        raise ProviderError("upstream_stream", "the upstream sent a malformed event (not an object)")
+    return data

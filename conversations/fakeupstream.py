@@ -1,0 +1,1108 @@
+"""A fake LLM upstream: OpenAI- and Anthropic-style streaming over real HTTP.
+
+A small HTTP/1.1 server on :func:`asyncio.start_server` (stdlib only) that runs
+in a background thread with its own event loop, so sync tests, async tests on
+any loop, browser tests and benchmarks can all point a provider at it::
+
+    with FakeUpstream() as fake:
+        provider = OpenAIProvider("openai", {"BASE_URL": fake.openai_base_url, ...})
+        ...
+        record = fake.wait_for_requests(1)[0]
+
+How a request is answered is a :class:`Scenario`: the server's ``default``,
+with overrides taken from the request's ``model`` field in query-string form,
+e.g. ``"fake?tokens=5&rate=0&fault=reset&after=2"``. Every request is recorded
+as a :class:`RequestRecord` (headers, body, token times, text sent, whether
+the client went away), which tests can wait on from any thread.
+
+Routes: ``POST /v1/chat/completions`` (OpenAI Chat Completions),
+``POST /v1/messages`` (Anthropic Messages) and ``GET /v1/models`` (both
+styles at once). Streams use chunked transfer encoding, so a connection that
+breaks mid-stream is always seen by the client as broken, never as a clean
+end. Keep-alive is supported (HTTP/1.1 default).
+
+Run it standalone (no Django needed)::
+
+    python -m conversations.fakeupstream --port 8100 --text markdown --rate 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import http
+import json
+import logging
+import math
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import typing
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+log = logging.getLogger("chatsite.fakeupstream")
+
+FAULTS = ("", "malformed", "reset", "stall", "drip", "no_done", "error_event")
+TEXTS = ("words", "markdown")
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024
+KEEPALIVE_IDLE_SECONDS = 120.0
+
+MARKDOWN_REPLY = """## A fake reply
+
+This is a **canned answer** from the fake upstream, with `inline code` \
+and a [link to the docs](https://example.com/docs).
+
+- first item
+- second item with *emphasis*
+- third item
+
+```python
+def greet(name: str) -> str:
+    return f"Hello, {name}!"
+```
+
+That is all for now.
+
+"""
+#: The markdown reply split into small tokens (a word plus the whitespace after it).
+MARKDOWN_TOKENS: tuple[str, ...] = tuple(re.findall(r"\S+\s*", MARKDOWN_REPLY))
+
+MODELS = (
+    ("fake", "Fake (plain words)"),
+    ("fake?text=markdown&tokens=80&rate=40", "Fake (markdown)"),
+)
+
+
+# --------------------------------------------------------------------------
+# Scenarios
+
+
+@dataclass
+class Scenario:
+    """How one request is answered.
+
+    Text: ``words`` sends "w0 ", "w1 ", ...; ``markdown`` sends MARKDOWN_REPLY in
+    small tokens, repeated or cut to ``tokens``. A request's ``max_tokens`` below
+    ``tokens`` cuts the reply with finish reason "length" ("max_tokens").
+
+    Faults (streams only; a non-streaming request gets the whole reply as JSON):
+
+    - ``malformed``: after ``after`` tokens an event whose data is ``{not json``, then a clean end.
+    - ``reset``: after ``after`` tokens the TCP connection is reset (RST).
+    - ``stall``: after ``after`` tokens nothing more, until the client leaves.
+    - ``drip``: tokens at ``rate`` forever (``tokens`` is ignored).
+    - ``no_done``: the text (cut at ``after`` if set), then a clean end of the body with
+      nothing after it: no finish chunk, usage or [DONE] (OpenAI); no content_block_stop,
+      message_delta or message_stop (Anthropic).
+    - ``error_event``: after ``after`` tokens an in-stream error event, then a clean end.
+    """
+
+    tokens: int = 20
+    rate: float = 50.0  # tokens per second after the first (0 = as fast as possible)
+    ttft: float = 0.0  # seconds before the first token
+    text: str = "words"  # "words" | "markdown"
+    status: int = 200  # answer with this status and a JSON error body instead of streaming
+    retry_after: float | None = None  # Retry-After header with a non-200 status
+    fail_first: int = 0  # the first N requests with the same key fail
+    key: str = ""  # groups requests for fail_first
+    fault: str = ""  # see FAULTS
+    after: int = 0  # tokens before the fault
+    usage: bool = True
+    finish_reason: str = "stop"
+
+    @classmethod
+    def from_model(cls, model: str, default: Scenario) -> Scenario:
+        """``default`` overridden by the query string in ``model`` ("fake?tokens=5&rate=0").
+
+        Raises ValueError for unknown keys or bad values.
+        """
+        _, _, query = model.partition("?")
+        changes: dict[str, Any] = {}
+        if query:
+            hints = _field_types()
+            try:
+                pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+            except ValueError:
+                raise ValueError(f"bad scenario query {query!r}") from None
+            for key, raw in pairs:
+                if key not in hints:
+                    raise ValueError(f"unknown scenario key {key!r} (known: {', '.join(hints)})")
+                changes[key] = _convert(key, hints[key], raw)
+        scenario = dataclasses.replace(default, **changes)
+        scenario.validate()
+        return scenario
+
+    def validate(self) -> None:
+        """Raise ValueError if a field is out of range."""
+        if self.tokens < 0:
+            raise ValueError("tokens must not be negative")
+        for name in ("rate", "ttft"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0")
+        if self.text not in TEXTS:
+            raise ValueError(f"text must be one of {', '.join(TEXTS)}")
+        if self.status != 200 and not 400 <= self.status <= 599:
+            raise ValueError("status must be 200 or 400-599")
+        if self.retry_after is not None and (not math.isfinite(self.retry_after) or self.retry_after < 0):
+            raise ValueError("retry_after must be a finite number >= 0")
+        if self.fail_first < 0 or self.after < 0:
+            raise ValueError("fail_first and after must not be negative")
+        if self.fault not in FAULTS:
+            raise ValueError(f"fault must be one of {', '.join(repr(f) for f in FAULTS)}")
+        if self.fault == "drip" and self.rate <= 0:
+            raise ValueError("fault=drip needs a rate > 0")
+
+    def token(self, index: int) -> str:
+        if self.text == "markdown":
+            return MARKDOWN_TOKENS[index % len(MARKDOWN_TOKENS)]
+        return f"w{index} "
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Scenario)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Scenario)}
+
+
+def _convert(name: str, hint: Any, raw: str) -> Any:
+    optional = False
+    args = typing.get_args(hint)
+    if args and type(None) in args:
+        optional = True
+        hint = next(a for a in args if a is not type(None))
+    text = raw.strip()
+    if optional and text.lower() in ("", "none", "null"):
+        return None
+    try:
+        if hint is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"bad value {raw!r} for scenario key {name!r}") from None
+    return raw
+
+
+# --------------------------------------------------------------------------
+# Records
+
+
+@dataclass(eq=False)
+class RequestRecord:
+    """One request as the server saw it; updated from the server thread while answering."""
+
+    path: str
+    method: str
+    headers: dict[str, str]  # lower-cased names
+    body: dict | None
+    scenario: Scenario | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    token_times: list[float] = field(default_factory=list)  # monotonic time of each text token
+    disconnected_at: float | None = None  # when the client was noticed gone
+    completed: bool = False  # the whole response was written
+    status: int | None = None  # the HTTP status answered
+    _parts: list[str] = field(default_factory=list, repr=False)
+    _disconnected: threading.Event = field(default_factory=threading.Event, repr=False)
+    _completed: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def text_sent(self) -> str:
+        """The text tokens written so far, concatenated."""
+        return "".join(self._parts)
+
+    def wait_disconnected(self, timeout: float) -> bool:
+        """Block until the server noticed the client leave. Don't call from the client's loop.
+
+        (In an async test, ``await record.wait_disconnected_async(t)`` keeps the loop
+        running so the client can actually close its socket.)
+        """
+        return self._disconnected.wait(timeout)
+
+    def wait_completed(self, timeout: float) -> bool:
+        return self._completed.wait(timeout)
+
+    async def wait_disconnected_async(self, timeout: float) -> bool:
+        return await asyncio.to_thread(self._disconnected.wait, timeout)
+
+    async def wait_completed_async(self, timeout: float) -> bool:
+        return await asyncio.to_thread(self._completed.wait, timeout)
+
+    def _add_token(self, text: str) -> None:
+        self.token_times.append(time.monotonic())
+        self._parts.append(text)
+
+    def _mark_disconnected(self) -> None:
+        if self.disconnected_at is None and not self.completed:
+            self.disconnected_at = time.monotonic()
+            self._disconnected.set()
+
+    def _mark_completed(self) -> None:
+        self.completed = True
+        self._completed.set()
+
+
+# --------------------------------------------------------------------------
+# HTTP plumbing
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _ClientGone(ConnectionError):
+    pass
+
+
+@dataclass
+class _Request:
+    method: str
+    target: str
+    path: str
+    headers: dict[str, str]
+    raw_body: bytes
+    keep_alive: bool
+
+
+class _Conn:
+    """One client connection: buffered reads, chunked writes, EOF watching."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.buf = bytearray()
+        self.keep_alive = True  # of the request being answered
+
+    async def _fill(self) -> bool:
+        try:
+            data = await self.reader.read(65536)
+        except OSError:
+            return False
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    async def read_request(self) -> _Request | None:
+        """The next request, or None if the client closed the connection between requests."""
+        while True:
+            while self.buf.startswith(b"\r\n"):  # tolerated before a request line
+                del self.buf[:2]
+            end = self.buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(self.buf) > MAX_HEAD_BYTES:
+                raise _HttpError(431, "request head too large")
+            if not await self._fill():
+                return None
+        head = bytes(self.buf[:end]).decode("latin-1")
+        del self.buf[: end + 4]
+        lines = head.split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise _HttpError(400, "bad request line")
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise _HttpError(400, "bad header line")
+            name = name.lower()
+            value = value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        connection = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+        if headers.get("expect", "").lower() == "100-continue":
+            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = await self._read_chunked()
+        else:
+            try:
+                length = int(headers.get("content-length", "0"))
+            except ValueError:
+                raise _HttpError(400, "bad content-length") from None
+            if length < 0 or length > MAX_BODY_BYTES:
+                raise _HttpError(413, "request body too large")
+            body = await self._read_exactly(length)
+        path = urlsplit(target).path or "/"
+        return _Request(method, target, path, headers, body, keep_alive)
+
+    async def _read_exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not await self._fill():
+                raise _ClientGone("client closed the connection mid-request")
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    async def _read_line(self) -> bytes:
+        while (end := self.buf.find(b"\r\n")) < 0:
+            if len(self.buf) > MAX_HEAD_BYTES:
+                raise _HttpError(400, "bad chunked body")
+            if not await self._fill():
+                raise _ClientGone("client closed the connection mid-request")
+        line = bytes(self.buf[:end])
+        del self.buf[: end + 2]
+        return line
+
+    async def _read_chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            size_line = (await self._read_line()).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                raise _HttpError(400, "bad chunk size") from None
+            if size == 0:
+                while await self._read_line():  # trailers
+                    pass
+                return bytes(body)
+            if len(body) + size > MAX_BODY_BYTES:
+                raise _HttpError(413, "request body too large")
+            body += await self._read_exactly(size)
+            await self._read_exactly(2)
+
+    async def watch_eof(self) -> None:
+        """Return when the client closes its side (or the connection breaks)."""
+        while await self._fill():
+            pass
+
+    # -- writing
+
+    def _check(self) -> None:
+        if self.writer.transport.is_closing():
+            raise _ClientGone("connection closed")
+
+    async def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self._check()
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Overloaded" if status == 529 else "Error"
+        lines = [f"HTTP/1.1 {status} {phrase}", f"Date: {formatdate(usegmt=True)}", "Server: fakeupstream"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        lines.append("Connection: keep-alive" if self.keep_alive else "Connection: close")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await self.writer.drain()
+
+    async def send_body(self, data: bytes) -> None:
+        self._check()
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def send_chunk(self, text: str) -> None:
+        data = text.encode()
+        self._check()
+        self.writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+        await self.writer.drain()
+
+    async def end_chunks(self) -> None:
+        self._check()
+        self.writer.write(b"0\r\n\r\n")
+        await self.writer.drain()
+
+    async def flushed(self) -> None:
+        """Wait (up to 2 s) until asyncio's write buffer is handed to the kernel."""
+        self.writer.transport.set_write_buffer_limits(high=0)  # drain() now waits for an empty buffer
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await self.writer.drain()
+
+    def reset(self) -> None:
+        """Abort with a TCP RST (SO_LINGER 0), dropping anything unsent."""
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _count_words(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content.split())
+    if isinstance(content, list):
+        return sum(_count_words(part.get("text")) for part in content if isinstance(part, dict))
+    return 0
+
+
+def _prompt_tokens(body: dict) -> int:
+    total = _count_words(body.get("system"))
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            total += _count_words(message.get("content"))
+    return total
+
+
+_OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def _error_body(api: str, status: int, message: str) -> dict:
+    if api == "anthropic":
+        kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    kind = _OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def _format_seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# --------------------------------------------------------------------------
+# The server
+
+
+class FakeUpstream:
+    """The fake server. ``start()`` (or ``with``) runs it in a background thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, default: Scenario | None = None) -> None:
+        self.host = host
+        self.port = port
+        #: The scenario for requests whose model has no query string; may be replaced any time.
+        self.default = default or Scenario()
+        self.default.validate()
+        self.requests: list[RequestRecord] = []
+        self._cond = threading.Condition()
+        self._fail_counts: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._stopping = False
+
+    # -- lifecycle
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+    def start(self) -> FakeUpstream:
+        if self._thread is not None:
+            raise RuntimeError("the fake upstream is already running")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                try:
+                    loop.run_until_complete(self._listen())
+                except BaseException as exc:
+                    failure.append(exc)
+                    return
+                finally:
+                    ready.set()
+                loop.run_forever()
+            finally:
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(self._shutdown())
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._stopping = False
+        thread = threading.Thread(target=run, name=f"fakeupstream-{self.port or 'auto'}", daemon=True)
+        thread.start()
+        ready.wait()
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._thread = thread
+        return self
+
+    def stop(self) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        self._thread = None
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
+        except Exception:  # pragma: no cover - best effort
+            log.exception("fake upstream: shutdown failed")
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=2048)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()  # the connections' reads end, and so do their tasks
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    # -- records
+
+    def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RequestRecord]:
+        """All requests so far, once there are at least ``n``; TimeoutError otherwise."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.requests) >= n, timeout):
+                raise TimeoutError(f"expected {n} request(s), the fake upstream got {len(self.requests)}")
+            return list(self.requests)
+
+    async def wait_for_requests_async(self, n: int, timeout: float = 5.0) -> list[RequestRecord]:
+        return await asyncio.to_thread(self.wait_for_requests, n, timeout)
+
+    def reset(self) -> None:
+        """Forget the recorded requests and the fail_first counters."""
+        with self._cond:
+            self.requests.clear()
+            self._fail_counts.clear()
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._cond:
+            self.requests.append(record)
+            self._cond.notify_all()
+
+    def _status_for(self, scenario: Scenario) -> int:
+        if scenario.fail_first <= 0:
+            return scenario.status
+        with self._cond:
+            seen = self._fail_counts.get(scenario.key, 0) + 1
+            self._fail_counts[scenario.key] = seen
+        if seen <= scenario.fail_first:
+            return scenario.status if scenario.status != 200 else 500
+        return 200
+
+    # -- connections
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        conn = _Conn(reader, writer)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(KEEPALIVE_IDLE_SECONDS):
+                        request = await conn.read_request()
+                except TimeoutError:
+                    break
+                except _HttpError as exc:
+                    conn.keep_alive = False
+                    with contextlib.suppress(ConnectionError):
+                        await self._send_json(
+                            conn, exc.status, _error_body("openai", exc.status, exc.message)
+                        )
+                    break
+                if request is None:
+                    break
+                if not await self._serve(conn, request) or not request.keep_alive:
+                    break
+        except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            # Only stop() cancels a connection; end quietly (Python 3.11's start_server
+            # would log the cancelled task as an error).
+            pass
+        except Exception:
+            log.exception("fake upstream: error while serving a connection")
+        finally:
+            self._tasks.discard(task)
+            self._writers.discard(writer)
+            if not writer.transport.is_closing():
+                writer.close()
+
+    async def _serve(self, conn: _Conn, request: _Request) -> bool:
+        """Answer one request; True if the connection can take another."""
+        body: dict | None = None
+        parse_error = ""
+        if request.raw_body:
+            try:
+                loaded = json.loads(request.raw_body)
+            except ValueError:
+                parse_error = "the request body is not valid JSON"
+            else:
+                if isinstance(loaded, dict):
+                    body = loaded
+                else:
+                    parse_error = "the request body must be a JSON object"
+        record = RequestRecord(request.path, request.method, dict(request.headers), body)
+        self._record(record)
+        log.debug("%s %s %s", request.method, request.target, (body or {}).get("model", ""))
+
+        conn.keep_alive = request.keep_alive
+        response = self._respond(conn, request, record, parse_error)
+        answer = asyncio.ensure_future(response)
+        watch = asyncio.ensure_future(conn.watch_eof())
+        try:
+            done, _ = await asyncio.wait({answer, watch}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            answer.cancel()
+            watch.cancel()
+            await asyncio.gather(answer, watch, return_exceptions=True)
+            raise
+        if answer in done:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            try:
+                return answer.result() and request.keep_alive
+            except (ConnectionError, OSError):
+                if not self._stopping:
+                    record._mark_disconnected()
+                return False
+        # The client went away before the answer was done: stop writing at once.
+        if not self._stopping:  # (stop() closing the connection is not the client leaving)
+            record._mark_disconnected()
+        answer.cancel()
+        await asyncio.gather(answer, return_exceptions=True)
+        return False
+
+    async def _respond(self, conn: _Conn, request: _Request, record: RequestRecord, parse_error: str) -> bool:
+        path, method = request.path, request.method
+        api = "anthropic" if path == "/v1/messages" else "openai"
+        routes = {"/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/messages": "POST"}
+        if path not in routes:
+            return await self._send_error(conn, record, api, 404, f"no route for {path}")
+        if method != routes[path]:
+            return await self._send_error(
+                conn, record, api, 405, f"use {routes[path]} for {path}", [("Allow", routes[path])]
+            )
+        if path == "/v1/models":
+            return await self._send_models(conn, record)
+        if parse_error:
+            return await self._send_error(conn, record, api, 400, parse_error)
+        body = record.body or {}
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return await self._send_error(conn, record, api, 400, "model is required")
+        try:
+            scenario = Scenario.from_model(model, self.default)
+        except ValueError as exc:
+            return await self._send_error(conn, record, api, 400, str(exc))
+        record.scenario = scenario
+        status = self._status_for(scenario)
+        if status != 200:
+            extra = []
+            if scenario.retry_after is not None:
+                extra.append(("Retry-After", _format_seconds(scenario.retry_after)))
+            message = (
+                "rate limited by the fake upstream" if status == 429 else f"fake upstream error {status}"
+            )
+            return await self._send_error(conn, record, api, status, message, extra)
+        if body.get("stream") is not True:
+            return await self._answer_whole(conn, record, scenario, api, body, model)
+        if api == "anthropic":
+            return await self._stream_anthropic(conn, record, scenario, body, model)
+        return await self._stream_openai(conn, record, scenario, body, model)
+
+    # -- simple answers
+
+    async def _send_json(
+        self, conn: _Conn, status: int, data: Any, extra: list[tuple[str, str]] | None = None
+    ) -> None:
+        payload = _json(data).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        await conn.send_head(status, headers + (extra or []))
+        await conn.send_body(payload)
+
+    async def _send_error(
+        self,
+        conn: _Conn,
+        record: RequestRecord,
+        api: str,
+        status: int,
+        message: str,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> bool:
+        record.status = status
+        await self._send_json(conn, status, _error_body(api, status, message), extra)
+        record._mark_completed()
+        return True
+
+    async def _send_models(self, conn: _Conn, record: RequestRecord) -> bool:
+        data = [
+            {
+                "id": model_id,
+                "object": "model",
+                "created": 1700000000,
+                "owned_by": "fakeupstream",
+                "type": "model",
+                "display_name": label,
+                "created_at": "2023-11-14T22:13:20Z",
+            }
+            for model_id, label in MODELS
+        ]
+        listing = {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"],
+            "last_id": data[-1]["id"],
+        }
+        record.status = 200
+        await self._send_json(conn, 200, listing)
+        record._mark_completed()
+        return True
+
+    async def _answer_whole(
+        self, conn: _Conn, record: RequestRecord, scenario: Scenario, api: str, body: dict, model: str
+    ) -> bool:
+        """A non-streaming request: the whole reply as one JSON body (faults don't apply)."""
+        count, finish = _limit(scenario, body)
+        delay = scenario.ttft + (max(count - 1, 0) / scenario.rate if scenario.rate else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        text = "".join(scenario.token(i) for i in range(count))
+        prompt = _prompt_tokens(body)
+        if api == "anthropic":
+            data: dict = {
+                "id": f"msg_fake{uuid.uuid4().hex[:20]}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": _anthropic_stop(finish),
+                "stop_sequence": None,
+            }
+            if scenario.usage:
+                data["usage"] = {"input_tokens": prompt, "output_tokens": count}
+        else:
+            data = {
+                "id": f"chatcmpl-fake{uuid.uuid4().hex[:20]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                ],
+            }
+            if scenario.usage:
+                data["usage"] = {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": count,
+                    "total_tokens": prompt + count,
+                }
+        record.status = 200
+        await self._send_json(conn, 200, data)
+        for i in range(count):
+            record._add_token(scenario.token(i))
+        record._mark_completed()
+        return True
+
+    # -- streams
+
+    async def _start_stream(self, conn: _Conn, record: RequestRecord) -> None:
+        record.status = 200
+        await conn.send_head(
+            200,
+            [
+                ("Content-Type", "text/event-stream; charset=utf-8"),
+                ("Cache-Control", "no-cache"),
+                ("Transfer-Encoding", "chunked"),
+            ],
+        )
+
+    async def _tokens(
+        self, conn: _Conn, record: RequestRecord, scenario: Scenario, count: int, event: Callable[[str], str]
+    ) -> str:
+        """Write the text tokens, paced; return the fault to inject now ("" when none)."""
+        fault = scenario.fault
+        fault_at = scenario.after if fault in ("malformed", "reset", "stall", "error_event") else None
+        if fault == "no_done" and scenario.after:
+            count = min(count, scenario.after)
+        drip = fault == "drip"
+        interval = 1.0 / scenario.rate if scenario.rate > 0 else 0.0
+        if scenario.ttft:
+            await asyncio.sleep(scenario.ttft)
+        loop = asyncio.get_running_loop()
+        first = loop.time()
+        i = 0
+        while drip or i < count:
+            if i:
+                if interval:
+                    delay = first + i * interval - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                elif i % 32 == 0:
+                    await asyncio.sleep(0)  # let other streams run
+            else:
+                first = loop.time()
+            if i == fault_at:
+                return fault
+            text = scenario.token(i)
+            await conn.send_chunk(event(text))
+            record._add_token(text)
+            i += 1
+        if fault_at is not None:  # after >= tokens: the fault comes after the text
+            if interval and count:
+                await asyncio.sleep(interval)
+            return fault
+        return fault if fault == "no_done" else ""
+
+    async def _inject(self, conn: _Conn, record: RequestRecord, fault: str, bad: str, error: str) -> bool:
+        """Carry out a fault; True if the connection can be reused."""
+        if fault == "reset":
+            await conn.flushed()
+            conn.reset()
+            return False
+        if fault == "stall":
+            await asyncio.Event().wait()  # until the client leaves or the server stops
+        if fault == "malformed":
+            await conn.send_chunk(bad)
+        elif fault == "error_event":
+            await conn.send_chunk(error)
+        await conn.end_chunks()  # malformed, error_event, no_done: a clean end of the body
+        record._mark_completed()
+        return True
+
+    async def _stream_openai(
+        self, conn: _Conn, record: RequestRecord, scenario: Scenario, body: dict, model: str
+    ) -> bool:
+        count, finish = _limit(scenario, body)
+        options = body.get("stream_options")
+        include_usage = scenario.usage and isinstance(options, dict) and bool(options.get("include_usage"))
+        head = _json(
+            {
+                "id": f"chatcmpl-fake{uuid.uuid4().hex[:20]}",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+            }
+        )[:-1]
+
+        def chunk(choices: str, extra: str = "") -> str:
+            return f'data: {head},"choices":{choices}{extra}}}\n\n'
+
+        def token(text: str) -> str:
+            return chunk(f'[{{"index":0,"delta":{{"content":{_json(text)}}},"finish_reason":null}}]')
+
+        await self._start_stream(conn, record)
+        await conn.send_chunk(chunk('[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]'))
+        fault = await self._tokens(conn, record, scenario, count, token)
+        if fault:
+            error = _json(
+                {"error": {"message": "the fake upstream injected an error", "type": "server_error"}}
+            )
+            return await self._inject(conn, record, fault, "data: {not json\n\n", f"data: {error}\n\n")
+        await conn.send_chunk(chunk(f'[{{"index":0,"delta":{{}},"finish_reason":{_json(finish)}}}]'))
+        if include_usage:
+            prompt = _prompt_tokens(body)
+            usage = {"prompt_tokens": prompt, "completion_tokens": count, "total_tokens": prompt + count}
+            await conn.send_chunk(chunk("[]", f',"usage":{_json(usage)}'))
+        await conn.send_chunk("data: [DONE]\n\n")
+        await conn.end_chunks()
+        record._mark_completed()
+        return True
+
+    async def _stream_anthropic(
+        self, conn: _Conn, record: RequestRecord, scenario: Scenario, body: dict, model: str
+    ) -> bool:
+        count, finish = _limit(scenario, body)
+
+        def event(name: str, data: str) -> str:
+            return f"event: {name}\ndata: {data}\n\n"
+
+        def token(text: str) -> str:
+            return event(
+                "content_block_delta",
+                f'{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{_json(text)}}}}}',
+            )
+
+        message: dict = {
+            "id": f"msg_fake{uuid.uuid4().hex[:20]}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+        }
+        if scenario.usage:
+            message["usage"] = {"input_tokens": _prompt_tokens(body), "output_tokens": 1}
+        await self._start_stream(conn, record)
+        await conn.send_chunk(event("message_start", _json({"type": "message_start", "message": message})))
+        await conn.send_chunk(
+            event(
+                "content_block_start",
+                '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}',
+            )
+        )
+        await conn.send_chunk(event("ping", '{"type":"ping"}'))
+        fault = await self._tokens(conn, record, scenario, count, token)
+        if fault:
+            error = _json(
+                {
+                    "type": "error",
+                    "error": {"type": "overloaded_error", "message": "the fake upstream injected an error"},
+                }
+            )
+            return await self._inject(
+                conn,
+                record,
+                fault,
+                event("content_block_delta", "{not json"),
+                event("error", error),
+            )
+        await conn.send_chunk(event("content_block_stop", '{"type":"content_block_stop","index":0}'))
+        delta: dict = {
+            "type": "message_delta",
+            "delta": {"stop_reason": _anthropic_stop(finish), "stop_sequence": None},
+        }
+        if scenario.usage:
+            delta["usage"] = {"output_tokens": count}
+        await conn.send_chunk(event("message_delta", _json(delta)))
+        await conn.send_chunk(event("message_stop", '{"type":"message_stop"}'))
+        await conn.end_chunks()
+        record._mark_completed()
+        return True
+
+
+def _limit(scenario: Scenario, body: dict) -> tuple[int, str]:
+    """Token count and finish reason, honouring the request's max_tokens."""
+    count, finish = scenario.tokens, scenario.finish_reason
+    limit = body.get("max_tokens") or body.get("max_completion_tokens")
+    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < count:
+        count, finish = limit, "length"
+    return count, finish
+
+
+def _anthropic_stop(finish: str) -> str:
+    return {"stop": "end_turn", "length": "max_tokens"}.get(finish, finish)
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``python -m conversations.fakeupstream`` and ``manage.py fakeupstream``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8100, help="port (default 8100; 0 picks a free one)")
+    parser.add_argument("--log-requests", action="store_true", help="log every request")
+    defaults = Scenario()
+    group = parser.add_argument_group("default scenario (a model 'fake?key=value&...' overrides it)")
+    for name, hint in _field_types().items():
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=lambda raw, name=name, hint=hint: _convert(name, hint, raw),
+            default=getattr(defaults, name),
+            metavar=name.upper(),
+            help=f"default {getattr(defaults, name)!r}",
+        )
+
+
+def serve(options: dict[str, Any], out: Any = None) -> None:
+    """Run a fake upstream until Ctrl-C or SIGTERM."""
+    out = out or sys.stdout
+    names = [f.name for f in dataclasses.fields(Scenario)]
+    default = Scenario(**{n: options[n] for n in names if n in options})
+    default.validate()
+    if options.get("log_requests"):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        log.setLevel(logging.DEBUG)
+    fake = FakeUpstream(options.get("host") or "127.0.0.1", options.get("port") or 0, default)
+    stopping = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    fake.start()
+    try:
+        out.write(
+            f"fake upstream listening on {fake.url}\n"
+            f"  OpenAI base URL:    {fake.openai_base_url}\n"
+            f"  Anthropic base URL: {fake.anthropic_base_url}\n"
+            f"  models: {', '.join(m for m, _ in MODELS)} (or 'fake?tokens=5&rate=0&...')\n"
+        )
+        out.flush()
+        while not stopping.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:  # a second Ctrl-C must not interrupt the shutdown
+            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        fake.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
+        out.write("fake upstream stopped\n")
+        out.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m conversations.fakeupstream",
+        description="A fake OpenAI/Anthropic-compatible LLM server for tests and benchmarks.",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        serve(vars(args))
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Real server processes for tests: daphne serving chatsite, on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daphne:
+    """``python -m daphne chatsite.asgi:application`` with its own SQLite database."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db_path = data_dir / "chatsite.sqlite3"
+        self.log = data_dir / f"daphne-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "CHATSITE_NO_BOOTSTRAP": "1",
+            "CHATSITE_DATA_DIR": str(data_dir),
+            "DJANGO_DEBUG": "true",
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            "CHATSITE_LOCAL_MODEL": "off",
+            **(env or {}),
+        }
+        self.env.pop("DATABASE_URL", None)
+        self.env.pop("REDIS_URL", None)
+        self.proc: subprocess.Popen | None = None
+
+    def manage(self, *args: str) -> None:
+        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True)
+
+    def create_user(self, username: str, password: str) -> None:
+        self.manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; "
+            f"User.objects.create_user({username!r}, password={password!r})",
+        )
+
+    def start(self) -> Daphne:
+        self.manage("migrate", "-v0")
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "chatsite.asgi:application",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("daphne did not start:\n" + self.log.read_text())
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def login_cookie(self, username: str, password: str) -> str:
+        """Log in through the real form; returns the Cookie header value."""
+        with httpx.Client(base_url=self.url) as client:
+            page = client.get("/accounts/login/")
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+            response = client.post(
+                "/accounts/login/",
+                data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+                headers={"Referer": f"{self.url}/accounts/login/"},
+            )
+            assert response.status_code == 302, response.text[:500]
+            return "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+
+    def query(self, sql: str, *params):
+        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as conn:
+            return conn.execute(sql, params).fetchall()

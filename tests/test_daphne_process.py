@@ -1,0 +1,123 @@
+"""Behaviour that needs a real daphne process: signals and real frame sizes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import websockets
+
+from conversations import protocol
+from tests.processes import Daphne
+
+pytestmark = pytest.mark.slow
+USER, PASSWORD = "dora", "daphne-process-pw-1"
+
+
+@pytest.fixture
+def daphne(fake_upstream):
+    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-daphne-"))
+    server = Daphne(
+        data_dir,
+        {
+            "OPENAI_BASE_URL": fake_upstream.openai_base_url,
+            "OPENAI_MODELS": "fake",
+            "CHATSITE_CHECKPOINT_INTERVAL": "0.3",
+        },
+    )
+    try:
+        server.start()
+        server.create_user(USER, PASSWORD)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def open_socket(server: Daphne):
+    cookie = await asyncio.to_thread(server.login_cookie, USER, PASSWORD)
+    return await websockets.connect(
+        server.url.replace("http", "ws") + protocol.PATH,
+        additional_headers={"Cookie": cookie, "Origin": server.url},
+        max_size=None,
+    )
+
+
+async def frames_until(ws, kind: str, timeout: float = 10.0) -> list[dict]:
+    got = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await ws.recv())
+            protocol.check_server_frame(frame)
+            got.append(frame)
+            if frame["type"] == kind:
+                return got
+
+
+async def test_sigterm_mid_reply_saves_it_as_interrupted_with_every_token_sent(daphne, fake_upstream):
+    ws = await open_socket(daphne)
+    await ws.send(
+        json.dumps(
+            {"type": "send", "client_id": "t1", "text": "go", "model": "openai/fake?fault=drip&rate=40"}
+        )
+    )
+    frames = await frames_until(ws, "delta")
+    frames += [json.loads(await ws.recv()) for _ in range(5)]
+    reply_id = frames[-1]["reply"]
+    daphne.proc.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(15):
+            async for raw in ws:
+                frames.append(json.loads(raw))
+    except websockets.ConnectionClosed:
+        pass
+    code = await asyncio.to_thread(daphne.proc.wait, 15)
+    assert code == 0, daphne.log.read_text()[-2000:]
+    ((content, status, last_seq),) = daphne.query(
+        "select content, status, last_seq from conversations_message where id = ?",
+        uuid.UUID(reply_id).hex,
+    )
+    assert status == "interrupted"
+    received = "".join(f["text"] for f in frames if f["type"] == "delta")
+    # The client was told, and what it saw is exactly what was saved.
+    finished = [f for f in frames if f["type"] == "reply_finished"]
+    assert finished and finished[0]["status"] == "interrupted"
+    assert content == received
+    assert last_seq == finished[0]["last_seq"]
+
+
+async def test_a_megabyte_frame_is_refused_and_the_socket_stays_usable(daphne):
+    ws = await open_socket(daphne)
+    await ws.send("x" * 1_000_000)
+    frame = json.loads(await ws.recv())
+    assert frame["type"] == "error" and frame["code"] == "frame_too_large"
+    await ws.send(
+        json.dumps(
+            {
+                "type": "send",
+                "client_id": "after-big",
+                "text": "still there?",
+                "model": "openai/fake?tokens=3&rate=0",
+            }
+        )
+    )
+    frames = await frames_until(ws, "reply_finished")
+    assert frames[0]["type"] == "ack" and frames[-1]["status"] == "complete"
+    await ws.close()
+
+
+async def test_anonymous_and_foreign_origin_handshakes_are_refused(daphne):
+    url = daphne.url.replace("http", "ws") + protocol.PATH
+    with pytest.raises(websockets.InvalidStatus) as anonymous:
+        await websockets.connect(url, additional_headers={"Origin": daphne.url})
+    assert anonymous.value.response.status_code == 403
+    cookie = await asyncio.to_thread(daphne.login_cookie, USER, PASSWORD)
+    with pytest.raises(websockets.InvalidStatus) as foreign:
+        await websockets.connect(url, additional_headers={"Origin": "http://evil.example", "Cookie": cookie})
+    assert foreign.value.response.status_code == 403

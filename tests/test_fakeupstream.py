@@ -1,0 +1,340 @@
+"""The fake LLM upstream itself: scenario parsing, pacing, faults, disconnects, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream, Scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(server):
+    server.reset()
+    yield server
+    server.reset()
+
+
+def chat(fake, model: str, *, stream: bool = True, **extra) -> httpx.Response:
+    body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}], **extra}
+    return httpx.post(fake.openai_base_url + "/chat/completions", json=body, timeout=10)
+
+
+def sse_data(response: httpx.Response) -> list[str]:
+    return [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
+
+
+def raw_stream_request(fake, model: str) -> socket.socket:
+    """Send a streaming request on a plain socket (so the test decides when to hang up)."""
+    body = json.dumps({"model": model, "stream": True, "messages": []}).encode()
+    sock = socket.create_connection(("127.0.0.1", fake.port), timeout=5)
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    return sock
+
+
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before {marker!r}"
+        data += chunk
+    return data
+
+
+# -- scenarios
+
+
+def test_scenario_from_model_parses_typed_overrides():
+    default = Scenario(tokens=7, text="markdown")
+
+    assert Scenario.from_model("fake", default) == default
+    parsed = Scenario.from_model(
+        "fake?tokens=5&rate=0&fault=reset&after=2&usage=false&retry_after=1.5&key=a+b", default
+    )
+    assert parsed == Scenario(
+        tokens=5, rate=0.0, text="markdown", fault="reset", after=2, usage=False, retry_after=1.5, key="a b"
+    )
+    assert isinstance(parsed.tokens, int) and isinstance(parsed.rate, float)
+    assert Scenario.from_model("fake?retry_after=none", Scenario(retry_after=3)).retry_after is None
+    assert default == Scenario(tokens=7, text="markdown")  # not modified
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "fake?tokenz=3",
+        "fake?tokens=many",
+        "fake?fault=explode",
+        "fake?text=poetry",
+        "fake?usage=maybe",
+        "fake?status=302",
+        "fake?rate=-1",
+        "fake?fault=drip&rate=0",
+        "fake?tokens",
+    ],
+)
+def test_scenario_from_model_rejects_bad_input(model):
+    with pytest.raises(ValueError):
+        Scenario.from_model(model, Scenario())
+
+
+def test_unknown_key_is_answered_with_400_in_each_apis_shape(fake):
+    openai = chat(fake, "fake?bogus=1")
+    anthropic = httpx.post(
+        fake.anthropic_base_url + "/v1/messages", json={"model": "fake?bogus=1", "stream": True}, timeout=10
+    )
+
+    assert openai.status_code == 400
+    assert "unknown scenario key 'bogus'" in openai.json()["error"]["message"]
+    assert openai.json()["error"]["type"] == "invalid_request_error"
+    assert anthropic.status_code == 400
+    assert anthropic.json()["type"] == "error"
+    assert "unknown scenario key 'bogus'" in anthropic.json()["error"]["message"]
+    assert fake.requests[0].scenario is None
+
+
+def test_unknown_route_and_wrong_method(fake):
+    assert httpx.get(fake.url + "/v2/nothing", timeout=10).status_code == 404
+    assert httpx.get(fake.openai_base_url + "/chat/completions", timeout=10).status_code == 405
+
+
+def test_openai_stream_shape(fake):
+    response = chat(fake, "fake?tokens=3&rate=0", stream_options={"include_usage": True})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    data = sse_data(response)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert [c["choices"][0]["delta"]["content"] for c in chunks[1:4]] == ["w0 ", "w1 ", "w2 "]
+    assert chunks[4]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[5]["choices"] == []
+    assert chunks[5]["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+
+
+def test_usage_chunk_only_when_asked_for(fake):
+    chunks = [json.loads(d) for d in sse_data(chat(fake, "fake?tokens=2&rate=0"))[:-1]]
+
+    assert all("usage" not in c for c in chunks)
+
+
+def test_markdown_text_repeats_and_truncates(fake):
+    n = len(MARKDOWN_TOKENS)
+    whole = chat(fake, f"fake?text=markdown&tokens={n + 3}&rate=0", stream=False).json()
+    text = whole["choices"][0]["message"]["content"]
+
+    assert text == MARKDOWN_REPLY + "".join(MARKDOWN_TOKENS[:3])
+    for needle in ("## ", "- first item", "**canned answer**", "```python\n", "[link to the docs]("):
+        assert needle in text
+
+
+def test_tokens_are_paced_at_the_rate_after_ttft(fake):
+    response = chat(fake, "fake?tokens=11&rate=20&ttft=0.3")
+    record = fake.wait_for_requests(1)[0]
+
+    assert response.status_code == 200
+    assert len(record.token_times) == 11
+    assert record.text_sent == "".join(f"w{i} " for i in range(11))
+    assert record.token_times[0] - record.started_at >= 0.28
+    spread = record.token_times[-1] - record.token_times[0]
+    assert 0.45 <= spread < 5.0  # ten gaps of 1/20 s (generous upper bound: noisy machines)
+    assert record.wait_completed(2)
+
+
+def test_fail_first_counts_per_key_and_reset_forgets(fake):
+    model = "fake?tokens=1&rate=0&fail_first=2&status=503&retry_after=4&key=k1"
+
+    first, second, third = (chat(fake, model) for _ in range(3))
+    assert [first.status_code, second.status_code, third.status_code] == [503, 503, 200]
+    assert first.headers["retry-after"] == "4"
+    assert chat(fake, "fake?tokens=1&rate=0&fail_first=1&key=k2").status_code == 500  # its own counter
+    fake.reset()
+    assert fake.requests == []
+    assert chat(fake, model).status_code == 503
+
+
+def test_models_listing(fake):
+    listing = httpx.get(fake.openai_base_url + "/models", timeout=10).json()
+
+    assert listing["object"] == "list"
+    assert [m["id"] for m in listing["data"]] == ["fake", "fake?text=markdown&tokens=80&rate=40"]
+    assert all(m["object"] == "model" and m["display_name"] for m in listing["data"])
+
+
+def test_keep_alive_connection_serves_several_requests(fake):
+    with httpx.Client(timeout=10) as client:
+        for _ in range(3):
+            response = client.post(
+                fake.openai_base_url + "/chat/completions",
+                json={"model": "fake?tokens=2&rate=0", "stream": True, "messages": []},
+            )
+            assert response.status_code == 200 and sse_data(response)[-1] == "[DONE]"
+            assert response.headers.get("connection") != "close"
+    assert len(fake.wait_for_requests(3)) == 3
+
+
+# -- disconnects
+
+
+def test_disconnect_noticed_while_stalled(fake):
+    sock = raw_stream_request(fake, "fake?tokens=5&rate=0&fault=stall&after=1")
+    read_until(sock, b'"w0 "')
+    record = fake.wait_for_requests(1)[0]
+
+    assert not record.wait_disconnected(0.3)  # still connected: not noticed
+    sock.close()
+    assert record.wait_disconnected(2)
+    assert record.disconnected_at is not None and not record.completed
+    assert record.text_sent == "w0 "
+
+
+def test_disconnect_noticed_between_slow_tokens(fake):
+    sock = raw_stream_request(fake, "fake?tokens=5&rate=0.5")  # two seconds between tokens
+    read_until(sock, b'"w0 "')
+    sock.close()
+    record = fake.wait_for_requests(1)[0]
+
+    assert record.wait_disconnected(1.5)
+    time.sleep(2.5)
+    assert len(record.token_times) == 1  # nothing written after the client left
+
+
+def test_reset_fault_aborts_the_connection(fake):
+    sock = raw_stream_request(fake, "fake?tokens=5&rate=0&fault=reset&after=2")
+    data = b""
+    with pytest.raises(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    sock.close()
+
+    assert b'"w1 "' in data and b'"w2 "' not in data
+
+
+def test_stop_closes_open_streams():
+    fake = FakeUpstream().start()
+    sock = raw_stream_request(fake, "fake?fault=stall")
+    read_until(sock, b"assistant")
+    started = time.monotonic()
+    fake.stop()
+
+    assert time.monotonic() - started < 5
+    assert fake.requests[0].disconnected_at is None  # the server hung up, not the client
+    sock.settimeout(5)
+    try:
+        rest = sock.recv(65536)
+    except ConnectionResetError:
+        rest = b""
+    assert rest == b""  # closed, not stalled
+    sock.close()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(fake.url + "/v1/models", timeout=2)
+
+
+async def test_hundreds_of_concurrent_streams(fake):
+    n = 300
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def one(i: int) -> str:
+            body = {"model": "fake?tokens=10&rate=20", "stream": True, "messages": []}
+            async with client.stream("POST", fake.openai_base_url + "/chat/completions", json=body) as r:
+                r.raise_for_status()
+                return "".join([chunk async for chunk in r.aiter_text()])
+
+        started = time.monotonic()
+        bodies = await asyncio.gather(*(one(i) for i in range(n)))
+        elapsed = time.monotonic() - started
+
+    assert all(b.rstrip().endswith("data: [DONE]") and '"w9 "' in b for b in bodies)
+    assert elapsed < 20  # each stream takes ~0.45 s; they must run side by side
+    records = fake.wait_for_requests(n)
+    assert all([await r.wait_completed_async(2) for r in records])
+
+
+# -- the command line
+
+
+def test_module_does_not_need_django():
+    code = "import sys, conversations.fakeupstream; assert 'django' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)
+
+
+def test_cli_serves_until_interrupted():
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    command = [
+        sys.executable,
+        "-m",
+        "conversations.fakeupstream",
+        "--port",
+        "0",
+        "--tokens",
+        "3",
+        "--rate",
+        "0",
+    ]
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            first_line = proc.stdout.readline()
+            assert first_line.startswith("fake upstream listening on http://127.0.0.1:"), first_line
+            url = first_line.split()[-1]
+            response = httpx.post(
+                url + "/v1/chat/completions",
+                json={"model": "fake", "stream": True, "messages": []},
+                timeout=10,
+            )
+            chunks = [json.loads(d) for d in sse_data(response)[:-1]]
+            text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+            assert text == "w0 w1 w2 "
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+            assert "Traceback" not in proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_management_command_accepts_the_same_options():
+    from conversations.management.commands.fakeupstream import Command
+
+    options = (
+        Command()
+        .create_parser("manage.py", "fakeupstream")
+        .parse_args(
+            ["--port", "0", "--tokens", "4", "--fault", "drip", "--usage", "no", "--retry-after", "2"]
+        )
+    )
+
+    assert (options.port, options.tokens, options.fault, options.usage, options.retry_after) == (
+        0,
+        4,
+        "drip",
+        False,
+        2.0,
+    )
+    assert options.rate == Scenario().rate
