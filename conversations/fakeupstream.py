@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl, urlsplit
 log = logging.getLogger("chatsite.fakeupstream")
 
 FAULTS = ("", "malformed", "reset", "stall", "drip", "no_done", "error_event")
-TEXTS = ("words", "markdown")
+TEXTS = ("words", "markdown", "hostile")
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -79,6 +79,25 @@ That is all for now.
 """
 #: The markdown reply split into small tokens (a word plus the whitespace after it).
 MARKDOWN_TOKENS: tuple[str, ...] = tuple(re.findall(r"\S+\s*", MARKDOWN_REPLY))
+
+#: Model output that tries every trick to run script or load a remote resource;
+#: a safe client renders all of it inert.
+HOSTILE_REPLY = """Here is some <b>bold</b> text.
+
+<script>alert("script")</script>
+<img src="x" onerror="alert('img')">
+<svg onload="alert('svg')"><circle r="5"/></svg>
+<iframe src="http://127.0.0.2:9/frame"></iframe>
+<a href="javascript:alert('link')">click me</a> and [md link](javascript:alert('md'))
+![remote image](http://127.0.0.2:9/pixel.png)
+<img src="http://127.0.0.2:9/raw.png">
+<style>body { background: url(http://127.0.0.2:9/bg.png) }</style>
+<form action="http://127.0.0.2:9/steal"><input name="q"></form>
+<div onclick="alert('div')" style="background-image: url(http://127.0.0.2:9/css.png)">styled</div>
+
+The end.
+"""
+HOSTILE_TOKENS: tuple[str, ...] = tuple(re.findall(r"\S+\s*", HOSTILE_REPLY))
 
 MODELS = (
     ("fake", "Fake (plain words)"),
@@ -113,7 +132,7 @@ class Scenario:
     tokens: int = 20
     rate: float = 50.0  # tokens per second after the first (0 = as fast as possible)
     ttft: float = 0.0  # seconds before the first token
-    text: str = "words"  # "words" | "markdown"
+    text: str = "words"  # "words" | "markdown" | "hostile"
     status: int = 200  # answer with this status and a JSON error body instead of streaming
     retry_after: float | None = None  # Retry-After header with a non-200 status
     fail_first: int = 0  # the first N requests with the same key fail
@@ -169,6 +188,8 @@ class Scenario:
     def token(self, index: int) -> str:
         if self.text == "markdown":
             return MARKDOWN_TOKENS[index % len(MARKDOWN_TOKENS)]
+        if self.text == "hostile":
+            return HOSTILE_TOKENS[index % len(HOSTILE_TOKENS)]
         return f"w{index} "
 
 
