@@ -26,7 +26,9 @@ async def model_default() -> str | None:
     return models[0].id if models else None
 
 
-async def _resolve_model(requested: str | None, conversation_id: uuid.UUID | None, user) -> str:
+async def _resolve_model(
+    requested: str | None, conversation_id: uuid.UUID | None, user, client_id: str
+) -> str:
     model = requested
     if model is None and conversation_id is not None:
         conversation = await database_sync_to_async(selectors.conversation_get)(
@@ -37,14 +39,18 @@ async def _resolve_model(requested: str | None, conversation_id: uuid.UUID | Non
         model = await model_default()
     if model is None:
         raise protocol.ProtocolError(
-            "unknown_model", "no model is available: configure a provider (docs/configuration.md)"
+            "unknown_model",
+            "no model is available: configure a provider (docs/configuration.md)",
+            ref=client_id,
         )
     provider_name, name = split_model_id(model)
     provider = get_provider(provider_name)
     if provider is None or not name:
-        raise protocol.ProtocolError("unknown_model", f"unknown model {model[:80]!r}")
+        raise protocol.ProtocolError("unknown_model", f"unknown model {model[:80]!r}", ref=client_id)
     if provider_name == "local" and all(m.name != name for m in await provider.list_models()):
-        raise protocol.ProtocolError("unknown_model", f"the offline model {name[:80]!r} is not installed")
+        raise protocol.ProtocolError(
+            "unknown_model", f"the offline model {name[:80]!r} is not installed", ref=client_id
+        )
     return model
 
 
@@ -52,7 +58,7 @@ async def reply_start(
     *, user: AbstractBaseUser, frame: protocol.Send, subscriber: Subscriber
 ) -> Reply | None:
     """Store the user's message and start the reply; ``subscriber`` follows it."""
-    model = await _resolve_model(frame.model, frame.conversation, user)
+    model = await _resolve_model(frame.model, frame.conversation, user, frame.client_id)
     provider_name, model_name = split_model_id(model)
     provider = get_provider(provider_name)
     assert provider is not None

@@ -1,0 +1,569 @@
+"""Reusable pieces for benchmarks: processes, login, a WebSocket client, statistics.
+
+Process layout (chosen so that the processes perturb each other least on a
+small, shared machine):
+
+* the **fake upstream** runs in its own process (``python -m benchmarks._harness
+  fake``). It is :class:`conversations.fakeupstream.FakeUpstream` (its server
+  thread and loop), and the child's main thread answers control requests on
+  stdin/stdout (JSON lines) with the per-request records (token write times,
+  disconnect time). Its main thread is blocked in a read between requests, so
+  it does not compete for the child's GIL while tokens are written;
+* **chatsite** runs under daphne in its own process, as in production, with a
+  fresh SQLite database in a temporary ``CHATSITE_DATA_DIR``;
+* the **clients** (the direct httpx client and the WebSocket client) run on one
+  asyncio loop in the benchmark process, which has no other thread, so neither
+  the fake nor the app shares a GIL with the code being timed.
+
+Clocks: every timestamp is ``time.monotonic()``. On Linux that is
+``clock_gettime(CLOCK_MONOTONIC)``, one system-wide clock, so times taken in
+the fake's process and in the benchmark process are directly comparable.
+:func:`check_monotonic_clock` checks the implementation and
+:meth:`FakeUpstreamProcess.check_clock` checks the ordering across the two
+processes at run time.
+
+Nothing here imports Django: the benchmark process only speaks HTTP and
+WebSocket, like a browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+now = time.monotonic
+
+
+def python() -> str:
+    """The project's interpreter (its venv), else the running one."""
+    return str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def check_monotonic_clock() -> str:
+    """Return the monotonic clock's implementation; fail unless it is system-wide."""
+    info = time.get_clock_info("monotonic")
+    if sys.platform.startswith("linux") and "CLOCK_MONOTONIC" not in info.implementation:
+        raise RuntimeError(f"time.monotonic() is {info.implementation}, not CLOCK_MONOTONIC")
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError("cross-process timings need Linux's system-wide CLOCK_MONOTONIC")
+    return info.implementation
+
+
+# --------------------------------------------------------------------------
+# Statistics
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0-100), linear interpolation between closest ranks."""
+    if not sorted_values:
+        return math.nan
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class Stats:
+    n: int
+    median: float
+    p95: float
+    p99: float
+    min: float
+    max: float
+    mean: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stats:
+        data = sorted(v for v in values if v is not None and not math.isnan(v))
+        if not data:
+            return cls(0, *([math.nan] * 6))
+        return cls(
+            len(data),
+            percentile(data, 50),
+            percentile(data, 95),
+            percentile(data, 99),
+            data[0],
+            data[-1],
+            sum(data) / len(data),
+        )
+
+
+# --------------------------------------------------------------------------
+# The machine
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _venv_versions() -> dict[str, str]:
+    """Versions of the packages the app runs with, asked from the app's interpreter."""
+    code = (
+        "import json, platform; from importlib import metadata as m\n"
+        "v = {'python': platform.python_version()}\n"
+        "for d in ('daphne', 'django', 'channels', 'twisted', 'httpx'):\n"
+        "    try: v[d] = m.version(d)\n"
+        "    except m.PackageNotFoundError: v[d] = '?'\n"
+        "print(json.dumps(v))"
+    )
+    try:
+        out = subprocess.run([python(), "-c", code], capture_output=True, text=True, timeout=30, check=True)
+        return json.loads(out.stdout)
+    except (subprocess.SubprocessError, ValueError, OSError):
+        return {}
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "client_python": platform.python_version(),
+        "httpx": _version("httpx"),
+        "httpx_sse": _version("httpx-sse"),
+        "websockets": _version("websockets"),
+    }
+    info["app"] = _venv_versions()
+    return info
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM one process we started (by its pid), then SIGKILL if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+class FakeUpstreamProcess:
+    """The fake upstream in a child process, with its request records reachable.
+
+    ``await FakeUpstreamProcess.start(log_path)``; ``await fake.record(key)``
+    returns the record of the request whose scenario ``key`` is ``key`` (put
+    ``&key=...`` in the model name to tag a request).
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.openai_base_url = self.url + "/v1"
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, log_path: Path, timeout: float = 30.0) -> FakeUpstreamProcess:
+        log = open(log_path, "ab")  # noqa: ASYNC230 - before any timing; handed to the child
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                python(),
+                "-m",
+                "benchmarks._harness",
+                "fake",
+                cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                limit=16 * 1024 * 1024,
+            )
+        finally:
+            log.close()
+        try:
+            async with asyncio.timeout(timeout):
+                line = await proc.stdout.readline()
+            ready = json.loads(line)
+            return cls(proc, int(ready["port"]))
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise RuntimeError(f"the fake upstream did not start (see {log_path})") from None
+
+    async def call(self, timeout: float = 30.0, **request: Any) -> Any:
+        async with self._lock, asyncio.timeout(timeout):
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            await self.proc.stdin.drain()
+            line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the fake upstream process went away")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"fake upstream control: {answer['error']}")
+        return answer["result"]
+
+    async def record(self, key: str, *, wait_disconnected: float = 0.0, wait_found: float = 5.0) -> dict:
+        """The request tagged ``key``: path, status, started_at, token_times, disconnected_at, completed."""
+        return await self.call(
+            op="record",
+            key=key,
+            wait_disconnected=wait_disconnected,
+            wait_found=wait_found,
+            timeout=wait_disconnected + wait_found + 10,
+        )
+
+    async def check_clock(self) -> None:
+        """Check that the child's monotonic clock is ours (its reading falls between two of ours)."""
+        for _ in range(3):
+            before = now()
+            theirs = await self.call(op="now")
+            after = now()
+            if not before <= theirs <= after:
+                raise RuntimeError(
+                    f"the fake's monotonic clock is not comparable: {before} <= {theirs} <= {after} fails"
+                )
+
+    async def stop(self) -> None:
+        if self.proc.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                self.proc.stdin.write(b'{"op": "quit"}\n')
+                await self.proc.stdin.drain()
+                await self.proc.wait()
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(5):
+                    await self.proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                await self.proc.wait()
+
+
+def _fake_child() -> None:
+    """``python -m benchmarks._harness fake``: serve, and answer control requests on stdin."""
+    from conversations.fakeupstream import FakeUpstream
+
+    fake = FakeUpstream("127.0.0.1", 0)
+    fake.start()
+
+    def find(key: str, wait: float):
+        deadline = now() + wait
+        while True:
+            for record in reversed(list(fake.requests)):
+                if record.scenario is not None and record.scenario.key == key:
+                    return record
+            if now() >= deadline:
+                return None
+            time.sleep(0.002)
+
+    def describe(record) -> dict:
+        return {
+            "path": record.path,
+            "status": record.status,
+            "model": (record.body or {}).get("model"),
+            "started_at": record.started_at,
+            "token_times": list(record.token_times),
+            "disconnected_at": record.disconnected_at,
+            "completed": record.completed,
+        }
+
+    out = sys.stdout
+    out.write(json.dumps({"port": fake.port}) + "\n")
+    out.flush()
+    try:
+        for line in sys.stdin:
+            try:
+                request = json.loads(line)
+                op = request.get("op")
+                if op == "quit":
+                    break
+                if op == "now":
+                    result: Any = now()
+                elif op == "record":
+                    record = find(str(request["key"]), float(request.get("wait_found", 5.0)))
+                    if record is None:
+                        raise LookupError(f"no request tagged {request['key']!r}")
+                    if request.get("wait_disconnected"):
+                        record.wait_disconnected(float(request["wait_disconnected"]))
+                    result = describe(record)
+                elif op == "reset":
+                    fake.reset()
+                    result = None
+                else:
+                    raise ValueError(f"unknown op {op!r}")
+                answer = {"result": result}
+            except Exception as exc:
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            out.write(json.dumps(answer) + "\n")
+            out.flush()
+    finally:
+        fake.stop()
+
+
+# --------------------------------------------------------------------------
+# chatsite under daphne
+
+
+SESSION_SCRIPT = """
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from importlib import import_module
+user = get_user_model().objects.create_user("bench", password="bench-password-not-secret")
+store = import_module(settings.SESSION_ENGINE).SessionStore()
+store[SESSION_KEY] = str(user.pk)
+store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+store.create()
+print("SESSION=" + store.session_key)
+"""
+
+
+class ChatApp:
+    """A real chatsite process: fresh data dir, migrated, one logged-in user, daphne.
+
+    ``env`` adds or overrides environment variables (e.g. ``OPENAI_BASE_URL``).
+    Use as a context manager, or call :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        application: str = "chatsite.asgi:application",
+    ) -> None:
+        self.host = host
+        self.application = application
+        self.port = 0
+        self.extra_env = env or {}
+        self.data_dir: Path | None = None
+        self.proc: subprocess.Popen | None = None
+        self.session_key = ""
+        self.log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws/chat/"
+
+    @property
+    def origin(self) -> str:
+        return self.url
+
+    @property
+    def cookie(self) -> str:
+        return f"sessionid={self.session_key}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+        env.update(
+            {
+                "CHATSITE_NO_BOOTSTRAP": "1",
+                "CHATSITE_DATA_DIR": str(self.data_dir),
+                "CHATSITE_LOCAL_MODEL": "off",
+                "DJANGO_DEBUG": "1",
+                "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.pop("DATABASE_URL", None)  # always the fresh SQLite database in the data dir
+        env.pop("REDIS_URL", None)
+        env.update(self.extra_env)
+        return env
+
+    def _manage(self, *args: str, timeout: float = 120.0) -> str:
+        result = subprocess.run(
+            [python(), "manage.py", *args],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def start(self, ready_timeout: float = 60.0) -> ChatApp:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))
+        self.log_path = self.data_dir / "daphne.log"
+        self._manage("migrate", "--noinput", "-v", "0")
+        out = self._manage("shell", "-c", SESSION_SCRIPT)
+        self.session_key = next(
+            line.split("=", 1)[1].strip() for line in out.splitlines() if line.startswith("SESSION=")
+        )
+        self.port = free_port(self.host)
+        daphne = Path(python()).with_name("daphne")
+        command = [str(daphne)] if daphne.exists() else [python(), "-m", "daphne"]
+        log = open(self.log_path, "ab")  # handed to the child
+        try:
+            self.proc = subprocess.Popen(
+                [*command, "-b", self.host, "-p", str(self.port), self.application],
+                cwd=ROOT,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            log.close()
+        self._wait_ready(ready_timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = now() + timeout
+        last: Exception | str = "no answer"
+        while now() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"daphne exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                response = httpx.get(
+                    self.url + "/api/models/", headers={"Cookie": self.cookie}, timeout=5, trust_env=False
+                )
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.1)
+        raise RuntimeError(f"chatsite did not answer within {timeout}s ({last}):\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        try:
+            stop_process(self.proc)
+        finally:
+            self.proc = None
+            if self.data_dir is not None:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                self.data_dir = None
+
+    def __enter__(self) -> ChatApp:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------
+# A logged-in WebSocket, as a browser tab would open it
+
+
+class ChatSocket:
+    """One WebSocket to ``/ws/chat/``; every received frame is timestamped on arrival."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, app: ChatApp, timeout: float = 10.0) -> ChatSocket:
+        from websockets.asyncio.client import connect
+
+        ws = await connect(
+            app.ws_url,
+            origin=app.origin,
+            additional_headers={"Cookie": app.cookie},
+            open_timeout=timeout,
+            max_size=2**22,
+            proxy=None,
+        )
+        return cls(ws)
+
+    @property
+    def extensions(self) -> str:
+        return ", ".join(e.name for e in self.ws.protocol.extensions) or "none"
+
+    async def send(self, **frame: Any) -> float:
+        """Send a frame; return the time taken just before it was handed to the socket."""
+        text = json.dumps(frame)
+        started = now()
+        await self.ws.send(text)
+        return started
+
+    async def recv(self, timeout: float = 10.0) -> tuple[float, dict]:
+        async with asyncio.timeout(timeout):
+            raw = await self.ws.recv()
+        return now(), json.loads(raw)
+
+    async def recv_until(self, kind: str, timeout: float = 10.0) -> list[tuple[float, dict]]:
+        """Frames up to and including the first of type ``kind``; an ``error`` frame raises."""
+        got: list[tuple[float, dict]] = []
+        deadline = now() + timeout
+        while True:
+            at, frame = await self.recv(max(deadline - now(), 0.001))
+            got.append((at, frame))
+            if frame["type"] == "error":
+                raise RuntimeError(f"the app answered an error frame: {frame}")
+            if frame["type"] == kind:
+                return got
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["fake"]:
+        _fake_child()
+    else:
+        sys.exit("usage: python -m benchmarks._harness fake")

@@ -1,0 +1,118 @@
+// A WebSocket that reconnects by itself.
+//
+// Backoff: 0.5 s doubling up to 10 s, each wait jittered by ±25 %. The
+// attempt counter resets once a connection opens. Callers get:
+//   onOpen({reconnect})  – every time a connection opens
+//   onFrame(obj)         – every JSON frame received
+//   onState(state)       – "connecting" | "open" | "closed"
+
+const BASE_DELAY_MS = 500;
+const MAX_DELAY_MS = 10_000;
+
+export function backoffDelay(attempt) {
+  const raw = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** attempt);
+  const jittered = raw * (0.75 + Math.random() * 0.5);
+  return Math.round(Math.min(MAX_DELAY_MS, jittered));
+}
+
+export class ReconnectingSocket {
+  constructor(url, { onOpen = () => {}, onFrame = () => {}, onState = () => {} } = {}) {
+    this.url = url;
+    this.onOpen = onOpen;
+    this.onFrame = onFrame;
+    this.onState = onState;
+    this.ws = null;
+    this.attempt = 0;
+    this.timer = null;
+    this.everOpened = false;
+    this.stopped = false;
+    this.state = 'closed';
+    window.addEventListener('online', () => this.reconnectNow());
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') this.reconnectNow();
+    });
+  }
+
+  get isOpen() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.onState(state);
+  }
+
+  connect() {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    this.setState('connecting');
+    ws.addEventListener('open', () => {
+      if (this.ws !== ws) return;
+      const reconnect = this.everOpened;
+      this.everOpened = true;
+      this.attempt = 0;
+      this.setState('open');
+      this.onOpen({ reconnect });
+    });
+    ws.addEventListener('message', (event) => {
+      if (this.ws !== ws || typeof event.data !== 'string') return;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (frame && typeof frame === 'object' && typeof frame.type === 'string') this.onFrame(frame);
+    });
+    ws.addEventListener('close', () => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.scheduleReconnect();
+    });
+    // 'error' is always followed by 'close'; nothing to do here.
+  }
+
+  scheduleReconnect() {
+    if (this.stopped) return;
+    this.setState('closed');
+    clearTimeout(this.timer);
+    const delay = backoffDelay(this.attempt);
+    this.attempt += 1;
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Skip the remaining backoff wait (e.g. the network came back). */
+  reconnectNow() {
+    if (this.stopped || this.ws !== null || this.timer === null) return;
+    this.connect();
+  }
+
+  /** Send a JSON frame; returns false if the socket is not open. */
+  send(frame) {
+    if (!this.isOpen) return false;
+    try {
+      this.ws.send(JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  close() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close();
+    this.ws = null;
+    this.setState('closed');
+  }
+}

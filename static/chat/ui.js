@@ -1,0 +1,196 @@
+// DOM helpers for the chat page. Model text only ever reaches the DOM through
+// textContent or through renderMarkdown's sanitized fragment.
+
+import { renderMarkdown } from './markdown.js';
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+export function el(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === 'className') node.className = value;
+    else if (key === 'text') node.textContent = value;
+    else if (key === 'dataset') Object.assign(node.dataset, value);
+    else if (key.startsWith('on') && typeof value === 'function') node.addEventListener(key.slice(2), value);
+    else if (value === true) node.setAttribute(key, '');
+    else node.setAttribute(key, String(value));
+  }
+  for (const child of [].concat(children)) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+// --- formatting -------------------------------------------------------------
+
+export function formatDuration(ms) {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
+  const m = Math.floor(ms / 60_000);
+  const s = Math.round((ms % 60_000) / 1000);
+  return `${m} min ${s} s`;
+}
+
+const num = (v) => typeof v === 'number' && Number.isFinite(v);
+
+/** "84 ms to first token · 71.5 tok/s · 52 tokens" (parts missing are left out). */
+export function metricsText(metrics, usage) {
+  const parts = [];
+  if (metrics && num(metrics.ttft_ms)) parts.push(`${formatDuration(metrics.ttft_ms)} to first token`);
+  if (metrics && num(metrics.tokens_per_s) && metrics.tokens_per_s > 0) {
+    parts.push(`${metrics.tokens_per_s.toFixed(1)} tok/s`);
+  }
+  if (usage && num(usage.completion_tokens) && usage.completion_tokens > 0) {
+    const n = usage.completion_tokens;
+    parts.push(`${usage.counted ? '≈' : ''}${n} token${n === 1 ? '' : 's'}`);
+  }
+  return parts.join(' · ');
+}
+
+function metricsTitle(metrics, usage, model) {
+  const lines = [];
+  if (model) lines.push(`Model: ${model}`);
+  if (metrics && num(metrics.total_ms)) lines.push(`Total time: ${formatDuration(metrics.total_ms)}`);
+  if (usage && num(usage.prompt_tokens)) lines.push(`Prompt tokens: ${usage.prompt_tokens}`);
+  if (usage && usage.counted) lines.push('Token counts estimated by chatsite');
+  return lines.join('\n');
+}
+
+export function badgeText(status, errorKind) {
+  if (status === 'stopped') return 'Stopped';
+  if (status === 'interrupted') return 'Interrupted';
+  if (status === 'error') return `Error: ${errorKind || 'internal'}`;
+  return null;
+}
+
+export function firstLineTitle(text) {
+  const line = (String(text).split('\n').find((l) => l.trim() !== '') || '').replace(/\s+/g, ' ').trim();
+  if (!line) return 'New chat';
+  return line.length <= 60 ? line : `${line.slice(0, 59).trimEnd()}…`;
+}
+
+// --- messages ---------------------------------------------------------------
+
+/** A user message: plain text, newlines kept by CSS. */
+export function userMessageEl({ id = null, text, status = 'stored', clientId = null }) {
+  const body = el('div', { className: 'message-body', text });
+  const node = el('article', { className: 'message message-user', 'aria-label': 'You' }, [
+    el('div', { className: 'bubble' }, [body]),
+    el('p', { className: 'message-note', hidden: true }),
+  ]);
+  node.dataset.role = 'user';
+  if (id) node.dataset.id = id;
+  if (clientId) node.dataset.clientId = clientId;
+  node.dataset.status = status;
+  return node;
+}
+
+export function setUserStatus(node, status, note = '') {
+  node.dataset.status = status;
+  const noteEl = node.querySelector('.message-note');
+  noteEl.textContent = note;
+  noteEl.hidden = !note;
+}
+
+/** An assistant message shell; fill it with renderAssistant / finishAssistant. */
+export function assistantMessageEl({ id = null, status = 'streaming', model = null }) {
+  const node = el('article', { className: 'message message-assistant', 'aria-label': 'Assistant' }, [
+    el('div', { className: 'message-body' }),
+    el('div', { className: 'message-footer' }, [
+      el('span', { className: 'badge', hidden: true }),
+      el('span', { className: 'metrics', hidden: true }),
+      el('button', {
+        type: 'button',
+        className: 'icon-button copy-message',
+        'aria-label': 'Copy reply as markdown',
+        title: 'Copy reply as markdown',
+        hidden: true,
+      }),
+    ]),
+    el('p', { className: 'message-error', hidden: true }),
+  ]);
+  node.dataset.role = 'assistant';
+  if (id) node.dataset.id = id;
+  node.dataset.status = status;
+  if (model) node.dataset.model = model;
+  node.chatsiteText = '';
+  if (status === 'streaming') node.setAttribute('aria-busy', 'true');
+  return node;
+}
+
+/** (Re)render the markdown body of an assistant message. */
+export function renderAssistant(node, text, { streaming = false } = {}) {
+  node.chatsiteText = text;
+  const body = node.querySelector('.message-body');
+  body.replaceChildren(renderMarkdown(text, { streaming }));
+  addCodeCopyButtons(body);
+}
+
+/** Show the terminal state: badge, error text, metrics. */
+export function finishAssistant(node, { status, error_kind = null, error = null, metrics = null, usage = null, model = null }) {
+  node.dataset.status = status;
+  node.removeAttribute('aria-busy');
+  const badge = node.querySelector('.badge');
+  const label = badgeText(status, error_kind);
+  badge.textContent = label || '';
+  badge.hidden = !label;
+  badge.dataset.kind = status;
+
+  const errorEl = node.querySelector('.message-error');
+  const errText = status === 'error' ? error || 'The reply failed.' : '';
+  errorEl.textContent = errText;
+  errorEl.hidden = !errText;
+
+  const metricsEl = node.querySelector('.metrics');
+  const text = metricsText(metrics, usage);
+  metricsEl.textContent = text;
+  metricsEl.hidden = !text;
+  const title = metricsTitle(metrics, usage, model || node.dataset.model);
+  if (title) metricsEl.title = title;
+  else metricsEl.removeAttribute('title');
+
+  node.querySelector('.copy-message').hidden = !node.chatsiteText;
+}
+
+function addCodeCopyButtons(body) {
+  for (const pre of body.querySelectorAll('pre')) {
+    if (pre.parentElement && pre.parentElement.classList.contains('code-block')) continue;
+    const code = pre.querySelector('code');
+    const m = code && /(?:^|\s)language-([\w+#.-]+)/.exec(code.className);
+    const wrap = el('div', { className: 'code-block' });
+    // The language label is drawn by CSS from data-lang, so the body's
+    // textContent stays exactly the rendered reply.
+    const head = el('div', { className: 'code-head' }, [
+      el('button', { type: 'button', className: 'copy-code', 'aria-label': 'Copy code', title: 'Copy code' }),
+    ]);
+    head.dataset.lang = m ? m[1] : 'text';
+    pre.replaceWith(wrap);
+    wrap.append(head, pre);
+  }
+}
+
+export async function copyText(text, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.dataset.copied = 'true';
+    setTimeout(() => delete button.dataset.copied, 1500);
+  } catch {
+    /* clipboard unavailable (insecure context): nothing to do */
+  }
+}
+
+// --- sidebar ----------------------------------------------------------------
+
+export function conversationItem(conv, current) {
+  const link = el('a', { href: `/c/${conv.id}/`, className: 'conversation-link', title: conv.title || 'Untitled' }, [
+    el('span', { className: 'conversation-title', text: conv.title || 'Untitled' }),
+  ]);
+  link.dataset.id = conv.id;
+  if (current) {
+    link.classList.add('current');
+    link.setAttribute('aria-current', 'page');
+  }
+  return el('li', {}, [link]);
+}
