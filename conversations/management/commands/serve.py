@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -37,6 +38,11 @@ class Command(BaseCommand):
         if "local" in settings.CHATSITE_PROVIDERS:
             if bundled_model_path() and runtime_available():
                 self.stdout.write("Offline model: SmolLM2-135M-Instruct (a tiny demo model, no key needed).")
+                # Load it now, off the main thread, so the first reply does not wait for it.
+                from conversations.providers import get_provider
+
+                provider = get_provider("local")
+                threading.Thread(target=provider.preload, name="preload-local-model", daemon=True).start()
             else:
                 self.stdout.write(self.style.WARNING("The bundled offline model is not installed."))
         for name in ("openai", "anthropic"):
