@@ -128,7 +128,8 @@ def _build_llama_wheel(requirement: str) -> Path:
 
 def _show_progress(proc: subprocess.Popen, log_path: Path) -> None:
     started = time.monotonic()
-    percent = re.compile(rb"\[\s*(\d+)%\]")
+    # CMake's makefiles print "[ 45%]", ninja prints "[113/193]".
+    percent = re.compile(rb"\[\s*(\d+)%\]|\[(\d+)/(\d+)\]")
     interactive = sys.stdout.isatty()
     last_print = 0.0
     while proc.poll() is None:
@@ -138,7 +139,10 @@ def _show_progress(proc: subprocess.Popen, log_path: Path) -> None:
         except OSError:
             data = b""
         found = percent.findall(data)
-        pct = f"{int(found[-1])}%" if found else "preparing"
+        pct = "preparing"
+        if found:
+            whole, done, total = found[-1]
+            pct = f"{int(whole)}%" if whole else f"{100 * int(done) // max(1, int(total))}%"
         elapsed = int(time.monotonic() - started)
         line = f"chatsite: compiling offline model runtime: {pct}, {elapsed // 60}m{elapsed % 60:02d}s"
         if interactive:

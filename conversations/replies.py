@@ -69,6 +69,7 @@ class Reply:
         self.finished = False
         self.status: str | None = None
         self.checkpointed_seq = 0
+        self._length_hit = False
 
         self._loop = asyncio.get_running_loop()
         self._window = (settings.CHATSITE_COALESCE_MS or 0) / 1000.0
@@ -256,7 +257,6 @@ class Reply:
             else:
                 await self._finish("complete")
 
-    _length_hit = False
 
     async def _stream_with_retries(self) -> None:
         attempts = 0
