@@ -261,6 +261,13 @@ CHATSITE_RETRY_MAX_WAIT = env_float("CHATSITE_RETRY_MAX_WAIT", 10.0)
 # it is stopped that many seconds after the last viewer left.
 CHATSITE_DISCONNECT_GRACE = env_float("CHATSITE_DISCONNECT_GRACE", None)
 CHATSITE_ALLOW_SIGNUP = env_bool("CHATSITE_ALLOW_SIGNUP", False)
+# Per user, counted across every process (from the database).
+CHATSITE_MAX_MESSAGES_PER_MINUTE = env_int("CHATSITE_MAX_MESSAGES_PER_MINUTE", 20)
+CHATSITE_MAX_CONCURRENT_REPLIES = env_int("CHATSITE_MAX_CONCURRENT_REPLIES", 3)
+# Each process writes a heartbeat this often; one silent for CHATSITE_WORKER_STALE
+# seconds is dead, and its streaming replies become "interrupted".
+CHATSITE_WORKER_HEARTBEAT = env_float("CHATSITE_WORKER_HEARTBEAT", 5.0)
+CHATSITE_WORKER_STALE = env_float("CHATSITE_WORKER_STALE", 30.0)
 
 # --- Logging -----------------------------------------------------------------
 LOGGING = {

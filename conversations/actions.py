@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
-from . import protocol, selectors, services
+from . import protocol, selectors, services, workers
 from .models import Message
 from .providers import get_provider, list_models, split_model_id
 from .replies import Reply, Subscriber, registry, reply_for_user
@@ -90,6 +90,19 @@ async def reply_start(
             "this conversation already has a reply streaming; stop it first",
             ref=frame.client_id,
         ) from None
+    except services.TooManyMessages:
+        raise protocol.ProtocolError(
+            "too_many_messages",
+            f"at most {settings.CHATSITE_MAX_MESSAGES_PER_MINUTE} messages a minute; wait a little",
+            ref=frame.client_id,
+        ) from None
+    except services.TooManyReplies:
+        raise protocol.ProtocolError(
+            "too_many_replies",
+            f"at most {settings.CHATSITE_MAX_CONCURRENT_REPLIES} replies can stream at once; "
+            "stop one or wait for it to finish",
+            ref=frame.client_id,
+        ) from None
     finally:
         if conv_id is not None:
             registry.starting.pop(conv_id, None)
@@ -103,11 +116,11 @@ async def reply_start(
         )
     )
     if not exchange.created:
-        # A retried send: follow the reply it started, if it is still running.
+        # A retried send: follow the reply it started, wherever it runs.
         live = registry.get(str(exchange.reply.pk))
         if live is not None:
             live.subscribe(subscriber, 0)
-        else:
+        elif not await _subscribe_remote(exchange.reply, user, subscriber, 0):
             subscriber.deliver(finished_frame(exchange.reply))
         return live
     reply = Reply(
@@ -126,16 +139,49 @@ async def reply_start(
 
 
 async def reply_stop(*, user: AbstractBaseUser, reply_id: uuid.UUID) -> None:
-    """Stop a live reply and wait until it is saved. A finished one: no-op."""
+    """Stop a live reply, wherever it runs. A finished one: no-op."""
     reply = reply_for_user(str(reply_id), user.pk)
     if reply is not None:
-        await reply.stop()
+        await reply.stop()  # here: wait until it is saved
         return
-    exists = await database_sync_to_async(
-        Message.objects.filter(pk=reply_id, role=Message.Role.ASSISTANT, conversation__user=user).exists
-    )()
-    if not exists:
+    message = await database_sync_to_async(_reply_of_user)(user=user, reply_id=reply_id)
+    if message is None:
         raise protocol.ProtocolError("not_found", "no such reply", ref=str(reply_id))
+    if message.status == Message.Status.STREAMING:
+        channel = await database_sync_to_async(services.worker_channel)(worker_id=message.worker)
+        if channel is not None:
+            await workers.send_command(
+                channel, {"type": "reply.stop", "reply": str(reply_id), "user": user.pk}
+            )
+
+
+def _reply_of_user(*, user: AbstractBaseUser, reply_id: uuid.UUID) -> Message | None:
+    return Message.objects.filter(pk=reply_id, role=Message.Role.ASSISTANT, conversation__user=user).first()
+
+
+async def _subscribe_remote(
+    message: Message, user: AbstractBaseUser, subscriber: Subscriber, after_seq: int
+) -> bool:
+    """Ask the process that owns a streaming reply to stream it to ``subscriber``."""
+    channel_name = getattr(subscriber, "channel_name", None)
+    if message.status != Message.Status.STREAMING or not channel_name:
+        return False
+    owner = await database_sync_to_async(services.worker_channel)(worker_id=message.worker)
+    if owner is None:
+        return False
+    ok = await workers.send_command(
+        owner,
+        {
+            "type": "reply.subscribe",
+            "reply": str(message.pk),
+            "user": user.pk,
+            "channel": channel_name,
+            "after_seq": after_seq,
+        },
+    )
+    if ok:
+        subscriber.following_remote[str(message.pk)] = owner  # type: ignore[attr-defined]
+    return ok
 
 
 async def conversation_subscribe(
@@ -150,7 +196,7 @@ async def conversation_subscribe(
     last = await database_sync_to_async(_last_reply)(user=user, conversation_id=conversation_id)
     if last is False:
         raise protocol.ProtocolError("not_found", "no such conversation", ref=str(conversation_id))
-    if last is not None:
+    if last is not None and not await _subscribe_remote(last, user, subscriber, after_seq):
         subscriber.deliver(finished_frame(last))
     return None
 
@@ -160,6 +206,11 @@ def _last_reply(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> Messag
     if conversation is None:
         return False
     return conversation.messages.filter(role=Message.Role.ASSISTANT).order_by("-created_at").first()
+
+
+async def finished_frame_for(reply_id: str) -> str | None:
+    message = await database_sync_to_async(Message.objects.filter(pk=reply_id).first)()
+    return finished_frame(message) if message is not None else None
 
 
 def finished_frame(message: Message) -> str:

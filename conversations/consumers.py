@@ -6,13 +6,21 @@ import asyncio
 import logging
 import weakref
 
+from channels.auth import get_user
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import actions, protocol
+from . import actions, protocol, workers
 from .replies import Reply
 
 log = logging.getLogger(__name__)
+
+#: WebSocket close code sent when the session behind a socket has ended.
+CLOSE_SESSION_ENDED = 4401
+
+
+def user_group(user_id: int) -> str:
+    return f"chatsite-user.{user_id}"
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -23,8 +31,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.following: weakref.WeakSet[Reply] = weakref.WeakSet()
+        self.following_remote: dict[str, str] = {}  # reply id -> owner's channel
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop())
+        await workers.ensure_started()
+        if self.channel_layer is not None:
+            try:
+                await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+            except Exception as exc:  # no layer right now: logout still closes on the next frame
+                log.warning("could not join the user group (%s)", type(exc).__name__)
         await self.accept()
 
     def deliver(self, frame: str) -> None:
@@ -38,6 +53,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await send(text_data=frame)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not await self._session_alive():
+            return
         try:
             frame = protocol.parse_client_frame(
                 text_data,
@@ -64,9 +81,49 @@ class ChatConsumer(AsyncWebsocketConsumer):
             log.exception("handling a frame failed")
             self.deliver(protocol.error_frame("internal", "the server failed to handle that frame"))
 
+    async def _session_alive(self) -> bool:
+        """Re-check the session on every frame: a logged-out user's socket closes."""
+        user = await get_user(self.scope)
+        if user.is_authenticated and user.pk == self.user.pk:
+            return True
+        await self._end_session()
+        return False
+
+    async def _end_session(self) -> None:
+        self.deliver(protocol.error_frame("session_ended", "you were logged out; log in again"))
+        await asyncio.sleep(0)  # let the writer send it
+        await self.close(code=CLOSE_SESSION_ENDED)
+
+    # --- channel layer events ---------------------------------------------------
+    async def chat_frame(self, event: dict) -> None:
+        """A frame from a reply that runs in another process."""
+        self.deliver(event["text"])
+
+    async def session_ended(self, event: dict) -> None:
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None)
+        if event.get("session_key") in (None, key):
+            await self._end_session()
+
     async def disconnect(self, code: int) -> None:
         for reply in list(getattr(self, "following", ())):
             reply.unsubscribe(self)
+        for reply_id, owner in getattr(self, "following_remote", {}).items():
+            await workers.send_command(
+                owner,
+                {
+                    "type": "reply.unsubscribe",
+                    "reply": reply_id,
+                    "user": self.user.pk,
+                    "channel": self.channel_name,
+                },
+            )
+        user = getattr(self, "user", None)
+        if user is not None and self.channel_layer is not None:
+            try:
+                await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
+            except Exception:  # the layer is down; the group entry expires by itself
+                pass
         writer = getattr(self, "_writer", None)
         if writer is not None:
             writer.cancel()

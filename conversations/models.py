@@ -90,3 +90,20 @@ class Message(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.role == self.Role.ASSISTANT and self.status != self.Status.STREAMING
+
+
+class Worker(models.Model):
+    """A server process that runs replies: where to reach it, and whether it lives.
+
+    Other processes route a stop or a subscribe for one of its replies to
+    ``channel`` (a channel-layer channel); a process whose heartbeat is stale is
+    dead, and its streaming replies are swept to ``interrupted``.
+    """
+
+    id = models.CharField(primary_key=True, max_length=64)
+    channel = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.id

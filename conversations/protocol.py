@@ -42,6 +42,9 @@ ERROR_CODES = frozenset(
         "not_found",  # a conversation or reply id that is missing or not yours
         "reply_running",  # the conversation already has a running reply
         "unknown_model",
+        "too_many_messages",  # over CHATSITE_MAX_MESSAGES_PER_MINUTE
+        "too_many_replies",  # over CHATSITE_MAX_CONCURRENT_REPLIES
+        "session_ended",  # logged out elsewhere: the socket closes next
         "internal",
     }
 )

@@ -257,7 +257,6 @@ class Reply:
             else:
                 await self._finish("complete")
 
-
     async def _stream_with_retries(self) -> None:
         attempts = 0
         max_attempts = max(1, settings.CHATSITE_RETRY_ATTEMPTS)

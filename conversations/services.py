@@ -8,7 +8,9 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
@@ -117,7 +119,10 @@ def _exchange_start(
                     user=user, client_id=client_id, model=model, title=_title_from(text)
                 )
         else:
-            conversation = Conversation.objects.filter(pk=conversation_id, user=user).first()
+            # Locked, so two processes cannot both start a reply in it.
+            conversation = (
+                Conversation.objects.select_for_update().filter(pk=conversation_id, user=user).first()
+            )
             if conversation is None:
                 raise NotFound("no such conversation")
         seen = conversation.messages.filter(client_id=client_id).first()
@@ -125,6 +130,7 @@ def _exchange_start(
             return _existing(conversation, seen)
         if conversation.messages.filter(status=Message.Status.STREAMING).exists():
             raise ReplyRunning()
+        _check_limits(user)
         user_message = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=text, client_id=client_id
         )
@@ -145,6 +151,18 @@ def _exchange_start(
 
 class ReplyRunning(Exception):
     """The conversation already has a reply streaming."""
+
+
+def _check_limits(user: AbstractBaseUser) -> None:
+    mine = Message.objects.filter(conversation__user=user)
+    per_minute = settings.CHATSITE_MAX_MESSAGES_PER_MINUTE
+    if per_minute:
+        since = timezone.now() - timedelta(seconds=60)
+        if mine.filter(role=Message.Role.USER, created_at__gte=since).count() >= per_minute:
+            raise TooManyMessages()
+    concurrent = settings.CHATSITE_MAX_CONCURRENT_REPLIES
+    if concurrent and mine.filter(status=Message.Status.STREAMING).count() >= concurrent:
+        raise TooManyReplies()
 
 
 def reply_checkpoint_many(*, checkpoints: list[tuple[uuid.UUID, str, int]]) -> None:
@@ -202,31 +220,78 @@ def reply_finish(
             time.sleep(min(1.0, backoff * (2**attempt)))
 
 
+def worker_heartbeat(*, channel: str) -> None:
+    """Record that this process is alive and where to reach it."""
+    from .models import Worker
+
+    Worker.objects.update_or_create(
+        pk=WORKER_ID, defaults={"channel": channel, "heartbeat_at": timezone.now()}
+    )
+
+
+def worker_channel(*, worker_id: str) -> str | None:
+    """The channel of a live worker, or None if it is unknown or stale."""
+    from .models import Worker
+
+    fresh_after = timezone.now() - timedelta(seconds=settings.CHATSITE_WORKER_STALE)
+    worker = Worker.objects.filter(pk=worker_id, heartbeat_at__gte=fresh_after).first()
+    return worker.channel if worker is not None and worker.channel else None
+
+
+def _pid_alive_here(worker: str) -> bool | None:
+    """For a worker of this host: is its process alive? None for other hosts."""
+    parts = worker.split(":")
+    if len(parts) != 3 or parts[0] != WORKER_ID.split(":", 1)[0]:
+        return None
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return None
+    if pid == os.getpid():
+        # Our pid under another start time: a previous life of this container.
+        return worker == WORKER_ID
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def reply_sweep_dead_workers() -> int:
-    """Mark replies left ``streaming`` by a process of this host that is gone as
-    ``interrupted``. Replies of live processes are not touched."""
-    host = WORKER_ID.split(":", 1)[0]
+    """Mark replies left ``streaming`` by dead processes as ``interrupted``.
+
+    A process is dead if it is on this host and its pid is gone, or if its
+    heartbeat is older than ``CHATSITE_WORKER_STALE``. Replies of live
+    processes are never touched. The text saved at the last checkpoint stays.
+    """
+    from .models import Worker
+
+    fresh_after = timezone.now() - timedelta(seconds=settings.CHATSITE_WORKER_STALE)
+    alive = set(Worker.objects.filter(heartbeat_at__gte=fresh_after).values_list("pk", flat=True))
     count = 0
-    for reply_id, worker in Message.objects.filter(status=Message.Status.STREAMING).values_list(
-        "pk", "worker"
-    ):
-        if worker == WORKER_ID:
-            continue
-        parts = worker.split(":")
-        if len(parts) != 3 or parts[0] != host:
-            continue
-        try:
-            pid = int(parts[1])
-            # Our own pid under an older start time: a previous life of this container.
-            alive = pid != os.getpid()
-            if alive:
-                os.kill(pid, 0)
-        except (ProcessLookupError, ValueError):
-            alive = False
-        except PermissionError:
-            alive = True
-        if not alive:
-            count += Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
-                status=Message.Status.INTERRUPTED, finished_at=timezone.now()
+    workers = (
+        Message.objects.filter(status=Message.Status.STREAMING)
+        .exclude(worker=WORKER_ID)
+        .values_list("worker", flat=True)
+        .distinct()
+    )
+    for worker in list(workers):
+        here = _pid_alive_here(worker)
+        dead = here is False or (here is None and worker not in alive)
+        if dead:
+            count += Message.objects.filter(worker=worker, status=Message.Status.STREAMING).update(
+                status=Message.Status.INTERRUPTED,
+                error_message="the server stopped while this reply was streaming",
+                finished_at=timezone.now(),
             )
     return count
+
+
+class TooManyMessages(Exception):
+    pass
+
+
+class TooManyReplies(Exception):
+    pass

@@ -17,6 +17,12 @@ from conversations.providers.http import close_client
 from conversations.replies import registry
 
 
+def pytest_collection_modifyitems(config, items):
+    # Browser tests last: the async tests must not share a thread with a live
+    # Playwright session.
+    items.sort(key=lambda item: "tests/browser/" in str(item.fspath))
+
+
 @pytest.fixture(scope="session")
 def fake_upstream():
     with FakeUpstream() as fake:

@@ -324,7 +324,7 @@ async def test_reply_keeps_going_after_the_browser_leaves(connect, alice, upstre
     socket = await connect(alice)
     _, started = await start(socket, model="openai/fake?tokens=10&rate=50")
     await socket.close()
-    record = upstream.requests[-1]
+    (record,) = await upstream.wait_for_requests_async(1)
     assert await asyncio.to_thread(record.wait_completed, 5.0)
     for _ in range(50):
         reply = await get_reply(started["reply"])

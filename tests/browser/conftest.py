@@ -51,8 +51,10 @@ def server(fake_upstream):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope, not session: sync Playwright keeps an event loop running in
+    # this thread while it is open, which would break the async tests after it.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -1,0 +1,211 @@
+"""This process as a worker among several: reachable, alive, and tidy.
+
+Replies are owned by the process that runs them. A stop or a subscribe that
+reaches another process is routed here over the channel layer (channels-redis
+across processes; the in-memory layer within one): each process listens on one
+channel of its own, recorded in its :class:`~conversations.models.Worker` row.
+The same loop writes a heartbeat, and sweeps replies left ``streaming`` by
+processes whose heartbeat went stale to ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from . import services
+from .replies import registry
+
+log = logging.getLogger(__name__)
+
+
+class RemoteSubscriber:
+    """A subscriber in another process: frames go to its consumer's channel, in order."""
+
+    def __init__(self, channel: str, layer: Any, on_done: Any = None) -> None:
+        self.channel = channel
+        self._layer = layer
+        self._on_done = on_done
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump(), name=f"remote-subscriber-{channel}")
+        self.reply: Any = None
+
+    def deliver(self, frame: str) -> None:
+        self._queue.put_nowait(frame)
+
+    async def _pump(self) -> None:
+        try:
+            await self._pump_frames()
+        finally:
+            if self._on_done is not None:
+                self._on_done()
+
+    async def _pump_frames(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            try:
+                await self._layer.send(self.channel, {"type": "chat.frame", "text": frame})
+            except ChannelFull:
+                log.warning("remote subscriber %s is not reading; dropping it", self.channel)
+                if self.reply is not None:
+                    self.reply.unsubscribe(self)
+                return
+            except Exception as exc:  # the layer is down: this viewer re-syncs when it reconnects
+                log.warning("sending to %s failed (%s); dropping it", self.channel, type(exc).__name__)
+                if self.reply is not None:
+                    self.reply.unsubscribe(self)
+                return
+            if '"type":"reply_finished"' in frame[:40]:
+                return
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+class WorkerState:
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.channel: str | None = None
+        self.listener: asyncio.Task | None = None
+        self.remote: dict[tuple[str, str], RemoteSubscriber] = {}
+
+
+_states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WorkerState] = weakref.WeakKeyDictionary()
+_starting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future] = weakref.WeakKeyDictionary()
+
+
+async def ensure_started() -> WorkerState | None:
+    """Register this process (once per event loop) and start its loops."""
+    loop = asyncio.get_running_loop()
+    state = _states.get(loop)
+    if state is not None:
+        return state
+    pending = _starting.get(loop)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    future: asyncio.Future = loop.create_future()
+    _starting[loop] = future
+    try:
+        layer = get_channel_layer()
+        state = WorkerState(layer)
+        if layer is not None:
+            state.channel = await layer.new_channel(prefix="chatsite-worker.")
+        await database_sync_to_async(services.worker_heartbeat)(channel=state.channel or "")
+        await database_sync_to_async(services.reply_sweep_dead_workers)()
+        state.listener = asyncio.create_task(_run(state), name="chatsite-worker")
+        _states[loop] = state
+        future.set_result(state)
+        return state
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # mark retrieved
+        raise
+    finally:
+        _starting.pop(loop, None)
+
+
+def current() -> WorkerState | None:
+    try:
+        return _states.get(asyncio.get_running_loop())
+    except RuntimeError:
+        return None
+
+
+async def _run(state: WorkerState) -> None:
+    tasks = [asyncio.create_task(_heartbeat_loop(state), name="chatsite-heartbeat")]
+    if state.layer is not None:
+        tasks.append(asyncio.create_task(_listen(state), name="chatsite-listen"))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _heartbeat_loop(state: WorkerState) -> None:
+    interval = settings.CHATSITE_WORKER_HEARTBEAT
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await database_sync_to_async(services.worker_heartbeat)(channel=state.channel or "")
+            swept = await database_sync_to_async(services.reply_sweep_dead_workers)()
+            if swept:
+                log.warning("marked %d reply(ies) of dead workers as interrupted", swept)
+        except Exception as exc:  # a locked or unreachable database: next time
+            log.warning("heartbeat failed (%s)", type(exc).__name__)
+
+
+async def _listen(state: WorkerState) -> None:
+    """Commands from other processes about replies this process owns."""
+    backoff = 0.1
+    while True:
+        try:
+            message = await state.layer.receive(state.channel)
+            backoff = 0.1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the layer (Redis) went away: keep trying, it may come back
+            log.warning("channel layer receive failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
+        try:
+            await _handle(state, message)
+        except Exception:
+            log.exception("handling a worker command failed")
+
+
+async def _handle(state: WorkerState, message: dict) -> None:
+    kind = message.get("type")
+    reply_id = str(message.get("reply", ""))
+    user_id = message.get("user")
+    reply = registry.get(reply_id)
+    if reply is not None and reply.user_id != user_id:
+        return  # never act on another user's reply, whatever the sender claims
+    if kind == "reply.stop":
+        if reply is not None:
+            reply.request_cancel("stop")
+    elif kind == "reply.subscribe":
+        channel = message["channel"]
+        if reply is not None and not reply.finished:
+            key = (reply_id, channel)
+            subscriber = state.remote.get(key)
+            if subscriber is None:
+                subscriber = RemoteSubscriber(
+                    channel, state.layer, on_done=lambda: state.remote.pop(key, None)
+                )
+                subscriber.reply = reply
+                state.remote[key] = subscriber
+            reply.subscribe(subscriber, int(message.get("after_seq", 0)))
+        else:
+            # Finished between the lookup and now: send its final state from the database.
+            from .actions import finished_frame_for
+
+            frame = await finished_frame_for(reply_id)
+            if frame is not None:
+                await state.layer.send(channel, {"type": "chat.frame", "text": frame})
+    elif kind == "reply.unsubscribe":
+        subscriber = state.remote.pop((reply_id, message.get("channel", "")), None)
+        if subscriber is not None:
+            if reply is not None:
+                reply.unsubscribe(subscriber)
+            subscriber.close()
+
+
+async def send_command(channel: str, message: dict) -> bool:
+    state = current()
+    if state is None or state.layer is None:
+        return False
+    try:
+        await state.layer.send(channel, message)
+        return True
+    except Exception as exc:
+        log.warning("routing %s failed (%s)", message.get("type"), type(exc).__name__)
+        return False
