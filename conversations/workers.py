@@ -96,7 +96,9 @@ async def ensure_started() -> WorkerState | None:
         layer = get_channel_layer()
         state = WorkerState(layer)
         if layer is not None:
-            state.channel = await layer.new_channel(prefix="chatsite-worker.")
+            # The default prefix matters: channels-redis serves every process-local
+            # ("specific") channel from one shared receive loop keyed by it.
+            state.channel = await layer.new_channel()
         await database_sync_to_async(services.worker_heartbeat)(channel=state.channel or "")
         await database_sync_to_async(services.reply_sweep_dead_workers)()
         state.listener = asyncio.create_task(_run(state), name="chatsite-worker")
@@ -164,6 +166,7 @@ async def _listen(state: WorkerState) -> None:
 
 async def _handle(state: WorkerState, message: dict) -> None:
     kind = message.get("type")
+    log.debug("worker command %s for reply %s", kind, message.get("reply"))
     reply_id = str(message.get("reply", ""))
     user_id = message.get("user")
     reply = registry.get(reply_id)
@@ -201,6 +204,7 @@ async def _handle(state: WorkerState, message: dict) -> None:
 
 async def send_command(channel: str, message: dict) -> bool:
     state = current()
+    log.debug("routing %s to %s", message.get("type"), channel)
     if state is None or state.layer is None:
         return False
     try:

@@ -25,9 +25,10 @@ def free_port() -> int:
 class Daphne:
     """``python -m daphne chatsite.asgi:application`` with its own SQLite database."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        """``port``: listen there (e.g. a restarted server on its predecessor's port); default a free one."""
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_path = data_dir / "chatsite.sqlite3"
         self.log = data_dir / f"daphne-{self.port}.log"
@@ -38,10 +39,11 @@ class Daphne:
             "DJANGO_DEBUG": "true",
             "DJANGO_SETTINGS_MODULE": "chatsite.settings",
             "CHATSITE_LOCAL_MODEL": "off",
-            **(env or {}),
         }
+        # The embedded defaults (SQLite, in-memory layer) unless the caller names services.
         self.env.pop("DATABASE_URL", None)
         self.env.pop("REDIS_URL", None)
+        self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
 
     def manage(self, *args: str) -> None:

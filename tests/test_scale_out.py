@@ -1,0 +1,158 @@
+"""Two daphne processes behind one site, on the machine's real PostgreSQL and Redis.
+
+A stop or a subscribe that reaches the process that does not own the reply is
+routed to the one that does, and the subscriber there gets the same
+exactly-once stream. Needs DATABASE_URL (PostgreSQL) and REDIS_URL, as CI sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import websockets
+
+from conversations import protocol
+from tests.processes import Daphne
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"),
+        reason="needs DATABASE_URL=postgres://... and REDIS_URL (CI sets both)",
+    ),
+]
+USER, PASSWORD = "sam", "scale-out-pass-1"
+
+
+@pytest.fixture
+def database():
+    """A database of its own on the real server, dropped afterwards."""
+    import psycopg
+
+    base = os.environ["DATABASE_URL"]
+    name = f"chatsite_scaleout_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def two_servers(fake_upstream, database):
+    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-scale-"))
+    env = {
+        "DATABASE_URL": database,
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "OPENAI_BASE_URL": fake_upstream.openai_base_url,
+        "OPENAI_MODELS": "fake",
+        "CHATSITE_CHECKPOINT_INTERVAL": "0.3",
+    }
+    servers = [Daphne(data_dir, env), Daphne(data_dir, env)]
+    try:
+        for server in servers:
+            server.start()
+        servers[0].create_user(USER, PASSWORD)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def open_socket(server: Daphne):
+    cookie = await asyncio.to_thread(server.login_cookie, USER, PASSWORD)
+    return await websockets.connect(
+        server.url.replace("http", "ws") + protocol.PATH,
+        additional_headers={"Cookie": cookie, "Origin": server.url},
+    )
+
+
+async def recv(ws) -> dict:
+    frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    protocol.check_server_frame(frame)
+    return frame
+
+
+async def until(ws, kind: str) -> list[dict]:
+    frames = []
+    while not frames or frames[-1]["type"] != kind:
+        try:
+            frames.append(await recv(ws))
+        except TimeoutError:
+            raise AssertionError(f"no {kind!r} frame; got {frames}") from None
+    return frames
+
+
+def text_of(frames) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "delta")
+
+
+def saved(server: Daphne, reply_id: str):
+    import psycopg
+
+    with psycopg.connect(server.env["DATABASE_URL"]) as conn:
+        return conn.execute(
+            "select content, status, last_seq from conversations_message where id = %s", (reply_id,)
+        ).fetchone()
+
+
+async def test_subscribe_and_stop_reach_the_owning_process(two_servers):
+    a, b = two_servers
+    ws_a = await open_socket(a)
+    await ws_a.send(json.dumps({"type": "send", "client_id": "x1", "text": "go", "model": "openai/fake?fault=drip&rate=40"}))
+    ack = await recv(ws_a)
+    assert ack["type"] == "ack"
+    frames_a = await until(ws_a, "delta")
+    frames_a += [await recv(ws_a) for _ in range(3)]
+    have = max(f["seq"] for f in frames_a if f["type"] == "delta")
+
+    ws_b = await open_socket(b)
+    await ws_b.send(json.dumps({"type": "subscribe", "conversation": ack["conversation"], "after_seq": have}))
+    frames_b = await until(ws_b, "reply_started")
+    assert frames_b[-1]["after_seq"] == have
+    frames_b.append(await recv(ws_b))
+    reply_id = frames_b[0]["reply"]
+    # Stop from the process that does not own the reply.
+    await ws_b.send(json.dumps({"type": "stop", "reply": reply_id}))
+    frames_b += await until(ws_b, "reply_finished")
+    frames_a += await until(ws_a, "reply_finished")
+    assert frames_a[-1]["status"] == frames_b[-1]["status"] == "stopped"
+    assert frames_a[-1]["last_seq"] == frames_b[-1]["last_seq"]
+
+    full = text_of(frames_a)
+    head = "".join(f["text"] for f in frames_a if f["type"] == "delta" and f["seq"] <= have)
+    assert head + text_of(frames_b) == full  # exactly once: no gap, no repeat
+    content, status, last_seq = saved(a, reply_id)
+    assert (content, status, last_seq) == (full, "stopped", frames_a[-1]["last_seq"])
+    await ws_a.close()
+    await ws_b.close()
+
+
+async def test_a_resend_on_the_other_process_creates_nothing_new(two_servers):
+    a, b = two_servers
+    ws_a = await open_socket(a)
+    send = {"type": "send", "client_id": "same", "text": "hi", "model": "openai/fake?tokens=40&rate=40"}
+    await ws_a.send(json.dumps(send))
+    ack = await recv(ws_a)
+    ws_b = await open_socket(b)
+    await ws_b.send(json.dumps(send))
+    frames_b = await until(ws_b, "reply_finished")
+    frames_a = await until(ws_a, "reply_finished")
+    assert frames_b[0]["type"] == "ack" and frames_b[0]["created"] is False
+    assert frames_b[0]["conversation"] == ack["conversation"]
+    assert text_of(frames_b) == text_of(frames_a)
+    import psycopg
+
+    with psycopg.connect(a.env["DATABASE_URL"]) as conn:
+        (count,) = conn.execute("select count(*) from conversations_message").fetchone()
+    assert count == 2
