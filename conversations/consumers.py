@@ -7,6 +7,7 @@ import logging
 import weakref
 
 from channels.auth import get_user
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -83,9 +84,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _session_alive(self) -> bool:
         """Re-check the session on every frame: a logged-out user's socket closes."""
-        user = await get_user(self.scope)
-        if user.is_authenticated and user.pk == self.user.pk:
-            return True
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None)
+        if key and await database_sync_to_async(session.exists)(key):
+            # get_user also re-checks the session's auth hash (a changed password).
+            user = await get_user(self.scope)
+            if user.is_authenticated and user.pk == self.user.pk:
+                return True
         await self._end_session()
         return False
 

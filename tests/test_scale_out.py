@@ -109,7 +109,11 @@ def saved(server: Daphne, reply_id: str):
 async def test_subscribe_and_stop_reach_the_owning_process(two_servers):
     a, b = two_servers
     ws_a = await open_socket(a)
-    await ws_a.send(json.dumps({"type": "send", "client_id": "x1", "text": "go", "model": "openai/fake?fault=drip&rate=40"}))
+    await ws_a.send(
+        json.dumps(
+            {"type": "send", "client_id": "x1", "text": "go", "model": "openai/fake?fault=drip&rate=40"}
+        )
+    )
     ack = await recv(ws_a)
     assert ack["type"] == "ack"
     frames_a = await until(ws_a, "delta")

@@ -1,0 +1,271 @@
+"""Faults against real processes: kill -9, a locked SQLite database, Redis going away.
+
+After each, the invariants are checked in the database: exactly one terminal
+status per reply, the saved text equal to (graceful ends) or a prefix of (a
+crash) what was sent, and no reply left streaming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import websockets
+
+from conversations import protocol
+from tests.processes import Daphne, free_port
+
+pytestmark = pytest.mark.slow
+USER, PASSWORD = "flo", "fault-suite-pass-1"
+
+
+@pytest.fixture
+def data_dir():
+    path = Path(tempfile.mkdtemp(prefix="chatsite-faults-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def make_server(data_dir: Path, fake, **env) -> Daphne:
+    return Daphne(
+        data_dir,
+        {
+            "OPENAI_BASE_URL": fake.openai_base_url,
+            "OPENAI_MODELS": "fake",
+            "CHATSITE_CHECKPOINT_INTERVAL": "0.3",
+            **env,
+        },
+    )
+
+
+async def open_socket(server: Daphne):
+    cookie = await asyncio.to_thread(server.login_cookie, USER, PASSWORD)
+    return await websockets.connect(
+        server.url.replace("http", "ws") + protocol.PATH,
+        additional_headers={"Cookie": cookie, "Origin": server.url},
+    )
+
+
+async def recv(ws, timeout: float = 10.0) -> dict:
+    frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    protocol.check_server_frame(frame)
+    return frame
+
+
+async def until(ws, kind: str, timeout: float = 15.0) -> list[dict]:
+    frames: list[dict] = []
+    while not frames or frames[-1]["type"] != kind:
+        frames.append(await recv(ws, timeout))
+    return frames
+
+
+def text_of(frames) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "delta")
+
+
+def reply_row(server: Daphne, reply_id: str):
+    (row,) = server.query(
+        "select content, status, last_seq from conversations_message where id = ?", uuid.UUID(reply_id).hex
+    )
+    return row
+
+
+def assert_no_reply_streaming(server: Daphne) -> None:
+    assert server.query("select count(*) from conversations_message where status = 'streaming'") == [(0,)]
+
+
+async def test_kill_9_mid_reply_loses_at_most_a_checkpoint_and_is_swept_at_restart(data_dir, fake_upstream):
+    server = make_server(data_dir, fake_upstream)
+    server.start()
+    server.create_user(USER, PASSWORD)
+    try:
+        ws = await open_socket(server)
+        await ws.send(
+            json.dumps(
+                {"type": "send", "client_id": "k1", "text": "go", "model": "openai/fake?fault=drip&rate=40"}
+            )
+        )
+        frames = await until(ws, "delta")
+        reply_id = frames[-1]["reply"]
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            frames.append(await recv(ws))
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+    finally:
+        server.stop()
+    received = text_of(frames)
+    content, status, _ = reply_row(server, reply_id)
+    assert status == "streaming"  # nobody could say otherwise yet
+    assert received.startswith(content) and content
+    lost_tokens = received[len(content) :].count(" ")
+    # At 40 tokens/s and a 0.3 s checkpoint, one interval is 12 tokens; allow scheduling slack.
+    assert lost_tokens <= 20, f"lost {lost_tokens} tokens"
+    print(f"kill -9: lost {lost_tokens} tokens ({len(received) - len(content)} chars)")
+
+    restarted = make_server(data_dir, fake_upstream)
+    restarted.start()
+    try:
+        ws = await open_socket(restarted)  # the first socket registers the worker and sweeps
+        await asyncio.sleep(0.5)
+        content_after, status_after, _ = reply_row(restarted, reply_id)
+        assert (content_after, status_after) == (content, "interrupted")
+        assert_no_reply_streaming(restarted)
+        await ws.close()
+    finally:
+        restarted.stop()
+
+
+async def test_a_database_locked_longer_than_the_busy_timeout_loses_nothing(data_dir, fake_upstream):
+    server = make_server(data_dir, fake_upstream, CHATSITE_SQLITE_BUSY_TIMEOUT="0.2")
+    server.start()
+    server.create_user(USER, PASSWORD)
+    release = threading.Event()
+    locked = threading.Event()
+
+    def hold_write_lock():
+        conn = sqlite3.connect(server.db_path, timeout=10)
+        conn.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(20)
+        conn.rollback()
+        conn.close()
+
+    try:
+        ws = await open_socket(server)
+        await ws.send(
+            json.dumps(
+                {"type": "send", "client_id": "l1", "text": "go", "model": "openai/fake?tokens=60&rate=40"}
+            )
+        )
+        frames = await until(ws, "delta")
+        reply_id = frames[-1]["reply"]
+        holder = threading.Thread(target=hold_write_lock)
+        holder.start()
+        locked.wait(5)
+        # Checkpoints fail meanwhile; the stream goes on, and ends while still locked.
+        while frames[-1]["type"] != "reply_finished":
+            try:
+                frames.append(await recv(ws, timeout=1.0))
+            except TimeoutError:
+                break
+        assert len([f for f in frames if f["type"] == "delta"]) > 5
+        assert frames[-1]["type"] != "reply_finished"  # its save waits for the lock
+        await asyncio.sleep(1.0)
+        release.set()
+        holder.join()
+        frames += await until(ws, "reply_finished")
+        assert frames[-1]["status"] == "complete"
+        content, status, last_seq = reply_row(server, reply_id)
+        assert (content, status, last_seq) == (text_of(frames), "complete", frames[-1]["last_seq"])
+        assert content == fake_upstream.requests[-1].text_sent
+        assert_no_reply_streaming(server)
+        await ws.close()
+    finally:
+        release.set()
+        server.stop()
+
+
+@pytest.fixture
+def own_redis():
+    """A Redis of our own, so it can be stopped and started again."""
+    port = free_port()
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+
+    def start():
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                import socket
+
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return proc
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    state = {"proc": start()}
+
+    class Control:
+        url = f"redis://127.0.0.1:{port}/0"
+
+        def stop(self):
+            state["proc"].terminate()
+            state["proc"].wait(5)
+
+        def restart(self):
+            state["proc"] = start()
+
+    yield Control()
+    if state["proc"].poll() is None:
+        state["proc"].terminate()
+        state["proc"].wait(5)
+
+
+async def test_redis_going_away_and_back_needs_no_restart_and_loses_no_text(
+    data_dir, fake_upstream, own_redis
+):
+    server = make_server(data_dir, fake_upstream, REDIS_URL=own_redis.url)
+    server.start()
+    server.create_user(USER, PASSWORD)
+    try:
+        ws = await open_socket(server)
+        await ws.send(
+            json.dumps(
+                {"type": "send", "client_id": "r1", "text": "go", "model": "openai/fake?tokens=40&rate=20"}
+            )
+        )
+        frames = await until(ws, "delta")
+        reply_id = frames[-1]["reply"]
+        own_redis.stop()
+        await asyncio.sleep(2.5)  # the reply finishes while Redis is away
+        own_redis.restart()
+        record = fake_upstream.requests[-1]
+        assert await record.wait_completed_async(5)
+        for _ in range(50):
+            content, status, _ = reply_row(server, reply_id)
+            if status != "streaming":
+                break
+            await asyncio.sleep(0.1)
+        assert (content, status) == (record.text_sent, "complete")
+        # New connections work again without restarting daphne.
+        for _ in range(30):
+            try:
+                ws2 = await open_socket(server)
+                await ws2.send(
+                    json.dumps(
+                        {
+                            "type": "send",
+                            "client_id": "r2",
+                            "text": "again",
+                            "model": "openai/fake?tokens=3&rate=0",
+                        }
+                    )
+                )
+                frames2 = await until(ws2, "reply_finished", timeout=5)
+                break
+            except (websockets.ConnectionClosed, websockets.InvalidStatus, TimeoutError, OSError):
+                await asyncio.sleep(0.3)
+        else:
+            pytest.fail("no new connection worked after Redis came back")
+        assert frames2[-1]["status"] == "complete"
+        assert_no_reply_streaming(server)
+    finally:
+        server.stop()

@@ -1,0 +1,119 @@
+"""Nowhere to break in: sessions, limits, and another user's ids everywhere."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import Client
+
+from conversations.models import Conversation, Message
+
+from .test_consumer import counts, start
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_loop_state")]
+
+
+async def test_logging_out_closes_the_sessions_sockets(connect, alice, upstream):
+    socket = await connect(alice)
+    client = Client()
+    await sync_to_async(client.force_login)(alice)
+    # The socket's own session: log it out through the real view.
+    cookie = dict(socket.c.scope["headers"])[b"cookie"].decode()
+    client.cookies.load(cookie)
+    response = await sync_to_async(client.post)("/accounts/logout/")
+    assert response.status_code == 302
+    frame = await socket.recv()
+    assert frame["type"] == "error" and frame["code"] == "session_ended"
+    closed = await socket.c.receive_output(timeout=2)
+    assert closed == {"type": "websocket.close", "code": 4401}
+
+
+async def test_a_frame_on_a_dead_session_is_refused_and_changes_nothing(connect, alice, upstream):
+    socket = await connect(alice)
+    # The session disappears behind the socket's back (expired, flushed, another process).
+    from django.contrib.sessions.models import Session
+
+    await sync_to_async(Session.objects.all().delete)()
+    await socket.send(type="send", client_id="late", text="still me?", model="openai/fake")
+    frame = await socket.recv()
+    assert frame["code"] == "session_ended"
+    assert await counts() == (0, 0)
+
+
+async def test_messages_per_minute_are_limited(connect, alice, upstream, settings):
+    settings.CHATSITE_MAX_MESSAGES_PER_MINUTE = 2
+    socket = await connect(alice)
+    for n in range(2):
+        await start(socket, model="openai/fake?tokens=2&rate=0", client_id=f"m{n}")
+        await socket.recv_until("reply_finished")
+    await socket.send(type="send", client_id="m2", text="one more", model="openai/fake")
+    error = await socket.recv()
+    assert error["code"] == "too_many_messages" and error["ref"] == "m2"
+    assert await counts() == (2, 4)
+
+
+async def test_concurrent_replies_per_user_are_limited(connect, alice, upstream, settings):
+    settings.CHATSITE_MAX_CONCURRENT_REPLIES = 1
+    socket = await connect(alice)
+    await start(socket, model="openai/fake?tokens=20&rate=40", client_id="r1")
+    await socket.send(type="send", client_id="r2", text="another chat", model="openai/fake")
+    frames = await socket.recv_until("reply_finished")
+    errors = [f for f in frames if f["type"] == "error"]
+    assert [e["code"] for e in errors] == ["too_many_replies"] and errors[0]["ref"] == "r2"
+    assert await counts() == (1, 2)
+
+
+@sync_to_async
+def _everything_of(user) -> str:
+    rows = list(Conversation.objects.filter(user=user).values()) + list(
+        Message.objects.filter(conversation__user=user).values()
+    )
+    return json.dumps(rows, default=str)
+
+
+async def test_another_users_ids_get_no_byte_of_their_data_on_any_route_or_frame(
+    connect, alice, bob, upstream
+):
+    socket_a = await connect(alice)
+    ack, started = await start(
+        socket_a, text="alice's secret plan", model="openai/fake?text=markdown&tokens=12&rate=0"
+    )
+    await socket_a.recv_until("reply_finished")
+    conversation, reply = ack["conversation"], started["reply"]
+    secret_bits = ["alice's secret plan", "canned answer", conversation, reply, ack["message"]]
+    missing = str(uuid.uuid4())
+    before = await _everything_of(alice)
+
+    # HTTP: every route that takes an id, with bob's session, answers as for a missing id.
+    bob_client = Client()
+    await sync_to_async(bob_client.force_login)(bob)
+    for template in ("/c/{}/", "/api/conversations/{}/"):
+        foreign = await sync_to_async(bob_client.get)(template.format(conversation))
+        absent = await sync_to_async(bob_client.get)(template.format(missing))
+        assert foreign.status_code == absent.status_code == 404
+        body = foreign.content.decode()
+        assert all(bit not in body for bit in secret_bits)
+    listing = (await sync_to_async(bob_client.get)("/api/conversations/")).content.decode()
+    page = (await sync_to_async(bob_client.get)("/")).content.decode()
+    assert all(bit not in listing + page for bit in secret_bits)
+
+    # WebSocket: every frame type that takes an id.
+    socket_b = await connect(bob)
+    probes = [
+        {"type": "send", "client_id": "b1", "conversation": conversation, "text": "hi"},
+        {"type": "stop", "reply": reply},
+        {"type": "stop", "reply": ack["message"]},
+        {"type": "subscribe", "conversation": conversation, "after_seq": 0},
+    ]
+    for probe in probes:
+        await socket_b.send(**probe)
+        answer = await socket_b.recv()
+        assert answer["type"] == "error" and answer["code"] == "not_found"
+        raw = json.dumps(answer)
+        assert all(bit not in raw.replace(reply, "") for bit in secret_bits[:2])
+    assert await socket_b.nothing()
+    # Nothing of alice's changed.
+    assert await _everything_of(alice) == before
