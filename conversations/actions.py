@@ -131,6 +131,8 @@ async def reply_start(
         model=model_name,
         prompt=exchange.prompt,
         client_id=frame.client_id,
+        temperature=exchange.conversation.temperature,
+        max_tokens=exchange.conversation.max_tokens,
     )
     registry.add(reply)
     reply.subscribe(subscriber, 0)

@@ -19,10 +19,24 @@ class Conversation(models.Model):
     client_id = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # False once the user renamed it: automatic titles never overwrite theirs.
+    title_is_auto = models.BooleanField(default=True)
+    pinned = models.BooleanField(default=False)
+    archived = models.BooleanField(default=False)
+    system_prompt = models.TextField(blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # The last message of the branch the user is looking at (messages form a tree).
+    active_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-updated_at"]
-        indexes = [models.Index(fields=["user", "-updated_at"], name="conv_user_recent")]
+        indexes = [
+            models.Index(fields=["user", "-updated_at"], name="conv_user_recent"),
+            models.Index(fields=["user", "archived", "-pinned", "-updated_at", "id"], name="conv_user_list"),
+        ]
         constraints = [models.UniqueConstraint(fields=["user", "client_id"], name="conv_unique_client_id")]
 
     def __str__(self) -> str:
@@ -45,6 +59,11 @@ class Message(models.Model):
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
+    # Messages form a tree: a regenerated reply or an edited message is a sibling
+    # of the one it replaces; None for the first message.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
     # User messages: the id the client chose, so a retried send is not stored twice.
     client_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -69,6 +88,8 @@ class Message(models.Model):
     # dead process from those of a live one.
     worker = models.CharField(max_length=64, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A reply continued after it stopped: the metrics of each earlier part.
+    segments = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["created_at"]

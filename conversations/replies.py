@@ -48,9 +48,13 @@ class Reply:
         model: str,
         prompt: list[ChatMessage],
         client_id: str = "",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.id = reply_id
         self.client_id = client_id  # of the user message this replies to
+        self.temperature = temperature
+        self.max_tokens = max_tokens or settings.CHATSITE_MAX_TOKENS or None
         self.key = str(reply_id)
         self.conversation_id = conversation_id
         self.user_id = user_id
@@ -260,7 +264,6 @@ class Reply:
     async def _stream_with_retries(self) -> None:
         attempts = 0
         max_attempts = max(1, settings.CHATSITE_RETRY_ATTEMPTS)
-        max_tokens = settings.CHATSITE_MAX_TOKENS or None
         while True:
             attempts += 1
             try:
@@ -268,7 +271,8 @@ class Reply:
                     model=self.model,
                     messages=self.prompt,
                     result=self.result,
-                    max_tokens=max_tokens,
+                    max_tokens=self.max_tokens,
+                    temperature=self.temperature,
                 )
                 async with aclosing(stream):  # type: ignore[type-var]
                     on_piece = self._on_piece

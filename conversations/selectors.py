@@ -23,7 +23,17 @@ def conversation_list(*, user: AbstractBaseUser, limit: int = 100) -> list[Conve
 
 
 def message_list(*, conversation: Conversation) -> list[Message]:
-    return list(conversation.messages.order_by("created_at", "role"))
+    """The branch the user is looking at, first message first."""
+    messages = {m.pk: m for m in conversation.messages.all()}
+    path: list[Message] = []
+    node = messages.get(conversation.active_leaf_id) if conversation.active_leaf_id else None
+    while node is not None:
+        path.append(node)
+        node = messages.get(node.parent_id) if node.parent_id else None
+    if not path:  # no branch recorded: every message in order
+        return sorted(messages.values(), key=lambda m: (m.created_at, m.role))
+    path.reverse()
+    return path
 
 
 def message_to_dict(message: Message) -> dict:

@@ -42,18 +42,34 @@ def _title_from(text: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
-def _prompt_for(conversation: Conversation) -> list[ChatMessage]:
-    """The conversation as the model should see it: empty replies dropped and
-    consecutive messages of one role merged, so every API accepts it."""
+def branch_path(*, conversation: Conversation, leaf_id: uuid.UUID | None) -> list[Message]:
+    """The messages from the first one down to ``leaf_id``, following parents."""
+    if leaf_id is None:
+        return []
+    by_id = {m.pk: m for m in conversation.messages.only("id", "parent_id", "role", "content")}
+    path: list[Message] = []
+    node = by_id.get(leaf_id)
+    while node is not None:
+        path.append(node)
+        node = by_id.get(node.parent_id) if node.parent_id else None
+    path.reverse()
+    return path
+
+
+def _prompt_for(conversation: Conversation, leaf_id: uuid.UUID) -> list[ChatMessage]:
+    """The branch ending at ``leaf_id`` as the model should see it: the system
+    prompt first, empty replies dropped, consecutive messages of one role merged,
+    so every API accepts it."""
     prompt: list[ChatMessage] = []
-    rows = conversation.messages.order_by("created_at", "role").values_list("role", "content")
-    for role, content in rows:
-        if not content:
+    if conversation.system_prompt.strip():
+        prompt.append(ChatMessage("system", conversation.system_prompt))
+    for message in branch_path(conversation=conversation, leaf_id=leaf_id):
+        if not message.content:
             continue
-        if prompt and prompt[-1].role == role:
-            prompt[-1] = ChatMessage(role, prompt[-1].content + "\n\n" + content)
+        if prompt and prompt[-1].role == message.role:
+            prompt[-1] = ChatMessage(message.role, prompt[-1].content + "\n\n" + message.content)
         else:
-            prompt.append(ChatMessage(role, content))
+            prompt.append(ChatMessage(message.role, message.content))
     return prompt
 
 
@@ -132,20 +148,25 @@ def _exchange_start(
             raise ReplyRunning()
         _check_limits(user)
         user_message = Message.objects.create(
-            conversation=conversation, role=Message.Role.USER, content=text, client_id=client_id
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=text,
+            client_id=client_id,
+            parent_id=conversation.active_leaf_id,
         )
         reply = Message.objects.create(
             conversation=conversation,
+            parent=user_message,
             role=Message.Role.ASSISTANT,
             status=Message.Status.STREAMING,
             provider=provider,
             model=model.partition("/")[2],
             worker=WORKER_ID,
         )
-        if conversation.model != model:
-            conversation.model = model
-        conversation.save(update_fields=["model", "updated_at"])
-        prompt = _prompt_for(conversation)
+        conversation.model = model
+        conversation.active_leaf = reply
+        conversation.save(update_fields=["model", "active_leaf", "updated_at"])
+        prompt = _prompt_for(conversation, user_message.pk)
     return StartedExchange(conversation, user_message, reply, True, prompt)
 
 
