@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -14,4 +14,6 @@ urlpatterns = [
     path("api/models/", views.model_index, name="api-models"),
     path("accounts/signup/", views.signup, name="signup"),
     path("healthz", views.healthz, name="healthz"),
+    path("", include("conversations.urls_search")),
+    path("", include("conversations.urls_transfer")),
 ]
