@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from . import protocol, selectors, services, workers
-from .models import Message
+from .models import Conversation, Message
 from .providers import get_provider, list_models, split_model_id
 from .replies import Reply, Subscriber, registry, reply_for_user
 
@@ -54,24 +54,110 @@ async def _resolve_model(
     return model
 
 
+def _refusal(exc: Exception, ref: str | None) -> protocol.ProtocolError:
+    """The client's answer for a service's refusal."""
+    if isinstance(exc, services.NotFound):
+        return protocol.ProtocolError("not_found", str(exc), ref=ref)
+    if isinstance(exc, services.ReplyRunning):
+        return protocol.ProtocolError(
+            "reply_running", "this conversation already has a reply streaming; stop it first", ref=ref
+        )
+    if isinstance(exc, services.TooManyMessages):
+        return protocol.ProtocolError(
+            "too_many_messages",
+            f"at most {settings.CHATSITE_MAX_MESSAGES_PER_MINUTE} messages a minute; wait a little",
+            ref=ref,
+        )
+    if isinstance(exc, services.TooManyReplies):
+        return protocol.ProtocolError(
+            "too_many_replies",
+            f"at most {settings.CHATSITE_MAX_CONCURRENT_REPLIES} replies can stream at once; "
+            "stop one or wait for it to finish",
+            ref=ref,
+        )
+    if isinstance(exc, services.NotContinuable):
+        return protocol.ProtocolError(
+            "not_continuable", "only a stopped, interrupted or cut reply can be continued", ref=ref
+        )
+    raise exc
+
+
+_REFUSALS = (
+    services.NotFound,
+    services.ReplyRunning,
+    services.TooManyMessages,
+    services.TooManyReplies,
+    services.NotContinuable,
+)
+
+
+def _ack(subscriber: Subscriber, client_id: str, exchange: services.StartedExchange) -> None:
+    subscriber.deliver(
+        protocol.encode(
+            "ack",
+            client_id=client_id,
+            conversation=str(exchange.conversation.pk),
+            message=str(exchange.user_message.pk),
+            created=exchange.created,
+        )
+    )
+
+
+async def _follow_existing(message: Message, user: AbstractBaseUser, subscriber: Subscriber) -> Reply | None:
+    """A retried request: follow the reply it started, wherever it runs."""
+    live = registry.get(str(message.pk))
+    if live is not None:
+        live.subscribe(subscriber, 0)
+    elif not await _subscribe_remote(message, user, subscriber, 0):
+        subscriber.deliver(finished_frame(message))
+    return live
+
+
+def _launch(
+    *,
+    user: AbstractBaseUser,
+    subscriber: Subscriber,
+    message: Message,
+    conversation: Conversation,
+    model: str,
+    prompt: list,
+    client_id: str = "",
+) -> Reply:
+    provider_name, model_name = split_model_id(model)
+    provider = get_provider(provider_name)
+    if provider is None:  # configured away since the reply was stored
+        raise protocol.ProtocolError("unknown_model", f"unknown model {model[:80]!r}", ref=client_id or None)
+    reply = Reply(
+        reply_id=message.pk,
+        conversation_id=conversation.pk,
+        user_id=user.pk,
+        provider=provider,
+        model=model_name,
+        prompt=prompt,
+        client_id=client_id,
+        temperature=conversation.temperature,
+        max_tokens=conversation.max_tokens,
+        base_text=message.content,
+        base_seq=message.last_seq,
+    )
+    registry.add(reply)
+    reply.subscribe(subscriber, message.last_seq)
+    reply.start()
+    return reply
+
+
 async def reply_start(
     *, user: AbstractBaseUser, frame: protocol.Send, subscriber: Subscriber
 ) -> Reply | None:
     """Store the user's message and start the reply; ``subscriber`` follows it."""
     model = await _resolve_model(frame.model, frame.conversation, user, frame.client_id)
-    provider_name, model_name = split_model_id(model)
-    provider = get_provider(provider_name)
-    assert provider is not None
+    provider_name = split_model_id(model)[0]
     conv_id = frame.conversation
     if conv_id is not None:
         live = registry.for_conversation(conv_id)
         busy = (live is not None and live.user_id == user.pk) or registry.starting.get(conv_id) == user.pk
         if busy and not (live is not None and live.client_id == frame.client_id):
-            raise protocol.ProtocolError(
-                "reply_running",
-                "this conversation already has a reply streaming; stop it first",
-                ref=frame.client_id,
-            )
+            raise _refusal(services.ReplyRunning(), frame.client_id)
         registry.starting[conv_id] = user.pk
     try:
         exchange = await database_sync_to_async(services.exchange_start)(
@@ -81,63 +167,84 @@ async def reply_start(
             text=frame.text,
             model=model,
             provider=provider_name,
+            edit_of=frame.edit_of,
         )
-    except services.NotFound:
-        raise protocol.ProtocolError("not_found", "no such conversation", ref=frame.client_id) from None
-    except services.ReplyRunning:
-        raise protocol.ProtocolError(
-            "reply_running",
-            "this conversation already has a reply streaming; stop it first",
-            ref=frame.client_id,
-        ) from None
-    except services.TooManyMessages:
-        raise protocol.ProtocolError(
-            "too_many_messages",
-            f"at most {settings.CHATSITE_MAX_MESSAGES_PER_MINUTE} messages a minute; wait a little",
-            ref=frame.client_id,
-        ) from None
-    except services.TooManyReplies:
-        raise protocol.ProtocolError(
-            "too_many_replies",
-            f"at most {settings.CHATSITE_MAX_CONCURRENT_REPLIES} replies can stream at once; "
-            "stop one or wait for it to finish",
-            ref=frame.client_id,
-        ) from None
+    except _REFUSALS as exc:
+        raise _refusal(exc, frame.client_id) from None
     finally:
         if conv_id is not None:
             registry.starting.pop(conv_id, None)
-    subscriber.deliver(
-        protocol.encode(
-            "ack",
-            client_id=frame.client_id,
-            conversation=str(exchange.conversation.pk),
-            message=str(exchange.user_message.pk),
-            created=exchange.created,
-        )
-    )
+    _ack(subscriber, frame.client_id, exchange)
     if not exchange.created:
-        # A retried send: follow the reply it started, wherever it runs.
-        live = registry.get(str(exchange.reply.pk))
-        if live is not None:
-            live.subscribe(subscriber, 0)
-        elif not await _subscribe_remote(exchange.reply, user, subscriber, 0):
-            subscriber.deliver(finished_frame(exchange.reply))
-        return live
-    reply = Reply(
-        reply_id=exchange.reply.pk,
-        conversation_id=exchange.conversation.pk,
-        user_id=user.pk,
-        provider=provider,
-        model=model_name,
+        return await _follow_existing(exchange.reply, user, subscriber)
+    return _launch(
+        user=user,
+        subscriber=subscriber,
+        message=exchange.reply,
+        conversation=exchange.conversation,
+        model=model,
         prompt=exchange.prompt,
         client_id=frame.client_id,
-        temperature=exchange.conversation.temperature,
-        max_tokens=exchange.conversation.max_tokens,
     )
-    registry.add(reply)
-    reply.subscribe(subscriber, 0)
-    reply.start()
-    return reply
+
+
+async def reply_regenerate(
+    *, user: AbstractBaseUser, frame: protocol.Regenerate, subscriber: Subscriber
+) -> Reply | None:
+    """A new reply to the same message; the old one stays as its sibling."""
+    old = await database_sync_to_async(_reply_of_user)(user=user, reply_id=frame.reply)
+    if old is None:
+        raise protocol.ProtocolError("not_found", "no such reply", ref=frame.client_id)
+    model = await _resolve_model(frame.model, old.conversation_id, user, frame.client_id)
+    try:
+        exchange = await database_sync_to_async(services.reply_regenerate)(
+            user=user,
+            reply_id=frame.reply,
+            client_id=frame.client_id,
+            model=model,
+            provider=split_model_id(model)[0],
+        )
+    except _REFUSALS as exc:
+        raise _refusal(exc, frame.client_id) from None
+    _ack(subscriber, frame.client_id, exchange)
+    if not exchange.created:
+        return await _follow_existing(exchange.reply, user, subscriber)
+    return _launch(
+        user=user,
+        subscriber=subscriber,
+        message=exchange.reply,
+        conversation=exchange.conversation,
+        model=model,
+        prompt=exchange.prompt,
+        client_id=frame.client_id,
+    )
+
+
+async def reply_continue(
+    *, user: AbstractBaseUser, frame: protocol.Continue, subscriber: Subscriber
+) -> Reply:
+    """Go on with a stopped, interrupted or cut reply, appending to its text."""
+    old = await database_sync_to_async(_reply_of_user)(user=user, reply_id=frame.reply)
+    if old is None:
+        raise protocol.ProtocolError("not_found", "no such reply", ref=str(frame.reply))
+    model = f"{old.provider}/{old.model}"
+    provider = get_provider(old.provider)
+    if provider is None:
+        raise protocol.ProtocolError("unknown_model", f"unknown model {model[:80]!r}", ref=str(frame.reply))
+    try:
+        continuation = await database_sync_to_async(services.reply_continue)(
+            user=user, reply_id=frame.reply, prefill=provider.supports_prefill
+        )
+    except _REFUSALS as exc:
+        raise _refusal(exc, str(frame.reply)) from None
+    return _launch(
+        user=user,
+        subscriber=subscriber,
+        message=continuation.reply,
+        conversation=continuation.conversation,
+        model=model,
+        prompt=continuation.prompt,
+    )
 
 
 async def reply_stop(*, user: AbstractBaseUser, reply_id: uuid.UUID) -> None:

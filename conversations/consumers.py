@@ -65,6 +65,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             reply: Reply | None = None
             if isinstance(frame, protocol.Send):
                 reply = await actions.reply_start(user=self.user, frame=frame, subscriber=self)
+            elif isinstance(frame, protocol.Regenerate):
+                reply = await actions.reply_regenerate(user=self.user, frame=frame, subscriber=self)
+            elif isinstance(frame, protocol.Continue):
+                reply = await actions.reply_continue(user=self.user, frame=frame, subscriber=self)
             elif isinstance(frame, protocol.Stop):
                 await actions.reply_stop(user=self.user, reply_id=frame.reply)
             elif isinstance(frame, protocol.Subscribe):

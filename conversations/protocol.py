@@ -41,6 +41,7 @@ ERROR_CODES = frozenset(
         "prompt_too_long",
         "not_found",  # a conversation or reply id that is missing or not yours
         "reply_running",  # the conversation already has a running reply
+        "not_continuable",  # only a stopped, interrupted or errored reply can be continued
         "unknown_model",
         "too_many_messages",  # over CHATSITE_MAX_MESSAGES_PER_MINUTE
         "too_many_replies",  # over CHATSITE_MAX_CONCURRENT_REPLIES
@@ -56,6 +57,19 @@ class Send:
     text: str
     conversation: uuid.UUID | None
     model: str | None
+    edit_of: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Regenerate:
+    client_id: str
+    reply: uuid.UUID
+    model: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    reply: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +83,7 @@ class Subscribe:
     after_seq: int
 
 
-ClientFrame = Send | Stop | Subscribe
+ClientFrame = Send | Stop | Subscribe | Regenerate | Continue
 
 
 def _field(data: dict, name: str, kind: type | tuple, *, required: bool = True) -> Any:
@@ -94,6 +108,20 @@ def _uuid(data: dict, name: str, *, required: bool = True) -> uuid.UUID | None:
         raise ProtocolError("invalid_field", f"'{name}' is not a valid id") from None
 
 
+def _client_id(data: dict) -> str:
+    client_id = _field(data, "client_id", str)
+    if not CLIENT_ID_RE.match(client_id):
+        raise ProtocolError("invalid_field", "'client_id' must be 1-64 letters, digits, '-' or '_'")
+    return client_id
+
+
+def _model(data: dict) -> str | None:
+    model = _field(data, "model", str, required=False)
+    if model is not None and not MODEL_RE.match(model):
+        raise ProtocolError("invalid_field", "'model' must look like 'provider/model'")
+    return model
+
+
 def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: int) -> ClientFrame:
     """Validate one text frame from a client and return its typed form."""
     if text is None:
@@ -108,9 +136,7 @@ def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: in
         raise ProtocolError("bad_frame", "a frame must be a JSON object")
     kind = data.get("type")
     if kind == "send":
-        client_id = _field(data, "client_id", str)
-        if not CLIENT_ID_RE.match(client_id):
-            raise ProtocolError("invalid_field", "'client_id' must be 1-64 letters, digits, '-' or '_'")
+        client_id = _client_id(data)
         body = _field(data, "text", str)
         if not body.strip():
             raise ProtocolError("invalid_field", "'text' must not be empty", ref=client_id)
@@ -120,15 +146,17 @@ def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: in
                 f"a message is limited to {max_prompt_chars} characters",
                 ref=client_id,
             )
-        model = _field(data, "model", str, required=False)
-        if model is not None and not MODEL_RE.match(model):
-            raise ProtocolError("invalid_field", "'model' must look like 'provider/model'")
         return Send(
             client_id=client_id,
             text=body,
             conversation=_uuid(data, "conversation", required=False),
-            model=model,
+            model=_model(data),
+            edit_of=_uuid(data, "edit_of", required=False),
         )
+    if kind == "regenerate":
+        return Regenerate(client_id=_client_id(data), reply=_uuid(data, "reply"), model=_model(data))  # type: ignore[arg-type]
+    if kind == "continue":
+        return Continue(reply=_uuid(data, "reply"))  # type: ignore[arg-type]
     if kind == "stop":
         return Stop(reply=_uuid(data, "reply"))  # type: ignore[arg-type]
     if kind == "subscribe":

@@ -50,6 +50,8 @@ class Reply:
         client_id: str = "",
         temperature: float | None = None,
         max_tokens: int | None = None,
+        base_text: str = "",
+        base_seq: int = 0,
     ) -> None:
         self.id = reply_id
         self.client_id = client_id  # of the user message this replies to
@@ -62,9 +64,12 @@ class Reply:
         self.model = model
         self.prompt = prompt
         self.subscribers: list[Subscriber] = []
-        self.parts: list[str] = []  # parts[k - 1] is the text of delta seq k
-        self.seq = 0
-        self.sent_chars = 0
+        # A continued reply starts from the text and seq its earlier part ended at.
+        self.base_text = base_text
+        self.base_seq = base_seq
+        self.parts: list[str] = []  # parts[k - 1] is the text of delta seq base_seq + k
+        self.seq = base_seq
+        self.sent_chars = len(base_text)
         self.pending: list[str] = []
         self.pending_chars = 0
         self.piece_count = 0
@@ -72,7 +77,7 @@ class Reply:
         self.task: asyncio.Task | None = None
         self.finished = False
         self.status: str | None = None
-        self.checkpointed_seq = 0
+        self.checkpointed_seq = base_seq
         self._length_hit = False
 
         self._loop = asyncio.get_running_loop()
@@ -105,9 +110,13 @@ class Reply:
         then every later delta: each piece of text exactly once, in order.
         """
         after_seq = max(0, min(after_seq, self.seq))
+        if after_seq < self.base_seq:
+            # Inside the earlier part of a continued reply: start over from 0.
+            after_seq = 0
         subscriber.deliver(self.started_frame(after_seq))
         if self.seq > after_seq:
-            subscriber.deliver(protocol.encode_delta(self.key, self.seq, "".join(self.parts[after_seq:])))
+            missed = self.text if after_seq == 0 else "".join(self.parts[after_seq - self.base_seq :])
+            subscriber.deliver(protocol.encode_delta(self.key, self.seq, missed))
         if subscriber not in self.subscribers:
             self.subscribers.append(subscriber)
         if self._orphan_handle is not None:
@@ -177,7 +186,10 @@ class Reply:
 
     @property
     def text(self) -> str:
-        return "".join(self.parts)
+        return self.base_text + "".join(self.parts)
+
+    def text_up_to(self, seq: int) -> str:
+        return self.base_text + "".join(self.parts[: seq - self.base_seq])
 
     # --- timeouts ------------------------------------------------------------
     def _deadline(self) -> tuple[float, str] | None:
@@ -422,7 +434,7 @@ class Registry:
             ]
             if not batch:
                 continue
-            rows = [(reply.id, "".join(reply.parts[:seq]), seq) for reply, seq in batch]
+            rows = [(reply.id, reply.text_up_to(seq), seq) for reply, seq in batch]
             try:
                 await database_sync_to_async(services.reply_checkpoint_many)(checkpoints=rows)
             except Exception as exc:  # a locked database: try again next interval

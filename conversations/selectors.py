@@ -33,6 +33,12 @@ def message_list(*, conversation: Conversation) -> list[Message]:
     if not path:  # no branch recorded: every message in order
         return sorted(messages.values(), key=lambda m: (m.created_at, m.role))
     path.reverse()
+    # Versions of each message (regenerated replies, edited messages), oldest first.
+    children: dict = {}
+    for m in sorted(messages.values(), key=lambda m: m.created_at):
+        children.setdefault(m.parent_id, []).append(m.pk)
+    for m in path:
+        m.sibling_ids = children.get(m.parent_id, [m.pk])
     return path
 
 
@@ -42,7 +48,11 @@ def message_to_dict(message: Message) -> dict:
         "role": message.role,
         "content": message.content,
         "created_at": message.created_at.isoformat(),
+        "parent": str(message.parent_id) if message.parent_id else None,
     }
+    sibling_ids = getattr(message, "sibling_ids", None)
+    if sibling_ids is not None:
+        data["versions"] = [str(pk) for pk in sibling_ids]
     if message.role == Message.Role.ASSISTANT:
         data.update(
             status=message.status,
@@ -62,6 +72,7 @@ def message_to_dict(message: Message) -> dict:
                 "tokens_per_s": message.tokens_per_s,
                 "total_ms": message.total_ms,
             },
+            segments=message.segments,
         )
     return data
 

@@ -81,41 +81,67 @@ def exchange_start(
     text: str,
     model: str,
     provider: str,
+    edit_of: uuid.UUID | None = None,
 ) -> StartedExchange:
     """Store the user's message and an empty streaming reply, in one transaction.
 
-    A client id seen before returns what was stored then (``created=False``).
+    The message continues the branch the user is looking at; with ``edit_of``
+    (a user message of the conversation) it becomes that message's sibling
+    instead, starting a new branch. A client id seen before returns what was
+    stored then (``created=False``).
     """
+    kwargs = dict(
+        user=user,
+        conversation_id=conversation_id,
+        client_id=client_id,
+        text=text,
+        model=model,
+        provider=provider,
+        edit_of=edit_of,
+    )
     try:
-        return _exchange_start(
-            user=user,
-            conversation_id=conversation_id,
-            client_id=client_id,
-            text=text,
-            model=model,
-            provider=provider,
-        )
+        return _exchange_start(**kwargs)
     except IntegrityError:
         # A concurrent send with the same client id won the race; return its result.
-        return _exchange_start(
-            user=user,
-            conversation_id=conversation_id,
-            client_id=client_id,
-            text=text,
-            model=model,
-            provider=provider,
-        )
+        return _exchange_start(**kwargs)
 
 
-def _existing(conversation: Conversation, user_message: Message) -> StartedExchange:
-    reply = (
-        conversation.messages.filter(role=Message.Role.ASSISTANT, created_at__gte=user_message.created_at)
-        .order_by("created_at")
-        .first()
-    )
+def _existing(conversation: Conversation, message: Message) -> StartedExchange:
+    if message.role == Message.Role.ASSISTANT:  # a regenerated reply carries the client id
+        return StartedExchange(conversation, message.parent, message, False, [])
+    reply = message.children.filter(role=Message.Role.ASSISTANT).order_by("created_at").first()
     if reply is None:  # pragma: no cover - both are always written together
         raise NotFound("the reply to this message is missing")
-    return StartedExchange(conversation, user_message, reply, False, [])
+    return StartedExchange(conversation, message, reply, False, [])
+
+
+def _locked_conversation(user: AbstractBaseUser, conversation_id: uuid.UUID) -> Conversation:
+    # Locked, so two processes cannot both start a reply in it.
+    conversation = Conversation.objects.select_for_update().filter(pk=conversation_id, user=user).first()
+    if conversation is None:
+        raise NotFound("no such conversation")
+    return conversation
+
+
+def _new_reply(
+    conversation: Conversation, parent: Message, *, model: str, provider: str, client_id: str = ""
+) -> Message:
+    if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+        raise ReplyRunning()
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        provider=provider,
+        model=model.partition("/")[2],
+        worker=WORKER_ID,
+        client_id=client_id,
+    )
+    conversation.model = model
+    conversation.active_leaf = reply
+    conversation.save(update_fields=["model", "active_leaf", "updated_at"])
+    return reply
 
 
 def _exchange_start(
@@ -126,6 +152,7 @@ def _exchange_start(
     text: str,
     model: str,
     provider: str,
+    edit_of: uuid.UUID | None,
 ) -> StartedExchange:
     with transaction.atomic():
         if conversation_id is None:
@@ -135,15 +162,16 @@ def _exchange_start(
                     user=user, client_id=client_id, model=model, title=_title_from(text)
                 )
         else:
-            # Locked, so two processes cannot both start a reply in it.
-            conversation = (
-                Conversation.objects.select_for_update().filter(pk=conversation_id, user=user).first()
-            )
-            if conversation is None:
-                raise NotFound("no such conversation")
+            conversation = _locked_conversation(user, conversation_id)
         seen = conversation.messages.filter(client_id=client_id).first()
         if seen is not None:
             return _existing(conversation, seen)
+        parent_id = conversation.active_leaf_id
+        if edit_of is not None:
+            edited = conversation.messages.filter(pk=edit_of, role=Message.Role.USER).first()
+            if edited is None:
+                raise NotFound("no such message")
+            parent_id = edited.parent_id
         if conversation.messages.filter(status=Message.Status.STREAMING).exists():
             raise ReplyRunning()
         _check_limits(user)
@@ -152,32 +180,134 @@ def _exchange_start(
             role=Message.Role.USER,
             content=text,
             client_id=client_id,
-            parent_id=conversation.active_leaf_id,
+            parent_id=parent_id,
         )
-        reply = Message.objects.create(
-            conversation=conversation,
-            parent=user_message,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            provider=provider,
-            model=model.partition("/")[2],
-            worker=WORKER_ID,
-        )
-        conversation.model = model
-        conversation.active_leaf = reply
-        conversation.save(update_fields=["model", "active_leaf", "updated_at"])
+        reply = _new_reply(conversation, user_message, model=model, provider=provider)
         prompt = _prompt_for(conversation, user_message.pk)
     return StartedExchange(conversation, user_message, reply, True, prompt)
+
+
+def reply_regenerate(
+    *, user: AbstractBaseUser, reply_id: uuid.UUID, client_id: str, model: str, provider: str
+) -> StartedExchange:
+    """A new reply to the same message, kept as a sibling of ``reply_id``."""
+    with transaction.atomic():
+        old = Message.objects.filter(
+            pk=reply_id, role=Message.Role.ASSISTANT, conversation__user=user
+        ).first()
+        if old is None or old.parent_id is None:
+            raise NotFound("no such reply")
+        conversation = _locked_conversation(user, old.conversation_id)
+        seen = conversation.messages.filter(client_id=client_id).first()
+        if seen is not None:
+            return _existing(conversation, seen)
+        _check_limits(user, count_message=False)
+        parent = old.parent
+        reply = _new_reply(conversation, parent, model=model, provider=provider, client_id=client_id)
+        prompt = _prompt_for(conversation, parent.pk)
+    return StartedExchange(conversation, parent, reply, True, prompt)
+
+
+CONTINUE_INSTRUCTION = (
+    "Continue your previous message exactly where it stopped. Do not repeat any of it "
+    "and do not add a preamble."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    conversation: Conversation
+    reply: Message
+    prompt: list[ChatMessage]
+
+
+def reply_continue(*, user: AbstractBaseUser, reply_id: uuid.UUID, prefill: bool) -> Continuation:
+    """Reopen a stopped, interrupted or cut reply so the model can go on.
+
+    The earlier part's metrics move to ``segments``; the text and ``last_seq``
+    stay, and the continuation is appended to them. With ``prefill`` the
+    partial reply is the last message of the prompt (APIs that continue it);
+    otherwise an instruction to continue follows it.
+    """
+    with transaction.atomic():
+        reply = Message.objects.filter(
+            pk=reply_id, role=Message.Role.ASSISTANT, conversation__user=user
+        ).first()
+        if reply is None:
+            raise NotFound("no such reply")
+        conversation = _locked_conversation(user, reply.conversation_id)
+        if reply.status not in (Message.Status.STOPPED, Message.Status.INTERRUPTED, Message.Status.ERROR):
+            raise NotContinuable()
+        if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+            raise ReplyRunning()
+        _check_limits(user, count_message=False)
+        segments = [*reply.segments, _segment_of(reply)]
+        Message.objects.filter(pk=reply.pk).update(
+            status=Message.Status.STREAMING,
+            worker=WORKER_ID,
+            segments=segments,
+            error_kind="",
+            error_message="",
+            finished_at=None,
+        )
+        reply.refresh_from_db()
+        conversation.active_leaf = reply
+        conversation.save(update_fields=["active_leaf", "updated_at"])
+        prompt = _prompt_for(conversation, reply.parent_id) if reply.parent_id else []
+        if reply.content:
+            if prefill:
+                prompt.append(ChatMessage("assistant", reply.content.rstrip()))
+            else:
+                prompt.append(ChatMessage("assistant", reply.content))
+                prompt.append(ChatMessage("user", CONTINUE_INSTRUCTION))
+    return Continuation(conversation, reply, prompt)
+
+
+def _segment_of(reply: Message) -> dict:
+    return {
+        "status": reply.status,
+        "error_kind": reply.error_kind or None,
+        "last_seq": reply.last_seq,
+        "chars": len(reply.content),
+        "ttft_ms": reply.ttft_ms,
+        "tokens_per_s": reply.tokens_per_s,
+        "total_ms": reply.total_ms,
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "finish_reason": reply.finish_reason or None,
+    }
+
+
+class NotContinuable(Exception):
+    """Only a stopped, interrupted or errored reply can be continued."""
+
+
+def conversation_select_branch(*, user: AbstractBaseUser, message_id: uuid.UUID) -> Conversation:
+    """Show the branch through ``message_id``: its newest descendants down to a leaf."""
+    with transaction.atomic():
+        message = Message.objects.filter(pk=message_id, conversation__user=user).first()
+        if message is None:
+            raise NotFound("no such message")
+        conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+        children: dict[uuid.UUID | None, list[tuple]] = {}
+        for pk, parent_id, created_at in conversation.messages.values_list("pk", "parent_id", "created_at"):
+            children.setdefault(parent_id, []).append((created_at, pk))
+        leaf = message.pk
+        while children.get(leaf):
+            leaf = max(children[leaf])[1]
+        conversation.active_leaf_id = leaf
+        conversation.save(update_fields=["active_leaf"])
+    return conversation
 
 
 class ReplyRunning(Exception):
     """The conversation already has a reply streaming."""
 
 
-def _check_limits(user: AbstractBaseUser) -> None:
+def _check_limits(user: AbstractBaseUser, *, count_message: bool = True) -> None:
     mine = Message.objects.filter(conversation__user=user)
     per_minute = settings.CHATSITE_MAX_MESSAGES_PER_MINUTE
-    if per_minute:
+    if per_minute and count_message:
         since = timezone.now() - timedelta(seconds=60)
         if mine.filter(role=Message.Role.USER, created_at__gte=since).count() >= per_minute:
             raise TooManyMessages()

@@ -11,6 +11,11 @@ urlpatterns = [
         views.conversation_detail,
         name="api-conversation",
     ),
+    path(
+        "api/conversations/<uuid:conversation_id>/branch/",
+        views.conversation_branch,
+        name="api-conversation-branch",
+    ),
     path("api/models/", views.model_index, name="api-models"),
     path("accounts/signup/", views.signup, name="signup"),
     path("healthz", views.healthz, name="healthz"),

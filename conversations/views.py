@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from asgiref.sync import sync_to_async
@@ -12,9 +13,9 @@ from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
-from . import protocol, selectors
+from . import protocol, selectors, services
 from .actions import model_default
 from .providers import list_models
 
@@ -77,6 +78,31 @@ async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) 
             "messages": [selectors.message_to_dict(m) for m in messages],
         }
     )
+
+
+@require_POST
+async def conversation_branch(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
+    """Show another version of a message: ``{"message": id}`` picks the branch through it."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    try:
+        message_id = uuid.UUID(str(json.loads(request.body or b"{}").get("message")))
+    except (ValueError, AttributeError, TypeError):
+        return JsonResponse({"error": "invalid", "message": 'send {"message": <message id>}'}, status=400)
+    conversation = await sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
+    if conversation is None:
+        return JsonResponse({"error": "not_found"}, status=404)
+    try:
+        conversation = await sync_to_async(services.conversation_select_branch)(
+            user=user, message_id=message_id
+        )
+    except services.NotFound:
+        return JsonResponse({"error": "not_found"}, status=404)
+    if conversation.pk != conversation_id:
+        return JsonResponse({"error": "not_found"}, status=404)
+    messages = await sync_to_async(selectors.message_list)(conversation=conversation)
+    return JsonResponse({"messages": [selectors.message_to_dict(m) for m in messages]})
 
 
 @require_GET

@@ -95,3 +95,17 @@ def test_check_server_frame_rejects_undeclared_shapes():
         protocol.check_server_frame({"type": "delta", "reply": "r", "seq": "1", "text": "x"})
     with pytest.raises(AssertionError):
         protocol.check_server_frame({"type": "error", "code": "made_up", "message": "m", "ref": None})
+
+
+def test_regenerate_continue_and_edit_frames_parse():
+    reply, message = uuid.uuid4(), uuid.uuid4()
+    assert parse({"type": "regenerate", "client_id": "r1", "reply": str(reply)}) == protocol.Regenerate(
+        "r1", reply, None
+    )
+    assert parse({"type": "continue", "reply": str(reply)}) == protocol.Continue(reply)
+    frame = parse({"type": "send", "client_id": "e1", "text": "fixed", "edit_of": str(message)})
+    assert frame.edit_of == message
+    with pytest.raises(ProtocolError):
+        parse({"type": "regenerate", "reply": str(reply)})
+    with pytest.raises(ProtocolError):
+        parse({"type": "continue", "reply": "not-an-id"})

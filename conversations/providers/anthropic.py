@@ -20,6 +20,7 @@ MODELS_CACHE_SECONDS = 60.0
 
 class AnthropicProvider(BaseProvider):
     label = "Anthropic"
+    supports_prefill = True
 
     def __init__(self, name: str, options: dict) -> None:
         super().__init__(name, options)

@@ -74,6 +74,9 @@ class BaseProvider:
 
     #: Shown in the model picker next to each model.
     label = "Provider"
+    #: The API continues a final assistant message ("prefill"); otherwise a
+    #: continuation asks the model in words to go on.
+    supports_prefill = False
 
     def __init__(self, name: str, options: dict[str, Any]) -> None:
         self.name = name

@@ -1,0 +1,260 @@
+"""Export conversations as chatsite JSON (``docs/export-format.md``) or Markdown.
+
+The JSON holds the whole message tree of each conversation, branches included,
+and goes back in through ``conversations.importing``. Markdown is for reading:
+the branch the user is looking at, with a note where a reply did not finish and
+where other versions of a message exist.
+
+Exports of all of a user's conversations are produced in chunks (a few hundred
+conversations per query), so a user with a million messages never has them all
+in memory at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+from django.utils.text import slugify
+
+from .models import Conversation, Message
+
+FORMAT = "chatsite"
+VERSION = 1
+
+#: Conversations fetched per query when exporting all of a user's.
+CHUNK = 200
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def tree_order(messages: Iterable[Message]) -> list[Message]:
+    """Every message after its parent, otherwise oldest first (ties by id)."""
+    messages = list(messages)
+    ids = {m.pk for m in messages}
+    children: dict[uuid.UUID, list[Message]] = defaultdict(list)
+    heap: list[tuple[datetime, str, Message]] = []
+    for m in messages:
+        if m.parent_id is not None and m.parent_id in ids:
+            children[m.parent_id].append(m)
+        else:
+            heap.append((m.created_at, str(m.pk), m))
+    heapq.heapify(heap)
+    ordered: list[Message] = []
+    while heap:
+        _, _, message = heapq.heappop(heap)
+        ordered.append(message)
+        for child in children.get(message.pk, ()):
+            heapq.heappush(heap, (child.created_at, str(child.pk), child))
+    return ordered
+
+
+def message_to_export(message: Message) -> dict:
+    data: dict = {
+        "id": str(message.pk),
+        "parent": str(message.parent_id) if message.parent_id else None,
+        "role": message.role,
+        "content": message.content,
+        "created_at": _iso(message.created_at),
+    }
+    if message.role == Message.Role.ASSISTANT:
+        data.update(
+            status=message.status,
+            error_kind=message.error_kind or None,
+            error=message.error_message or None,
+            provider=message.provider or None,
+            model=message.model or None,
+            finish_reason=message.finish_reason or None,
+            finished_at=_iso(message.finished_at),
+            last_seq=message.last_seq,
+            metrics={
+                "ttft_ms": message.ttft_ms,
+                "tokens_per_s": message.tokens_per_s,
+                "total_ms": message.total_ms,
+            },
+            usage={
+                "prompt_tokens": message.prompt_tokens,
+                "completion_tokens": message.completion_tokens,
+                "counted": message.usage_counted,
+            },
+            segments=message.segments or [],
+        )
+    return data
+
+
+def conversation_to_export(*, conversation: Conversation, messages: Iterable[Message]) -> dict:
+    return {
+        "id": str(conversation.pk),
+        "title": conversation.title,
+        "title_is_auto": conversation.title_is_auto,
+        "model": conversation.model,
+        "created_at": _iso(conversation.created_at),
+        "updated_at": _iso(conversation.updated_at),
+        "pinned": conversation.pinned,
+        "archived": conversation.archived,
+        "system_prompt": conversation.system_prompt,
+        "temperature": conversation.temperature,
+        "max_tokens": conversation.max_tokens,
+        "active_leaf": str(conversation.active_leaf_id) if conversation.active_leaf_id else None,
+        "messages": [message_to_export(m) for m in tree_order(messages)],
+    }
+
+
+def _header() -> str:
+    head = json.dumps({"format": FORMAT, "version": VERSION, "exported_at": _iso(timezone.now())})
+    return head[:-1] + ', "conversations": [\n'
+
+
+def _json_chunks(pairs: Iterable[tuple[Conversation, list[Message]]]) -> Iterator[str]:
+    """The export document, one conversation per line."""
+    yield _header()
+    first = True
+    for conversation, messages in pairs:
+        line = json.dumps(
+            conversation_to_export(conversation=conversation, messages=messages), ensure_ascii=False
+        )
+        yield line if first else ",\n" + line
+        first = False
+    yield "\n]}\n"
+
+
+def _with_messages(conversations: list[Conversation]) -> list[tuple[Conversation, list[Message]]]:
+    by_conversation: dict[uuid.UUID, list[Message]] = defaultdict(list)
+    for message in Message.objects.filter(conversation__in=conversations).defer("worker"):
+        by_conversation[message.conversation_id].append(message)
+    return [(c, by_conversation.get(c.pk, [])) for c in conversations]
+
+
+def _user_conversations(user: AbstractBaseUser) -> Iterator[tuple[Conversation, list[Message]]]:
+    """All of the user's conversations, oldest first, with their messages, a chunk at a time."""
+    ids = list(
+        Conversation.objects.filter(user=user).order_by("created_at", "id").values_list("id", flat=True)
+    )
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        conversations = list(Conversation.objects.filter(pk__in=chunk).order_by("created_at", "id"))
+        yield from _with_messages(conversations)
+
+
+def conversation_export_json(*, conversation: Conversation) -> str:
+    """One conversation as a complete export document."""
+    return "".join(_json_chunks(_with_messages([conversation])))
+
+
+def user_export_json_chunks(*, user: AbstractBaseUser) -> Iterator[str]:
+    """All of the user's conversations as one export document, in pieces to write or stream."""
+    return _json_chunks(_user_conversations(user))
+
+
+# --- Markdown -----------------------------------------------------------------
+
+_NOTES = {
+    Message.Status.STOPPED: "**Stopped:** this reply was stopped before it finished.",
+    Message.Status.INTERRUPTED: (
+        "**Interrupted:** the server stopped while this reply was being written; it is incomplete."
+    ),
+    Message.Status.STREAMING: "**Still being written** when this export was made; it is incomplete.",
+}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _reply_note(message: Message) -> str | None:
+    if message.status == Message.Status.ERROR:
+        kind = f" ({message.error_kind})" if message.error_kind else ""
+        detail = f" {_one_line(message.error_message)}" if message.error_message else ""
+        return f"**Error{kind}:**{detail or ' the reply failed.'} This reply is incomplete."
+    return _NOTES.get(message.status)
+
+
+def _versions_note(others: int, role: str) -> str:
+    what = "reply" if role == Message.Role.ASSISTANT else "message"
+    versions = "1 other version" if others == 1 else f"{others} other versions"
+    verb = "is" if others == 1 else "are"
+    return f"_({versions} of this {what} {verb} in the JSON export.)_"
+
+
+def _markdown(conversation: Conversation, messages: list[Message]) -> str:
+    title = _one_line(conversation.title) or "Untitled conversation"
+    lines = [f"# {title}", ""]
+    created = conversation.created_at.strftime("%Y-%m-%d %H:%M UTC")
+    meta = f"_Started {created}"
+    if conversation.model:
+        meta += f" · model {conversation.model}"
+    lines += [meta + "_", ""]
+    if conversation.system_prompt.strip():
+        lines += ["**System prompt:**", ""]
+        lines += ["> " + line if line else ">" for line in conversation.system_prompt.splitlines()]
+        lines.append("")
+
+    by_id = {m.pk: m for m in messages}
+    branch: list[Message] = []
+    node = by_id.get(conversation.active_leaf_id) if conversation.active_leaf_id else None
+    while node is not None:
+        branch.append(node)
+        node = by_id.get(node.parent_id) if node.parent_id else None
+    branch.reverse()
+    siblings: dict[uuid.UUID | None, int] = defaultdict(int)
+    if branch:
+        for m in messages:
+            siblings[m.parent_id] += 1
+    else:  # no branch recorded: what the chat page shows, every message in order
+        branch = sorted(messages, key=lambda m: (m.created_at, m.role))
+
+    for message in branch:
+        if message.role == Message.Role.ASSISTANT:
+            model = message.model or conversation.model.partition("/")[2] or conversation.model
+            lines.append(f"## Assistant ({model})" if model else "## Assistant")
+        else:
+            lines.append("## You")
+        lines.append("")
+        content = message.content.strip("\n")
+        lines.append(content if content.strip() else "_(no text)_")
+        lines.append("")
+        if message.role == Message.Role.ASSISTANT:
+            note = _reply_note(message)
+            if note:
+                lines += [f"> {note}", ""]
+        others = siblings[message.parent_id] - 1 if siblings else 0
+        if others > 0:
+            lines += [_versions_note(others, message.role), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def conversation_export_markdown(*, conversation: Conversation) -> str:
+    messages = list(conversation.messages.defer("worker"))
+    return _markdown(conversation, messages)
+
+
+def user_export_markdown_chunks(*, user: AbstractBaseUser) -> Iterator[str]:
+    """All of the user's conversations as one Markdown document, separated by rules."""
+    first = True
+    for conversation, messages in _user_conversations(user):
+        yield _markdown(conversation, messages) if first else "\n---\n\n" + _markdown(conversation, messages)
+        first = False
+    if first:
+        yield "_No conversations._\n"
+
+
+# --- File names -----------------------------------------------------------------
+
+
+def conversation_filename(conversation: Conversation, extension: str) -> str:
+    """A safe download name: ASCII letters, digits and dashes only."""
+    slug = slugify(conversation.title)[:60].strip("-") or "conversation"
+    return f"{slug}-{str(conversation.pk)[:8]}.{extension}"
+
+
+def user_filename(user: AbstractBaseUser, extension: str) -> str:
+    slug = slugify(user.get_username())[:40].strip("-") or "user"
+    return f"chatsite-{slug}-{timezone.now():%Y-%m-%d}.{extension}"
