@@ -7,6 +7,7 @@ import weakref
 
 import httpx
 from django.conf import settings
+from httpx_aiohttp import AiohttpTransport
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
@@ -33,9 +34,12 @@ def get_client() -> httpx.AsyncClient:
     client = _clients.get(loop)
     if client is None or client.is_closed:
         limit = settings.CHATSITE_HTTP_MAX_CONNECTIONS
+        limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
         client = httpx.AsyncClient(
+            # Same httpx API, aiohttp underneath: about half the CPU per SSE event.
+            transport=AiohttpTransport(limits=limits, trust_env=False),
             timeout=timeouts(),
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            limits=limits,
             follow_redirects=False,
             trust_env=False,
         )

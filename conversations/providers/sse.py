@@ -25,10 +25,12 @@ async def sse_events(
     connection at once.
     """
     client = get_client()
+    receiving = False  # past the response headers: any failure is a broken stream
     try:
         async with client.stream(
             "POST", url, json=body, headers={"Accept": "text/event-stream", **headers}
         ) as response:
+            receiving = True
             if response.status_code >= 400:
                 raw = b""
                 async for chunk in response.aiter_bytes():
@@ -46,21 +48,19 @@ async def sse_events(
         raise
     except SSEError as exc:
         raise ProviderError("upstream_stream", f"the upstream did not send an event stream: {exc}") from None
-    except httpx.ConnectTimeout:
-        raise ProviderError(
-            "upstream_connect", "timed out connecting to the upstream", retryable=True
-        ) from None
-    except httpx.ConnectError:
-        raise ProviderError("upstream_connect", "could not connect to the upstream", retryable=True) from None
-    except httpx.PoolTimeout:
-        raise ProviderError(
-            "upstream_connect", "no upstream connection was free in time", retryable=True
-        ) from None
     except httpx.ReadTimeout:
         raise ProviderError("timeout_idle", "the upstream stopped sending data") from None
-    except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError) as exc:
+    except httpx.TransportError as exc:
+        if receiving:
+            raise ProviderError(
+                "upstream_stream", f"the upstream connection broke ({type(exc).__name__})", retryable=True
+            ) from None
+        if isinstance(exc, httpx.PoolTimeout):
+            raise ProviderError(
+                "upstream_connect", "no upstream connection was free in time", retryable=True
+            ) from None
         raise ProviderError(
-            "upstream_stream", f"the upstream connection broke ({type(exc).__name__})", retryable=True
+            "upstream_connect", f"could not connect to the upstream ({type(exc).__name__})", retryable=True
         ) from None
 
 

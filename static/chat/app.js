@@ -451,6 +451,16 @@ async function onReplyFinished(f) {
   }
   dirty.delete(r);
   r.finished = true;
+  if (f.last_seq < r.seq) {
+    // Saved is exactly deltas 1…last_seq (e.g. the server died after its last
+    // checkpoint): show that, not the text past it, which a reload would lose.
+    if (r.offsets.has(f.last_seq)) {
+      r.text = r.text.slice(0, r.offsets.get(f.last_seq));
+      r.seq = f.last_seq;
+    } else {
+      r.gap = true; // refetched below
+    }
+  }
   const label = modelLabel(null, r.node.dataset.model);
   if (f.last_seq > r.seq || r.gap) {
     renderAssistant(r.node, r.text);

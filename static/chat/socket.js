@@ -1,7 +1,8 @@
 // A WebSocket that reconnects by itself.
 //
 // Backoff: 0.5 s doubling up to 10 s, each wait jittered by ±25 %. The
-// attempt counter resets once a connection opens. Callers get:
+// attempt counter resets once a connection opens. Going offline drops the
+// socket at once; coming back online retries at once. Callers get:
 //   onOpen({reconnect})  – every time a connection opens
 //   onFrame(obj)         – every JSON frame received
 //   onState(state)       – "connecting" | "open" | "closed"
@@ -28,6 +29,10 @@ export class ReconnectingSocket {
     this.stopped = false;
     this.state = 'closed';
     window.addEventListener('online', () => this.reconnectNow());
+    // Offline, an open socket neither delivers nor closes (the connection is
+    // half-dead until TCP gives up, minutes later): drop it, show that we are
+    // reconnecting, and resume from where we were once a new one opens.
+    window.addEventListener('offline', () => this.drop());
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible') this.reconnectNow();
     });
@@ -89,6 +94,19 @@ export class ReconnectingSocket {
     const delay = backoffDelay(this.attempt);
     this.attempt += 1;
     this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Give up on the current connection without waiting for it to close; reconnect with backoff. */
+  drop() {
+    if (this.stopped || this.ws === null) return;
+    const ws = this.ws;
+    this.ws = null; // its late events are ignored from here on
+    try {
+      ws.close();
+    } catch {
+      /* already closing */
+    }
+    this.scheduleReconnect();
   }
 
   /** Skip the remaining backoff wait (e.g. the network came back). */
