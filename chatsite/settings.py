@@ -9,6 +9,7 @@ secret stops the process at start-up instead of running insecurely.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -139,7 +140,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # One test database per test process, so concurrent runs never share one.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-chatsite-{os.getpid()}.sqlite3")}
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"chatsite-test-{os.getpid()}.sqlite3")
+    }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = True
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
@@ -272,6 +275,8 @@ CHATSITE_MAX_CONCURRENT_REPLIES = env_int("CHATSITE_MAX_CONCURRENT_REPLIES", 3)
 # seconds is dead, and its streaming replies become "interrupted".
 CHATSITE_WORKER_HEARTBEAT = env_float("CHATSITE_WORKER_HEARTBEAT", 5.0)
 CHATSITE_WORKER_STALE = env_float("CHATSITE_WORKER_STALE", 30.0)
+# Largest file accepted by the conversation import (bytes; 0: no limit).
+CHATSITE_MAX_IMPORT_BYTES = env_int("CHATSITE_MAX_IMPORT_BYTES", 50 * 1024 * 1024)
 
 # --- Logging -----------------------------------------------------------------
 LOGGING = {
