@@ -117,3 +117,34 @@ async def test_another_users_ids_get_no_byte_of_their_data_on_any_route_or_frame
     assert await socket_b.nothing()
     # Nothing of alice's changed.
     assert await _everything_of(alice) == before
+
+
+def test_upstream_errors_that_echo_a_key_are_redacted(settings):
+    from conversations.providers.base import http_error
+
+    settings.CHATSITE_PROVIDERS = {"openai": {"BACKEND": "x", "API_KEY": "sk-live-abcdefghijklmnop"}}
+    error = http_error(
+        401, "Incorrect API key provided: sk-live-abcdefghijklmnop. Also sk-proj-XYZ123456789."
+    )
+    assert "abcdefgh" not in error.message and "XYZ123456789" not in error.message
+    assert "[redacted]" in error.message and "HTTP 401" in error.message
+
+
+async def test_the_key_appears_in_no_page_frame_or_log(connect, alice, upstream, caplog):
+    caplog.set_level("DEBUG")
+    client = Client()
+    await sync_to_async(client.force_login)(alice)
+    page = (await sync_to_async(client.get)("/")).content.decode()
+    socket = await connect(alice)
+    for model in (
+        "openai/fake?tokens=3&rate=0",
+        "openai/fake?status=401",
+        "openai/fake?tokens=5&rate=0&fault=reset&after=2",
+    ):
+        await socket.send(type="send", client_id=uuid.uuid4().hex, text="hi", model=model)
+        await socket.recv_until("reply_finished")
+    key = "sk-test-key-not-a-secret"
+    assert upstream.requests[0].headers["authorization"].endswith(key)  # it was used
+    assert key not in page
+    assert all(key not in json.dumps(frame) for frame in socket.frames)
+    assert key not in caplog.text

@@ -13,6 +13,7 @@ stop generating at the next token).
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,8 +50,25 @@ class StreamResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: Things that look like API keys in upstream error text ("sk-...", "sk-ant-...").
+_KEY_LIKE = re.compile(r"\b(sk|key|api|tok)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Remove configured API keys (and anything key-shaped) from text that may be
+    shown to users or logged: upstreams sometimes echo a key back in errors."""
+    from django.conf import settings
+
+    for options in getattr(settings, "CHATSITE_PROVIDERS", {}).values():
+        key = options.get("API_KEY") or ""
+        if len(key) >= 8:
+            text = text.replace(key, "[redacted]").replace(key[:8], "[redacted]")
+    return _KEY_LIKE.sub("[redacted]", text)
+
+
 class ProviderError(Exception):
-    """An upstream failure with a named kind (see ``protocol.ERROR_KINDS``)."""
+    """An upstream failure with a named kind (see ``protocol.ERROR_KINDS``).
+    Its message is redacted: it can be shown to the user and logged."""
 
     def __init__(
         self,
@@ -61,6 +79,7 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         status_code: int | None = None,
     ) -> None:
+        message = redact(message)
         super().__init__(message)
         self.kind = kind
         self.message = message
