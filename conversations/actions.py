@@ -113,6 +113,29 @@ async def _follow_existing(message: Message, user: AbstractBaseUser, subscriber:
     return live
 
 
+async def _answer(
+    user: AbstractBaseUser,
+    subscriber: Subscriber,
+    client_id: str,
+    exchange: services.StartedExchange,
+    model: str,
+) -> Reply | None:
+    """Acknowledge a stored request, then stream its reply (new, or the one a
+    retried request started)."""
+    _ack(subscriber, client_id, exchange)
+    if not exchange.created:
+        return await _follow_existing(exchange.reply, user, subscriber)
+    return _launch(
+        user=user,
+        subscriber=subscriber,
+        message=exchange.reply,
+        conversation=exchange.conversation,
+        model=model,
+        prompt=exchange.prompt,
+        client_id=client_id,
+    )
+
+
 def _launch(
     *,
     user: AbstractBaseUser,
@@ -174,18 +197,7 @@ async def reply_start(
     finally:
         if conv_id is not None:
             registry.starting.pop(conv_id, None)
-    _ack(subscriber, frame.client_id, exchange)
-    if not exchange.created:
-        return await _follow_existing(exchange.reply, user, subscriber)
-    return _launch(
-        user=user,
-        subscriber=subscriber,
-        message=exchange.reply,
-        conversation=exchange.conversation,
-        model=model,
-        prompt=exchange.prompt,
-        client_id=frame.client_id,
-    )
+    return await _answer(user, subscriber, frame.client_id, exchange, model)
 
 
 async def reply_regenerate(
@@ -206,18 +218,7 @@ async def reply_regenerate(
         )
     except _REFUSALS as exc:
         raise _refusal(exc, frame.client_id) from None
-    _ack(subscriber, frame.client_id, exchange)
-    if not exchange.created:
-        return await _follow_existing(exchange.reply, user, subscriber)
-    return _launch(
-        user=user,
-        subscriber=subscriber,
-        message=exchange.reply,
-        conversation=exchange.conversation,
-        model=model,
-        prompt=exchange.prompt,
-        client_id=frame.client_id,
-    )
+    return await _answer(user, subscriber, frame.client_id, exchange, model)
 
 
 async def reply_continue(

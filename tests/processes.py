@@ -114,3 +114,49 @@ class Daphne:
     def query(self, sql: str, *params):
         with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as conn:
             return conn.execute(sql, params).fetchall()
+
+
+# --- WebSocket clients for the process tests -----------------------------------
+
+
+async def open_socket(server: Daphne, username: str, password: str):
+    """A logged-in WebSocket to ``server``, through the real login form."""
+    import asyncio
+
+    import websockets
+
+    from conversations import protocol
+
+    cookie = await asyncio.to_thread(server.login_cookie, username, password)
+    return await websockets.connect(
+        server.url.replace("http", "ws") + protocol.PATH,
+        additional_headers={"Cookie": cookie, "Origin": server.url},
+        max_size=None,
+    )
+
+
+async def recv(ws, timeout: float = 10.0) -> dict:
+    """The next frame, checked against the protocol's declaration."""
+    import asyncio
+    import json
+
+    from conversations import protocol
+
+    frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    protocol.check_server_frame(frame)
+    return frame
+
+
+async def until(ws, kind: str, timeout: float = 15.0) -> list[dict]:
+    """Frames up to and including the first of type ``kind``."""
+    frames: list[dict] = []
+    while not frames or frames[-1]["type"] != kind:
+        try:
+            frames.append(await recv(ws, timeout))
+        except TimeoutError:
+            raise AssertionError(f"no {kind!r} frame; got {frames}") from None
+    return frames
+
+
+def text_of(frames: list[dict]) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "delta")

@@ -14,7 +14,8 @@ import pytest
 import websockets
 
 from conversations import protocol
-from tests.processes import Daphne
+from tests.processes import Daphne, until
+from tests.processes import open_socket as _open
 
 pytestmark = pytest.mark.slow
 USER, PASSWORD = "dora", "daphne-process-pw-1"
@@ -40,24 +41,8 @@ def daphne(fake_upstream):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-async def open_socket(server: Daphne):
-    cookie = await asyncio.to_thread(server.login_cookie, USER, PASSWORD)
-    return await websockets.connect(
-        server.url.replace("http", "ws") + protocol.PATH,
-        additional_headers={"Cookie": cookie, "Origin": server.url},
-        max_size=None,
-    )
-
-
-async def frames_until(ws, kind: str, timeout: float = 10.0) -> list[dict]:
-    got = []
-    async with asyncio.timeout(timeout):
-        while True:
-            frame = json.loads(await ws.recv())
-            protocol.check_server_frame(frame)
-            got.append(frame)
-            if frame["type"] == kind:
-                return got
+async def open_socket(server):
+    return await _open(server, USER, PASSWORD)
 
 
 async def test_sigterm_mid_reply_saves_it_as_interrupted_with_every_token_sent(daphne, fake_upstream):
@@ -67,7 +52,7 @@ async def test_sigterm_mid_reply_saves_it_as_interrupted_with_every_token_sent(d
             {"type": "send", "client_id": "t1", "text": "go", "model": "openai/fake?fault=drip&rate=40"}
         )
     )
-    frames = await frames_until(ws, "delta")
+    frames = await until(ws, "delta")
     frames += [json.loads(await ws.recv()) for _ in range(5)]
     reply_id = frames[-1]["reply"]
     daphne.proc.send_signal(signal.SIGTERM)
@@ -107,7 +92,7 @@ async def test_a_megabyte_frame_is_refused_and_the_socket_stays_usable(daphne):
             }
         )
     )
-    frames = await frames_until(ws, "reply_finished")
+    frames = await until(ws, "reply_finished")
     assert frames[0]["type"] == "ack" and frames[-1]["status"] == "complete"
     await ws.close()
 

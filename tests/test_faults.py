@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import websockets
 
-from conversations import protocol
-from tests.processes import Daphne, free_port
+from tests.processes import Daphne, free_port, recv, text_of, until
+from tests.processes import open_socket as _open
 
 pytestmark = pytest.mark.slow
 USER, PASSWORD = "flo", "fault-suite-pass-1"
@@ -36,6 +36,10 @@ def data_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+async def open_socket(server):
+    return await _open(server, USER, PASSWORD)
+
+
 def make_server(data_dir: Path, fake, **env) -> Daphne:
     return Daphne(
         data_dir,
@@ -46,31 +50,6 @@ def make_server(data_dir: Path, fake, **env) -> Daphne:
             **env,
         },
     )
-
-
-async def open_socket(server: Daphne):
-    cookie = await asyncio.to_thread(server.login_cookie, USER, PASSWORD)
-    return await websockets.connect(
-        server.url.replace("http", "ws") + protocol.PATH,
-        additional_headers={"Cookie": cookie, "Origin": server.url},
-    )
-
-
-async def recv(ws, timeout: float = 10.0) -> dict:
-    frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    protocol.check_server_frame(frame)
-    return frame
-
-
-async def until(ws, kind: str, timeout: float = 15.0) -> list[dict]:
-    frames: list[dict] = []
-    while not frames or frames[-1]["type"] != kind:
-        frames.append(await recv(ws, timeout))
-    return frames
-
-
-def text_of(frames) -> str:
-    return "".join(f["text"] for f in frames if f["type"] == "delta")
 
 
 def reply_row(server: Daphne, reply_id: str):

@@ -7,7 +7,6 @@ exactly-once stream. Needs DATABASE_URL (PostgreSQL) and REDIS_URL, as CI sets.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -16,10 +15,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-import websockets
 
-from conversations import protocol
-from tests.processes import Daphne
+from tests.processes import Daphne, recv, text_of, until
+from tests.processes import open_socket as _open
 
 pytestmark = [
     pytest.mark.slow,
@@ -69,32 +67,8 @@ def two_servers(fake_upstream, database):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-async def open_socket(server: Daphne):
-    cookie = await asyncio.to_thread(server.login_cookie, USER, PASSWORD)
-    return await websockets.connect(
-        server.url.replace("http", "ws") + protocol.PATH,
-        additional_headers={"Cookie": cookie, "Origin": server.url},
-    )
-
-
-async def recv(ws) -> dict:
-    frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    protocol.check_server_frame(frame)
-    return frame
-
-
-async def until(ws, kind: str) -> list[dict]:
-    frames = []
-    while not frames or frames[-1]["type"] != kind:
-        try:
-            frames.append(await recv(ws))
-        except TimeoutError:
-            raise AssertionError(f"no {kind!r} frame; got {frames}") from None
-    return frames
-
-
-def text_of(frames) -> str:
-    return "".join(f["text"] for f in frames if f["type"] == "delta")
+async def open_socket(server):
+    return await _open(server, USER, PASSWORD)
 
 
 def saved(server: Daphne, reply_id: str):

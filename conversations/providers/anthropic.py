@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-import httpx
-
 from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
-from .http import get_client
 from .sse import load_object, sse_events
 
 log = logging.getLogger(__name__)
 API_VERSION = "2023-06-01"
-MODELS_CACHE_SECONDS = 60.0
 
 
 class AnthropicProvider(BaseProvider):
@@ -28,31 +23,12 @@ class AnthropicProvider(BaseProvider):
         self._api_key = options.get("API_KEY") or ""
         self._configured = list(options.get("MODELS") or [])
         self.default_max_tokens = int(options.get("MAX_TOKENS") or 4096)
-        self._cache: tuple[float, list[ModelInfo]] | None = None
 
     def _headers(self) -> dict[str, str]:
         return {"x-api-key": self._api_key, "anthropic-version": API_VERSION}
 
     async def list_models(self) -> list[ModelInfo]:
-        now = time.monotonic()
-        if self._cache and now - self._cache[0] < MODELS_CACHE_SECONDS:
-            return self._cache[1]
-        found: dict[str, str] = {name: name for name in self._configured}
-        try:
-            response = await get_client().get(
-                f"{self.base_url}/v1/models", headers=self._headers(), timeout=5.0
-            )
-            if response.status_code == 200:
-                for item in response.json().get("data", []):
-                    if isinstance(item, dict) and isinstance(item.get("id"), str):
-                        found.setdefault(item["id"], str(item.get("display_name") or item["id"]))
-            else:
-                log.warning("%s: listing models answered HTTP %s", self.name, response.status_code)
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            log.warning("%s: could not list models (%s)", self.name, type(exc).__name__)
-        models = [ModelInfo(self.name, n, label) for n, label in found.items()]
-        self._cache = (now, models)
-        return models
+        return await self._list_remote_models(f"{self.base_url}/v1/models", self._headers(), self._configured)
 
     async def stream(  # type: ignore[override]
         self,

@@ -13,10 +13,16 @@ stop generating at the next token).
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,34 @@ class BaseProvider:
 
     async def list_models(self) -> list[ModelInfo]:
         raise NotImplementedError
+
+    async def _list_remote_models(
+        self, url: str, headers: dict[str, str], configured: list[str], cache_seconds: float = 60.0
+    ) -> list[ModelInfo]:
+        """Configured models plus those the server lists at ``url`` (OpenAI-style
+        ``{"data": [{"id", "display_name"?}]}``), cached; a failing server lists none."""
+        from .http import get_client
+
+        now = time.monotonic()
+        cached = getattr(self, "_models_cache", None)
+        if cached and now - cached[0] < cache_seconds:
+            return cached[1]
+        found: dict[str, str] = {name: name for name in configured}
+        try:
+            response = await get_client().get(url, headers=headers, timeout=5.0)
+            if response.status_code == 200:
+                for item in response.json().get("data", []):
+                    if isinstance(item, dict) and isinstance(item.get("id"), str):
+                        found.setdefault(item["id"], str(item.get("display_name") or item["id"]))
+            else:
+                log.warning("%s: listing models answered HTTP %s", self.name, response.status_code)
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            logging.getLogger(__name__).warning(
+                "%s: could not list models (%s)", self.name, type(exc).__name__
+            )
+        models = [ModelInfo(self.name, name, label) for name, label in found.items()]
+        self._models_cache = (now, models)
+        return models
 
     def stream(
         self,

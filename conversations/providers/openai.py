@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-import httpx
-
 from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
-from .http import get_client
 from .sse import load_json, sse_events
 
 log = logging.getLogger(__name__)
-MODELS_CACHE_SECONDS = 60.0
 
 
 class OpenAIProvider(BaseProvider):
@@ -25,30 +20,12 @@ class OpenAIProvider(BaseProvider):
         self.base_url = options["BASE_URL"].rstrip("/")
         self._api_key = options.get("API_KEY") or ""
         self._configured = list(options.get("MODELS") or [])
-        self._cache: tuple[float, list[ModelInfo]] | None = None
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     async def list_models(self) -> list[ModelInfo]:
-        now = time.monotonic()
-        if self._cache and now - self._cache[0] < MODELS_CACHE_SECONDS:
-            return self._cache[1]
-        names = list(self._configured)
-        try:
-            response = await get_client().get(f"{self.base_url}/models", headers=self._headers(), timeout=5.0)
-            if response.status_code == 200:
-                for item in response.json().get("data", []):
-                    if isinstance(item, dict) and isinstance(item.get("id"), str):
-                        if item["id"] not in names:
-                            names.append(item["id"])
-            else:
-                log.warning("%s: listing models answered HTTP %s", self.name, response.status_code)
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            log.warning("%s: could not list models (%s)", self.name, type(exc).__name__)
-        models = [ModelInfo(self.name, n, n) for n in names]
-        self._cache = (now, models)
-        return models
+        return await self._list_remote_models(f"{self.base_url}/models", self._headers(), self._configured)
 
     async def stream(  # type: ignore[override]
         self,
