@@ -35,6 +35,8 @@ async def _resolve_model(
             user=user, conversation_id=conversation_id
         )
         model = conversation.model if conversation is not None else None
+        if model is not None and get_provider(split_model_id(model)[0]) is None:
+            model = None  # e.g. an imported conversation: go on with the default model
     if model is None:
         model = await model_default()
     if model is None:
@@ -231,7 +233,10 @@ async def reply_continue(
     model = f"{old.provider}/{old.model}"
     provider = get_provider(old.provider)
     if provider is None:
-        raise protocol.ProtocolError("unknown_model", f"unknown model {model[:80]!r}", ref=str(frame.reply))
+        # An imported reply, or a provider configured away: go on with the conversation's model.
+        model = await _resolve_model(None, old.conversation_id, user, str(frame.reply))
+        provider = get_provider(split_model_id(model)[0])
+        assert provider is not None
     try:
         continuation = await database_sync_to_async(services.reply_continue)(
             user=user, reply_id=frame.reply, prefill=provider.supports_prefill

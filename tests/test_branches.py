@@ -162,3 +162,21 @@ async def test_a_late_subscriber_to_a_continued_reply_gets_all_of_it(connect, al
     frames += await socket.recv_until("reply_finished")
     reply = await sync_to_async(Message.objects.get)(pk=started["reply"])
     assert deltas_text(theirs) == reply.content
+
+
+async def test_an_imported_reply_continues_with_the_default_model(connect, alice, upstream):
+    socket = await connect(alice)
+    _, started = await start(socket, model="openai/fake?fault=drip&rate=100")
+    await socket.recv()
+    await socket.send(type="stop", reply=started["reply"])
+    await socket.recv_until("reply_finished")
+    # As if it came from a ChatGPT export: a provider this server does not have.
+    await sync_to_async(Message.objects.filter(pk=started["reply"]).update)(
+        provider="chatgpt", model="gpt-4o"
+    )
+    await sync_to_async(Conversation.objects.update)(model="chatgpt/gpt-4o")
+    await socket.send(type="continue", reply=started["reply"])
+    frames = [await socket.recv()]
+    assert frames[0]["type"] == "reply_started" and frames[0]["model"] == "openai/fake"
+    frames += await socket.recv_until("reply_finished")
+    assert frames[-1]["status"] == "complete"
