@@ -159,7 +159,7 @@ def user_export_json_chunks(*, user: AbstractBaseUser) -> Iterator[str]:
 _NOTES = {
     Message.Status.STOPPED: "**Stopped:** this reply was stopped before it finished.",
     Message.Status.INTERRUPTED: (
-        "**Interrupted:** the server stopped while this reply was being written; it is incomplete."
+        "**Interrupted:** this reply was cut off while it was being written; it is incomplete."
     ),
     Message.Status.STREAMING: "**Still being written** when this export was made; it is incomplete.",
 }
@@ -172,8 +172,10 @@ def _one_line(text: str) -> str:
 def _reply_note(message: Message) -> str | None:
     if message.status == Message.Status.ERROR:
         kind = f" ({message.error_kind})" if message.error_kind else ""
-        detail = f" {_one_line(message.error_message)}" if message.error_message else ""
-        return f"**Error{kind}:**{detail or ' the reply failed.'} This reply is incomplete."
+        detail = _one_line(message.error_message) or "the reply failed"
+        if detail[-1] not in ".!?":
+            detail += "."
+        return f"**Error{kind}:** {detail} This reply is incomplete."
     return _NOTES.get(message.status)
 
 

@@ -1,0 +1,858 @@
+"""Import conversations from chatsite's own JSON export or a ChatGPT ``conversations.json``.
+
+The file is decoded and checked completely before anything is written: any
+problem raises ``ImportRejected`` with a message for the user, naming where in
+the file it is. Then everything is written in one transaction, so a file either
+imports whole or not at all. The rules are in ``docs/export-format.md``.
+
+Imported conversations and messages always get new ids (the ids in the file
+only link messages to their parents): an import never collides with, replaces
+or reveals anything already stored, and importing a file twice gives two copies.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connections, models, router, transaction
+from django.utils import timezone
+
+from .exporting import FORMAT, VERSION
+from .models import Conversation, Message
+
+# Limits on what one file may hold, beyond its size (CHATSITE_MAX_IMPORT_BYTES).
+MAX_CONVERSATIONS = 20_000
+MAX_MESSAGES_PER_CONVERSATION = 20_000
+MAX_MESSAGES = 200_000
+MAX_TEXT_CHARS = 1_000_000  # one message's text, or a system prompt
+MAX_ID_CHARS = 200  # a message or node id in the file
+MAX_PARTS = 1_000  # parts of one ChatGPT message
+MAX_SEGMENTS = 1_000
+MAX_INT = 2_147_483_647  # PositiveIntegerField on every database
+TITLE_CHARS = 200  # Conversation.title
+AUTO_TITLE_CHARS = 60
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+STATUSES = {"complete", "stopped", "error", "interrupted"}
+
+
+class ImportRejected(Exception):
+    """The file cannot be imported; ``str()`` says why, for the user."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class ParsedMessage:
+    parent: int | None  # index into ParsedConversation.messages, always earlier
+    role: str
+    content: str
+    created_at: datetime
+    reply: dict = field(default_factory=dict)  # Message fields of an assistant reply
+
+
+@dataclass(slots=True)
+class ParsedConversation:
+    title: str
+    title_is_auto: bool
+    model: str
+    created_at: datetime
+    updated_at: datetime
+    messages: list[ParsedMessage]
+    active_leaf: int | None
+    pinned: bool = False
+    archived: bool = False
+    system_prompt: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFile:
+    source: str  # "chatsite" or "chatgpt"
+    conversations: list[ParsedConversation]
+    skipped: int  # ChatGPT conversations with nothing to show
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    source: str
+    conversations: list[Conversation]
+    skipped: int
+
+
+# --- Entry points ---------------------------------------------------------------
+
+
+def conversations_import(*, user: AbstractBaseUser, data: bytes) -> ImportResult:
+    """Import every conversation in ``data`` for ``user``, all or nothing."""
+    parsed = parse_file(data)
+    with transaction.atomic():
+        conversations = _store(user, parsed.conversations)
+    return ImportResult(parsed.source, conversations, parsed.skipped)
+
+
+def parse_file(data: bytes) -> ParsedFile:
+    """Decode and check a whole file; touches no database."""
+    document = _decode(data)
+    if isinstance(document, dict) and "format" in document:
+        if document["format"] != FORMAT:
+            raise ImportRejected(f"Unknown export format {_show(document['format'])}; expected {FORMAT!r}.")
+        parsed = _chatsite_file(document)
+    elif isinstance(document, list):
+        parsed = _chatgpt_file(document)
+    elif isinstance(document, dict) and "mapping" in document:  # one ChatGPT conversation
+        parsed = _chatgpt_file([document])
+    else:
+        raise ImportRejected(
+            "This is not a chatsite export or a ChatGPT conversations.json: "
+            'expected {"format": "chatsite", …} or a list of conversations.',
+            "unknown_format",
+        )
+    if not parsed.conversations:
+        raise ImportRejected("The file contains no conversations to import.", "empty")
+    return parsed
+
+
+def megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def _decode(data: bytes) -> Any:
+    limit = settings.CHATSITE_MAX_IMPORT_BYTES
+    if limit and len(data) > limit:
+        raise ImportRejected(
+            f"The file is {megabytes(len(data))}; the largest file this server imports is "
+            f"{megabytes(limit)}.",
+            "too_large",
+        )
+    if data[:4] == b"PK\x03\x04":
+        raise ImportRejected(
+            "This is a ZIP archive. Unpack your ChatGPT export and upload the conversations.json inside it.",
+            "zip",
+        )
+    if not data.strip():
+        raise ImportRejected("The file is empty.", "empty")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ImportRejected("The file is not UTF-8 text, so it is not a JSON export.", "not_json") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ImportRejected("The file's JSON is nested too deeply.", "too_deep") from None
+    except json.JSONDecodeError as exc:
+        raise ImportRejected(
+            f"The file is not valid JSON ({exc.msg}; line {exc.lineno}, column {exc.colno}).", "not_json"
+        ) from None
+    except _NotANumber as exc:
+        raise ImportRejected(
+            f"The file is not valid JSON ({exc} is not a JSON number).", "not_json"
+        ) from None
+    except ValueError:  # an integer with more digits than Python converts
+        raise ImportRejected(
+            "The file is not valid JSON (a number in it has too many digits).", "not_json"
+        ) from None
+
+
+class _NotANumber(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotANumber(name)
+
+
+# --- Checking values --------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short, safe rendering of a value from the file, for an error message."""
+    if not _small(value):
+        return _type_name(value)
+    text = value if isinstance(value, str) else json.dumps(value)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return repr(text) if isinstance(value, str) else text
+
+
+def _small(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _type_name(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _fail(where: str, problem: str) -> ImportRejected:
+    return ImportRejected(f"{where}: {problem}.")
+
+
+def _get(obj: dict, key: str, where: str, required: bool) -> Any:
+    value = obj.get(key, _MISSING)
+    if value is _MISSING and required:
+        raise _fail(f"{where}.{key}", "missing")
+    return value
+
+
+def _text(
+    obj: dict, key: str, where: str, *, limit: int, default: str | None = None, nullable: bool = False
+) -> str | None:
+    value = _get(obj, key, where, required=default is None and not nullable)
+    if value is _MISSING or (value is None and nullable):
+        return default if value is _MISSING else None
+    if not isinstance(value, str):
+        raise _fail(f"{where}.{key}", f"must be text, not {_type_name(value)}")
+    if len(value) > limit:
+        raise _fail(f"{where}.{key}", f"is {len(value):,} characters long; the limit is {limit:,}")
+    return value
+
+
+def _flag(obj: dict, key: str, where: str, default: bool) -> bool:
+    value = obj.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _fail(f"{where}.{key}", f"must be true or false, not {_type_name(value)}")
+    return value
+
+
+def _number(
+    obj: dict, key: str, where: str, *, low: float, high: float, integer: bool = False
+) -> float | int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok:
+        raise _fail(f"{where}.{key}", f"must be {'a whole number' if integer else 'a number'} or null")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise _fail(f"{where}.{key}", f"must be between {_figure(low)} and {_figure(high)}")
+    return value if integer else float(value)
+
+
+def _figure(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def _moment(obj: dict, key: str, where: str, *, required: bool) -> datetime | None:
+    value = _get(obj, key, where, required)
+    if value is _MISSING or (value is None and not required):
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise _fail(f"{where}.{key}", "must be an ISO 8601 date and time")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"{where}.{key}", f"{_show(value)} is not an ISO 8601 date and time") from None
+    if timezone.is_naive(moment):
+        moment = moment.replace(tzinfo=UTC)
+    if not EARLIEST <= moment <= LATEST:
+        raise _fail(f"{where}.{key}", f"{_show(value)} is not a plausible date")
+    return moment
+
+
+def _epoch(obj: dict, key: str, where: str) -> datetime | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(f"{where}.{key}", "must be a number of seconds since 1970 or null")
+    try:
+        moment = datetime.fromtimestamp(value, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise _fail(f"{where}.{key}", f"{value!r} is not a plausible time") from None
+    if not EARLIEST <= moment <= LATEST:
+        raise _fail(f"{where}.{key}", f"{value!r} is not a plausible time")
+    return moment
+
+
+def _object(value: Any, where: str, *, nullable: bool = False) -> dict | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, dict):
+        raise _fail(where, f"must be an object, not {_type_name(value)}")
+    return value
+
+
+def _list(value: Any, where: str, limit: int) -> list:
+    if not isinstance(value, list):
+        raise _fail(where, f"must be a list, not {_type_name(value)}")
+    if len(value) > limit:
+        raise ImportRejected(f"{where}: {len(value):,} entries; the limit is {limit:,}.", "too_many")
+    return value
+
+
+def _tree_order(
+    parents: dict[str, str | None], where: Callable[[str], str], key: Callable[[str], Any]
+) -> list[str]:
+    """Ids ordered so that each comes after its parent (oldest first otherwise).
+
+    Raises for a parent that is not in ``parents`` and for parent links that loop.
+    """
+    children: dict[str, list[str]] = defaultdict(list)
+    heap: list[tuple[Any, str]] = []
+    for node, parent in parents.items():
+        if parent is None:
+            heap.append((key(node), node))
+        elif parent not in parents:
+            raise _fail(where(node), f"its parent {_show(parent)} is not in this conversation")
+        else:
+            children[parent].append(node)
+    heapq.heapify(heap)
+    order: list[str] = []
+    while heap:
+        _, node = heapq.heappop(heap)
+        order.append(node)
+        for child in children.get(node, ()):
+            heapq.heappush(heap, (key(child), child))
+    if len(order) != len(parents):
+        reached = set(order)
+        stuck = next(node for node in parents if node not in reached)
+        raise _fail(where(stuck), "its parent links form a cycle (it is its own ancestor)")
+    return order
+
+
+class _Counter:
+    """Counts messages across the whole file."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+    def add(self, n: int) -> None:
+        self.messages += n
+        if self.messages > MAX_MESSAGES:
+            raise ImportRejected(
+                f"The file holds more than {MAX_MESSAGES:,} messages; import it in parts.", "too_many"
+            )
+
+
+def _auto_title(messages: list[ParsedMessage]) -> str:
+    first = next((m.content for m in messages if m.role == "user" and m.content.strip()), "")
+    line = " ".join(first.split())
+    return line if len(line) <= AUTO_TITLE_CHARS else line[: AUTO_TITLE_CHARS - 1].rstrip() + "…"
+
+
+def _join_prompts(parts: list[str]) -> str:
+    unique: list[str] = []
+    seen: set[str] = set()
+    for part in parts:
+        key = part.strip()
+        if key and key not in seen:
+            seen.add(key)
+            unique.append(part)
+    return "\n\n".join(unique)
+
+
+# --- chatsite's own format ---------------------------------------------------------
+
+
+def _chatsite_file(document: dict) -> ParsedFile:
+    version = document.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ImportRejected("version: must be a whole number (this is format version 1).")
+    if version > VERSION:
+        raise ImportRejected(
+            f"This export uses format version {version}, made by a newer chatsite; "
+            f"this one reads version {VERSION}.",
+            "version",
+        )
+    if version < 1:
+        raise ImportRejected(f"version: {version} is not a chatsite format version.")
+    raw = _list(_get(document, "conversations", "file", True), "conversations", MAX_CONVERSATIONS)
+    counter = _Counter()
+    conversations = [
+        _chatsite_conversation(item, f"conversations[{i}]", counter) for i, item in enumerate(raw)
+    ]
+    return ParsedFile("chatsite", conversations, 0)
+
+
+def _chatsite_conversation(raw: Any, where: str, counter: _Counter) -> ParsedConversation:
+    raw = _object(raw, where)
+    title = _text(raw, "title", where, limit=TITLE_CHARS, default="")
+    created_at = _moment(raw, "created_at", where, required=True)
+    messages_raw = _list(
+        _get(raw, "messages", where, True), f"{where}.messages", MAX_MESSAGES_PER_CONVERSATION
+    )
+    counter.add(len(messages_raw))
+    found: dict[str, tuple[str, str | None, str, str, datetime, dict]] = {}
+    for j, item in enumerate(messages_raw):
+        at = f"{where}.messages[{j}]"
+        item = _object(item, at)
+        message_id = _text(item, "id", at, limit=MAX_ID_CHARS)
+        if not message_id:
+            raise _fail(f"{at}.id", "must not be empty")
+        if message_id in found:
+            raise _fail(f"{at}.id", f"{_show(message_id)} is used by another message too")
+        parent = _text(item, "parent", at, limit=MAX_ID_CHARS, nullable=True, default=None)
+        role = _get(item, "role", at, True)
+        if role not in ("user", "assistant", "system"):
+            raise _fail(f"{at}.role", f"must be 'user', 'assistant' or 'system', not {_show(role)}")
+        content = _text(item, "content", at, limit=MAX_TEXT_CHARS, default="")
+        moment = _moment(item, "created_at", at, required=True)
+        reply = _chatsite_reply(item, at) if role == "assistant" else {}
+        found[message_id] = (at, parent, role, content, moment, reply)
+
+    order = _tree_order(
+        {k: v[1] for k, v in found.items()},
+        where=lambda k: found[k][0],
+        key=lambda k: found[k][4],
+    )
+    messages: list[ParsedMessage] = []
+    index: dict[str, int | None] = {}
+    system: list[str] = [_text(raw, "system_prompt", where, limit=MAX_TEXT_CHARS, default="")]
+    for key in order:
+        _, parent, role, content, moment, reply = found[key]
+        parent_index = index[parent] if parent is not None else None
+        if role == "system":  # chatsite keeps it on the conversation; its children move up
+            system.append(content)
+            index[key] = parent_index
+            continue
+        index[key] = len(messages)
+        messages.append(ParsedMessage(parent_index, role, content, moment, reply))
+
+    active = _text(raw, "active_leaf", where, limit=MAX_ID_CHARS, nullable=True, default=None)
+    if active is not None and active not in found:
+        raise _fail(f"{where}.active_leaf", f"{_show(active)} is not a message of this conversation")
+    system_prompt = _join_prompts(system)
+    if len(system_prompt) > MAX_TEXT_CHARS:
+        raise _fail(f"{where}.system_prompt", f"is longer than {MAX_TEXT_CHARS:,} characters")
+    return ParsedConversation(
+        title=title,
+        title_is_auto=_flag(raw, "title_is_auto", where, default=not title),
+        model=_text(raw, "model", where, limit=200, default=""),
+        created_at=created_at,
+        updated_at=_moment(raw, "updated_at", where, required=False) or created_at,
+        messages=messages,
+        active_leaf=index[active] if active is not None else None,
+        pinned=_flag(raw, "pinned", where, default=False),
+        archived=_flag(raw, "archived", where, default=False),
+        system_prompt=system_prompt,
+        temperature=_number(raw, "temperature", where, low=0, high=2),
+        max_tokens=_number(raw, "max_tokens", where, low=1, high=MAX_INT, integer=True),
+    )
+
+
+def _chatsite_reply(item: dict, at: str) -> dict:
+    status = _text(item, "status", at, limit=16, default="complete")
+    if status == "streaming":  # exported mid-stream: it will never finish now
+        status = "interrupted"
+    if status not in STATUSES:
+        raise _fail(f"{at}.status", f"must be one of {', '.join(sorted(STATUSES))}, not {_show(status)}")
+    metrics = _object(item.get("metrics"), f"{at}.metrics", nullable=True) or {}
+    usage = _object(item.get("usage"), f"{at}.usage", nullable=True) or {}
+    return {
+        "status": status,
+        "error_kind": _text(item, "error_kind", at, limit=32, nullable=True, default="") or "",
+        "error_message": _text(item, "error", at, limit=500, nullable=True, default="") or "",
+        "provider": _text(item, "provider", at, limit=64, nullable=True, default="") or "",
+        "model": _text(item, "model", at, limit=200, nullable=True, default="") or "",
+        "finish_reason": _text(item, "finish_reason", at, limit=64, nullable=True, default="") or "",
+        "finished_at": _moment(item, "finished_at", at, required=False),
+        "last_seq": _number(item, "last_seq", at, low=0, high=MAX_INT, integer=True) or 0,
+        "ttft_ms": _number(metrics, "ttft_ms", f"{at}.metrics", low=0, high=1e12),
+        "tokens_per_s": _number(metrics, "tokens_per_s", f"{at}.metrics", low=0, high=1e12),
+        "total_ms": _number(metrics, "total_ms", f"{at}.metrics", low=0, high=1e12),
+        "prompt_tokens": _number(usage, "prompt_tokens", f"{at}.usage", low=0, high=MAX_INT, integer=True),
+        "completion_tokens": _number(
+            usage, "completion_tokens", f"{at}.usage", low=0, high=MAX_INT, integer=True
+        ),
+        "usage_counted": _flag(usage, "counted", f"{at}.usage", default=False),
+        "segments": _segments(item.get("segments"), f"{at}.segments"),
+    }
+
+
+def _segments(value: Any, where: str) -> list[dict]:
+    """The metrics of earlier parts of a continued reply: flat objects of plain values."""
+    if value is None:
+        return []
+    out: list[dict] = []
+    for i, segment in enumerate(_list(value, where, MAX_SEGMENTS)):
+        segment = _object(segment, f"{where}[{i}]")
+        if len(segment) > 32:
+            raise _fail(f"{where}[{i}]", "has too many fields")
+        for key, item in segment.items():
+            if len(key) > 64 or not _small(item):
+                raise _fail(f"{where}[{i}]", f"field {_show(key)} must hold a plain value")
+            if isinstance(item, str) and len(item) > 1000:
+                raise _fail(f"{where}[{i}].{key}", "is too long")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise _fail(f"{where}[{i}].{key}", "must be a finite number")
+        out.append(segment)
+    return out
+
+
+# --- ChatGPT's conversations.json ----------------------------------------------------
+
+#: What a non-text part of a ChatGPT message becomes.
+PLACEHOLDERS = {
+    "image_asset_pointer": "[image]",
+    "audio_asset_pointer": "[audio]",
+    "real_time_user_audio_video_asset_pointer": "[audio]",
+    "video_container_asset_pointer": "[video]",
+}
+#: Content types that are the model's hidden reasoning, never shown as the reply.
+HIDDEN_CONTENT = {"thoughts", "reasoning_recap"}
+
+
+@dataclass(slots=True)
+class _Node:
+    key: str
+    parent: str | None
+    at: str  # where, for messages
+    kind: str  # "user", "assistant", "system" or "skip"
+    text: str = ""
+    created_at: datetime | None = None
+    reply: dict = field(default_factory=dict)
+
+
+def _chatgpt_file(raw: list) -> ParsedFile:
+    _list(raw, "The file's list of conversations", MAX_CONVERSATIONS)
+    counter = _Counter()
+    conversations: list[ParsedConversation] = []
+    skipped = 0
+    for i, item in enumerate(raw):
+        conversation = _chatgpt_conversation(item, i, counter)
+        if conversation is None:
+            skipped += 1
+        else:
+            conversations.append(conversation)
+    return ParsedFile("chatgpt", conversations, skipped)
+
+
+def _chatgpt_conversation(raw: Any, i: int, counter: _Counter) -> ParsedConversation | None:
+    where = f"conversation {i + 1}"
+    raw = _object(raw, where)
+    title = raw.get("title")
+    if isinstance(title, str) and title.strip():
+        where = f"conversation {i + 1} ({_show(title, 40)})"
+    elif title is not None and not isinstance(title, str):
+        raise _fail(f"{where}.title", f"must be text or null, not {_type_name(title)}")
+    mapping = _object(_get(raw, "mapping", where, True), f"{where}.mapping")
+    if len(mapping) > MAX_MESSAGES_PER_CONVERSATION:
+        raise ImportRejected(
+            f"{where}: {len(mapping):,} messages; the limit is {MAX_MESSAGES_PER_CONVERSATION:,}.", "too_many"
+        )
+    counter.add(len(mapping))
+    created = _epoch(raw, "create_time", where)
+    updated = _epoch(raw, "update_time", where)
+
+    nodes: dict[str, _Node] = {}
+    for key, node in mapping.items():
+        if len(key) > MAX_ID_CHARS:
+            raise _fail(f"{where}.mapping", f"node id {_show(key)} is too long")
+        nodes[key] = _chatgpt_node(key, node, f"{where}, node {_show(key)}")
+    order = _tree_order(
+        {k: n.parent for k, n in nodes.items()},
+        where=lambda k: nodes[k].at,
+        key=lambda k: (nodes[k].created_at or EARLIEST, k),
+    )
+
+    # Keep user and assistant messages; everything else is left out and its
+    # children hang from its nearest kept ancestor.
+    kept_parent: dict[str, str | None] = {}  # node -> nearest kept ancestor-or-self
+    system: list[str] = []
+    parent_of: dict[str, str | None] = {}
+    child_count: dict[str | None, int] = defaultdict(int)
+    for key in order:
+        node = nodes[key]
+        above = kept_parent[node.parent] if node.parent is not None else None
+        if node.kind == "system":
+            system.append(node.text)
+        if node.kind in ("user", "assistant"):
+            kept_parent[key] = key
+            parent_of[key] = above
+            child_count[above] += 1
+        else:
+            kept_parent[key] = above
+
+    # A reply that ran a tool (assistant → tool → assistant) is one reply here:
+    # an assistant message that is the only child of another is merged into it.
+    alias: dict[str, str] = {}
+    messages: list[ParsedMessage] = []
+    index: dict[str, int] = {}
+    for key in order:
+        if key not in parent_of:
+            continue
+        node = nodes[key]
+        parent = parent_of[key]
+        parent = alias.get(parent, parent) if parent is not None else None
+        if node.kind == "assistant" and parent is not None and child_count[parent_of[key]] == 1:
+            target = messages[index[parent]]
+            if target.role == "assistant":
+                target.content = f"{target.content}\n\n{node.text}"
+                if len(target.content) > MAX_TEXT_CHARS:
+                    raise _fail(node.at, f"the reply is longer than {MAX_TEXT_CHARS:,} characters")
+                target.reply = {**target.reply, **{k: v for k, v in node.reply.items() if v}}
+                alias[key] = parent
+                continue
+        inherited = messages[index[parent]].created_at if parent is not None else created
+        moment = node.created_at or inherited
+        index[key] = len(messages)
+        messages.append(
+            ParsedMessage(
+                index[parent] if parent is not None else None,
+                node.kind,
+                node.text,
+                moment or timezone.now(),
+                node.reply,
+            )
+        )
+    if not messages:
+        return None
+
+    current = raw.get("current_node")
+    if current is not None and not isinstance(current, str):
+        raise _fail(f"{where}.current_node", f"must be a node id, not {_type_name(current)}")
+    if current is not None and current not in nodes:
+        raise _fail(f"{where}.current_node", f"{_show(current)} is not a node of this conversation")
+    if current is None:  # no current branch recorded: the newest path
+        leaf = None
+        for n, message in enumerate(messages):
+            if leaf is None or message.created_at >= messages[leaf].created_at:
+                leaf = n
+        active = leaf
+    else:
+        shown = kept_parent[current]
+        active = index[alias.get(shown, shown)] if shown is not None else None
+
+    system_prompt = _join_prompts(system)
+    if len(system_prompt) > MAX_TEXT_CHARS:
+        raise _fail(where, f"its system messages are longer than {MAX_TEXT_CHARS:,} characters")
+    last_model = next((m.reply.get("model") for m in reversed(messages) if m.reply.get("model")), "")
+    default_model = raw.get("default_model_slug")
+    model = default_model if isinstance(default_model, str) and default_model else last_model
+    title = (title or "").strip()
+    if len(title) > TITLE_CHARS:
+        title = title[: TITLE_CHARS - 1].rstrip() + "…"
+    first = min(m.created_at for m in messages)
+    last = max(m.created_at for m in messages)
+    return ParsedConversation(
+        title=title or _auto_title(messages),
+        title_is_auto=not title,
+        model=f"chatgpt/{model}"[:200] if model else "",
+        created_at=created or first,
+        updated_at=updated or max(last, created or first),
+        messages=messages,
+        active_leaf=active,
+        archived=raw.get("is_archived") is True,
+        system_prompt=system_prompt,
+    )
+
+
+def _chatgpt_node(key: str, node: Any, where: str) -> _Node:
+    node = _object(node, where)
+    parent = node.get("parent")
+    if parent is not None and not isinstance(parent, str):
+        raise _fail(f"{where}.parent", f"must be a node id or null, not {_type_name(parent)}")
+    children = node.get("children")
+    if children is not None and not isinstance(children, list):
+        raise _fail(f"{where}.children", f"must be a list, not {_type_name(children)}")
+    message = _object(node.get("message"), f"{where}.message", nullable=True)
+    if message is None:  # the root of every ChatGPT conversation
+        return _Node(key, parent, where, "skip")
+    at = f"{where}.message"
+    author = _object(_get(message, "author", at, True), f"{at}.author")
+    role = author.get("role")
+    if not isinstance(role, str):
+        raise _fail(f"{at}.author.role", f"must be text, not {_type_name(role)}")
+    content = _object(_get(message, "content", at, True), f"{at}.content")
+    metadata = _object(message.get("metadata") or {}, f"{at}.metadata")
+    created_at = _epoch(message, "create_time", at)
+    content_type = content.get("content_type")
+    if not isinstance(content_type, str):
+        raise _fail(f"{at}.content.content_type", f"must be text, not {_type_name(content_type)}")
+
+    if content_type == "user_editable_context":  # custom instructions: the system prompt in effect
+        parts = [
+            _text(content, name, f"{at}.content", limit=MAX_TEXT_CHARS, nullable=True, default="") or ""
+            for name in ("user_profile", "user_instructions")
+        ]
+        return _Node(key, parent, where, "system", _join_prompts(parts), created_at)
+    hidden = metadata.get("is_visually_hidden_from_conversation") is True
+    recipient = message.get("recipient")
+    if (
+        role not in ("user", "assistant", "system")  # "tool": search results, code output, …
+        or hidden
+        or content_type in HIDDEN_CONTENT
+        or (role == "assistant" and recipient not in (None, "all") and content_type != "code")
+    ):
+        return _Node(key, parent, where, "skip")
+    text = _chatgpt_text(content, content_type, f"{at}.content")
+    if not text.strip():
+        return _Node(key, parent, where, "skip")
+    if role == "system":
+        return _Node(key, parent, where, "system", text, created_at)
+    reply = _chatgpt_reply(message, metadata, at) if role == "assistant" else {}
+    return _Node(key, parent, where, role, text, created_at, reply)
+
+
+def _chatgpt_text(content: dict, content_type: str, where: str) -> str:
+    if content_type == "code":
+        code = _text(content, "text", where, limit=MAX_TEXT_CHARS, default="") or ""
+        language = content.get("language")
+        language = language if isinstance(language, str) and language.isidentifier() else ""
+        fence = "```"
+        while fence in code:
+            fence += "`"
+        return f"{fence}{'' if language == 'unknown' else language}\n{code}\n{fence}"
+    if "parts" in content:
+        pieces: list[str] = []
+        parts = _list(content["parts"], f"{where}.parts", MAX_PARTS)
+        # A voice message carries its transcription and the recording: keep the words only.
+        transcribed = any(
+            isinstance(p, dict) and p.get("content_type") == "audio_transcription" for p in parts
+        )
+        for n, part in enumerate(parts):
+            if isinstance(part, str):
+                pieces.append(part)
+            elif isinstance(part, dict):
+                kind = part.get("content_type")
+                if kind == "audio_transcription" and isinstance(part.get("text"), str):
+                    pieces.append(part["text"])
+                elif transcribed and kind in (
+                    "audio_asset_pointer",
+                    "real_time_user_audio_video_asset_pointer",
+                ):
+                    continue
+                else:
+                    pieces.append(
+                        PLACEHOLDERS.get(kind, "[attachment]") if isinstance(kind, str) else "[attachment]"
+                    )
+            elif part is not None:
+                raise _fail(f"{where}.parts[{n}]", f"must be text or an object, not {_type_name(part)}")
+        text = "\n\n".join(p for p in pieces if p)
+    else:
+        text = _text(content, "text", where, limit=MAX_TEXT_CHARS, default="") or ""
+    if len(text) > MAX_TEXT_CHARS:
+        raise _fail(where, f"the message is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}")
+    return text
+
+
+def _chatgpt_reply(message: dict, metadata: dict, at: str) -> dict:
+    status = message.get("status")
+    finish = metadata.get("finish_details")
+    finish_type = finish.get("type") if isinstance(finish, dict) else None
+    finish_type = finish_type if isinstance(finish_type, str) else ""
+    if finish_type == "interrupted" or status == "finished_partial_completion":
+        status = "stopped"  # the user pressed stop
+    elif status == "in_progress":
+        status = "interrupted"
+    else:
+        status = "complete"
+    model = metadata.get("model_slug")
+    model = model[:200] if isinstance(model, str) else ""
+    finished_at = _epoch(message, "update_time", at) or _epoch(message, "create_time", at)
+    return {
+        "status": status,
+        "provider": "chatgpt",
+        "model": model,
+        "finish_reason": finish_type[:64],
+        "finished_at": finished_at,
+    }
+
+
+# --- Writing --------------------------------------------------------------------------
+
+_REPLY_DEFAULTS = {
+    "status": "complete",
+    "error_kind": "",
+    "error_message": "",
+    "provider": "",
+    "model": "",
+    "finish_reason": "",
+    "finished_at": None,
+    "last_seq": 0,
+    "ttft_ms": None,
+    "tokens_per_s": None,
+    "total_ms": None,
+    "prompt_tokens": None,
+    "completion_tokens": None,
+    "usage_counted": False,
+    "segments": [],
+}
+
+
+def _insert_as_is(model: type[models.Model], objs: list) -> None:
+    """Insert rows with exactly the values given.
+
+    ``bulk_create`` would replace ``created_at``/``updated_at`` (auto_now_add,
+    auto_now) with the current time; the ORM's raw insert, which ``loaddata``
+    uses for the same reason, keeps the file's times. Foreign keys are checked
+    at commit (Django creates them DEFERRABLE INITIALLY DEFERRED), so the rows
+    may go in in any order within the transaction.
+    """
+    if not objs:
+        return
+    alias = router.db_for_write(model)
+    fields = list(model._meta.concrete_fields)
+    size = max(1, min(500, connections[alias].ops.bulk_batch_size(fields, objs)))
+    for start in range(0, len(objs), size):
+        model._base_manager._insert(objs[start : start + size], fields=fields, raw=True, using=alias)
+    for obj in objs:
+        obj._state.adding = False
+        obj._state.db = alias
+
+
+def _store(user: AbstractBaseUser, parsed: list[ParsedConversation]) -> list[Conversation]:
+    """Write everything with a few bulk inserts (call inside a transaction)."""
+    conversations: list[Conversation] = []
+    messages: list[Message] = []
+    for item in parsed:
+        ids = [uuid.uuid4() for _ in item.messages]
+        conversation = Conversation(
+            id=uuid.uuid4(),
+            user=user,
+            client_id=f"import-{uuid.uuid4().hex}",
+            title=item.title,
+            title_is_auto=item.title_is_auto,
+            model=item.model,
+            created_at=item.created_at,
+            updated_at=item.updated_at,
+            pinned=item.pinned,
+            archived=item.archived,
+            system_prompt=item.system_prompt,
+            temperature=item.temperature,
+            max_tokens=item.max_tokens,
+            active_leaf_id=ids[item.active_leaf] if item.active_leaf is not None else None,
+        )
+        conversations.append(conversation)
+        for n, message in enumerate(item.messages):
+            fields = {**_REPLY_DEFAULTS, **message.reply} if message.role == "assistant" else {}
+            messages.append(
+                Message(
+                    id=ids[n],
+                    conversation=conversation,
+                    parent_id=ids[message.parent] if message.parent is not None else None,
+                    role=message.role,
+                    content=message.content,
+                    created_at=message.created_at,
+                    **fields,
+                )
+            )
+    _insert_as_is(Conversation, conversations)
+    _insert_as_is(Message, messages)
+    return conversations
