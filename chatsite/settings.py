@@ -271,6 +271,9 @@ CHATSITE_ALLOW_SIGNUP = env_bool("CHATSITE_ALLOW_SIGNUP", False)
 # Per user, counted across every process (from the database).
 CHATSITE_MAX_MESSAGES_PER_MINUTE = env_int("CHATSITE_MAX_MESSAGES_PER_MINUTE", 20)
 CHATSITE_MAX_CONCURRENT_REPLIES = env_int("CHATSITE_MAX_CONCURRENT_REPLIES", 3)
+# A socket re-checks its session on a frame at most this often (a logout closes
+# the session's sockets at once through the channel layer anyway).
+CHATSITE_SESSION_RECHECK = env_float("CHATSITE_SESSION_RECHECK", 10.0)
 # Each process writes a heartbeat this often; one silent for CHATSITE_WORKER_STALE
 # seconds is dead, and its streaming replies become "interrupted".
 CHATSITE_WORKER_HEARTBEAT = env_float("CHATSITE_WORKER_HEARTBEAT", 5.0)
@@ -285,6 +288,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
+        # One INFO line per upstream request is noise on the hot path.
+        "httpx": {"level": "WARNING"},
         "chatsite": {"handlers": ["console"], "level": env_str("CHATSITE_LOG_LEVEL", "INFO")},
         "conversations": {
             "handlers": ["console"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 
 from channels.auth import get_user
@@ -36,6 +37,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop())
         await workers.ensure_started()
+        self._session_checked_at = time.monotonic()  # just authenticated
         if self.channel_layer is not None:
             try:
                 await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
@@ -87,7 +89,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.deliver(protocol.error_frame("internal", "the server failed to handle that frame"))
 
     async def _session_alive(self) -> bool:
-        """Re-check the session on every frame: a logged-out user's socket closes."""
+        """Re-check the session (at most every CHATSITE_SESSION_RECHECK seconds; a
+        logout closes the session's sockets at once anyway)."""
+        now = time.monotonic()
+        if now - getattr(self, "_session_checked_at", 0.0) < settings.CHATSITE_SESSION_RECHECK:
+            return True
+        self._session_checked_at = now
         session = self.scope.get("session")
         key = getattr(session, "session_key", None)
         if key and await database_sync_to_async(session.exists)(key):

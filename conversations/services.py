@@ -126,8 +126,6 @@ def _locked_conversation(user: AbstractBaseUser, conversation_id: uuid.UUID) -> 
 def _new_reply(
     conversation: Conversation, parent: Message, *, model: str, provider: str, client_id: str = ""
 ) -> Message:
-    if conversation.messages.filter(status=Message.Status.STREAMING).exists():
-        raise ReplyRunning()
     reply = Message.objects.create(
         conversation=conversation,
         parent=parent,
@@ -154,27 +152,34 @@ def _exchange_start(
     provider: str,
     edit_of: uuid.UUID | None,
 ) -> StartedExchange:
+    # The hot path of every reply start: keep its statements few.
     with transaction.atomic():
+        conversation = None
         if conversation_id is None:
             conversation = Conversation.objects.filter(user=user, client_id=client_id).first()
-            if conversation is None:
+            new = conversation is None
+            if new:
+                _check_limits(user)
                 conversation = Conversation.objects.create(
                     user=user, client_id=client_id, model=model, title=_title_from(text)
                 )
         else:
+            new = False
             conversation = _locked_conversation(user, conversation_id)
-        seen = conversation.messages.filter(client_id=client_id).first()
-        if seen is not None:
-            return _existing(conversation, seen)
-        parent_id = conversation.active_leaf_id
-        if edit_of is not None:
-            edited = conversation.messages.filter(pk=edit_of, role=Message.Role.USER).first()
-            if edited is None:
-                raise NotFound("no such message")
-            parent_id = edited.parent_id
-        if conversation.messages.filter(status=Message.Status.STREAMING).exists():
-            raise ReplyRunning()
-        _check_limits(user)
+        parent_id = None
+        if not new:
+            seen = conversation.messages.filter(client_id=client_id).first()
+            if seen is not None:
+                return _existing(conversation, seen)
+            parent_id = conversation.active_leaf_id
+            if edit_of is not None:
+                edited = conversation.messages.filter(pk=edit_of, role=Message.Role.USER).first()
+                if edited is None:
+                    raise NotFound("no such message")
+                parent_id = edited.parent_id
+            if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+                raise ReplyRunning()
+            _check_limits(user)
         user_message = Message.objects.create(
             conversation=conversation,
             role=Message.Role.USER,
@@ -183,7 +188,10 @@ def _exchange_start(
             parent_id=parent_id,
         )
         reply = _new_reply(conversation, user_message, model=model, provider=provider)
-        prompt = _prompt_for(conversation, user_message.pk)
+        if new:  # nothing before it: no need to read the branch back
+            prompt = [ChatMessage("user", text)]
+        else:
+            prompt = _prompt_for(conversation, user_message.pk)
     return StartedExchange(conversation, user_message, reply, True, prompt)
 
 
@@ -201,6 +209,8 @@ def reply_regenerate(
         seen = conversation.messages.filter(client_id=client_id).first()
         if seen is not None:
             return _existing(conversation, seen)
+        if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+            raise ReplyRunning()
         _check_limits(user, count_message=False)
         parent = old.parent
         reply = _new_reply(conversation, parent, model=model, provider=provider, client_id=client_id)
@@ -317,12 +327,21 @@ def _check_limits(user: AbstractBaseUser, *, count_message: bool = True) -> None
 
 
 def reply_checkpoint_many(*, checkpoints: list[tuple[uuid.UUID, str, int]]) -> None:
-    """Save the partial text of many streaming replies in one transaction."""
-    with transaction.atomic():
-        for reply_id, content, last_seq in checkpoints:
-            Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
-                content=content, last_seq=last_seq
-            )
+    """Save the partial text of many streaming replies: one statement, one transaction."""
+    if not checkpoints:
+        return
+    from django.db import connection
+
+    table = connection.ops.quote_name(Message._meta.db_table)
+    id_field = Message._meta.pk
+    rows = [
+        (content, last_seq, id_field.get_db_prep_value(reply_id, connection), Message.Status.STREAMING.value)
+        for reply_id, content, last_seq in checkpoints
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET content = %s, last_seq = %s WHERE id = %s AND status = %s", rows
+        )
 
 
 def reply_finish(
@@ -446,3 +465,72 @@ class TooManyMessages(Exception):
 
 class TooManyReplies(Exception):
     pass
+
+
+# --- The conversation list: rename, pin, archive, delete ----------------------
+
+TITLE_MAX_CHARS = 200
+
+
+class InvalidTitle(ValueError):
+    """A title that is empty once trimmed, or longer than TITLE_MAX_CHARS."""
+
+
+def title_clean(title: str) -> str:
+    """A title as stored: control characters dropped, runs of whitespace (newlines
+    included) made one space, trimmed. Raises :class:`InvalidTitle`."""
+    import unicodedata
+
+    text = "".join(ch for ch in title if not unicodedata.category(ch).startswith("C") or ch in "\t\n\r")
+    text = " ".join(text.split())
+    if not text:
+        raise InvalidTitle("the title is empty")
+    if len(text) > TITLE_MAX_CHARS:
+        raise InvalidTitle(f"the title is longer than {TITLE_MAX_CHARS} characters")
+    return text
+
+
+def conversation_update(
+    *,
+    user: AbstractBaseUser,
+    conversation_id: uuid.UUID,
+    title: str | None = None,
+    pinned: bool | None = None,
+    archived: bool | None = None,
+) -> Conversation:
+    """Rename, pin or unpin, archive or unarchive one of the user's conversations
+    (any of them at once; None leaves a field as it is). A new title is the
+    user's: automatic titles never overwrite it. The last activity time is not
+    changed, so none of this moves the conversation in the list by date.
+
+    Raises :class:`NotFound` (a missing id and another user's alike) and
+    :class:`InvalidTitle`; nothing is changed then.
+    """
+    fields: dict = {}
+    if title is not None:
+        fields.update(title=title_clean(title), title_is_auto=False)
+    if pinned is not None:
+        fields["pinned"] = bool(pinned)
+    if archived is not None:
+        fields["archived"] = bool(archived)
+    with transaction.atomic():
+        mine = Conversation.objects.filter(pk=conversation_id, user=user)
+        if fields and not mine.update(**fields):
+            raise NotFound("no such conversation")
+        conversation = mine.first()
+    if conversation is None:
+        raise NotFound("no such conversation")
+    return conversation
+
+
+def conversation_delete(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> None:
+    """Delete one of the user's conversations with all its messages.
+
+    A reply still streaming in it must be stopped first (the HTTP view does:
+    :func:`conversations.views_history.conversation_delete`). Raises
+    :class:`NotFound`.
+    """
+    with transaction.atomic():
+        deleted, _ = Conversation.objects.filter(pk=conversation_id, user=user).delete()
+    if not deleted:
+        raise NotFound("no such conversation")

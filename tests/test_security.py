@@ -31,7 +31,8 @@ async def test_logging_out_closes_the_sessions_sockets(connect, alice, upstream)
     assert closed == {"type": "websocket.close", "code": 4401}
 
 
-async def test_a_frame_on_a_dead_session_is_refused_and_changes_nothing(connect, alice, upstream):
+async def test_a_frame_on_a_dead_session_is_refused_and_changes_nothing(connect, alice, upstream, settings):
+    settings.CHATSITE_SESSION_RECHECK = 0
     socket = await connect(alice)
     # The session disappears behind the socket's back (expired, flushed, another process).
     from django.contrib.sessions.models import Session
