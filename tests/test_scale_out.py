@@ -119,7 +119,7 @@ async def test_subscribe_and_stop_reach_the_owning_process(two_servers):
 async def test_a_resend_on_the_other_process_creates_nothing_new(two_servers):
     a, b = two_servers
     ws_a = await open_socket(a)
-    send = {"type": "send", "client_id": "same", "text": "hi", "model": "openai/fake?tokens=40&rate=40"}
+    send = {"type": "send", "client_id": "same", "text": "hi", "model": "openai/fake?tokens=160&rate=40"}
     await ws_a.send(json.dumps(send))
     ack = await recv(ws_a)
     ws_b = await open_socket(b)
