@@ -165,6 +165,76 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def git_revision() -> str:
+    """The checked-out commit, with "+dirty" when the work tree has changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return (rev or "?") + ("+dirty" if dirty else "")
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds (from /proc/<pid>/stat); NaN if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return math.nan
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 is fields[0]
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
+
+
+def proc_rss_kib(pid: int) -> int:
+    """Resident set size of one process in KiB (VmRSS of /proc/<pid>/status); 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all CPUs (from /proc/stat)."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return math.nan, math.nan
+    values = [int(v) for v in first[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+def write_doc_section(path: Path, start_mark: str, end_mark: str, section: str, intro: str) -> None:
+    """Replace the text between two marker comments in ``path`` (append the block if absent)."""
+    block = f"{start_mark}\n{section}{end_mark}"
+    if path.exists():
+        text = path.read_text()
+        start, end = text.find(start_mark), text.find(end_mark)
+        if 0 <= start < end:
+            text = text[:start] + block + text[end + len(end_mark) :]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+    else:
+        text = intro + "\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -255,6 +325,14 @@ class FakeUpstreamProcess:
             timeout=wait_disconnected + wait_found + 10,
         )
 
+    async def records(self, prefix: str, timeout: float = 60.0) -> list[dict]:
+        """Every request whose key starts with ``prefix``: key, status, started_at, token_times, ..."""
+        return await self.call(op="records", prefix=prefix, timeout=timeout)
+
+    async def reset(self) -> None:
+        """Forget the recorded requests (between load phases, to keep the child small)."""
+        await self.call(op="reset")
+
     async def check_clock(self) -> None:
         """Check that the child's monotonic clock is ours (its reading falls between two of ours)."""
         for _ in range(3):
@@ -333,6 +411,21 @@ def _fake_child() -> None:
                     if request.get("wait_disconnected"):
                         record.wait_disconnected(float(request["wait_disconnected"]))
                     result = describe(record)
+                elif op == "records":
+                    # Every request whose key starts with ``prefix``, compactly (load benchmarks).
+                    prefix = str(request.get("prefix", ""))
+                    result = [
+                        {
+                            "key": r.scenario.key,
+                            "status": r.status,
+                            "started_at": r.started_at,
+                            "token_times": list(r.token_times),
+                            "disconnected_at": r.disconnected_at,
+                            "completed": r.completed,
+                        }
+                        for r in list(fake.requests)
+                        if r.scenario is not None and r.scenario.key.startswith(prefix)
+                    ]
                 elif op == "reset":
                     fake.reset()
                     result = None
@@ -355,13 +448,22 @@ SESSION_SCRIPT = """
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from importlib import import_module
-user = get_user_model().objects.create_user("bench", password="bench-password-not-secret")
-store = import_module(settings.SESSION_ENGINE).SessionStore()
-store[SESSION_KEY] = str(user.pk)
-store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-store[HASH_SESSION_KEY] = user.get_session_auth_hash()
-store.create()
-print("SESSION=" + store.session_key)
+User = get_user_model()
+user = User.objects.create_user("bench", password="bench-password-not-secret")
+users = [user]
+if USERS > 1:  # more users share the first one's password hash (hashing is slow on purpose)
+    User.objects.bulk_create(
+        [User(username=f"bench{i}", password=user.password) for i in range(1, USERS)], batch_size=500
+    )
+    users += list(User.objects.exclude(pk=user.pk).order_by("pk"))
+Store = import_module(settings.SESSION_ENGINE).SessionStore
+for u in users:
+    store = Store()
+    store[SESSION_KEY] = str(u.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = u.get_session_auth_hash()
+    store.create()
+    print("SESSION=" + store.session_key)
 """
 
 
@@ -378,8 +480,11 @@ class ChatApp:
         *,
         host: str = "127.0.0.1",
         application: str = "chatsite.asgi:application",
+        users: int = 1,
     ) -> None:
         self.host = host
+        self.users = max(1, users)
+        self.session_keys: list[str] = []
         self.application = application
         self.port = 0
         self.extra_env = env or {}
@@ -403,6 +508,11 @@ class ChatApp:
     @property
     def cookie(self) -> str:
         return f"sessionid={self.session_key}"
+
+    @property
+    def cookies(self) -> list[str]:
+        """One session cookie per user (``users=N``); the first is :attr:`cookie`'s."""
+        return [f"sessionid={key}" for key in self.session_keys]
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
@@ -438,10 +548,11 @@ class ChatApp:
         self.data_dir = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))
         self.log_path = self.data_dir / "daphne.log"
         self._manage("migrate", "--noinput", "-v", "0")
-        out = self._manage("shell", "-c", SESSION_SCRIPT)
-        self.session_key = next(
+        out = self._manage("shell", "-c", f"USERS = {self.users}\n" + SESSION_SCRIPT)
+        self.session_keys = [
             line.split("=", 1)[1].strip() for line in out.splitlines() if line.startswith("SESSION=")
-        )
+        ]
+        self.session_key = self.session_keys[0]
         self.port = free_port(self.host)
         daphne = Path(python()).with_name("daphne")
         command = [str(daphne)] if daphne.exists() else [python(), "-m", "daphne"]
