@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet, Value
+from django.utils import timezone
 
 from .models import Conversation, Message
 
@@ -14,11 +23,176 @@ def conversation_get(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> C
     return Conversation.objects.filter(pk=conversation_id, user=user).first()
 
 
-def conversation_list(*, user: AbstractBaseUser, limit: int = 100) -> list[Conversation]:
+# --- The conversation list -------------------------------------------------
+#
+# Pinned conversations first, then newest activity first; ties on updated_at are
+# broken by id, so the order is total and a keyset cursor (pinned, updated_at,
+# id) can resume it exactly. Each of the two pinned partitions is read with an
+# equality on (user, archived, pinned) and a range on updated_at, in the order
+# of the ``conv_user_list`` index (user, archived, -pinned, -updated_at, id): no
+# OFFSET, so any page costs about what the first one does.
+
+LIST_MAX_LIMIT = 200
+LIST_FIELDS = ("id", "title", "model", "updated_at", "pinned", "archived")
+#: Sidebar groups, in display order.
+GROUPS = ("pinned", "today", "yesterday", "last_7_days", "older")
+#: Bounds of a UTC offset in minutes (UTC-14:00 .. UTC+14:00).
+TZ_OFFSET_MAX = 14 * 60
+
+
+class InvalidCursor(ValueError):
+    """A cursor this server did not make (or a corrupted one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationItem:
+    conversation: Conversation
+    group: str  # one of GROUPS
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationPage:
+    items: list[ConversationItem]
+    next_cursor: str | None  # None: this is the last page
+
+    def __iter__(self) -> Iterator[Conversation]:
+        """The page's conversations, for callers that need no groups."""
+        return (item.conversation for item in self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class _Position:
+    pinned: bool
+    updated_at: datetime
+    id: uuid.UUID
+
+
+def _cursor_encode(conversation: Conversation) -> str:
+    raw = json.dumps(
+        [int(conversation.pinned), conversation.updated_at.isoformat(), conversation.id.hex],
+        separators=(",", ":"),
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _cursor_decode(cursor: str) -> _Position:
+    try:
+        if len(cursor) > 200:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        pinned, updated_at, ident = json.loads(raw)
+        if pinned not in (0, 1) or not isinstance(updated_at, str) or not isinstance(ident, str):
+            raise ValueError("bad fields")
+        when = datetime.fromisoformat(updated_at)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        return _Position(bool(pinned), when, uuid.UUID(hex=ident))
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidCursor("invalid cursor") from exc
+
+
+def conversation_group(*, conversation: Conversation, today: date, tz: dt_timezone = UTC) -> str:
+    """The sidebar group: "pinned", else by the local day of the last activity:
+    "today", "yesterday", "last_7_days" (2 to 6 days ago), "older"."""
+    if conversation.pinned:
+        return "pinned"
+    days = (today - conversation.updated_at.astimezone(tz).date()).days
+    if days <= 0:  # today, or a clock a little ahead
+        return "today"
+    if days == 1:
+        return "yesterday"
+    if days < 7:
+        return "last_7_days"
+    return "older"
+
+
+def _list_partition(
+    *, user: AbstractBaseUser, archived: bool, pinned: bool, after: _Position | None
+) -> QuerySet[Conversation]:
+    """The pinned (or unpinned) conversations in list order, after ``after``."""
+    # Value(): Django writes ``flag=False`` as ``NOT flag``, which SQLite cannot
+    # match to an index column; ``flag = false`` it can (PostgreSQL takes both).
+    qs = (
+        Conversation.objects.filter(user=user, archived=Value(archived), pinned=Value(pinned))
+        .only(*LIST_FIELDS)
+        .order_by("-updated_at", "id")
+    )
+    if after is not None:
+        # (updated_at, id) after the cursor's in (-updated_at, id) order; the
+        # redundant ``updated_at <= u`` lets the index seek straight to it.
+        qs = qs.filter(
+            Q(updated_at__lt=after.updated_at) | Q(updated_at=after.updated_at, id__gt=after.id),
+            updated_at__lte=after.updated_at,
+        )
+    return qs
+
+
+def conversation_list(
+    *,
+    user: AbstractBaseUser,
+    archived: bool = False,
+    cursor: str | None = None,
+    limit: int = 50,
+    tz_offset: int = 0,
+    now: datetime | None = None,
+) -> ConversationPage:
+    """One page of the user's conversations (archived ones, or the others).
+
+    ``cursor`` is the ``next_cursor`` of the previous page (None: the first
+    page); ``tz_offset`` is the client's offset from UTC in minutes, east
+    positive (UTC+02:00 is 120), and only decides the groups. Raises
+    :class:`InvalidCursor`.
+    """
+    limit = max(1, min(int(limit), LIST_MAX_LIMIT))
+    tz, today = _local_today(tz_offset, now)  # validates tz_offset before any query
+    position = _cursor_decode(cursor) if cursor else None
+    rows: list[Conversation] = []
+    # A cursor among the unpinned ones is past every pinned one.
+    partitions = (False,) if position is not None and not position.pinned else (True, False)
+    for pinned in partitions:
+        after = position if position is not None and position.pinned == pinned else None
+        qs = _list_partition(user=user, archived=archived, pinned=pinned, after=after)
+        rows.extend(qs[: limit + 1 - len(rows)])
+        if len(rows) > limit:
+            break
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return ConversationPage(
+        items=[ConversationItem(c, conversation_group(conversation=c, today=today, tz=tz)) for c in rows],
+        next_cursor=_cursor_encode(rows[-1]) if more else None,
+    )
+
+
+def _local_today(tz_offset: int, now: datetime | None) -> tuple[dt_timezone, date]:
+    if not -TZ_OFFSET_MAX <= tz_offset <= TZ_OFFSET_MAX:
+        raise ValueError(f"tz_offset must be within ±{TZ_OFFSET_MAX} minutes")
+    tz = dt_timezone(timedelta(minutes=tz_offset))
+    return tz, (now or timezone.now()).astimezone(tz).date()
+
+
+def conversation_item(
+    *, conversation: Conversation, tz_offset: int = 0, now: datetime | None = None
+) -> ConversationItem:
+    """One conversation as the list shows it (with its group)."""
+    tz, today = _local_today(tz_offset, now)
+    return ConversationItem(conversation, conversation_group(conversation=conversation, today=today, tz=tz))
+
+
+def conversation_streaming_reply_ids(
+    *, user: AbstractBaseUser, conversation_id: uuid.UUID
+) -> list[uuid.UUID]:
+    """The replies of the user's conversation that the database says are still
+    streaming, in this process or in any other."""
     return list(
-        Conversation.objects.filter(user=user)
-        .only("id", "title", "model", "updated_at")
-        .order_by("-updated_at")[:limit]
+        Message.objects.filter(
+            conversation_id=conversation_id,
+            conversation__user=user,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+        ).values_list("pk", flat=True)
     )
 
 
@@ -83,4 +257,11 @@ def conversation_to_dict(conversation: Conversation) -> dict:
         "title": conversation.title,
         "model": conversation.model,
         "updated_at": conversation.updated_at.isoformat(),
+        "pinned": conversation.pinned,
+        "archived": conversation.archived,
     }
+
+
+def conversation_item_to_dict(item: ConversationItem) -> dict:
+    """A conversation as the list endpoint shows it: with its sidebar group."""
+    return {**conversation_to_dict(item.conversation), "group": item.group}

@@ -1,0 +1,197 @@
+"""JSON endpoints of the history: the conversation list, actions on one
+conversation (rename, pin, archive, delete), and search.
+
+Documented in ``docs/protocol.md`` ("HTTP: history and search"). Every
+endpoint needs a logged-in session (401 otherwise); the POST ones are CSRF
+protected (Django's middleware: send the ``X-CSRFToken`` header). Another
+user's conversation id answers exactly like a missing one (404).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET, require_POST
+
+from . import actions, protocol, search, selectors, services
+from .replies import registry
+
+log = logging.getLogger(__name__)
+
+#: The largest request body an action accepts.
+MAX_BODY_BYTES = 4096
+
+
+def _error(status: int, error: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": error, "message": message}, status=status)
+
+
+def _not_found() -> JsonResponse:
+    return _error(404, "not_found", "no such conversation")
+
+
+async def _user(request: HttpRequest):
+    user = await request.auser()
+    return user if user.is_authenticated else None
+
+
+def _int_param(request: HttpRequest, name: str, default: int, low: int, high: int) -> int:
+    raw = request.GET.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _tz_offset(request: HttpRequest) -> int:
+    limit = selectors.TZ_OFFSET_MAX
+    return _int_param(request, "tz_offset", 0, -limit, limit)
+
+
+@require_GET
+async def conversation_index(request: HttpRequest) -> JsonResponse:
+    """``GET /api/history/?archived=0|1&cursor=&tz_offset=&limit=``: one page of
+    the list, pinned first, then newest activity first."""
+    user = await _user(request)
+    if user is None:
+        return _error(401, "not_authenticated", "log in first")
+    archived_raw = request.GET.get("archived", "0")
+    if archived_raw not in ("0", "1", "false", "true"):
+        return _error(400, "invalid", "archived must be 0 or 1")
+    try:
+        tz_offset = _tz_offset(request)
+        limit = _int_param(request, "limit", 50, 1, selectors.LIST_MAX_LIMIT)
+        page = await sync_to_async(selectors.conversation_list)(
+            user=user,
+            archived=archived_raw in ("1", "true"),
+            cursor=request.GET.get("cursor") or None,
+            limit=limit,
+            tz_offset=tz_offset,
+        )
+    except selectors.InvalidCursor:
+        return _error(400, "invalid_cursor", "the cursor is not valid; start from the first page")
+    except ValueError as exc:
+        return _error(400, "invalid", str(exc))
+    return JsonResponse(
+        {
+            "conversations": [selectors.conversation_item_to_dict(item) for item in page.items],
+            "next_cursor": page.next_cursor,
+        }
+    )
+
+
+def _read_json_object(request: HttpRequest) -> dict:
+    if len(request.body) > MAX_BODY_BYTES:
+        raise ValueError("the body is too large")
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
+
+
+@require_POST
+async def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
+    """``POST /api/conversations/<id>/update/`` with any of ``{"title": str,
+    "pinned": bool, "archived": bool}``: rename, pin/unpin, archive/unarchive."""
+    user = await _user(request)
+    if user is None:
+        return _error(401, "not_authenticated", "log in first")
+    try:
+        body = _read_json_object(request)
+        tz_offset = _tz_offset(request)
+    except ValueError as exc:
+        return _error(400, "invalid", str(exc))
+    unknown = sorted(set(body) - {"title", "pinned", "archived"})
+    if unknown:
+        return _error(400, "invalid", f"unknown field {unknown[0][:40]!r}")
+    if not body:
+        return _error(400, "invalid", "nothing to change: send title, pinned or archived")
+    if "title" in body and not isinstance(body["title"], str):
+        return _error(400, "invalid", "title must be a string")
+    for flag in ("pinned", "archived"):
+        if flag in body and not isinstance(body[flag], bool):
+            return _error(400, "invalid", f"{flag} must be true or false")
+    try:
+        conversation = await sync_to_async(services.conversation_update)(
+            user=user,
+            conversation_id=conversation_id,
+            title=body.get("title"),
+            pinned=body.get("pinned"),
+            archived=body.get("archived"),
+        )
+    except services.NotFound:
+        return _not_found()
+    except services.InvalidTitle as exc:
+        return _error(400, "invalid_title", str(exc))
+    item = selectors.conversation_item(conversation=conversation, tz_offset=tz_offset)
+    return JsonResponse({"conversation": selectors.conversation_item_to_dict(item)})
+
+
+@require_POST
+async def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
+    """``POST /api/conversations/<id>/delete/``: stop its streaming reply, if
+    any (here or in another process), then delete it with all its messages."""
+    user = await _user(request)
+    if user is None:
+        return _error(401, "not_authenticated", "log in first")
+    conversation = await sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
+    if conversation is None:
+        return _not_found()
+    reply_ids: list[uuid.UUID] = []
+    live = registry.for_conversation(conversation_id)
+    if live is not None and live.user_id == user.pk and not live.finished:
+        reply_ids.append(live.id)
+    for reply_id in await sync_to_async(selectors.conversation_streaming_reply_ids)(
+        user=user, conversation_id=conversation_id
+    ):
+        if reply_id not in reply_ids:
+            reply_ids.append(reply_id)
+    for reply_id in reply_ids:
+        # Here: waits until the reply is saved. Elsewhere: routed to its process.
+        try:
+            await actions.reply_stop(user=user, reply_id=reply_id)
+        except protocol.ProtocolError:
+            pass  # gone in between
+    try:
+        await sync_to_async(services.conversation_delete)(user=user, conversation_id=conversation_id)
+    except services.NotFound:
+        return _not_found()
+    return JsonResponse({"deleted": str(conversation_id)})
+
+
+@require_GET
+async def search_index(request: HttpRequest) -> JsonResponse:
+    """``GET /api/search/?q=&limit=&offset=``: ranked hits with snippets."""
+    user = await _user(request)
+    if user is None:
+        return _error(401, "not_authenticated", "log in first")
+    query = request.GET.get("q", "")
+    try:
+        limit = _int_param(request, "limit", 20, 1, search.MAX_LIMIT)
+        offset = _int_param(request, "offset", 0, 0, search.MAX_RESULTS)
+    except ValueError as exc:
+        return _error(400, "invalid", str(exc))
+    try:
+        hits = await sync_to_async(search.search_messages)(user=user, query=query, limit=limit, offset=offset)
+    except search.QueryTooLong as exc:
+        return _error(400, "query_too_long", str(exc))
+    more = len(hits) == limit and offset + limit < search.MAX_RESULTS
+    return JsonResponse(
+        {
+            "query": query,
+            "results": [hit.as_dict() for hit in hits],
+            "next_offset": offset + limit if more else None,
+        }
+    )
