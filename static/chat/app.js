@@ -1,16 +1,19 @@
 // The chat page: state, socket frames, composer. See docs/protocol.md.
 
 import { ReconnectingSocket } from './socket.js';
+import { createSidebar, postJSON } from './sidebar.js';
 import {
   $,
   el,
   assistantMessageEl,
-  conversationItem,
   copyText,
   finishAssistant,
   firstLineTitle,
   renderAssistant,
+  reopenAssistant,
+  setMessageId,
   setUserStatus,
+  setVersions,
   userMessageEl,
 } from './ui.js';
 
@@ -29,7 +32,9 @@ const dom = {
   error: $('#composer-error'),
   banner: $('#reconnecting'),
   title: $('#conversation-title'),
-  list: $('#conversation-list'),
+  loadEarlier: $('#load-earlier'),
+  announcer: $('#announcer'),
+  exportMenu: $('#export-menu'),
   jump: $('#jump-to-latest'),
   sidebarToggle: $('#sidebar-toggle'),
   backdrop: $('#sidebar-backdrop'),
@@ -46,7 +51,14 @@ const state = {
   awaiting: null, // client_id whose reply has not started yet
   stopRequested: null,
   stick: true, // keep the view pinned to the newest message
+  messages: [], // the shown branch as loaded over HTTP (or with the page)
+  firstRendered: 0, // index in state.messages of the first message in the DOM
+  actions: new Map(), // client_id -> {kind: 'regenerate', node}: sent, not yet started
+  refreshNext: false, // the next reply_started is for a regenerate / edit / continue
+  refreshOnFinish: new Set(), // reply ids to reload the conversation after (versions, segments)
 };
+
+const RENDER_WINDOW = 50; // messages rendered at first; more on scrolling up
 
 // --- helpers ----------------------------------------------------------------
 
@@ -132,41 +144,111 @@ dom.jump.addEventListener('click', () => {
   state.stick = true;
 });
 
+function messageNode(m) {
+  if (m.role === 'user') {
+    const node = userMessageEl({ id: m.id, text: m.content, status: 'stored' });
+    setVersions(node, m.versions);
+    return node;
+  }
+  const model = m.provider && m.model ? `${m.provider}/${m.model}` : m.model;
+  const node = assistantMessageEl({ id: m.id, status: m.status, model });
+  const r = replyState(node, m.id, m.content || '', m.last_seq || 0);
+  setVersions(node, m.versions);
+  node.chatsiteSegments = m.segments || [];
+  if (m.status === 'streaming') {
+    renderAssistant(node, r.text, { streaming: true });
+  } else {
+    r.finished = true;
+    renderAssistant(node, r.text);
+    finishAssistant(node, { ...m, model: modelLabel(m.provider, m.model) });
+  }
+  return node;
+}
+
 /** Render the messages of the current conversation (page load or a reload over HTTP). */
 function showMessages(messages) {
   dirty.clear();
   state.replies.clear();
   state.latestReply = null;
   state.active = null;
-  const nodes = [];
-  for (const m of messages) {
-    if (m.role === 'user') {
-      nodes.push(userMessageEl({ id: m.id, text: m.content, status: 'stored' }));
-      continue;
-    }
-    if (m.role !== 'assistant') continue;
-    const model = m.provider && m.model ? `${m.provider}/${m.model}` : m.model;
-    const node = assistantMessageEl({ id: m.id, status: m.status, model });
-    const r = replyState(node, m.id, m.content || '', m.last_seq || 0);
-    state.latestReply = m.id;
-    if (m.status === 'streaming') {
-      renderAssistant(node, r.text, { streaming: true });
-      state.active = m.id;
-    } else {
-      r.finished = true;
-      renderAssistant(node, r.text);
-      finishAssistant(node, { ...m, model: modelLabel(m.provider, m.model) });
-    }
-    nodes.push(node);
+  state.messages = messages.filter((m) => m.role === 'user' || m.role === 'assistant');
+  // Only the last RENDER_WINDOW messages go into the DOM now; earlier ones on scrolling up.
+  state.firstRendered = Math.max(0, state.messages.length - RENDER_WINDOW);
+  const nodes = state.messages.slice(state.firstRendered).map(messageNode);
+  const last = [...state.messages].reverse().find((m) => m.role === 'assistant');
+  if (last) {
+    state.latestReply = last.id;
+    if (last.status === 'streaming') state.active = last.id;
   }
-  // An earlier reply still marked streaming is not the live one.
-  if (state.active !== null && state.active !== state.latestReply) state.active = null;
   // Keep messages the user sent that the server has not acknowledged yet.
   for (const p of state.pending.values()) nodes.push(p.node);
   dom.messages.replaceChildren(...nodes);
+  dom.loadEarlier.hidden = state.firstRendered === 0;
   updateEmptyState();
   updateControls();
 }
+
+/** Put up to `count` more earlier messages into the DOM, keeping the view where it is. */
+function renderEarlier(count = RENDER_WINDOW) {
+  if (state.firstRendered === 0) return;
+  const from = Math.max(0, state.firstRendered - count);
+  const nodes = state.messages.slice(from, state.firstRendered).map(messageNode);
+  const before = dom.scroller.scrollHeight;
+  const top = dom.scroller.scrollTop;
+  dom.messages.prepend(...nodes);
+  state.firstRendered = from;
+  dom.loadEarlier.hidden = from === 0;
+  dom.scroller.scrollTop = top + (dom.scroller.scrollHeight - before);
+  updateControls();
+}
+
+const earlierObserver = new IntersectionObserver(
+  (entries) => {
+    if (entries.some((e) => e.isIntersecting) && !dom.loadEarlier.hidden) renderEarlier();
+  },
+  { root: dom.scroller, rootMargin: '600px 0px 0px 0px' },
+);
+// Observed once the page has scrolled to where it opens (else it would fire at the top).
+const watchEarlier = () => earlierObserver.observe(dom.loadEarlier);
+
+// Messages off screen are laid out lazily (content-visibility), so their heights
+// settle after they are first shown: stay at the bottom while that happens.
+new ResizeObserver(() => {
+  if (state.stick) dom.scroller.scrollTop = dom.scroller.scrollHeight;
+}).observe(dom.messages);
+dom.loadEarlier.addEventListener('click', () => renderEarlier());
+
+/** Scroll to a message of the shown branch (rendering down to it) and highlight it briefly. */
+function revealMessage(id) {
+  const index = state.messages.findIndex((m) => m.id === id);
+  if (index !== -1 && index < state.firstRendered) renderEarlier(state.firstRendered - index);
+  const node = document.getElementById(`m-${id}`);
+  if (!node) return false;
+  state.stick = false;
+  node.scrollIntoView({ block: 'center' });
+  node.classList.remove('highlight');
+  void node.offsetWidth; // restart the animation
+  node.classList.add('highlight');
+  setTimeout(() => node.classList.remove('highlight'), 2500);
+  if (!node.hasAttribute('tabindex')) node.setAttribute('tabindex', '-1');
+  node.focus({ preventScroll: true });
+  return true;
+}
+
+async function revealFromHash() {
+  const m = /^#m-([0-9a-f-]{36})$/.exec(location.hash);
+  if (!m || !state.conversation) return false;
+  if (revealMessage(m[1])) return true;
+  // Not on the shown branch: switch to the branch through it.
+  try {
+    const body = await postJSON(`/api/conversations/${state.conversation.id}/branch/`, { message: m[1] });
+    showMessages(body.messages || []);
+    return revealMessage(m[1]);
+  } catch {
+    return false;
+  }
+}
+window.addEventListener('hashchange', () => revealFromHash());
 
 async function fetchConversation(id) {
   const response = await fetch(`/api/conversations/${id}/`, {
@@ -196,6 +278,7 @@ async function reloadConversation() {
 
 function updateControls() {
   dom.send.disabled = busy() || state.models.length === 0;
+  updateMessageActions();
   dom.stop.hidden = state.active === null;
   dom.stop.disabled = state.active !== null && state.stopRequested === state.active;
   dom.composer.dataset.busy = busy() ? 'true' : 'false';
@@ -224,41 +307,34 @@ function setTitle(title) {
 
 // --- sidebar ----------------------------------------------------------------
 
-function renderSidebar() {
-  const currentId = state.conversation ? state.conversation.id : null;
-  const items = state.conversations.map((c) => conversationItem(c, c.id === currentId));
-  dom.list.replaceChildren(...items);
-  $('#conversation-empty').hidden = items.length > 0;
-}
-
-let sidebarRefresh = null;
+const sidebar = createSidebar({
+  getCurrentId: () => (state.conversation ? state.conversation.id : null),
+  onNavigateAway: () => location.assign('/'),
+});
 
 function bumpConversation(id) {
-  const index = state.conversations.findIndex((c) => c.id === id);
-  if (index === -1) {
+  if (!sidebar.has(id)) {
     // Unknown here (another tab made it): ask the server for the list.
-    clearTimeout(sidebarRefresh);
-    sidebarRefresh = setTimeout(refreshSidebar, 300);
+    clearTimeout(bumpConversation.timer);
+    bumpConversation.timer = setTimeout(() => sidebar.reload(), 300);
     return;
   }
-  const [conv] = state.conversations.splice(index, 1);
-  conv.updated_at = new Date().toISOString();
-  state.conversations.unshift(conv);
-  renderSidebar();
+  sidebar.bump({ id });
 }
 
-async function refreshSidebar() {
-  try {
-    const response = await fetch('/api/conversations/', { credentials: 'same-origin', headers: { Accept: 'application/json' } });
-    if (!response.ok) return;
-    const body = await response.json();
-    if (Array.isArray(body.conversations)) {
-      state.conversations = body.conversations;
-      renderSidebar();
-    }
-  } catch {
-    /* the sidebar stays as it is */
+document.addEventListener('chatsite:renamed', (event) => {
+  if (state.conversation && event.detail.id === state.conversation.id) {
+    state.conversation.title = event.detail.title;
+    setTitle(event.detail.title);
   }
+});
+
+function updateExportMenu() {
+  const conv = state.conversation;
+  dom.exportMenu.hidden = !conv;
+  if (!conv) return;
+  $('#export-md').href = `/c/${conv.id}/export.md`;
+  $('#export-json').href = `/c/${conv.id}/export.json`;
 }
 
 function setSidebarOpen(open) {
@@ -297,11 +373,18 @@ function initModels() {
 // --- sending and stopping ---------------------------------------------------
 
 function submit() {
-  const text = dom.prompt.value;
-  if (!text.trim() || busy()) return;
+  if (sendText(dom.prompt.value)) {
+    dom.prompt.value = '';
+    autosize();
+  }
+}
+
+/** Send a user message (editOf: the id of the message it replaces as a new version). */
+function sendText(text, { editOf = null } = {}) {
+  if (!text.trim() || busy()) return false;
   if (text.length > MAX_PROMPT_CHARS) {
     showError(`A message is limited to ${MAX_PROMPT_CHARS.toLocaleString()} characters (this one has ${text.length.toLocaleString()}).`);
-    return;
+    return false;
   }
   clearError();
   // A message that failed to send was put back in the box; this replaces it.
@@ -314,15 +397,152 @@ function submit() {
     text,
   };
   if (dom.model.value) frame.model = dom.model.value;
+  if (editOf) {
+    frame.edit_of = editOf;
+    state.refreshNext = true;
+  }
   const node = userMessageEl({ text, status: 'pending', clientId });
   state.pending.set(clientId, { frame, node, text });
   state.awaiting = clientId;
   appendMessage(node);
-  dom.prompt.value = '';
-  autosize();
   updateControls();
   followBottom(true);
   socket.send(frame); // if the socket is down, it goes out when it reconnects
+  return true;
+}
+
+function regenerate(node) {
+  if (busy() || !node.dataset.id) return;
+  clearError();
+  const clientId = newClientId();
+  const frame = { type: 'regenerate', client_id: clientId, reply: node.dataset.id };
+  if (dom.model.value) frame.model = dom.model.value;
+  state.actions.set(clientId, { kind: 'regenerate', node, frame });
+  state.awaiting = clientId;
+  state.refreshNext = true;
+  node.dataset.replacing = 'true';
+  updateControls();
+  announce('Regenerating the reply');
+  socket.send(frame);
+}
+
+function continueReply(node) {
+  if (busy() || !node.dataset.id) return;
+  clearError();
+  const id = node.dataset.id;
+  state.awaiting = `continue:${id}`;
+  state.refreshNext = true;
+  updateControls();
+  socket.send({ type: 'continue', reply: id });
+}
+
+function startEdit(node) {
+  if (busy() || !node.dataset.id || node.querySelector('.edit-form')) return;
+  const bubble = node.querySelector('.bubble');
+  const area = el('textarea', { className: 'edit-area', 'aria-label': 'Edit your message', rows: '3' });
+  area.value = node.chatsiteText || '';
+  const save = el('button', { type: 'submit', className: 'send-button edit-save', text: 'Save & send' });
+  const cancel = el('button', { type: 'button', className: 'ghost-button edit-cancel', text: 'Cancel' });
+  const form = el('form', { className: 'edit-form' }, [area, el('div', { className: 'edit-buttons' }, [cancel, save])]);
+  const close = () => {
+    form.remove();
+    bubble.hidden = false;
+    node.querySelector('.message-actions').hidden = false;
+  };
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = area.value;
+    if (!text.trim() || busy()) return;
+    // The branch after the edited message leaves the view; the old one stays reachable by its switcher.
+    let next = node.nextElementSibling;
+    while (next) {
+      const after = next.nextElementSibling;
+      next.remove();
+      next = after;
+    }
+    const editOf = node.dataset.id;
+    node.remove();
+    sendText(text, { editOf });
+  });
+  cancel.addEventListener('click', () => {
+    close();
+    node.querySelector('.edit-message').focus();
+  });
+  area.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') {
+      event.preventDefault();
+      event.stopPropagation();
+      close();
+      node.querySelector('.edit-message').focus();
+    } else if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  bubble.hidden = true;
+  node.querySelector('.message-actions').hidden = true;
+  node.append(form);
+  area.focus();
+}
+
+async function switchVersion(target) {
+  if (busy() || !state.conversation) return;
+  const id = state.conversation.id;
+  try {
+    const body = await postJSON(`/api/conversations/${id}/branch/`, { message: target });
+    if (!isCurrent(id)) return;
+    const top = dom.scroller.scrollTop;
+    showMessages(body.messages || []);
+    const index = state.messages.findIndex((m) => m.id === target);
+    if (index !== -1 && index < state.firstRendered) renderEarlier(state.firstRendered - index);
+    dom.scroller.scrollTop = top;
+    const node = document.getElementById(`m-${target}`);
+    if (node) {
+      node.scrollIntoView({ block: 'nearest' });
+      const again = node.querySelector('.version-button:not([disabled])');
+      if (again) again.focus();
+    }
+    announce('Showing another version');
+  } catch (err) {
+    showError(`Could not show that version: ${err.message}`);
+  }
+}
+
+/** Which buttons each rendered message offers now. */
+function updateMessageActions() {
+  const isBusy = busy();
+  const articles = dom.messages.querySelectorAll('.message');
+  const last = articles.length ? articles[articles.length - 1] : null;
+  for (const node of articles) {
+    const isLast = node === last;
+    const stored = Boolean(node.dataset.id);
+    if (node.dataset.role === 'assistant') {
+      const status = node.dataset.status;
+      const regen = node.querySelector('.regenerate-reply');
+      const cont = node.querySelector('.continue-reply');
+      regen.hidden = !(isLast && stored && status !== 'streaming');
+      regen.disabled = isBusy;
+      cont.hidden = !(isLast && stored && ['stopped', 'interrupted', 'error'].includes(status));
+      cont.disabled = isBusy;
+    } else {
+      const edit = node.querySelector('.edit-message');
+      if (edit) {
+        edit.hidden = !stored || node.dataset.status !== 'stored';
+        edit.disabled = isBusy;
+      }
+    }
+    for (const b of node.querySelectorAll('.version-button')) {
+      b.disabled = isBusy || !b.dataset.target;
+    }
+  }
+}
+
+function announce(text) {
+  dom.announcer.textContent = '';
+  // A new text node, a moment later, so the same words are announced again.
+  setTimeout(() => {
+    dom.announcer.textContent = text;
+  }, 50);
 }
 
 function stopReply() {
@@ -344,8 +564,41 @@ dom.prompt.addEventListener('keydown', (event) => {
 });
 dom.prompt.addEventListener('input', autosize);
 dom.stop.addEventListener('click', stopReply);
+function typingIn(target) {
+  return target instanceof HTMLElement && (target.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName));
+}
+
+function openHelp() {
+  const dialog = $('#help-dialog');
+  if (!dialog.open) dialog.showModal();
+}
+
+$('#help-button').addEventListener('click', openHelp);
+
+document.addEventListener('keydown', (event) => {
+  if (event.defaultPrevented || event.isComposing) return;
+  const mod = event.ctrlKey || event.metaKey;
+  const key = event.key.toLowerCase();
+  if (mod && event.shiftKey && key === 'o') {
+    event.preventDefault();
+    location.assign('/');
+    return;
+  }
+  if (mod && !event.shiftKey && !event.altKey && key === 'k') {
+    event.preventDefault();
+    if (!window.matchMedia('(min-width: 48rem)').matches) setSidebarOpen(true);
+    sidebar.focusSearch();
+    return;
+  }
+  if (event.key === '?' && !mod && !typingIn(event.target) && !document.querySelector('dialog[open]')) {
+    event.preventDefault();
+    openHelp();
+  }
+});
+
 document.addEventListener('keydown', (event) => {
   if (event.key !== 'Escape' || event.defaultPrevented) return;
+  if (document.querySelector('dialog[open]')) return; // the dialog closes itself
   if (document.body.classList.contains('sidebar-open')) {
     setSidebarOpen(false);
     return;
@@ -363,17 +616,32 @@ dom.messages.addEventListener('click', (event) => {
     const pre = button.closest('.code-block').querySelector('pre');
     copyText(pre.textContent, button);
   } else if (button.classList.contains('copy-message')) {
-    copyText(button.closest('.message').chatsiteText || '', button);
+    copyText(button.closest('.message').chatsiteText || '', button).then((ok) =>
+      announce(ok ? 'Copied' : 'Could not copy'),
+    );
+  } else if (button.classList.contains('regenerate-reply')) {
+    regenerate(button.closest('.message'));
+  } else if (button.classList.contains('continue-reply')) {
+    continueReply(button.closest('.message'));
+  } else if (button.classList.contains('edit-message')) {
+    startEdit(button.closest('.message'));
+  } else if (button.classList.contains('version-button') && button.dataset.target) {
+    switchVersion(button.dataset.target);
   }
 });
 
 // --- server frames ----------------------------------------------------------
 
 function onAck(f) {
+  const action = state.actions.get(f.client_id);
+  if (action) {
+    bumpConversation(f.conversation);
+    return;
+  }
   const p = state.pending.get(f.client_id);
   if (!p) return;
   state.pending.delete(f.client_id);
-  p.node.dataset.id = f.message;
+  setMessageId(p.node, f.message);
   setUserStatus(p.node, 'stored');
   if (p.frame.conversation === null && !isCurrent(f.conversation)) {
     const conv = {
@@ -385,8 +653,8 @@ function onAck(f) {
     state.conversation = conv;
     history.replaceState(null, '', `/c/${conv.id}/`);
     setTitle(conv.title);
-    state.conversations = [conv, ...state.conversations.filter((c) => c.id !== conv.id)];
-    renderSidebar();
+    sidebar.bump(conv);
+    updateExportMenu();
   } else {
     bumpConversation(f.conversation);
   }
@@ -398,11 +666,19 @@ function onReplyStarted(f) {
     bumpConversation(f.conversation);
     return;
   }
+  if (state.refreshNext) {
+    state.refreshNext = false;
+    state.refreshOnFinish.add(f.reply);
+  }
   let r = state.replies.get(f.reply);
   if (!r) {
     const node = assistantMessageEl({ id: f.reply, status: 'streaming', model: f.model });
     r = replyState(node, f.reply, '', 0);
-    appendMessage(node);
+    // A regenerated reply streams in place of the one it replaces.
+    const action = [...state.actions.values()].find((a) => a.kind === 'regenerate' && a.node.isConnected);
+    if (action) action.node.replaceWith(node);
+    else appendMessage(node);
+    state.actions.clear();
   } else if (f.after_seq < r.seq) {
     // The server replays from after_seq: drop what it will send again.
     if (r.offsets.has(f.after_seq)) {
@@ -414,8 +690,8 @@ function onReplyStarted(f) {
   }
   if (f.after_seq > r.seq) r.gap = true; // text in between is missing here; refetched at the end
   r.finished = false;
-  r.node.dataset.status = 'streaming';
-  r.node.setAttribute('aria-busy', 'true');
+  reopenAssistant(r.node);
+  announce('Reply started');
   if (f.model) r.node.dataset.model = f.model;
   state.active = f.reply;
   state.latestReply = f.reply;
@@ -451,6 +727,10 @@ async function onReplyFinished(f) {
   }
   dirty.delete(r);
   r.finished = true;
+  announce(
+    { complete: 'Reply finished', stopped: 'Reply stopped', interrupted: 'Reply interrupted' }[f.status] ||
+      'Reply failed',
+  );
   if (f.last_seq < r.seq) {
     // Saved is exactly deltas 1…last_seq (e.g. the server died after its last
     // checkpoint): show that, not the text past it, which a reload would lose.
@@ -481,10 +761,14 @@ async function onReplyFinished(f) {
     }
   } else {
     renderAssistant(r.node, r.text);
-    finishAssistant(r.node, { ...f, model: label });
+    finishAssistant(r.node, { ...f, model: label, segments: r.node.chatsiteSegments });
     updateControls();
   }
   followBottom();
+  if (state.refreshOnFinish.delete(f.reply) && !busy()) {
+    // New versions (switchers) and continued parts (metrics) come from the server.
+    await reloadConversation();
+  }
 }
 
 // Codes that can only answer a `send`: an error frame with one of these and no
@@ -493,6 +777,18 @@ const SEND_ERRORS = new Set(['unknown_model', 'prompt_too_long', 'reply_running'
 
 function onError(f) {
   showError(f.message || `Error: ${f.code}`);
+  const action = f.ref ? state.actions.get(f.ref) : null;
+  if (action || (state.awaiting && state.awaiting.startsWith('continue:') && (!f.ref || state.awaiting === `continue:${f.ref}`))) {
+    // A regenerate or continue that was refused: nothing changed.
+    if (action) {
+      delete action.node.dataset.replacing;
+      state.actions.delete(f.ref);
+    }
+    state.awaiting = null;
+    state.refreshNext = false;
+    updateControls();
+    return;
+  }
   let ref = f.ref;
   if (!ref && SEND_ERRORS.has(f.code) && state.awaiting !== null && state.pending.has(state.awaiting)) {
     ref = state.awaiting;
@@ -508,6 +804,11 @@ function onError(f) {
     if (state.awaiting === f.ref) state.awaiting = null;
     updateControls();
     dom.prompt.focus();
+    if (p.frame.edit_of) {
+      state.refreshNext = false;
+      reloadConversation(); // the branch that left the view comes back
+      return;
+    }
     // Another tab may be streaming in this conversation: show and follow it.
     if (f.code === 'reply_running' && p.frame.conversation && isCurrent(p.frame.conversation)) reloadConversation();
     return;
@@ -544,6 +845,7 @@ function onOpen({ reconnect }) {
   // Sends that were never acknowledged go out again with the same client_id;
   // the server stores each client_id once, so a retry never duplicates.
   for (const p of state.pending.values()) socket.send(p.frame);
+  for (const a of state.actions.values()) socket.send(a.frame);
   const conv = state.conversation;
   const retrying = conv && [...state.pending.values()].some((p) => p.frame.conversation === conv.id);
   if (conv && !retrying && (reconnect || state.active !== null)) {
@@ -569,10 +871,14 @@ const socket = new ReconnectingSocket(wsUrl, { onOpen, onFrame, onState: onSocke
 
 setTitle(state.conversation ? state.conversation.title : null);
 initModels();
-renderSidebar();
+sidebar.start(Array.isArray(data.conversations) ? data.conversations : []);
+updateExportMenu();
 showMessages(Array.isArray(data.messages) ? data.messages : []);
 autosize();
-requestAnimationFrame(() => followBottom(true));
+requestAnimationFrame(async () => {
+  if (!(await revealFromHash())) followBottom(true);
+  requestAnimationFrame(watchEarlier);
+});
 document.body.dataset.socket = 'connecting';
 socket.connect();
 if (window.matchMedia('(min-width: 48rem)').matches) dom.prompt.focus();

@@ -79,12 +79,68 @@ export function userMessageEl({ id = null, text, status = 'stored', clientId = n
   const node = el('article', { className: 'message message-user', 'aria-label': 'You' }, [
     el('div', { className: 'bubble' }, [body]),
     el('p', { className: 'message-note', hidden: true }),
+    el('div', { className: 'message-footer message-actions' }, [
+      el('span', { className: 'versions-slot' }),
+      // The label is drawn by CSS, so the message's text stays exactly what the user wrote.
+      el('button', { type: 'button', className: 'text-button edit-message', 'aria-label': 'Edit this message', title: 'Edit' }),
+      el('button', {
+        type: 'button',
+        className: 'icon-button copy-message',
+        'aria-label': 'Copy message',
+        title: 'Copy message',
+      }),
+    ]),
   ]);
   node.dataset.role = 'user';
-  if (id) node.dataset.id = id;
+  if (id) setMessageId(node, id);
   if (clientId) node.dataset.clientId = clientId;
   node.dataset.status = status;
+  node.chatsiteText = text;
   return node;
+}
+
+/** Give a message element its id (data-id, and id="m-<id>" for links to it). */
+export function setMessageId(node, id) {
+  node.dataset.id = id;
+  node.id = `m-${id}`;
+}
+
+/** The "‹ 2/3 ›" switcher between the versions of a message (none for one version). */
+export function setVersions(node, versions) {
+  const slot = node.querySelector('.versions-slot');
+  const list = Array.isArray(versions) ? versions : [];
+  node.chatsiteVersions = list;
+  const index = list.indexOf(node.dataset.id);
+  if (list.length < 2 || index === -1) {
+    slot.replaceChildren();
+    return;
+  }
+  const who = node.dataset.role === 'user' ? 'message' : 'reply';
+  const prev = el('button', {
+    type: 'button',
+    className: 'icon-button version-button version-prev',
+    'aria-label': `Previous version of this ${who}`,
+    title: 'Previous version',
+    disabled: index === 0,
+    text: '‹',
+  });
+  const next = el('button', {
+    type: 'button',
+    className: 'icon-button version-button version-next',
+    'aria-label': `Next version of this ${who}`,
+    title: 'Next version',
+    disabled: index === list.length - 1,
+    text: '›',
+  });
+  if (index > 0) prev.dataset.target = list[index - 1];
+  if (index < list.length - 1) next.dataset.target = list[index + 1];
+  slot.replaceChildren(
+    el('span', { className: 'versions', role: 'group', 'aria-label': `Version ${index + 1} of ${list.length}` }, [
+      prev,
+      el('span', { className: 'version-label', text: `${index + 1}/${list.length}` }),
+      next,
+    ]),
+  );
 }
 
 export function setUserStatus(node, status, note = '') {
@@ -99,6 +155,7 @@ export function assistantMessageEl({ id = null, status = 'streaming', model = nu
   const node = el('article', { className: 'message message-assistant', 'aria-label': 'Assistant' }, [
     el('div', { className: 'message-body' }),
     el('div', { className: 'message-footer' }, [
+      el('span', { className: 'versions-slot' }),
       el('span', { className: 'badge', hidden: true }),
       el('span', { className: 'metrics', hidden: true }),
       el('button', {
@@ -108,11 +165,13 @@ export function assistantMessageEl({ id = null, status = 'streaming', model = nu
         title: 'Copy reply as markdown',
         hidden: true,
       }),
+      el('button', { type: 'button', className: 'text-button regenerate-reply', text: 'Regenerate', hidden: true }),
+      el('button', { type: 'button', className: 'text-button continue-reply', text: 'Continue', hidden: true }),
     ]),
     el('p', { className: 'message-error', hidden: true }),
   ]);
   node.dataset.role = 'assistant';
-  if (id) node.dataset.id = id;
+  if (id) setMessageId(node, id);
   node.dataset.status = status;
   if (model) node.dataset.model = model;
   node.chatsiteText = '';
@@ -129,7 +188,10 @@ export function renderAssistant(node, text, { streaming = false } = {}) {
 }
 
 /** Show the terminal state: badge, error text, metrics. */
-export function finishAssistant(node, { status, error_kind = null, error = null, metrics = null, usage = null, model = null }) {
+export function finishAssistant(
+  node,
+  { status, error_kind = null, error = null, metrics = null, usage = null, model = null, segments = null },
+) {
   node.dataset.status = status;
   node.removeAttribute('aria-busy');
   const badge = node.querySelector('.badge');
@@ -144,7 +206,18 @@ export function finishAssistant(node, { status, error_kind = null, error = null,
   errorEl.hidden = !errText;
 
   const metricsEl = node.querySelector('.metrics');
-  const text = metricsText(metrics, usage);
+  let text = metricsText(metrics, usage);
+  if (Array.isArray(segments) && segments.length > 0) {
+    // A continued reply: the metrics of every part, earlier parts first.
+    const parts = segments.map((seg) =>
+      metricsText(
+        { ttft_ms: seg.ttft_ms, tokens_per_s: seg.tokens_per_s },
+        { completion_tokens: seg.completion_tokens, counted: false },
+      ),
+    );
+    parts.push(text);
+    text = parts.map((t, i) => `Part ${i + 1}: ${t || '–'}`).join(' | ');
+  }
   metricsEl.textContent = text;
   metricsEl.hidden = !text;
   const title = metricsTitle(metrics, usage, model || node.dataset.model);
@@ -152,6 +225,13 @@ export function finishAssistant(node, { status, error_kind = null, error = null,
   else metricsEl.removeAttribute('title');
 
   node.querySelector('.copy-message').hidden = !node.chatsiteText;
+}
+
+/** A reply going back to streaming (continue): clear its terminal state. */
+export function reopenAssistant(node) {
+  node.dataset.status = 'streaming';
+  node.setAttribute('aria-busy', 'true');
+  for (const sel of ['.badge', '.message-error']) node.querySelector(sel).hidden = true;
 }
 
 function addCodeCopyButtons(body) {
@@ -171,14 +251,35 @@ function addCodeCopyButtons(body) {
   }
 }
 
-export async function copyText(text, button) {
+function copyFallback(text) {
+  const area = el('textarea', { className: 'clipboard-helper', readonly: true, 'aria-hidden': 'true' });
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  let ok = false;
   try {
+    ok = document.execCommand('copy');
+  } catch {
+    ok = false;
+  }
+  area.remove();
+  return ok;
+}
+
+export async function copyText(text, button) {
+  let ok = false;
+  try {
+    if (!navigator.clipboard) throw new Error('no clipboard');
     await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch {
+    ok = copyFallback(text);
+  }
+  if (ok) {
     button.dataset.copied = 'true';
     setTimeout(() => delete button.dataset.copied, 1500);
-  } catch {
-    /* clipboard unavailable (insecure context): nothing to do */
   }
+  return ok;
 }
 
 // --- sidebar ----------------------------------------------------------------
