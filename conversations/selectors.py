@@ -259,6 +259,9 @@ def conversation_to_dict(conversation: Conversation) -> dict:
         "updated_at": conversation.updated_at.isoformat(),
         "pinned": conversation.pinned,
         "archived": conversation.archived,
+        "system_prompt": conversation.system_prompt,
+        "temperature": conversation.temperature,
+        "max_tokens": conversation.max_tokens,
     }
 
 

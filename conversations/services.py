@@ -497,6 +497,7 @@ def conversation_update(
     title: str | None = None,
     pinned: bool | None = None,
     archived: bool | None = None,
+    options: dict | None = None,
 ) -> Conversation:
     """Rename, pin or unpin, archive or unarchive one of the user's conversations
     (any of them at once; None leaves a field as it is). A new title is the
@@ -513,6 +514,9 @@ def conversation_update(
         fields["pinned"] = bool(pinned)
     if archived is not None:
         fields["archived"] = bool(archived)
+    # The conversation's own system prompt and sampling (validated by the caller;
+    # None for temperature / max_tokens means the provider's default).
+    fields.update(options or {})
     with transaction.atomic():
         mine = Conversation.objects.filter(pk=conversation_id, user=user)
         if fields and not mine.update(**fields):

@@ -104,7 +104,8 @@ def _read_json_object(request: HttpRequest) -> dict:
 @require_POST
 async def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     """``POST /api/conversations/<id>/update/`` with any of ``{"title": str,
-    "pinned": bool, "archived": bool}``: rename, pin/unpin, archive/unarchive."""
+    "pinned": bool, "archived": bool, "system_prompt": str, "temperature": number|null,
+    "max_tokens": int|null}``: rename, pin/unpin, archive/unarchive, settings."""
     user = await _user(request)
     if user is None:
         return _error(401, "not_authenticated", "log in first")
@@ -113,11 +114,15 @@ async def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) 
         tz_offset = _tz_offset(request)
     except ValueError as exc:
         return _error(400, "invalid", str(exc))
-    unknown = sorted(set(body) - {"title", "pinned", "archived"})
+    unknown = sorted(set(body) - {"title", "pinned", "archived", *OPTION_FIELDS})
     if unknown:
         return _error(400, "invalid", f"unknown field {unknown[0][:40]!r}")
     if not body:
         return _error(400, "invalid", "nothing to change: send title, pinned or archived")
+    try:
+        options = _options(body)
+    except ValueError as exc:
+        return _error(400, "invalid", str(exc))
     if "title" in body and not isinstance(body["title"], str):
         return _error(400, "invalid", "title must be a string")
     for flag in ("pinned", "archived"):
@@ -130,6 +135,7 @@ async def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) 
             title=body.get("title"),
             pinned=body.get("pinned"),
             archived=body.get("archived"),
+            options=options,
         )
     except services.NotFound:
         return _not_found()
@@ -137,6 +143,35 @@ async def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) 
         return _error(400, "invalid_title", str(exc))
     item = selectors.conversation_item(conversation=conversation, tz_offset=tz_offset)
     return JsonResponse({"conversation": selectors.conversation_item_to_dict(item)})
+
+
+OPTION_FIELDS = ("system_prompt", "temperature", "max_tokens")
+MAX_SYSTEM_PROMPT_CHARS = 20_000
+
+
+def _options(body: dict) -> dict:
+    """The conversation settings in ``body``, validated."""
+    options: dict = {}
+    if "system_prompt" in body:
+        prompt = body["system_prompt"]
+        if not isinstance(prompt, str) or len(prompt) > MAX_SYSTEM_PROMPT_CHARS:
+            raise ValueError(f"system_prompt must be text of at most {MAX_SYSTEM_PROMPT_CHARS} characters")
+        options["system_prompt"] = prompt.strip()
+    if "temperature" in body:
+        value = body["temperature"]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2
+        ):
+            raise ValueError("temperature must be a number from 0 to 2, or null for the default")
+        options["temperature"] = None if value is None else float(value)
+    if "max_tokens" in body:
+        value = body["max_tokens"]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 200_000
+        ):
+            raise ValueError("max_tokens must be a whole number from 1 to 200000, or null for the default")
+        options["max_tokens"] = value
+    return options
 
 
 @require_POST
