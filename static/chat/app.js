@@ -1,6 +1,7 @@
 // The chat page: state, socket frames, composer. See docs/protocol.md.
 
 import { ReconnectingSocket } from './socket.js';
+import { initSettings } from './settings.js';
 import { createSidebar, postJSON } from './sidebar.js';
 import {
   $,
@@ -329,8 +330,11 @@ document.addEventListener('chatsite:renamed', (event) => {
   }
 });
 
+const settingsDialog = initSettings({ getConversation: () => state.conversation });
+
 function updateExportMenu() {
   const conv = state.conversation;
+  settingsDialog.update();
   dom.exportMenu.hidden = !conv;
   if (!conv) return;
   $('#export-md').href = `/c/${conv.id}/export.md`;
