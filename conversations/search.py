@@ -5,9 +5,13 @@ One function, :func:`search_messages`, on the database's own engine:
 * SQLite: the FTS5 table ``conversations_search`` (migration 0004), ranked by
   bm25 with a title worth ten times a message, snippets by FTS5's
   ``snippet()``;
-* PostgreSQL: ``SearchVector``/``SearchQuery``/``SearchRank``/``SearchHeadline``
-  on the ``'simple'`` configuration, through the GIN expression indexes of
+* PostgreSQL: ``SearchQuery``/``SearchRank``/``SearchHeadline`` on the
+  ``'simple'`` configuration, over the stored ``search_vector`` column of the
+  messages and ``SearchVector`` of the titles, through the GIN indexes of
   migration 0004.
+
+Either way only the newest ``CANDIDATES`` matches are ranked, so a query that
+matches most of a large history costs about what a rare one does.
 
 Both engines tokenize alike (lower-cased words, no stemming, no stop words),
 so a query finds the same things on either. The user's text is never parsed
@@ -124,7 +128,9 @@ def query_words(query: str) -> list[str]:
 
 
 def _prefix(word: str) -> bool:
-    return sum(ch.isalnum() for ch in word) >= PREFIX_MIN_CHARS
+    """Whether the word's last token (what a prefix applies to) is long enough."""
+    tokens = "".join(ch if ch.isalnum() else " " for ch in word).split()
+    return bool(tokens) and len(tokens[-1]) >= PREFIX_MIN_CHARS
 
 
 def fts5_query(words: list[str]) -> str:
@@ -213,7 +219,11 @@ def _search_sqlite(user: AbstractBaseUser, words: list[str], limit: int, offset:
         ranked = sorted(cursor.fetchall(), key=lambda row: (row[1], -row[0]))[offset : offset + limit]
         if not ranked:
             return []
-        # Snippets for the page only.
+        ids = [rowid for rowid, _ in ranked]
+        # Snippets for the page only. The rowid range is handed to FTS5 (one
+        # pass over that stretch of the doclists); ``+rowid IN`` is a plain
+        # filter: as an FTS5 constraint it would redo the MATCH (a prefix
+        # query's merge included) once per rowid.
         cursor.execute(
             f"""
             SELECT s.rowid, d.conversation_id, d.message_id, c.title, c.archived, c.updated_at,
@@ -223,10 +233,10 @@ def _search_sqlite(user: AbstractBaseUser, words: list[str], limit: int, offset:
             JOIN conversations_searchdoc d ON d.id = s.rowid
             JOIN conversations_conversation c ON c.id = d.conversation_id
             LEFT JOIN conversations_message m ON m.id = d.message_id
-            WHERE conversations_search MATCH %s AND s.rowid IN ({", ".join(["%s"] * len(ranked))})
-                  AND c.user_id = %s
+            WHERE conversations_search MATCH %s AND s.rowid BETWEEN %s AND %s
+                  AND +s.rowid IN ({", ".join(["%s"] * len(ranked))}) AND c.user_id = %s
             """,
-            [match, *(rowid for rowid, _ in ranked), user.pk],
+            [match, min(ids), max(ids), *ids, user.pk],
         )
         rows = {row[0]: row[1:] for row in cursor.fetchall()}
     hits = []

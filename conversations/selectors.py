@@ -33,6 +33,7 @@ def conversation_get(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> C
 # OFFSET, so any page costs about what the first one does.
 
 LIST_MAX_LIMIT = 200
+#: The fields of a list item (conversation_item_to_dict), besides its group.
 LIST_FIELDS = ("id", "title", "model", "updated_at", "pinned", "archived")
 #: Sidebar groups, in display order.
 GROUPS = ("pinned", "today", "yesterday", "last_7_days", "older")
@@ -115,10 +116,11 @@ def _list_partition(
     """The pinned (or unpinned) conversations in list order, after ``after``."""
     # Value(): Django writes ``flag=False`` as ``NOT flag``, which SQLite cannot
     # match to an index column; ``flag = false`` it can (PostgreSQL takes both).
-    qs = (
-        Conversation.objects.filter(user=user, archived=Value(archived), pinned=Value(pinned))
-        .only(*LIST_FIELDS)
-        .order_by("-updated_at", "id")
+    # Whole rows: callers serialize them with conversation_to_dict, whose fields
+    # grow, and a deferred field would cost a query per row (and fail outright
+    # in an async view).
+    qs = Conversation.objects.filter(user=user, archived=Value(archived), pinned=Value(pinned)).order_by(
+        "-updated_at", "id"
     )
     if after is not None:
         # (updated_at, id) after the cursor's in (-updated_at, id) order; the
@@ -266,5 +268,15 @@ def conversation_to_dict(conversation: Conversation) -> dict:
 
 
 def conversation_item_to_dict(item: ConversationItem) -> dict:
-    """A conversation as the list endpoint shows it: with its sidebar group."""
-    return {**conversation_to_dict(item.conversation), "group": item.group}
+    """A conversation as the list shows it: LIST_FIELDS and its sidebar group
+    (not its settings: a page of the list stays small)."""
+    conversation = item.conversation
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "model": conversation.model,
+        "updated_at": conversation.updated_at.isoformat(),
+        "pinned": conversation.pinned,
+        "archived": conversation.archived,
+        "group": item.group,
+    }

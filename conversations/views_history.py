@@ -22,8 +22,9 @@ from .replies import registry
 
 log = logging.getLogger(__name__)
 
-#: The largest request body an action accepts.
-MAX_BODY_BYTES = 4096
+#: The largest request body an action accepts (room for the longest system
+#: prompt, MAX_SYSTEM_PROMPT_CHARS, even written as JSON \u escapes).
+MAX_BODY_BYTES = 256 * 1024
 
 
 def _error(status: int, error: str, message: str) -> JsonResponse:

@@ -198,6 +198,21 @@ def test_the_old_callers_of_conversation_list_still_work(alice):
     assert client_for(alice).get("/").status_code == 200
 
 
+def test_a_page_costs_the_same_few_queries_however_it_is_serialized(alice):
+    from django.test.utils import CaptureQueriesContext
+
+    for i in range(30):
+        make(alice, f"c{i}", at=T0 - timedelta(minutes=i), pinned=i < 3)
+    with CaptureQueriesContext(connection) as queries:
+        page = selectors.conversation_list(user=alice, limit=20)
+        [selectors.conversation_item_to_dict(item) for item in page.items]
+        [selectors.conversation_to_dict(c) for c in page]  # the chat page's sidebar
+    assert len(queries) == 2  # the pinned part, then the rest
+    with CaptureQueriesContext(connection) as queries:
+        selectors.conversation_list(user=alice, limit=20, cursor=page.next_cursor)
+    assert len(queries) == 1
+
+
 def _plan(sql: str, params) -> str:
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
@@ -298,6 +313,20 @@ def test_malformed_action_bodies_are_a_400(alice, body):
     assert response.status_code == 400
     conversation.refresh_from_db()
     assert (conversation.pinned, conversation.archived, conversation.title) == (False, False, "chat")
+
+
+def test_the_body_limit_leaves_room_for_the_longest_settings(alice):
+    from conversations import views_history
+
+    conversation = make(alice)
+    prompt = "é🙂" * (views_history.MAX_SYSTEM_PROMPT_CHARS // 2)
+    body = json.dumps({"title": "t" * 200, "system_prompt": prompt})  # ASCII-escaped: 6-12 bytes a char
+    url = f"/api/conversations/{conversation.pk}/update/"
+    response = client_for(alice).post(url, body, content_type="application/json")
+    assert response.status_code == 200, response.content
+    too_big = json.dumps({"title": "x" * (views_history.MAX_BODY_BYTES + 1)})
+    response = client_for(alice).post(url, too_big, content_type="application/json")
+    assert response.status_code == 400
 
 
 def test_a_body_that_is_not_json_is_a_400(alice):

@@ -98,6 +98,11 @@ def test_the_last_word_matches_as_a_prefix(alice):
     assert [h.message_id for h in find(alice, "postgres strat")] == [hit.pk]
     # Only the last word is a prefix; earlier words are whole words.
     assert find(alice, "deplo strategies") == []
+    # From three letters on (a shorter prefix would match too much to be fast).
+    assert [h.message_id for h in find(alice, "dep")] == [hit.pk]
+    assert find(alice, "de") == []
+    assert find(alice, "for/po") == []  # the prefix is "po": too short
+    assert [h.message_id for h in find(alice, "for/pos")] == [hit.pk]
 
 
 def test_never_returns_another_users_content(alice, bob):
@@ -316,6 +321,20 @@ def test_a_streaming_reply_is_searchable_once_checkpointed(alice):
     )
     assert [h.message_id for h in find(alice, "sea")] == [reply.pk]
     assert [h.kind for h in find(alice, "poem")] == ["title", "message"]  # the automatic title too
+
+
+def test_messages_stored_before_their_conversation_are_found(alice):
+    # Foreign keys are checked at commit, so a bulk import may store the
+    # messages first.
+    from django.db import transaction
+
+    conv_id = uuid.uuid4()
+    with transaction.atomic():
+        msg = Message.objects.create(conversation_id=conv_id, role="user", content="imported quokka")
+        Conversation.objects.create(
+            id=conv_id, user=alice, title="imported", model="openai/fake", client_id=uuid.uuid4().hex
+        )
+    assert [h.message_id for h in find(alice, "quokka")] == [msg.pk]
 
 
 # --- the engines --------------------------------------------------------------
