@@ -45,7 +45,7 @@ SQLITE_TABLES = [
         id INTEGER PRIMARY KEY,
         conversation_id char(32) NOT NULL,
         message_id char(32) NULL,
-        user_id integer NOT NULL
+        user_id integer NULL
     )
     """,
     # One document per message, one (message_id NULL) per conversation title.
@@ -53,6 +53,12 @@ SQLITE_TABLES = [
     """
     CREATE UNIQUE INDEX conversations_searchdoc_title ON conversations_searchdoc (conversation_id)
     WHERE message_id IS NULL
+    """,
+    # Messages stored before their conversation (in one transaction: foreign
+    # keys are checked at commit) wait here for its user.
+    """
+    CREATE INDEX conversations_searchdoc_waiting ON conversations_searchdoc (conversation_id)
+    WHERE user_id IS NULL
     """,
     """
     CREATE VIRTUAL TABLE conversations_search USING fts5(
@@ -63,14 +69,20 @@ SQLITE_TABLES = [
 
 # The triggers read and write only the search tables (never the other app
 # table), so rebuilding one app table never trips over the other's triggers.
-# A message finds its user through its conversation's title document.
+# A message finds its user through its conversation's title document; one
+# stored before its conversation gets it when the conversation comes.
 SQLITE_TRIGGERS = [
     """
     CREATE TRIGGER conversations_search_message_insert AFTER INSERT ON conversations_message
     BEGIN
-        INSERT INTO conversations_searchdoc (conversation_id, message_id, user_id)
-            SELECT NEW.conversation_id, NEW.id, t.user_id FROM conversations_searchdoc t
-            WHERE t.conversation_id = NEW.conversation_id AND t.message_id IS NULL;
+        INSERT INTO conversations_searchdoc (conversation_id, message_id, user_id) VALUES (
+            NEW.conversation_id,
+            NEW.id,
+            (
+                SELECT t.user_id FROM conversations_searchdoc t
+                WHERE t.conversation_id = NEW.conversation_id AND t.message_id IS NULL
+            )
+        );
         INSERT INTO conversations_search (rowid, title, content)
             SELECT d.id, '', NEW.content FROM conversations_searchdoc d WHERE d.message_id = NEW.id;
     END
@@ -99,6 +111,8 @@ SQLITE_TRIGGERS = [
         INSERT INTO conversations_search (rowid, title, content)
             SELECT d.id, NEW.title, '' FROM conversations_searchdoc d
             WHERE d.conversation_id = NEW.id AND d.message_id IS NULL;
+        UPDATE conversations_searchdoc SET user_id = NEW.user_id
+            WHERE conversation_id = NEW.id AND user_id IS NULL;
     END
     """,
     """
