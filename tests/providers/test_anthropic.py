@@ -8,7 +8,9 @@ import pytest
 
 from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS
 from conversations.providers.anthropic import API_VERSION, AnthropicProvider
-from conversations.providers.base import ChatMessage, ProviderError, StreamResult
+from conversations.providers.base import ChatMessage, StreamResult
+
+from .streaming import collect as collect_from
 
 API_KEY = "sk-ant-test-not-secret"
 MESSAGES = [
@@ -30,15 +32,7 @@ def provider(fake):
 
 
 async def collect(provider, model, **kwargs):
-    """Stream to the end: (text pieces, StreamResult, ProviderError or None)."""
-    result = StreamResult()
-    pieces: list[str] = []
-    try:
-        async for piece in provider.stream(model=model, messages=MESSAGES, result=result, **kwargs):
-            pieces.append(piece)
-    except ProviderError as exc:
-        return pieces, result, exc
-    return pieces, result, None
+    return await collect_from(provider, model, MESSAGES, **kwargs)
 
 
 async def test_streams_text_usage_and_stop_reason(fake, provider):

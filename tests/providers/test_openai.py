@@ -7,8 +7,10 @@ import asyncio
 import pytest
 
 from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS
-from conversations.providers.base import ChatMessage, ProviderError, StreamResult
+from conversations.providers.base import ChatMessage, StreamResult
 from conversations.providers.openai import OpenAIProvider
+
+from .streaming import collect as collect_from
 
 API_KEY = "sk-test-not-secret"
 MESSAGES = [
@@ -28,15 +30,7 @@ def provider(fake):
 
 
 async def collect(provider, model, **kwargs):
-    """Stream to the end: (text pieces, StreamResult, ProviderError or None)."""
-    result = StreamResult()
-    pieces: list[str] = []
-    try:
-        async for piece in provider.stream(model=model, messages=MESSAGES, result=result, **kwargs):
-            pieces.append(piece)
-    except ProviderError as exc:
-        return pieces, result, exc
-    return pieces, result, None
+    return await collect_from(provider, model, MESSAGES, **kwargs)
 
 
 async def test_streams_text_usage_and_finish_reason(fake, provider):
