@@ -1,11 +1,12 @@
 from django.urls import include, path
 
-from . import views
+from . import views, views_history
 
 urlpatterns = [
     path("", views.chat, name="chat"),
     path("c/<uuid:conversation_id>/", views.chat, name="conversation"),
-    path("api/conversations/", views.conversation_index, name="api-conversations"),
+    # The same paginated list as api/history/ (kept for clients of the first version).
+    path("api/conversations/", views_history.conversation_index, name="api-conversations"),
     path(
         "api/conversations/<uuid:conversation_id>/",
         views.conversation_detail,

@@ -106,15 +106,6 @@ async def conversation_branch(request: HttpRequest, conversation_id: uuid.UUID) 
 
 
 @require_GET
-async def conversation_index(request: HttpRequest) -> JsonResponse:
-    user = await request.auser()
-    if not user.is_authenticated:
-        return JsonResponse({"error": "not_authenticated"}, status=401)
-    conversations = await sync_to_async(selectors.conversation_list)(user=user)
-    return JsonResponse({"conversations": [selectors.conversation_to_dict(c) for c in conversations]})
-
-
-@require_GET
 async def model_index(request: HttpRequest) -> JsonResponse:
     user = await request.auser()
     if not user.is_authenticated:
