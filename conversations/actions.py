@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from . import protocol, selectors, services, workers
+from .batching import Batcher
 from .models import Conversation, Message
 from .providers import get_provider, list_models, split_model_id
 from .replies import Reply, Subscriber, registry, reply_for_user
@@ -171,6 +172,14 @@ def _launch(
     return reply
 
 
+def _store_starts(requests: list[services.ExchangeRequest]) -> list[services.StartedExchange | Exception]:
+    return services.exchange_start_many(requests=requests)
+
+
+#: Sends that arrive while earlier ones are being stored are stored together.
+_starts: Batcher[services.ExchangeRequest, services.StartedExchange] = Batcher(_store_starts)
+
+
 async def reply_start(
     *, user: AbstractBaseUser, frame: protocol.Send, subscriber: Subscriber
 ) -> Reply | None:
@@ -185,14 +194,16 @@ async def reply_start(
             raise _refusal(services.ReplyRunning(), frame.client_id)
         registry.starting[conv_id] = user.pk
     try:
-        exchange = await database_sync_to_async(services.exchange_start)(
-            user=user,
-            conversation_id=conv_id,
-            client_id=frame.client_id,
-            text=frame.text,
-            model=model,
-            provider=provider_name,
-            edit_of=frame.edit_of,
+        exchange = await _starts.submit(
+            services.ExchangeRequest(
+                user=user,
+                conversation_id=conv_id,
+                client_id=frame.client_id,
+                text=frame.text,
+                model=model,
+                provider=provider_name,
+                edit_of=frame.edit_of,
+            )
         )
     except _REFUSALS as exc:
         raise _refusal(exc, frame.client_id) from None

@@ -13,6 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from .models import Conversation, Message
@@ -106,6 +107,106 @@ def exchange_start(
         return _exchange_start(**kwargs)
 
 
+@dataclass(frozen=True, slots=True)
+class ExchangeRequest:
+    """One ``send``: the arguments of :func:`exchange_start`."""
+
+    user: AbstractBaseUser
+    conversation_id: uuid.UUID | None
+    client_id: str
+    text: str
+    model: str
+    provider: str
+    edit_of: uuid.UUID | None = None
+
+
+def exchange_start_many(*, requests: list[ExchangeRequest]) -> list[StartedExchange | Exception]:
+    """Store many sends at once (a group commit): the result or the refusal of each, in order.
+
+    Sends that start a new conversation are stored together: one query for
+    the client ids seen before, one for every sender's limits, then one
+    ``INSERT`` of all the conversations and one of all their messages, in one
+    transaction. Other sends (and, should the batch fail, every send) go
+    through :func:`exchange_start` one by one, each in its own transaction.
+    A refusal is returned, not raised, so one send cannot fail the others.
+    """
+    results: list[StartedExchange | Exception | None] = [None] * len(requests)
+    fresh = [i for i, r in enumerate(requests) if r.conversation_id is None and r.edit_of is None]
+    if len(fresh) > 1:
+        try:
+            for i, result in _exchange_start_new_many([requests[i] for i in fresh]).items():
+                results[fresh[i]] = result
+        except IntegrityError:
+            # A concurrent send with one of these client ids won a race: one by one.
+            pass
+    for i, request in enumerate(requests):
+        if results[i] is not None:
+            continue
+        try:
+            results[i] = exchange_start(
+                user=request.user,
+                conversation_id=request.conversation_id,
+                client_id=request.client_id,
+                text=request.text,
+                model=request.model,
+                provider=request.provider,
+                edit_of=request.edit_of,
+            )
+        except (NotFound, ReplyRunning, TooManyMessages, TooManyReplies) as exc:
+            results[i] = exc
+    return results  # type: ignore[return-value]
+
+
+def _exchange_start_new_many(requests: list[ExchangeRequest]) -> dict[int, StartedExchange | Exception]:
+    """New conversations for many sends (see :func:`exchange_start_many`)."""
+    out: dict[int, StartedExchange | Exception] = {}
+    with transaction.atomic():
+        seen = {
+            (c.user_id, c.client_id): c
+            for c in Conversation.objects.filter(
+                user__in={r.user.pk for r in requests}, client_id__in={r.client_id for r in requests}
+            )
+        }
+        usage = _limit_usage({r.user.pk for r in requests})
+        conversations: list[Conversation] = []
+        messages: list[Message] = []
+        batch_keys: set[tuple[int, str]] = set()
+        for i, request in enumerate(requests):
+            key = (request.user.pk, request.client_id)
+            if key in seen or key in batch_keys:
+                continue  # a retried send: answered one by one, below
+            recent, streaming = usage.get(request.user.pk, (0, 0))
+            refusal = _limit_refusal(recent, streaming)
+            if refusal is not None:
+                out[i] = refusal
+                continue
+            usage[request.user.pk] = (recent + 1, streaming + 1)
+            batch_keys.add(key)
+            conversation = Conversation(
+                user=request.user,
+                client_id=request.client_id,
+                model=request.model,
+                title=_title_from(request.text),
+            )
+            user_message = Message(
+                conversation=conversation,
+                role=Message.Role.USER,
+                content=request.text,
+                client_id=request.client_id,
+            )
+            reply = _reply_for(conversation, user_message, model=request.model, provider=request.provider)
+            # The circular reference is fine: both foreign keys are checked at commit.
+            conversation.active_leaf = reply
+            conversations.append(conversation)
+            messages += [user_message, reply]
+            prompt = [ChatMessage("user", request.text)]
+            out[i] = StartedExchange(conversation, user_message, reply, True, prompt)
+        if conversations:
+            Conversation.objects.bulk_create(conversations)
+            Message.objects.bulk_create(messages)
+    return out
+
+
 def _existing(conversation: Conversation, message: Message) -> StartedExchange:
     if message.role == Message.Role.ASSISTANT:  # a regenerated reply carries the client id
         return StartedExchange(conversation, message.parent, message, False, [])
@@ -123,10 +224,11 @@ def _locked_conversation(user: AbstractBaseUser, conversation_id: uuid.UUID) -> 
     return conversation
 
 
-def _new_reply(
+def _reply_for(
     conversation: Conversation, parent: Message, *, model: str, provider: str, client_id: str = ""
 ) -> Message:
-    reply = Message.objects.create(
+    """An empty streaming reply (not saved yet)."""
+    return Message(
         conversation=conversation,
         parent=parent,
         role=Message.Role.ASSISTANT,
@@ -136,6 +238,13 @@ def _new_reply(
         worker=WORKER_ID,
         client_id=client_id,
     )
+
+
+def _new_reply(
+    conversation: Conversation, parent: Message, *, model: str, provider: str, client_id: str = ""
+) -> Message:
+    reply = _reply_for(conversation, parent, model=model, provider=provider, client_id=client_id)
+    reply.save(force_insert=True)
     conversation.model = model
     conversation.active_leaf = reply
     conversation.save(update_fields=["model", "active_leaf", "updated_at"])
@@ -324,6 +433,35 @@ def _check_limits(user: AbstractBaseUser, *, count_message: bool = True) -> None
     concurrent = settings.CHATSITE_MAX_CONCURRENT_REPLIES
     if concurrent and mine.filter(status=Message.Status.STREAMING).count() >= concurrent:
         raise TooManyReplies()
+
+
+def _limit_usage(user_ids: set[int]) -> dict[int, tuple[int, int]]:
+    """For each user: (messages sent in the last minute, replies streaming), in one query."""
+    per_minute = settings.CHATSITE_MAX_MESSAGES_PER_MINUTE
+    concurrent = settings.CHATSITE_MAX_CONCURRENT_REPLIES
+    if not per_minute and not concurrent:
+        return {}
+    since = timezone.now() - timedelta(seconds=60)
+    recent = Q(role=Message.Role.USER, created_at__gte=since)
+    streaming = Q(status=Message.Status.STREAMING)
+    rows = (
+        Message.objects.filter(conversation__user__in=user_ids)
+        .filter(recent | streaming)
+        .values("conversation__user")
+        .annotate(recent=Count("pk", filter=recent), streaming=Count("pk", filter=streaming))
+        .values_list("conversation__user", "recent", "streaming")
+    )
+    return {user: (n_recent, n_streaming) for user, n_recent, n_streaming in rows}
+
+
+def _limit_refusal(recent: int, streaming: int) -> Exception | None:
+    per_minute = settings.CHATSITE_MAX_MESSAGES_PER_MINUTE
+    if per_minute and recent >= per_minute:
+        return TooManyMessages()
+    concurrent = settings.CHATSITE_MAX_CONCURRENT_REPLIES
+    if concurrent and streaming >= concurrent:
+        return TooManyReplies()
+    return None
 
 
 def reply_checkpoint_many(*, checkpoints: list[tuple[uuid.UUID, str, int]]) -> None:

@@ -1,0 +1,243 @@
+"""Group commit of reply starts: the Batcher, and the service that stores a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from conversations import services
+from conversations.batching import Batcher
+from conversations.models import Conversation, Message
+
+from .conftest import deltas_text
+
+pytestmark = pytest.mark.usefixtures("clean_loop_state")
+
+
+# --- the Batcher ---------------------------------------------------------------
+
+
+class Recorder:
+    """A store function that records its batches and can be held on the database thread."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.entered = threading.Event()
+
+    def __call__(self, items: list[int]) -> list[int | Exception]:
+        self.batches.append(list(items))
+        self.entered.set()
+        self.release.wait(5)
+        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
+
+
+async def test_items_arriving_during_a_batch_go_together_in_the_next(transactional_db):
+    store = Recorder()
+    store.release.clear()
+    batcher = Batcher(store)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.get_running_loop().run_in_executor(None, store.entered.wait, 5)
+    later = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 4, 6)]
+    await asyncio.sleep(0.05)
+    store.release.set()
+    assert await first == 0
+    assert [await f for f in later] == [20, 40, 60]
+    assert store.batches == [[0], [2, 4, 6]]
+    assert batcher.batches == 2
+
+
+async def test_a_refusal_reaches_only_its_own_caller(transactional_db):
+    store = Recorder()
+    store.release.clear()
+    batcher = Batcher(store)
+    head = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.get_running_loop().run_in_executor(None, store.entered.wait, 5)
+    odd = asyncio.ensure_future(batcher.submit(3))
+    even = asyncio.ensure_future(batcher.submit(4))
+    store.release.set()
+    await head
+    with pytest.raises(ValueError, match="odd 3"):
+        await odd
+    assert await even == 40
+    assert store.batches == [[0], [3, 4]]
+
+
+async def test_a_failing_store_fails_every_caller_of_that_batch_only(transactional_db):
+    calls: list[list[str]] = []
+
+    def store(items: list[str]) -> list[str]:
+        calls.append(items)
+        if "boom" in items:
+            raise RuntimeError("database gone")
+        return [i.upper() for i in items]
+
+    batcher: Batcher[str, str] = Batcher(store)
+    results = await asyncio.gather(
+        batcher.submit("boom"), batcher.submit("a"), batcher.submit("b"), return_exceptions=True
+    )
+    # All three arrived before the first trip, so they shared it, and its failure.
+    assert calls == [["boom", "a", "b"]]
+    assert all(isinstance(r, RuntimeError) for r in results)
+    # The batcher goes on with the next batch.
+    assert await batcher.submit("c") == "C"
+
+
+async def test_max_batch_splits_a_crowd(transactional_db):
+    seen: list[int] = []
+
+    def store(items: list[int]) -> list[int]:
+        seen.append(len(items))
+        return items
+
+    batcher: Batcher[int, int] = Batcher(store, max_batch=3)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(7))) == list(range(7))
+    assert seen == [3, 3, 1]
+
+
+# --- exchange_start_many ---------------------------------------------------------
+
+
+def _request(user, text="hello there", client_id=None, conversation_id=None, edit_of=None):
+    return services.ExchangeRequest(
+        user=user,
+        conversation_id=conversation_id,
+        client_id=client_id or uuid.uuid4().hex,
+        text=text,
+        model="openai/fake",
+        provider="openai",
+        edit_of=edit_of,
+    )
+
+
+def _inserts(queries) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for q in queries:
+        sql = q["sql"].lstrip().upper()
+        if sql.startswith("INSERT INTO"):
+            table = sql.split()[2].strip('"')
+            counts[table] = counts.get(table, 0) + 1
+    return counts
+
+
+def test_new_conversations_of_a_batch_are_stored_with_one_insert_per_table(alice, bob):
+    requests = [_request(alice if i % 2 else bob, text=f"question {i}") for i in range(6)]
+    with CaptureQueriesContext(connection) as ctx:
+        results = services.exchange_start_many(requests=requests)
+    assert _inserts(ctx.captured_queries) == {
+        "CONVERSATIONS_CONVERSATION": 1,
+        "CONVERSATIONS_MESSAGE": 1,
+    }
+    assert len(ctx.captured_queries) <= 8, [q["sql"][:80] for q in ctx.captured_queries]
+    for request, result in zip(requests, results, strict=True):
+        assert isinstance(result, services.StartedExchange) and result.created
+        conversation = Conversation.objects.get(pk=result.conversation.pk)
+        assert conversation.user == request.user
+        assert conversation.client_id == request.client_id
+        assert conversation.title == request.text
+        assert conversation.active_leaf_id == result.reply.pk
+        reply, user_message = conversation.messages.order_by("role")
+        assert (reply.role, reply.status, reply.parent_id) == ("assistant", "streaming", user_message.pk)
+        assert (user_message.role, user_message.content) == ("user", request.text)
+        assert user_message.pk == result.user_message.pk
+        assert [(m.role, m.content) for m in result.prompt] == [("user", request.text)]
+    assert Conversation.objects.count() == 6 and Message.objects.count() == 12
+
+
+def test_a_retried_send_in_a_batch_returns_what_was_stored(alice):
+    first = services.exchange_start_many(requests=[_request(alice, client_id="c-1")])[0]
+    twice = [
+        _request(alice, client_id="c-1"),
+        _request(alice, client_id="c-2"),
+        _request(alice, client_id="c-2"),
+    ]
+    again, new, repeat = services.exchange_start_many(requests=twice)
+    assert isinstance(first, services.StartedExchange) and first.created
+    assert again.created is False and again.reply.pk == first.reply.pk
+    assert new.created is True
+    assert repeat.created is False and repeat.reply.pk == new.reply.pk
+    assert Conversation.objects.filter(user=alice).count() == 2
+    assert Message.objects.count() == 4
+
+
+def test_limits_count_the_sends_of_the_same_batch(alice, bob, settings):
+    settings.CHATSITE_MAX_MESSAGES_PER_MINUTE = 2
+    requests = [_request(alice), _request(bob), _request(alice), _request(alice)]
+    results = services.exchange_start_many(requests=requests)
+    assert [type(r).__name__ for r in results] == [
+        "StartedExchange",
+        "StartedExchange",
+        "StartedExchange",
+        "TooManyMessages",
+    ]
+    assert Conversation.objects.filter(user=alice).count() == 2
+    assert not Conversation.objects.filter(client_id=requests[3].client_id).exists()
+
+
+def test_concurrent_reply_limit_holds_across_a_batch(alice, settings):
+    settings.CHATSITE_MAX_CONCURRENT_REPLIES = 1
+    results = services.exchange_start_many(requests=[_request(alice), _request(alice)])
+    assert isinstance(results[0], services.StartedExchange)
+    assert isinstance(results[1], services.TooManyReplies)
+    assert Message.objects.filter(status="streaming").count() == 1
+
+
+def test_sends_to_existing_conversations_share_the_trip_but_not_the_transaction(alice, bob):
+    started = services.exchange_start_many(requests=[_request(alice), _request(bob)])
+    assert all(isinstance(r, services.StartedExchange) for r in started)
+    Message.objects.filter(status="streaming").update(status="complete", content="an answer")
+    mine = started[0].conversation.pk
+    results = services.exchange_start_many(
+        requests=[
+            _request(alice, text="follow-up", conversation_id=mine),
+            _request(bob, text="not yours", conversation_id=mine),
+            _request(alice, text="a new one"),
+        ]
+    )
+    follow_up, foreign, fresh = results
+    assert isinstance(follow_up, services.StartedExchange)
+    assert [(m.role, m.content) for m in follow_up.prompt] == [
+        ("user", "hello there"),
+        ("assistant", "an answer"),
+        ("user", "follow-up"),
+    ]
+    assert isinstance(foreign, services.NotFound)
+    assert isinstance(fresh, services.StartedExchange) and fresh.created
+    assert Message.objects.filter(conversation_id=mine).count() == 4
+
+
+# --- through the socket ------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_many_sockets_sending_at_once_each_get_their_own_conversation(
+    connect, alice, upstream, settings
+):
+    settings.CHATSITE_MAX_CONCURRENT_REPLIES = None  # this test is about the batch, not the limit
+    sockets = [await connect(alice) for _ in range(8)]
+    client_ids = [uuid.uuid4().hex for _ in sockets]
+    for socket, client_id in zip(sockets, client_ids, strict=True):
+        await socket.send(
+            type="send",
+            client_id=client_id,
+            conversation=None,
+            text=f"hi {client_id}",
+            model="openai/fake?tokens=5&rate=0",
+        )
+    for socket, client_id in zip(sockets, client_ids, strict=True):
+        frames = await socket.recv_until("reply_finished")
+        ack = frames[0]
+        assert ack["type"] == "ack" and ack["client_id"] == client_id and ack["created"] is True
+        assert frames[-1]["status"] == "complete"
+        reply = await sync_to_async(Message.objects.get)(pk=frames[-1]["reply"])
+        assert reply.content == deltas_text(frames)
+        conversation = await sync_to_async(Conversation.objects.get)(pk=ack["conversation"])
+        assert conversation.client_id == client_id
+    assert await sync_to_async(Conversation.objects.count)() == 8
