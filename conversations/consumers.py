@@ -8,6 +8,7 @@ import time
 import weakref
 
 from channels.auth import get_user
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -50,10 +51,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._outbox.put_nowait(frame)
 
     async def _write_loop(self) -> None:
-        get, send = self._outbox.get, self.send
+        get, send = self._outbox.get, self.base_send
         while True:
             frame = await get()
-            await send(text_data=frame)
+            await send({"type": "websocket.send", "text": frame})
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch, without its per-message ``aclose_old_connections()``:
+        that is a trip to the database thread for every frame received, and every
+        database call here goes through ``database_sync_to_async``, which closes
+        stale connections itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not await self._session_alive():
