@@ -29,6 +29,7 @@ from .providers import BaseProvider, ChatMessage, ProviderError, StreamResult
 log = logging.getLogger(__name__)
 
 LENGTH_FINISH_REASONS = frozenset({"length", "max_tokens"})
+FLUSH_GRID = 0.005  # seconds
 
 
 class Subscriber(Protocol):
@@ -81,10 +82,9 @@ class Reply:
         self._length_hit = False
 
         self._loop = asyncio.get_running_loop()
-        self._window = (settings.CHATSITE_COALESCE_MS or 0) / 1000.0
         self._max_chars = settings.CHATSITE_MAX_REPLY_CHARS
         self._next_flush_at = 0.0
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_due = False  # waiting in registry.flush_later
         self._watchdog: asyncio.TimerHandle | None = None
         self._orphan_handle: asyncio.TimerHandle | None = None
         self._cancel_reason: str | None = None  # "stop" | a timeout error kind
@@ -164,13 +164,10 @@ class Reply:
         self.pending_chars += len(piece)
         if now >= self._next_flush_at:
             self._flush(now)
-        elif self._flush_handle is None:
-            self._flush_handle = self._loop.call_at(self._next_flush_at, self._flush_timer)
+        elif not self._flush_due:
+            self._flush_due = True
+            registry.flush_later(self, self._next_flush_at)
         return True
-
-    def _flush_timer(self) -> None:
-        self._flush_handle = None
-        self._flush(time.monotonic())
 
     def _flush(self, now: float) -> None:
         if not self.pending:
@@ -181,7 +178,7 @@ class Reply:
         self.seq += 1
         self.parts.append(text)
         self.sent_chars += len(text)
-        self._next_flush_at = now + self._window
+        self._next_flush_at = now + registry.window
         self._emit(protocol.encode_delta(self.key, self.seq, text))
 
     @property
@@ -311,7 +308,7 @@ class Reply:
             return
         self.finished = True
         self.status = status
-        for handle in (self._flush_handle, self._watchdog, self._orphan_handle):
+        for handle in (self._watchdog, self._orphan_handle):
             if handle is not None:
                 handle.cancel()
         self._flush(time.monotonic())
@@ -399,6 +396,51 @@ class Registry:
         self.by_conversation: dict[uuid.UUID, Reply] = {}
         self.starting: dict[uuid.UUID, int] = {}  # conversation -> user, while storing
         self._checkpointer: asyncio.Task | None = None
+        # Held frames are sent on a shared 5 ms grid: one timer for all the
+        # replies due in a slot instead of one per frame.
+        self._slots: dict[int, list[Reply]] = {}
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
+        #: The coalescing window, in seconds, for every live reply's next frame.
+        self.window = 0.0
+        self._update_window()
+
+    def _update_window(self) -> None:
+        """Widen the coalescing window when many replies stream at once.
+
+        Each frame costs the server about as much as reading the token did,
+        so under load fewer, fuller frames are what keeps it fast. The
+        window is ``CHATSITE_COALESCE_MS`` until the live replies, each
+        sending a frame per window, would exceed
+        ``CHATSITE_COALESCE_FRAMES_PER_S``; then it grows with their number
+        (to at most ``CHATSITE_COALESCE_MAX_MS``). The first token of a
+        reply is never held.
+        """
+        base = (settings.CHATSITE_COALESCE_MS or 0) / 1000.0
+        budget = settings.CHATSITE_COALESCE_FRAMES_PER_S
+        widest = max(base, (settings.CHATSITE_COALESCE_MAX_MS or 0) / 1000.0)
+        self.window = base if not budget else min(widest, max(base, len(self.by_id) / budget))
+
+    def flush_later(self, reply: Reply, when: float) -> None:
+        """Send ``reply``'s held tokens at ``when`` (``time.monotonic()``), or
+        up to one grid step sooner."""
+        loop = reply._loop
+        if loop is not self._slots_loop:
+            self._slots_loop, self._slots = loop, {}
+        slot = int(when / FLUSH_GRID)
+        due = self._slots.get(slot)
+        if due is None:
+            self._slots[slot] = [reply]
+            # asyncio's loop clock is time.monotonic() too.
+            loop.call_at(slot * FLUSH_GRID, self._flush_slot, slot)
+        else:
+            due.append(reply)
+
+    def _flush_slot(self, slot: int) -> None:
+        now = time.monotonic()
+        for reply in self._slots.pop(slot, ()):
+            reply._flush_due = False
+            if not reply.finished:
+                reply._flush(now)
 
     def get(self, reply_id: str) -> Reply | None:
         return self.by_id.get(reply_id)
@@ -409,6 +451,7 @@ class Registry:
     def add(self, reply: Reply) -> None:
         self.by_id[reply.key] = reply
         self.by_conversation[reply.conversation_id] = reply
+        self._update_window()
         from .shutdown import install_sigterm_handler
 
         install_sigterm_handler()
@@ -419,6 +462,7 @@ class Registry:
         self.by_id.pop(reply.key, None)
         if self.by_conversation.get(reply.conversation_id) is reply:
             del self.by_conversation[reply.conversation_id]
+        self._update_window()
 
     def __len__(self) -> int:
         return len(self.by_id)
