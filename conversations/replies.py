@@ -24,6 +24,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from . import protocol, services
+from .batching import Batcher
 from .providers import BaseProvider, ChatMessage, ProviderError, StreamResult
 
 log = logging.getLogger(__name__)
@@ -334,20 +335,22 @@ class Reply:
         metrics = {"ttft_ms": ttft_ms, "tokens_per_s": tpot, "total_ms": total_ms}
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "counted": counted}
         save = asyncio.ensure_future(
-            database_sync_to_async(services.reply_finish)(
-                reply_id=self.id,
-                content=self.text,
-                last_seq=self.seq,
-                status=status,
-                error_kind=error_kind,
-                error_message=error,
-                finish_reason=finish_reason,
-                ttft_ms=ttft_ms,
-                total_ms=total_ms,
-                tokens_per_s=tpot,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion,
-                usage_counted=counted,
+            finishes.submit(
+                services.ReplyFinish(
+                    reply_id=self.id,
+                    content=self.text,
+                    last_seq=self.seq,
+                    status=status,
+                    error_kind=error_kind,
+                    error_message=error,
+                    finish_reason=finish_reason,
+                    ttft_ms=ttft_ms,
+                    total_ms=total_ms,
+                    tokens_per_s=tpot,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion,
+                    usage_counted=counted,
+                )
             )
         )
         # A second cancel (a stop racing a disconnect) must not lose the save.
@@ -379,6 +382,15 @@ class Reply:
         self.subscribers.clear()
         if cancelled:
             raise asyncio.CancelledError
+
+
+def _store_finishes(items: list[services.ReplyFinish]) -> list[None]:
+    services.reply_finish_many(finishes=items)
+    return [None] * len(items)
+
+
+#: Replies that end while others are being saved are saved together.
+finishes: Batcher[services.ReplyFinish, None] = Batcher(_store_finishes)
 
 
 _TIMEOUT_MESSAGES = {

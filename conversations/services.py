@@ -482,50 +482,87 @@ def reply_checkpoint_many(*, checkpoints: list[tuple[uuid.UUID, str, int]]) -> N
         )
 
 
-def reply_finish(
-    *,
-    reply_id: uuid.UUID,
-    content: str,
-    last_seq: int,
-    status: str,
-    error_kind: str = "",
-    error_message: str = "",
-    finish_reason: str = "",
-    ttft_ms: float | None = None,
-    total_ms: float | None = None,
-    tokens_per_s: float | None = None,
-    prompt_tokens: int | None = None,
-    completion_tokens: int | None = None,
-    usage_counted: bool = False,
-    attempts: int = 20,
-    backoff: float = 0.05,
-) -> None:
-    """Write a reply's terminal state. Retried while the database is locked:
-    the terminal state must always be written."""
+@dataclass(frozen=True, slots=True)
+class ReplyFinish:
+    """A reply's terminal state, as :func:`reply_finish_many` writes it."""
+
+    reply_id: uuid.UUID
+    content: str
+    last_seq: int
+    status: str
+    error_kind: str = ""
+    error_message: str = ""
+    finish_reason: str = ""
+    ttft_ms: float | None = None
+    total_ms: float | None = None
+    tokens_per_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    usage_counted: bool = False
+
+
+_FINISH_FIELDS = (
+    "content",
+    "last_seq",
+    "status",
+    "error_kind",
+    "error_message",
+    "finish_reason",
+    "ttft_ms",
+    "total_ms",
+    "tokens_per_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "usage_counted",
+    "finished_at",
+)
+
+
+def reply_finish_many(*, finishes: list[ReplyFinish], attempts: int = 20, backoff: float = 0.05) -> None:
+    """Write the terminal state of many replies: one ``UPDATE`` of the messages
+    (``executemany``) and one of their conversations, in one transaction.
+
+    Retried while the database is locked: the terminal state must always be
+    written.
+    """
+    if not finishes:
+        return
+    from django.db import connection
+
+    fields = [Message._meta.get_field(name) for name in _FINISH_FIELDS]
+    table = connection.ops.quote_name(Message._meta.db_table)
+    assignments = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in fields)
+    id_field = Message._meta.pk
     for attempt in range(attempts):
         try:
-            with transaction.atomic():
-                Message.objects.filter(pk=reply_id).update(
-                    content=content,
-                    last_seq=last_seq,
-                    status=status,
-                    error_kind=error_kind,
-                    error_message=error_message[:500],
-                    finish_reason=finish_reason[:64],
-                    ttft_ms=ttft_ms,
-                    total_ms=total_ms,
-                    tokens_per_s=tokens_per_s,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    usage_counted=usage_counted,
-                    finished_at=timezone.now(),
+            now = timezone.now()
+            rows = []
+            for f in finishes:
+                values = {
+                    **{name: getattr(f, name) for name in _FINISH_FIELDS[:-1]},
+                    "error_message": f.error_message[:500],
+                    "finish_reason": f.finish_reason[:64],
+                    "finished_at": now,
+                }
+                rows.append(
+                    [field.get_db_prep_value(values[field.name], connection) for field in fields]
+                    + [id_field.get_db_prep_value(f.reply_id, connection)]
                 )
-                Conversation.objects.filter(messages__pk=reply_id).update(updated_at=timezone.now())
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", rows)
+                Conversation.objects.filter(messages__pk__in=[f.reply_id for f in finishes]).update(
+                    updated_at=now
+                )
             return
         except OperationalError:
             if attempt == attempts - 1:
                 raise
             time.sleep(min(1.0, backoff * (2**attempt)))
+
+
+def reply_finish(*, reply_id: uuid.UUID, **state) -> None:
+    """Write one reply's terminal state (see :func:`reply_finish_many`)."""
+    reply_finish_many(finishes=[ReplyFinish(reply_id=reply_id, **state)])
 
 
 def worker_heartbeat(*, channel: str) -> None:

@@ -241,3 +241,53 @@ async def test_many_sockets_sending_at_once_each_get_their_own_conversation(
         conversation = await sync_to_async(Conversation.objects.get)(pk=ack["conversation"])
         assert conversation.client_id == client_id
     assert await sync_to_async(Conversation.objects.count)() == 8
+
+
+def test_many_finishes_are_one_update_of_messages_and_one_of_conversations(alice):
+    started = services.exchange_start_many(requests=[_request(alice), _request(alice, text="second")])
+    conversations_before = {c.pk: c.updated_at for c in Conversation.objects.all()}
+    finishes = [
+        services.ReplyFinish(
+            reply_id=started[0].reply.pk,
+            content="all of it",
+            last_seq=4,
+            status="complete",
+            finish_reason="stop",
+            ttft_ms=12.5,
+            total_ms=99.0,
+            tokens_per_s=40.0,
+            prompt_tokens=3,
+            completion_tokens=4,
+        ),
+        services.ReplyFinish(
+            reply_id=started[1].reply.pk,
+            content="half",
+            last_seq=2,
+            status="error",
+            error_kind="upstream_stream",
+            error_message="x" * 900,
+            usage_counted=True,
+        ),
+    ]
+    with CaptureQueriesContext(connection) as ctx:
+        services.reply_finish_many(finishes=finishes)
+    # Django logs an executemany as "<n> times: <sql>".
+    statements = [q["sql"].split(" times: ", 1)[-1] for q in ctx.captured_queries]
+    updates = [sql for sql in statements if sql.lstrip().upper().startswith("UPDATE")]
+    assert len(updates) == 2, updates
+    assert any(q["sql"].startswith("2 times: UPDATE") for q in ctx.captured_queries)
+    done = Message.objects.get(pk=started[0].reply.pk)
+    assert (done.status, done.content, done.last_seq, done.finish_reason) == (
+        "complete",
+        "all of it",
+        4,
+        "stop",
+    )
+    assert (done.ttft_ms, done.total_ms, done.tokens_per_s) == (12.5, 99.0, 40.0)
+    assert (done.prompt_tokens, done.completion_tokens, done.usage_counted) == (3, 4, False)
+    failed = Message.objects.get(pk=started[1].reply.pk)
+    assert (failed.status, failed.error_kind, failed.content) == ("error", "upstream_stream", "half")
+    assert failed.error_message == "x" * 500 and failed.usage_counted is True
+    assert done.finished_at is not None and done.finished_at == failed.finished_at
+    for conversation in Conversation.objects.all():
+        assert conversation.updated_at > conversations_before[conversation.pk]
