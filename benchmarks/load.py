@@ -46,7 +46,8 @@ in the steady-state window (all C streams running), database writes per reply
   functions go into the report.
 
 Results are printed and written between ``<!-- load:start -->`` and
-``<!-- load:end -->`` in ``docs/benchmarks.md`` (other sections are kept).
+``<!-- load:end -->`` in ``docs/benchmarks.md`` (other sections are kept; ``--doc-section
+NAME`` writes between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` instead).
 Every process started is stopped on exit, error, timeout or Ctrl-C.
 """
 
@@ -95,8 +96,6 @@ from benchmarks._harness import (
 
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOTS = ROOT / "docs" / "benchmarks"
-START_MARK = "<!-- load:start -->"
-END_MARK = "<!-- load:end -->"
 DOC_INTRO = "# Benchmarks\n\nSee `benchmarks/README.md` for how to run the suite.\n"
 APP_MODULE = "benchmarks.instrumented_asgi:application"
 STATS_PATH = "/__bench__/stats"
@@ -1209,8 +1208,11 @@ def plot_sweep(points: list[dict], path: Path) -> None:
 
 def report(res: dict, info: dict, command: str, args: argparse.Namespace) -> str:
     app_v = info.get("app", {})
+    title = "## Load: many chats at once"
+    if args.app_env:
+        title += " (app settings: " + ", ".join(f"`{kv}`" for kv in args.app_env) + ")"
     lines = [
-        "## Load: many chats at once",
+        title,
         "",
         f"- Date: {info['date']}; code: `{info.get('revision', '?')}`",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; load average "
@@ -1231,7 +1233,7 @@ def report(res: dict, info: dict, command: str, args: argparse.Namespace) -> str
         "machine. chatsite runs under daphne as `benchmarks.instrumented_asgi:application` (the real app "
         "plus a database-write counter, an event-loop lag probe and a stats URL; no app code changed), "
         "with `DJANGO_DEBUG=0`, a fresh SQLite database, the in-memory channel layer and default "
-        "coalescing/checkpoint settings. Each chat is its own logged-in WebSocket (one per chat, like a "
+        "coalescing/checkpoint settings (except those named in the heading). Each chat is its own logged-in WebSocket (one per chat, like a "
         "browser tab per chat), opened before the burst; the direct client is httpx + httpx-sse, one "
         "`AsyncClient` per client process. Chats alternate between the "
         f"{args.client_procs} client processes so that no client process is the bottleneck (their CPU "
@@ -1556,6 +1558,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--doc", type=Path, default=DOC, help="the markdown file to update")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the markdown file alone")
+    parser.add_argument(
+        "--doc-section",
+        default="load",
+        help="write between <!-- NAME:start --> and <!-- NAME:end --> (default: load)",
+    )
     args = parser.parse_args(argv)
     args.only = {s.strip() for s in args.only.split(",") if s.strip() and s.strip() != "none"}
     unknown = args.only - set(SECTIONS)
@@ -1583,7 +1590,8 @@ def main(argv: list[str] | None = None) -> None:
     print(section)
     log(f"took {now() - started:.0f} s")
     if args.write_doc:
-        write_doc_section(args.doc, START_MARK, END_MARK, section, DOC_INTRO)
+        start_mark, end_mark = f"<!-- {args.doc_section}:start -->", f"<!-- {args.doc_section}:end -->"
+        write_doc_section(args.doc, start_mark, end_mark, section, DOC_INTRO)
         log(f"updated {args.doc}")
 
 
