@@ -14,6 +14,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from . import actions, protocol, workers
+from .outbox import outbox
 from .replies import Reply
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.following: weakref.WeakSet[Reply] = weakref.WeakSet()
         self.following_remote: dict[str, str] = {}  # reply id -> owner's channel
-        self._outbox: asyncio.Queue[str] = asyncio.Queue()
-        self._writer = asyncio.create_task(self._write_loop())
         await workers.ensure_started()
         self._session_checked_at = time.monotonic()  # just authenticated
         if self.channel_layer is not None:
@@ -48,13 +47,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def deliver(self, frame: str) -> None:
         """Queue a server frame; replies call this and never wait on a socket."""
-        self._outbox.put_nowait(frame)
-
-    async def _write_loop(self) -> None:
-        get, send = self._outbox.get, self.base_send
-        while True:
-            frame = await get()
-            await send({"type": "websocket.send", "text": frame})
+        outbox.put(self.base_send, frame)
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, without its per-message ``aclose_old_connections()``:
@@ -118,7 +111,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _end_session(self) -> None:
         self.deliver(protocol.error_frame("session_ended", "you were logged out; log in again"))
-        await asyncio.sleep(0)  # let the writer send it
+        await asyncio.sleep(0)  # let the outbox send it
         await self.close(code=CLOSE_SESSION_ENDED)
 
     # --- channel layer events ---------------------------------------------------
@@ -151,6 +144,3 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
             except Exception:  # the layer is down; the group entry expires by itself
                 pass
-        writer = getattr(self, "_writer", None)
-        if writer is not None:
-            writer.cancel()
