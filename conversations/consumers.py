@@ -7,13 +7,12 @@ import logging
 import time
 import weakref
 
-from channels.auth import get_user
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import actions, protocol, workers
+from . import actions, protocol, selectors, workers
 from .outbox import outbox
 from .replies import Reply
 
@@ -99,13 +98,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if now - getattr(self, "_session_checked_at", 0.0) < settings.CHATSITE_SESSION_RECHECK:
             return True
         self._session_checked_at = now
-        session = self.scope.get("session")
-        key = getattr(session, "session_key", None)
-        if key and await database_sync_to_async(session.exists)(key):
-            # get_user also re-checks the session's auth hash (a changed password).
-            user = await get_user(self.scope)
-            if user.is_authenticated and user.pk == self.user.pk:
-                return True
+        key = getattr(self.scope.get("session"), "session_key", None)
+        live = database_sync_to_async(selectors.session_is_live)
+        if key and await live(session_key=key, user_id=self.user.pk):
+            return True
         await self._end_session()
         return False
 

@@ -10,12 +10,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import timezone as dt_timezone
+from importlib import import_module
+from types import SimpleNamespace
 
+from django.conf import settings
+from django.contrib import auth
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet, Value
 from django.utils import timezone
 
 from .models import Conversation, Message
+
+
+def session_is_live(*, session_key: str, user_id: int) -> bool:
+    """Whether the session still exists and still logs in this user.
+
+    Django's own check, on a fresh copy of the session: a deleted session
+    holds no user, and one whose password hash no longer matches is flushed.
+    Two queries, so a socket's periodic re-check is one trip to the database
+    thread.
+    """
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = auth.get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
+    return bool(user.is_authenticated and user.pk == user_id)
 
 
 def conversation_get(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> Conversation | None:

@@ -44,6 +44,23 @@ async def test_a_frame_on_a_dead_session_is_refused_and_changes_nothing(connect,
     assert await counts() == (0, 0)
 
 
+async def test_a_frame_after_a_password_change_is_refused(connect, alice, upstream, settings):
+    settings.CHATSITE_SESSION_RECHECK = 0
+    socket = await connect(alice)
+    await start(socket, model="openai/fake?tokens=2&rate=0", client_id="before")
+    await socket.recv_until("reply_finished")
+
+    def change_password() -> None:
+        alice.set_password("a-brand-new-password-42")
+        alice.save()
+
+    await sync_to_async(change_password)()
+    await socket.send(type="send", client_id="after", text="still me?", model="openai/fake")
+    frame = await socket.recv()
+    assert frame["code"] == "session_ended"
+    assert await counts() == (1, 2)
+
+
 async def test_messages_per_minute_are_limited(connect, alice, upstream, settings):
     settings.CHATSITE_MAX_MESSAGES_PER_MINUTE = 2
     socket = await connect(alice)
