@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.utils import timezone
 
 from .models import Conversation, Message
@@ -132,7 +132,7 @@ def exchange_start_many(*, requests: list[ExchangeRequest]) -> list[StartedExcha
     """
     results: list[StartedExchange | Exception | None] = [None] * len(requests)
     fresh = [i for i, r in enumerate(requests) if r.conversation_id is None and r.edit_of is None]
-    if len(fresh) > 1:
+    if fresh:
         try:
             for i, result in _exchange_start_new_many([requests[i] for i in fresh]).items():
                 results[fresh[i]] = result
@@ -436,22 +436,33 @@ def _check_limits(user: AbstractBaseUser, *, count_message: bool = True) -> None
 
 
 def _limit_usage(user_ids: set[int]) -> dict[int, tuple[int, int]]:
-    """For each user: (messages sent in the last minute, replies streaming), in one query."""
+    """For each user: (messages sent in the last minute, replies streaming).
+
+    Two grouped counts for all the users at once, each of a shape the
+    indexes serve (a user's recent messages by (conversation, created_at),
+    streaming replies by status), not one count per user.
+    """
     per_minute = settings.CHATSITE_MAX_MESSAGES_PER_MINUTE
     concurrent = settings.CHATSITE_MAX_CONCURRENT_REPLIES
-    if not per_minute and not concurrent:
-        return {}
-    since = timezone.now() - timedelta(seconds=60)
-    recent = Q(role=Message.Role.USER, created_at__gte=since)
-    streaming = Q(status=Message.Status.STREAMING)
-    rows = (
-        Message.objects.filter(conversation__user__in=user_ids)
-        .filter(recent | streaming)
-        .values("conversation__user")
-        .annotate(recent=Count("pk", filter=recent), streaming=Count("pk", filter=streaming))
-        .values_list("conversation__user", "recent", "streaming")
-    )
-    return {user: (n_recent, n_streaming) for user, n_recent, n_streaming in rows}
+    theirs = Message.objects.filter(conversation__user__in=user_ids)
+    recent: dict[int, int] = {}
+    streaming: dict[int, int] = {}
+    if per_minute:
+        since = timezone.now() - timedelta(seconds=60)
+        recent = dict(
+            theirs.filter(role=Message.Role.USER, created_at__gte=since)
+            .values("conversation__user")
+            .annotate(n=Count("pk"))
+            .values_list("conversation__user", "n")
+        )
+    if concurrent:
+        streaming = dict(
+            theirs.filter(status=Message.Status.STREAMING)
+            .values("conversation__user")
+            .annotate(n=Count("pk"))
+            .values_list("conversation__user", "n")
+        )
+    return {user: (recent.get(user, 0), streaming.get(user, 0)) for user in user_ids}
 
 
 def _limit_refusal(recent: int, streaming: int) -> Exception | None:
