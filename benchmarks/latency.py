@@ -324,7 +324,14 @@ async def run(args: argparse.Namespace) -> tuple[Results, dict]:
         try:
             fake = await FakeUpstreamProcess.start(Path(tmp) / "fake.log")
             await fake.check_clock()
-            app = ChatApp({"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_MODELS": "fake"})
+            app = ChatApp(
+                {
+                    "OPENAI_BASE_URL": fake.openai_base_url,
+                    "OPENAI_MODELS": "fake",
+                    # One user sends a hundred-odd messages a minute here: lift that limit.
+                    "CHATSITE_MAX_MESSAGES_PER_MINUTE": "0",
+                }
+            )
             await asyncio.to_thread(app.start)
             ws = await ChatSocket.connect(app)
             info["ws_extensions"] = ws.extensions
@@ -417,7 +424,8 @@ def report(results: Results, info: dict, command: str, runs: int) -> str:
         "(its server thread and loop; the child's main thread only answers record queries between runs, "
         "over a pipe); chatsite runs under daphne in its own process (fresh SQLite database, "
         "`DJANGO_DEBUG=1`, `CHATSITE_LOCAL_MODEL=off`, `OPENAI_BASE_URL` → the fake, default coalescing "
-        "and checkpoint settings); both clients (httpx + httpx-sse for the direct path, `websockets` "
+        "and checkpoint settings, the per-user message limit lifted); both clients (httpx + httpx-sse "
+        "for the direct path, `websockets` "
         "for the app, one logged-in socket for the whole run) share one asyncio loop in the benchmark "
         "process, which has no other thread, so neither server shares a GIL with a timed client. "
         "Times taken in different processes are compared on `time.monotonic()`, which on Linux is the "
