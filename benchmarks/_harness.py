@@ -470,8 +470,12 @@ for u in users:
 class ChatApp:
     """A real chatsite process: fresh data dir, migrated, one logged-in user, daphne.
 
-    ``env`` adds or overrides environment variables (e.g. ``OPENAI_BASE_URL``).
-    Use as a context manager, or call :meth:`start` / :meth:`stop`.
+    ``env`` adds or overrides environment variables (e.g. ``OPENAI_BASE_URL``;
+    a ``DATABASE_URL`` or ``REDIS_URL`` given here is used, else the fresh
+    SQLite database and the in-memory layer). ``processes=N`` starts N daphne
+    processes on N ports over the same database, as ``docs/deploy.md`` runs
+    them behind nginx: :attr:`urls` / :attr:`ws_urls` name each, :attr:`url`
+    the first. Use as a context manager, or call :meth:`start` / :meth:`stop`.
     """
 
     def __init__(
@@ -481,8 +485,12 @@ class ChatApp:
         host: str = "127.0.0.1",
         application: str = "chatsite.asgi:application",
         users: int = 1,
+        processes: int = 1,
     ) -> None:
         self.host = host
+        self.processes = max(1, processes)
+        self.procs: list[subprocess.Popen] = []
+        self.ports: list[int] = []
         self.users = max(1, users)
         self.session_keys: list[str] = []
         self.application = application
@@ -500,6 +508,18 @@ class ChatApp:
     @property
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.port}/ws/chat/"
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{self.host}:{port}" for port in self.ports]
+
+    @property
+    def ws_urls(self) -> list[str]:
+        return [f"ws://{self.host}:{port}/ws/chat/" for port in self.ports]
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
 
     @property
     def origin(self) -> str:
@@ -553,35 +573,42 @@ class ChatApp:
             line.split("=", 1)[1].strip() for line in out.splitlines() if line.startswith("SESSION=")
         ]
         self.session_key = self.session_keys[0]
-        self.port = free_port(self.host)
         daphne = Path(python()).with_name("daphne")
         command = [str(daphne)] if daphne.exists() else [python(), "-m", "daphne"]
-        log = open(self.log_path, "ab")  # handed to the child
+        log = open(self.log_path, "ab")  # handed to the children
         try:
-            self.proc = subprocess.Popen(
-                [*command, "-b", self.host, "-p", str(self.port), self.application],
-                cwd=ROOT,
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            for _ in range(self.processes):
+                port = free_port(self.host)
+                self.ports.append(port)
+                self.procs.append(
+                    subprocess.Popen(
+                        [*command, "-b", self.host, "-p", str(port), self.application],
+                        cwd=ROOT,
+                        env=self.env(),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         finally:
             log.close()
-        self._wait_ready(ready_timeout)
+        self.proc, self.port = self.procs[0], self.ports[0]
+        for url in self.urls:
+            self._wait_ready(url, ready_timeout)
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, url: str, timeout: float) -> None:
         import httpx
 
         deadline = now() + timeout
         last: Exception | str = "no answer"
         while now() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.proc.returncode}:\n{self.log_tail()}")
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"daphne exited with {proc.returncode}:\n{self.log_tail()}")
             try:
                 response = httpx.get(
-                    self.url + "/api/models/", headers={"Cookie": self.cookie}, timeout=5, trust_env=False
+                    url + "/api/models/", headers={"Cookie": self.cookie}, timeout=5, trust_env=False
                 )
                 if response.status_code == 200:
                     return
@@ -598,9 +625,11 @@ class ChatApp:
 
     def stop(self) -> None:
         try:
-            stop_process(self.proc)
+            for proc in self.procs or [self.proc]:
+                stop_process(proc)
         finally:
             self.proc = None
+            self.procs, self.ports = [], []
             if self.data_dir is not None:
                 shutil.rmtree(self.data_dir, ignore_errors=True)
                 self.data_dir = None

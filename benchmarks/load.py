@@ -127,12 +127,56 @@ def _kind(exc: BaseException) -> str:
     return f"{name}:{status}" if status else name
 
 
+PG_SERVER = "postgres://postgres@127.0.0.1:5432"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _pg_admin(statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def merge_stats(each: list[dict]) -> dict:
+    """Several processes' ``/__bench__/stats``: counters summed, loop lag of the worst process."""
+    if len(each) == 1:
+        return each[0]
+    db: dict[str, Any] = {
+        "writes": 0,
+        "statements": Counter(),
+        "transactions": 0,
+        "queries": 0,
+        "verbs": Counter(),
+    }
+    for one in each:
+        d = one["db"]
+        db["writes"] += d["writes"]
+        db["transactions"] += d["transactions"]
+        db["queries"] += d["queries"]
+        db["statements"].update(d["statements"])
+        db["verbs"].update(d["verbs"])
+    db["statements"], db["verbs"] = dict(db["statements"]), dict(db["verbs"])
+    lags = [one["loop_lag"] for one in each]
+    worst = {
+        key: max((lag[key] for lag in lags if lag[key] is not None), default=None)
+        for key in ("p50_ms", "p99_ms", "max_ms")
+    }
+    return {
+        "pid": [one["pid"] for one in each],
+        "db": db,
+        "loop_lag": {"n": sum(lag["n"] for lag in lags), **worst},
+    }
+
+
 class ClientWorker:
     def __init__(self) -> None:
         self.sockets: list[Any] = []
 
-    async def open(self, n: int, ws_url: str, origin: str, cookies: list[str], concurrency: int = 20) -> dict:
-        """Have exactly ``n`` logged-in sockets open; socket j logs in with ``cookies[j]``."""
+    async def open(
+        self, n: int, ws_urls: list[str], origin: str, cookies: list[str], concurrency: int = 20
+    ) -> dict:
+        """Have exactly ``n`` logged-in sockets open; socket j logs in with ``cookies[j]`` at ``ws_urls[j]``."""
         from websockets.asyncio.client import connect
 
         while len(self.sockets) > n:
@@ -143,7 +187,7 @@ class ClientWorker:
         gate = asyncio.Semaphore(concurrency)
         started = now()
 
-        async def one(cookie: str) -> Any:
+        async def one(cookie: str, ws_url: str) -> Any:
             async with gate:
                 try:
                     return await connect(
@@ -159,7 +203,7 @@ class ClientWorker:
                     errors[_kind(exc)] += 1
                     return None
 
-        opened = await asyncio.gather(*(one(cookies[j]) for j in range(len(self.sockets), n)))
+        opened = await asyncio.gather(*(one(cookies[j], ws_urls[j]) for j in range(len(self.sockets), n)))
         self.sockets.extend(ws for ws in opened if ws is not None)
         return {"open": len(self.sockets), "errors": dict(errors), "seconds": now() - started}
 
@@ -431,6 +475,8 @@ class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args = args
         self.tmp = tmp
+        self.pg_database = ""
+        self.shared_services: dict[str, str] = {}
         self.fake: FakeUpstreamProcess | None = None
         self.app: ChatApp | None = None
         self.workers: list[WorkerProc] = []
@@ -447,11 +493,12 @@ class Bench:
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CHATSITE_LOG_LEVEL": "WARNING",
+            **self.shared_services,
             **dict(kv.split("=", 1) for kv in self.args.app_env),
         }
 
     async def start_app(self, users: int) -> ChatApp:
-        app = ChatApp(self.app_env(), application=APP_MODULE, users=users)
+        app = ChatApp(self.app_env(), application=APP_MODULE, users=users, processes=self.args.processes)
         try:
             await asyncio.to_thread(app.start)
         except BaseException:
@@ -463,6 +510,14 @@ class Bench:
         import httpx
 
         self.http = httpx.AsyncClient(timeout=30, trust_env=False)
+        if self.args.processes > 1:
+            # Several processes: the documented deployment, PostgreSQL and Redis.
+            self.pg_database = f"chatsite_bench_{os.getpid()}"
+            await asyncio.to_thread(_pg_admin, f'CREATE DATABASE "{self.pg_database}"')
+            self.shared_services = {
+                "DATABASE_URL": f"{PG_SERVER}/{self.pg_database}",
+                "REDIS_URL": REDIS_URL,
+            }
         self.fake = await FakeUpstreamProcess.start(self.tmp / "fake.log")
         await self.fake.check_clock()
         args = self.args
@@ -474,7 +529,7 @@ class Bench:
             )
         )
         log(
-            f"fake upstream pid {self.fake.proc.pid}; daphne pid {self.app.proc.pid} on {self.app.url}; "
+            f"fake upstream pid {self.fake.proc.pid}; daphne pids {self.app.pids} on {self.app.urls}; "
             f"client pids {[w.pid for w in self.workers]}"
         )
 
@@ -488,6 +543,9 @@ class Bench:
             await self.fake.stop()
         if self.http is not None:
             await self.http.aclose()
+        if self.pg_database:
+            await asyncio.to_thread(_pg_admin, f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
+            self.pg_database = ""
 
     def remaining(self) -> float:
         left = self.deadline - now()
@@ -500,9 +558,12 @@ class Bench:
         self, app: ChatApp, reset: bool = False, since: float = 0.0, until: float = math.inf
     ) -> dict:
         query = f"?reset={int(reset)}&since={since!r}&until={until!r}"
-        response = await self.http.get(app.url + STATS_PATH + query)
-        response.raise_for_status()
-        return response.json()
+        each = []
+        for url in app.urls:
+            response = await self.http.get(url + STATS_PATH + query)
+            response.raise_for_status()
+            each.append(response.json())
+        return merge_stats(each)
 
     async def open_sockets(self, app: ChatApp, total: int) -> list[dict]:
         k = len(self.workers)
@@ -516,7 +577,8 @@ class Bench:
                     timeout=min(self.remaining(), 120 + total / 5),
                     op="open",
                     n=n,
-                    ws_url=app.ws_url,
+                    # Chat i goes to daphne process i % N, as a round-robin proxy would send it.
+                    ws_urls=[app.ws_urls[(j * k + w_index) % len(app.ws_urls)] for j in range(n)],
                     origin=app.origin,
                     cookies=[cookies[(j * k + w_index) % len(cookies)] for j in range(n)],
                 )
@@ -539,9 +601,9 @@ class Bench:
         for i, w in enumerate(self.workers):
             cpu[f"client{i}"] = proc_cpu_seconds(w.pid)
         rss = 0
-        if app is not None and app.proc is not None:
-            cpu["app"] = proc_cpu_seconds(app.proc.pid)
-            rss = proc_rss_kib(app.proc.pid)
+        if app is not None and app.procs:
+            cpu["app"] = sum(proc_cpu_seconds(pid) for pid in app.pids)
+            rss = sum(proc_rss_kib(pid) for pid in app.pids)
         busy, total = machine_cpu()
         return Sample(now(), cpu, rss, busy, total)
 
@@ -1209,8 +1271,18 @@ def plot_sweep(points: list[dict], path: Path) -> None:
 def report(res: dict, info: dict, command: str, args: argparse.Namespace) -> str:
     app_v = info.get("app", {})
     title = "## Load: many chats at once"
+    if args.processes > 1:
+        title += f" ({args.processes} daphne processes on PostgreSQL and Redis)"
     if args.app_env:
         title += " (app settings: " + ", ".join(f"`{kv}`" for kv in args.app_env) + ")"
+    storage = (
+        "a fresh SQLite database, the in-memory channel layer"
+        if args.processes == 1
+        else f"{args.processes} daphne processes on as many ports (chat i goes to process i mod "
+        f"{args.processes}, as a round-robin proxy would send it) sharing a fresh PostgreSQL database "
+        "and channels-redis; CPU and memory are the sum over the processes, the event-loop lag that "
+        "of the worst process"
+    )
     lines = [
         title,
         "",
@@ -1232,7 +1304,7 @@ def report(res: dict, info: dict, command: str, args: argparse.Namespace) -> str
         "Setup: the fake upstream, chatsite and the clients each run in their own processes on this "
         "machine. chatsite runs under daphne as `benchmarks.instrumented_asgi:application` (the real app "
         "plus a database-write counter, an event-loop lag probe and a stats URL; no app code changed), "
-        "with `DJANGO_DEBUG=0`, a fresh SQLite database, the in-memory channel layer and default "
+        f"with `DJANGO_DEBUG=0`, {storage} and default "
         "coalescing/checkpoint settings (except those named in the heading). Each chat is its own logged-in WebSocket (one per chat, like a "
         "browser tab per chat), opened before the burst; the direct client is httpx + httpx-sse, one "
         "`AsyncClient` per client process. Chats alternate between the "
@@ -1543,6 +1615,12 @@ def main(argv: list[str] | None = None) -> None:
         "--idle-sockets", type=_ints, default=[500, 1000], help="idle sockets (default 500,1000)"
     )
     parser.add_argument("--client-procs", type=int, default=2, help="client processes (default 2)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="daphne processes (default 1); more than one run on PostgreSQL and Redis, chats round-robin",
+    )
     parser.add_argument("--cooldown", type=float, default=2.0, help="pause between phases, s (default 2)")
     parser.add_argument("--profile", action="store_true", help="also profile daphne with py-spy")
     parser.add_argument(
@@ -1574,6 +1652,8 @@ def main(argv: list[str] | None = None) -> None:
         args.no_doc = True
     if any("=" not in kv for kv in args.app_env):
         parser.error("--app-env takes NAME=VALUE")
+    if args.processes > 1 and (args.only & {"memory", "sweep"} or args.profile):
+        parser.error("--processes > 1 runs the burst and cpu sections only")
     if args.client_procs < 1 or args.rate <= 0 or args.tokens < 2:
         parser.error("--client-procs >= 1, --rate > 0 and --tokens >= 2 please")
     args.write_doc = not args.no_doc
