@@ -59,14 +59,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not await self._session_alive():
-            return
         try:
             frame = protocol.parse_client_frame(
                 text_data,
                 max_bytes=settings.CHATSITE_MAX_FRAME_BYTES,
                 max_prompt_chars=settings.CHATSITE_MAX_PROMPT_CHARS,
             )
+        except protocol.ProtocolError as exc:
+            if await self._session_alive():
+                self.deliver(protocol.error_frame(exc.code, exc.message, exc.ref))
+            return
+        if isinstance(frame, protocol.Ping):
+            # The page's heartbeat: liveness only, so no session check and no database.
+            self.deliver(protocol.PONG)
+            return
+        if not await self._session_alive():
+            return
+        try:
             reply: Reply | None = None
             if isinstance(frame, protocol.Send):
                 reply = await actions.reply_start(user=self.user, frame=frame, subscriber=self)

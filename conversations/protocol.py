@@ -83,7 +83,12 @@ class Subscribe:
     after_seq: int
 
 
-ClientFrame = Send | Stop | Subscribe | Regenerate | Continue
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """The page's heartbeat: answered with ``pong``, touches nothing."""
+
+
+ClientFrame = Send | Stop | Subscribe | Regenerate | Continue | Ping
 
 
 def _field(data: dict, name: str, kind: type | tuple, *, required: bool = True) -> Any:
@@ -159,6 +164,8 @@ def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: in
         return Continue(reply=_uuid(data, "reply"))  # type: ignore[arg-type]
     if kind == "stop":
         return Stop(reply=_uuid(data, "reply"))  # type: ignore[arg-type]
+    if kind == "ping":
+        return Ping()
     if kind == "subscribe":
         after = _field(data, "after_seq", int, required=False)
         if after is not None and after < 0:
@@ -195,6 +202,7 @@ SERVER_FRAMES: dict[str, dict[str, tuple[type, ...]]] = {
         "metrics": (dict,),
     },
     "error": {"code": (str,), "message": (str,), "ref": _opt_str},
+    "pong": {},
 }
 
 TERMINAL_STATUSES = frozenset({"complete", "stopped", "error", "interrupted"})
@@ -252,3 +260,7 @@ def encode_delta(reply: str, seq: int, text: str) -> str:
 def error_frame(code: str, message: str, ref: str | None = None) -> str:
     assert code in ERROR_CODES, code
     return encode("error", code=code, message=message, ref=ref)
+
+
+#: The answer to a ``ping``.
+PONG = encode("pong")

@@ -400,3 +400,26 @@ async def test_unknown_model_is_refused(connect, alice, upstream):
     error = await socket.recv()
     assert error["code"] == "unknown_model"
     assert await counts() == (0, 0)
+
+
+async def test_ping_is_answered_with_pong_and_changes_nothing(connect, alice, upstream):
+    socket = await connect(alice)
+    await socket.send(type="ping")
+    assert await socket.recv() == {"type": "pong"}
+    assert await socket.nothing()
+    assert await counts() == (0, 0)
+
+
+async def test_ping_skips_the_session_check_but_the_next_real_frame_gets_it(
+    connect, alice, upstream, settings
+):
+    settings.CHATSITE_SESSION_RECHECK = 0
+    socket = await connect(alice)
+    from django.contrib.sessions.models import Session
+
+    await sync_to_async(Session.objects.all().delete)()
+    await socket.send(type="ping")
+    assert (await socket.recv())["type"] == "pong"
+    await socket.send(type="send", client_id="late", text="still me?", model="openai/fake")
+    assert (await socket.recv())["code"] == "session_ended"
+    assert await counts() == (0, 0)

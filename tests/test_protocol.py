@@ -42,6 +42,13 @@ def test_subscribe_defaults_after_seq_to_zero():
     assert parse({"type": "subscribe", "conversation": str(conv)}) == protocol.Subscribe(conv, 0)
 
 
+def test_ping_parses_and_pong_is_a_declared_server_frame():
+    assert parse({"type": "ping"}) == protocol.Ping()
+    pong = json.loads(protocol.PONG)
+    assert pong == {"type": "pong"}
+    protocol.check_server_frame(pong)
+
+
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
