@@ -276,6 +276,7 @@ CHATSITE_MAX_CONCURRENT_REPLIES = env_int("CHATSITE_MAX_CONCURRENT_REPLIES", 3)
 # A socket re-checks its session on a frame at most this often (a logout closes
 # the session's sockets at once through the channel layer anyway).
 CHATSITE_SESSION_RECHECK = env_float("CHATSITE_SESSION_RECHECK", 10.0)
+CHATSITE_HEARTBEAT = env_float("CHATSITE_HEARTBEAT", 25.0)
 # Each process writes a heartbeat this often; one silent for CHATSITE_WORKER_STALE
 # seconds is dead, and its streaming replies become "interrupted".
 CHATSITE_WORKER_HEARTBEAT = env_float("CHATSITE_WORKER_HEARTBEAT", 5.0)

@@ -58,6 +58,7 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
             "default_model": await model_default(),
             "ws_path": protocol.PATH,
             "limits": {"max_prompt_chars": settings.CHATSITE_MAX_PROMPT_CHARS},
+            "heartbeat_s": settings.CHATSITE_HEARTBEAT,
         },
     }
     return await sync_to_async(render)(request, "chat.html", context)

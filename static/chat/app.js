@@ -871,7 +871,12 @@ function onSocketState(s) {
 // --- start ------------------------------------------------------------------
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${data.ws_path || '/ws/chat/'}`;
-const socket = new ReconnectingSocket(wsUrl, { onOpen, onFrame, onState: onSocketState });
+const socket = new ReconnectingSocket(wsUrl, {
+  onOpen,
+  onFrame,
+  onState: onSocketState,
+  heartbeatMs: (Number(data.heartbeat_s) || 0) * 1000,
+});
 
 setTitle(state.conversation ? state.conversation.title : null);
 initModels();

@@ -2,7 +2,11 @@
 //
 // Backoff: 0.5 s doubling up to 10 s, each wait jittered by ±25 %. The
 // attempt counter resets once a connection opens. Going offline drops the
-// socket at once; coming back online retries at once. Callers get:
+// socket at once; coming back online retries at once. Heartbeat: after
+// `heartbeatMs` without a frame the socket sends a `ping`; if nothing at all
+// arrives within `heartbeatMs` more, the connection is taken for dead (a
+// half-open TCP connection never closes by itself) and replaced, and the page
+// resumes from where it was. Callers get:
 //   onOpen({reconnect})  – every time a connection opens
 //   onFrame(obj)         – every JSON frame received
 //   onState(state)       – "connecting" | "open" | "closed"
@@ -17,8 +21,12 @@ export function backoffDelay(attempt) {
 }
 
 export class ReconnectingSocket {
-  constructor(url, { onOpen = () => {}, onFrame = () => {}, onState = () => {} } = {}) {
+  constructor(url, { onOpen = () => {}, onFrame = () => {}, onState = () => {}, heartbeatMs = 25_000 } = {}) {
     this.url = url;
+    this.heartbeatMs = heartbeatMs;
+    this.lastFrameAt = 0;
+    this.pingSentAt = 0;
+    this.heartbeat = null;
     this.onOpen = onOpen;
     this.onFrame = onFrame;
     this.onState = onState;
@@ -66,18 +74,26 @@ export class ReconnectingSocket {
       const reconnect = this.everOpened;
       this.everOpened = true;
       this.attempt = 0;
+      this.lastFrameAt = Date.now();
+      this.pingSentAt = 0;
+      this.startHeartbeat();
       this.setState('open');
       this.onOpen({ reconnect });
     });
     ws.addEventListener('message', (event) => {
-      if (this.ws !== ws || typeof event.data !== 'string') return;
+      if (this.ws !== ws) return;
+      this.lastFrameAt = Date.now();
+      this.pingSentAt = 0;
+      if (typeof event.data !== 'string') return;
       let frame;
       try {
         frame = JSON.parse(event.data);
       } catch {
         return;
       }
-      if (frame && typeof frame === 'object' && typeof frame.type === 'string') this.onFrame(frame);
+      if (frame && typeof frame === 'object' && typeof frame.type === 'string' && frame.type !== 'pong') {
+        this.onFrame(frame);
+      }
     });
     ws.addEventListener('close', () => {
       if (this.ws !== ws) return;
@@ -87,8 +103,28 @@ export class ReconnectingSocket {
     // 'error' is always followed by 'close'; nothing to do here.
   }
 
+  startHeartbeat() {
+    clearInterval(this.heartbeat);
+    if (!(this.heartbeatMs > 0)) return;
+    const every = Math.max(250, Math.min(5_000, this.heartbeatMs / 4));
+    this.heartbeat = setInterval(() => this.checkAlive(), every);
+  }
+
+  checkAlive() {
+    if (!this.isOpen) return;
+    const now = Date.now();
+    if (this.pingSentAt && now - this.pingSentAt > this.heartbeatMs) {
+      this.drop(); // nothing came back: the connection is dead even if it looks open
+    } else if (!this.pingSentAt && now - this.lastFrameAt > this.heartbeatMs) {
+      this.pingSentAt = now;
+      this.send({ type: 'ping' });
+    }
+  }
+
   scheduleReconnect() {
     if (this.stopped) return;
+    clearInterval(this.heartbeat);
+    this.heartbeat = null;
     this.setState('closed');
     clearTimeout(this.timer);
     const delay = backoffDelay(this.attempt);
@@ -129,6 +165,7 @@ export class ReconnectingSocket {
   close() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearInterval(this.heartbeat);
     if (this.ws) this.ws.close();
     this.ws = null;
     this.setState('closed');

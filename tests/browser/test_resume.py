@@ -499,3 +499,53 @@ def test_a_killed_server_leaves_the_saved_text_and_the_page_shows_exactly_that(
     wait_for_status(page, reply, "interrupted", timeout=5)
     assert text_of(page, reply) == content
     assert_no_problems(page, allow=("WebSocket connection to",))
+
+
+@pytest.fixture
+def freezable(fake_upstream):
+    """A daphne of its own, with a one-second heartbeat (this test freezes it with SIGSTOP)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-freeze-"))
+    daphne = Daphne(data_dir, {**_env(fake_upstream), "CHATSITE_HEARTBEAT": "1"})
+    try:
+        daphne.start()
+        daphne.create_user(USERNAME, PASSWORD)
+        yield daphne
+    finally:
+        if daphne.proc is not None and daphne.proc.poll() is None:
+            daphne.proc.send_signal(signal.SIGCONT)
+        daphne.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_a_connection_that_goes_silent_is_replaced_and_the_reply_resumes(context, freezable, fake_upstream):
+    # A frozen server stands in for a half-open connection: the socket stays
+    # "open" in the browser, but nothing comes through it and it never closes.
+    page = open_page(context)
+    login(page, freezable)
+    conversation, reply, record = start_reply(page, freezable, fake_upstream, LONG)
+    wait_for_text(page, reply, 100)
+    assert page.is_hidden("#reconnecting")
+
+    freezable.proc.send_signal(signal.SIGSTOP)
+    try:
+        # One second of silence, a ping, one more second without an answer: dropped.
+        page.wait_for_selector("#reconnecting", state="visible", timeout=6000)
+        pings = [f for frames in page.wire.sockets for d, f in frames if d == "sent" and f["type"] == "ping"]
+        assert pings, "the page never pinged the silent connection"
+    finally:
+        freezable.proc.send_signal(signal.SIGCONT)
+    page.wait_for_selector("body[data-socket=open]", state="attached", timeout=10000)
+    page.wait_for_selector("#reconnecting", state="hidden", timeout=2000)
+    assert len(page.wire.sockets) >= 2
+
+    wait_for_status(page, reply, "complete", timeout=30)
+    assert record.wait_completed(5)
+    sent = record.text_sent
+    content, status, _ = saved(freezable, reply)
+    assert status == "complete"
+    assert content == sent
+    assert text_of(page, reply) == sent
+    assert page.wire.reassemble(reply) == sent
+    assert page.locator(reply_selector(reply)).count() == 1
+    # A pong is the socket's business: the page never treats it as a message.
+    assert_no_problems(page)
