@@ -424,6 +424,8 @@ def test_a_reply_that_ends_while_the_page_is_offline_is_shown_in_full(context, r
     # page must notice, say so, and try again.
     context.set_offline(True)
     page.wait_for_selector("#reconnecting", state="visible", timeout=2000)
+    # Text that arrived just before is drawn at the next animation frame: let it land.
+    page.wait_for_timeout(200)
     seen = text_of(page, reply)
     assert record.wait_completed(10)
     deadline = time.monotonic() + 5
