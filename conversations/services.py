@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -143,15 +144,8 @@ def exchange_start_many(*, requests: list[ExchangeRequest]) -> list[StartedExcha
         if results[i] is not None:
             continue
         try:
-            results[i] = exchange_start(
-                user=request.user,
-                conversation_id=request.conversation_id,
-                client_id=request.client_id,
-                text=request.text,
-                model=request.model,
-                provider=request.provider,
-                edit_of=request.edit_of,
-            )
+            args = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+            results[i] = exchange_start(**args)
         except (NotFound, ReplyRunning, TooManyMessages, TooManyReplies) as exc:
             results[i] = exc
     return results  # type: ignore[return-value]
@@ -424,18 +418,15 @@ class ReplyRunning(Exception):
 
 
 def _check_limits(user: AbstractBaseUser, *, count_message: bool = True) -> None:
-    mine = Message.objects.filter(conversation__user=user)
-    per_minute = settings.CHATSITE_MAX_MESSAGES_PER_MINUTE
-    if per_minute and count_message:
-        since = timezone.now() - timedelta(seconds=60)
-        if mine.filter(role=Message.Role.USER, created_at__gte=since).count() >= per_minute:
-            raise TooManyMessages()
-    concurrent = settings.CHATSITE_MAX_CONCURRENT_REPLIES
-    if concurrent and mine.filter(status=Message.Status.STREAMING).count() >= concurrent:
-        raise TooManyReplies()
+    """Raise the refusal for one user's send (``count_message=False``: a new
+    reply to a stored message, which counts only against the streaming limit)."""
+    recent, streaming = _limit_usage({user.pk}, count_messages=count_message).get(user.pk, (0, 0))
+    refusal = _limit_refusal(recent, streaming)
+    if refusal is not None:
+        raise refusal
 
 
-def _limit_usage(user_ids: set[int]) -> dict[int, tuple[int, int]]:
+def _limit_usage(user_ids: set[int], *, count_messages: bool = True) -> dict[int, tuple[int, int]]:
     """For each user: (messages sent in the last minute, replies streaming).
 
     Two grouped counts for all the users at once, each of a shape the
@@ -447,7 +438,7 @@ def _limit_usage(user_ids: set[int]) -> dict[int, tuple[int, int]]:
     theirs = Message.objects.filter(conversation__user__in=user_ids)
     recent: dict[int, int] = {}
     streaming: dict[int, int] = {}
-    if per_minute:
+    if per_minute and count_messages:
         since = timezone.now() - timedelta(seconds=60)
         recent = dict(
             theirs.filter(role=Message.Role.USER, created_at__gte=since)
