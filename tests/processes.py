@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -25,25 +27,51 @@ def free_port() -> int:
 class Daphne:
     """``python -m daphne chatsite.asgi:application`` with its own SQLite database."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
-        """``port``: listen there (e.g. a restarted server on its predecessor's port); default a free one."""
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        *,
+        command: list[str] | None = None,
+        base_env: dict[str, str] | None = None,
+    ) -> None:
+        """``port``: listen there (e.g. a restarted server on its predecessor's port); default a free one.
+
+        ``command``: the whole command line instead of ``python -m daphne ...`` on ``port``
+        (e.g. the systemd unit's ExecStart); ``base_env``: the whole environment instead
+        of this process's plus the development defaults (``env`` still goes on top).
+        """
         self.data_dir = data_dir
         self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_path = data_dir / "chatsite.sqlite3"
         self.log = data_dir / f"daphne-{self.port}.log"
-        self.env = {
-            **os.environ,
-            "CHATSITE_NO_BOOTSTRAP": "1",
-            "CHATSITE_DATA_DIR": str(data_dir),
-            "DJANGO_DEBUG": "true",
-            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-            "CHATSITE_LOCAL_MODEL": "off",
-        }
-        # The embedded defaults (SQLite, in-memory layer) unless the caller names services.
-        self.env.pop("DATABASE_URL", None)
-        self.env.pop("REDIS_URL", None)
+        if base_env is not None:
+            self.env = dict(base_env)
+        else:
+            self.env = {
+                **os.environ,
+                "CHATSITE_NO_BOOTSTRAP": "1",
+                "CHATSITE_DATA_DIR": str(data_dir),
+                "DJANGO_DEBUG": "true",
+                "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+                "CHATSITE_LOCAL_MODEL": "off",
+            }
+            # The embedded defaults (SQLite, in-memory layer) unless the caller names services.
+            self.env.pop("DATABASE_URL", None)
+            self.env.pop("REDIS_URL", None)
         self.env.update(env or {})
+        self.command = command or [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "chatsite.asgi:application",
+        ]
         self.proc: subprocess.Popen | None = None
 
     def manage(self, *args: str) -> None:
@@ -57,20 +85,12 @@ class Daphne:
             f"User.objects.create_user({username!r}, password={password!r})",
         )
 
-    def start(self) -> Daphne:
-        self.manage("migrate", "-v0")
+    def start(self, *, migrate: bool = True) -> Daphne:
+        if migrate:
+            self.manage("migrate", "-v0")
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "chatsite.asgi:application",
-            ],
+            self.command,
             cwd=ROOT,
             env=self.env,
             stdout=out,
@@ -80,7 +100,9 @@ class Daphne:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                # As a TLS-terminating proxy would ask (no redirect to https outside DEBUG).
+                response = httpx.get(f"{self.url}/healthz", headers={"X-Forwarded-Proto": "https"}, timeout=1)
+                if response.status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -114,6 +136,60 @@ class Daphne:
     def query(self, sql: str, *params):
         with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as conn:
             return conn.execute(sql, params).fetchall()
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, nothing saved to disk."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def postgres_database(server_url: str, prefix: str):
+    """A new, empty database on the PostgreSQL server of ``server_url``; dropped afterwards.
+
+    Yields its URL (``server_url`` with the database name replaced).
+    """
+    import uuid
+
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- WebSocket clients for the process tests -----------------------------------

@@ -35,6 +35,14 @@ def send(page, text: str, model: str) -> None:
 
 
 def test_send_watch_it_stream_stop_reload_and_see_exactly_the_same_reply(page, server, fake_upstream):
+    send_stream_stop_and_reload(page, server, fake_upstream)
+
+
+def send_stream_stop_and_reload(page, server, fake_upstream) -> None:
+    """Send, watch it stream, stop, reload: the same reply, saved as seen.
+
+    Also run against the production stack (tests/browser/production/).
+    """
     login(page, server)
     before = len(fake_upstream.requests)
     send(page, "Tell me about markdown", SLOW_MARKDOWN)

@@ -150,6 +150,14 @@ def in_viewport(page, selector: str) -> bool:
 
 
 def test_search_finds_a_word_deep_in_a_reply_and_lands_on_that_message(page, server):
+    search_lands_on_a_deep_message(page, server)
+
+
+def search_lands_on_a_deep_message(page, server) -> None:
+    """Search for a word deep in a long conversation; the hit opens that message.
+
+    Also run against the production stack (tests/browser/production/).
+    """
     word = "quokkaplatypus"
     filler = " ".join(f"filler{i}" for i in range(600))
     messages = chat(160, "ordinary words")
@@ -458,6 +466,14 @@ def test_sidebar_groups_pages_and_actions(page, server):
 
 
 def test_export_json_then_import_gives_the_same_conversation(page, server, tmp_path):
+    export_then_import(page, server, tmp_path)
+
+
+def export_then_import(page, server, tmp_path) -> None:
+    """Export as JSON, import the file: the same conversation; a bad file imports nothing.
+
+    Also run against the production stack (tests/browser/production/).
+    """
     (conv,) = seed(
         server,
         [

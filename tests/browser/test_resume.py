@@ -227,6 +227,14 @@ def assert_no_problems(page, allow: tuple[str, ...] = ()) -> None:
 
 
 def test_reload_mid_stream_continues_with_every_token_exactly_once(context, resume_server, fake_upstream):
+    reload_mid_stream(context, resume_server, fake_upstream)
+
+
+def reload_mid_stream(context, resume_server, fake_upstream) -> None:
+    """Reload in the middle of a reply: it goes on, every token exactly once.
+
+    Also run against the production stack (tests/browser/production/).
+    """
     page = open_page(context)
     login(page, resume_server)
     conversation, reply, record = start_reply(page, resume_server, fake_upstream, STREAM)
@@ -262,6 +270,14 @@ def test_reload_mid_stream_continues_with_every_token_exactly_once(context, resu
 
 
 def test_a_second_tab_follows_the_same_live_reply(context, resume_server, fake_upstream):
+    second_tab_follows(context, resume_server, fake_upstream)
+
+
+def second_tab_follows(context, resume_server, fake_upstream) -> None:
+    """A second tab opened mid-reply follows it live to the same end.
+
+    Also run against the production stack (tests/browser/production/).
+    """
     tab_a = open_page(context)
     login(tab_a, resume_server)
     conversation, reply, record = start_reply(tab_a, resume_server, fake_upstream, STREAM)

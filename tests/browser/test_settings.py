@@ -11,6 +11,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_settings_are_saved_and_shape_the_next_reply(page, server, fake_upstream):
+    settings_shape_the_next_reply(page, server, fake_upstream)
+
+
+def settings_shape_the_next_reply(page, server, fake_upstream) -> None:
+    """The settings dialog saves, the next request carries them; bad values are refused.
+
+    Also run against the production stack (tests/browser/production/).
+    """
     login(page, server)
     assert page.is_hidden("#settings-button")  # no conversation yet
     send(page, "first", FAST_MARKDOWN)
