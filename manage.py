@@ -14,6 +14,9 @@ def main() -> None:
     from chatsite.bootstrap import ensure_environment
 
     ensure_environment(sys.argv)
+    from chatsite.environment import prepare
+
+    prepare(sys.argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     from django.core.management import execute_from_command_line
 

@@ -1,9 +1,11 @@
 """chatsite settings.
 
 Every value comes from the environment (see ``.env.example`` and
-``docs/configuration.md``). Defaults are safe for development: SQLite, the
-in-memory channel layer and the bundled offline model. Outside DEBUG a missing
-secret stops the process at start-up instead of running insecurely.
+``docs/configuration.md``), read by the helpers in ``chatsite/environment.py``.
+The defaults are the embedded ones (SQLite, the in-memory channel layer, the
+bundled offline model) in the production configuration: DEBUG is off unless
+``DJANGO_DEBUG`` turns it on, and then a missing secret stops the process at
+start-up instead of running insecurely (``manage.py serve`` makes one).
 """
 
 from __future__ import annotations
@@ -15,66 +17,30 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from chatsite.environment import (
+    BASE_DIR,
+    SECRET_KEY_FILE,
+    data_dir,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+)
 
-
-def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
-
-
-def env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
-
-
-def env_float(name: str, default: float | None) -> float | None:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    if raw.strip().lower() in {"none", "off", "never"}:
-        return None
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from exc
-    if value < 0:
-        raise ImproperlyConfigured(f"{name} must not be negative")
-    return value
-
-
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from exc
-    if value < 0:
-        raise ImproperlyConfigured(f"{name} must not be negative")
-    return value
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
-
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# Production unless DJANGO_DEBUG turns development on.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+DATA_DIR = data_dir()
 
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not DEBUG and SECRET_KEY in {"", "change-me"}:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is not set. Set it to a long random value, e.g. the output of "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(50))' (see docs/deploy.md), "
+        f"or run python3 manage.py serve, which keeps one in {DATA_DIR / SECRET_KEY_FILE}; "
+        "DJANGO_DEBUG=true runs the development configuration instead."
+    )
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
@@ -118,12 +84,12 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            "libraries": {"importmap": "chatsite.importmap"},
         },
     },
 ]
 
 # --- Database ---------------------------------------------------------------
-DATA_DIR = Path(env_str("CHATSITE_DATA_DIR") or BASE_DIR / "var")
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'chatsite.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -184,10 +150,12 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
+        # Production: compressed, content-hashed names (see chatsite/importmap.py
+        # for how ES modules find each other under those names).
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
             if DEBUG
-            else "chatsite.storage.StaticFilesStorage"
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
         )
     },
 }
