@@ -67,3 +67,21 @@ def test_production_settings_dialog(page, server, fake_upstream):
     settings_shape_the_next_reply(page, server, fake_upstream)
     page.screenshot(path="/tmp/chatsite-production-settings.png")
     assert_clean(page)
+
+
+def test_the_page_watch_reports_csp_violations_failed_requests_and_error_responses(page, server):
+    # The checks every test above relies on, shown to fire.
+    page.goto(f"{server.url}/accounts/login/")
+    page.evaluate(
+        "() => { const s = document.createElement('script'); s.textContent = '1'; document.body.append(s); }"
+    )
+    page.route("**/healthz", lambda route: route.abort())
+    page.evaluate("() => fetch('/healthz').catch(() => null)")
+    page.goto(f"{server.url}/no-such-page/")
+    problems = page.problems
+    assert any(p.startswith("csp: script-src") for p in problems), problems
+    assert any(
+        p.startswith("requestfailed: GET") and p.endswith("/healthz net::ERR_FAILED") for p in problems
+    ), problems
+    assert any(p.startswith("response 404: GET") and "/no-such-page/" in p for p in problems), problems
+    page.checked = True
