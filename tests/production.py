@@ -129,7 +129,9 @@ pid {run_dir}/nginx.pid;
 error_log {run_dir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log {run_dir}/access.log;
+    # Which daphne served each request (the tests check that both do).
+    log_format upstreams '$request_method $request_uri $status $upstream_addr $http_user_agent';
+    access_log {run_dir}/access.log upstreams;
     client_body_temp_path {run_dir}/client_body;
     proxy_temp_path {run_dir}/proxy;
     fastcgi_temp_path {run_dir}/fastcgi;
@@ -292,6 +294,17 @@ class ProductionStack:
         )
 
     # --- what the tests use --------------------------------------------------------
+
+    def served(self) -> list[tuple[str, str, int, int, str]]:
+        """(method, path, status, daphne port, user agent) of every request nginx has
+        finished (a WebSocket when it closes)."""
+        log = self.nginx_dir / "access.log"
+        rows = []
+        for line in log.read_text().splitlines() if log.exists() else []:
+            method, path, status, upstream, agent = line.split(" ", 4)
+            port = upstream.rsplit(":", 1)[-1]
+            rows.append((method, path, int(status), int(port) if port.isdigit() else 0, agent))
+        return rows
 
     def manage(self, *args: str) -> None:
         subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True)

@@ -6,7 +6,11 @@ load must be clean (no failed request, no error response, no console error, no C
 
 from __future__ import annotations
 
+import time
+
 import pytest
+
+from conversations import protocol
 
 from ..test_chat_page import send_stream_stop_and_reload
 from ..test_history import export_then_import, search_lands_on_a_deep_message
@@ -46,10 +50,26 @@ def test_production_reload_mid_reply_reattaches(context, server, fake_upstream):
     assert_clean(*context.pages)
 
 
-def test_production_a_second_tab_follows_the_live_reply(context, server, fake_upstream):
+def test_production_a_second_tab_follows_the_live_reply_from_the_other_process(
+    context, server, fake_upstream
+):
     second_tab_follows(context, server, fake_upstream)
     assert len(context.pages) == 2
     assert_clean(*context.pages)
+    # nginx's least_conn put the second tab's socket on the other daphne: the live
+    # reply reached it over Redis. (nginx logs a WebSocket when it closes.)
+    agent = context.pages[0].evaluate("() => navigator.userAgent")
+    for tab in context.pages:
+        tab.close()
+
+    def sockets():
+        return [r for r in server.served() if r[1] == protocol.PATH and r[2] == 101 and r[4] == agent]
+
+    deadline = time.monotonic() + 10
+    while len(sockets()) < 2:
+        assert time.monotonic() < deadline, server.served()
+        time.sleep(0.05)
+    assert {port for _, _, _, port, _ in sockets()} == {d.port for d in server.daphnes}
 
 
 def test_production_history_search(page, server):
