@@ -286,6 +286,27 @@ class ProductionStack:
             self._database = None
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def logs(self) -> dict[Path, int]:
+        """Every server log (the daphnes', nginx's errors) and its size now."""
+        paths = [d.log for d in self.daphnes] + [self.nginx_dir / "error.log"]
+        return {p: p.stat().st_size if p.exists() else 0 for p in paths}
+
+    def errors_since(self, sizes: dict[Path, int]) -> list[str]:
+        """Tracebacks and error lines written to the server logs after ``sizes`` (from ``logs``)."""
+        found = []
+        for path, size in sizes.items():
+            if not path.exists():
+                continue
+            with open(path, "rb") as fh:
+                fh.seek(size)
+                text = fh.read().decode(errors="replace")
+            found += [
+                f"{path.name}: {line}"
+                for line in text.splitlines()
+                if re.search(r"Traceback|\b(ERROR|CRITICAL)\b|\[(error|crit|alert|emerg)\]", line)
+            ]
+        return found
+
     def nginx_log(self) -> str:
         return "".join(
             p.read_text(errors="replace")

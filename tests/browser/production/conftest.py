@@ -67,6 +67,14 @@ def server(fake_upstream):
         stack.stop()
 
 
+@pytest.fixture(autouse=True)
+def server_logs_stay_clean(server):
+    """Nothing a test does may make a daphne log a traceback or an error, or nginx an error."""
+    before = server.logs()
+    yield
+    assert server.errors_since(before) == []
+
+
 def watch(page) -> None:
     """Every failed request and error response goes to page.problems (open_page adds
     console errors and uncaught exceptions; the context's init script CSP violations)."""
