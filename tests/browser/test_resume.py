@@ -312,6 +312,14 @@ def second_tab_follows(context, resume_server, fake_upstream) -> None:
 
 
 def test_stop_from_the_other_tab_stops_it_in_both(context, resume_server, fake_upstream):
+    stop_from_the_other_tab(context, resume_server, fake_upstream)
+
+
+def stop_from_the_other_tab(context, resume_server, fake_upstream) -> None:
+    """Stop pressed in a second tab: the upstream closes, both tabs show the saved text.
+
+    Also run against the production stack (tests/browser/production/).
+    """
     tab_a = open_page(context)
     login(tab_a, resume_server)
     conversation, reply, record = start_reply(tab_a, resume_server, fake_upstream, LONG)

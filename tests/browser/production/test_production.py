@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from conversations import protocol
 
 from ..test_chat_page import send_stream_stop_and_reload
 from ..test_history import export_then_import, search_lands_on_a_deep_message
-from ..test_resume import reload_mid_stream, second_tab_follows
+from ..test_resume import reload_mid_stream, second_tab_follows, stop_from_the_other_tab
 from ..test_settings import settings_shape_the_next_reply
 from .conftest import assert_clean
 
@@ -35,6 +36,10 @@ def test_production_page_is_served_by_nginx_with_the_deploy_security_headers(pag
     assert stylesheet.startswith("/static/chat/style.") and stylesheet.endswith(".css"), stylesheet
     page.screenshot(path="/tmp/chatsite-production-login.png")
     assert_clean(page)
+    # Plain HTTP is answered by nginx's redirect to https (to the default port, as the file says).
+    plain = httpx.get(f"http://127.0.0.1:{server.http_port}/accounts/login/?next=/")
+    assert plain.status_code == 301
+    assert plain.headers["location"] == "https://127.0.0.1/accounts/login/?next=/"
 
 
 def test_production_send_stream_stop_and_reload(page, server, fake_upstream):
@@ -70,6 +75,11 @@ def test_production_a_second_tab_follows_the_live_reply_from_the_other_process(
         assert time.monotonic() < deadline, server.served()
         time.sleep(0.05)
     assert {port for _, _, _, port, _ in sockets()} == {d.port for d in server.daphnes}
+
+
+def test_production_stop_from_the_other_tab_closes_the_upstream(context, server, fake_upstream):
+    stop_from_the_other_tab(context, server, fake_upstream)
+    assert_clean(*context.pages)
 
 
 def test_production_history_search(page, server):
