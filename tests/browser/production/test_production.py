@@ -6,6 +6,7 @@ load must be clean (no failed request, no error response, no console error, no C
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -33,7 +34,7 @@ def test_production_page_is_served_by_nginx_with_the_deploy_security_headers(pag
     assert cookies["csrftoken"]["secure"] is True
     # Collected, hashed static files: no DEBUG-mode static serving.
     stylesheet = page.get_attribute("link[rel=stylesheet]", "href")
-    assert stylesheet.startswith("/static/chat/style.") and stylesheet.endswith(".css"), stylesheet
+    assert re.fullmatch(r"/static/chat/style\.[0-9a-f]{12}\.css", stylesheet), stylesheet
     page.screenshot(path="/tmp/chatsite-production-login.png")
     assert_clean(page)
     # Plain HTTP is answered by nginx's redirect to https (to the default port, as the file says).
