@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import weakref
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from . import actions, protocol, selectors, workers
@@ -27,6 +31,34 @@ def user_group(user_id: int) -> str:
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    async def __call__(self, scope, receive, send) -> None:
+        """Channels' ``AsyncConsumer.__call__``, with the wait on this socket's
+        layer channel guarded: when the layer (Redis) fails, the socket stays
+        open and keeps its own process's replies; the wait resumes when it is back."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()  # a name; no trip to Redis
+            sources.append(self._layer_receive)
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def _layer_receive(self) -> dict:
+        backoff = 0.1
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except Exception as exc:  # the layer is down: try again, it may come back
+                log.warning(
+                    "channel layer receive failed (%s); retrying in %.1fs", type(exc).__name__, backoff
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -35,12 +67,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.following: weakref.WeakSet[Reply] = weakref.WeakSet()
         self.following_remote: dict[str, str] = {}  # reply id -> owner's channel
-        await workers.ensure_started()
         self._session_checked_at = time.monotonic()  # just authenticated
         if self.channel_layer is not None:
             try:
-                await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
-            except Exception as exc:  # no layer right now: logout still closes on the next frame
+                await workers.layer_call(self.channel_layer.group_add(user_group(user.pk), self.channel_name))
+            except Exception as exc:  # no layer right now: the session re-check closes it after a logout
                 log.warning("could not join the user group (%s)", type(exc).__name__)
         await self.accept()
 
@@ -122,7 +153,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- channel layer events ---------------------------------------------------
     async def chat_frame(self, event: dict) -> None:
         """A frame from a reply that runs in another process."""
-        self.deliver(event["text"])
+        text = event["text"]
+        if '"type":"reply_finished"' in text[:40]:
+            reply_id = json.loads(text).get("reply")
+            if self.following_remote.pop(reply_id, None) is None:
+                return  # already told how it ended (its process died, or it came late)
+        self.deliver(text)
 
     async def session_ended(self, event: dict) -> None:
         session = self.scope.get("session")
@@ -146,6 +182,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user = getattr(self, "user", None)
         if user is not None and self.channel_layer is not None:
             try:
-                await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
+                await workers.layer_call(
+                    self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
+                )
             except Exception:  # the layer is down; the group entry expires by itself
                 pass

@@ -46,6 +46,7 @@ ERROR_CODES = frozenset(
         "too_many_messages",  # over CHATSITE_MAX_MESSAGES_PER_MINUTE
         "too_many_replies",  # over CHATSITE_MAX_CONCURRENT_REPLIES
         "session_ended",  # logged out elsewhere: the socket closes next
+        "unavailable",  # the reply's process cannot be reached now (channel layer down)
         "internal",
     }
 )
