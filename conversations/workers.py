@@ -171,11 +171,23 @@ def start_with_server() -> None:
     (the tests' ASGI communicators) from the first connection
     (:class:`chatsite.asgi.Application`).
     """
-    server = sys.modules.get("daphne.server")
-    loop = getattr(server, "twisted_loop", None)
-    if loop is None or loop.is_running() or loop.is_closed():
+    if "daphne.server" not in sys.modules:
         return
-    loop.call_soon(lambda: loop.create_task(_start_retrying(), name="chatsite-worker-start"))
+    # The loop of the reactor daphne installed (``daphne.server.twisted_loop``,
+    # unless an asyncio reactor was there before it).
+    loop = getattr(sys.modules.get("twisted.internet.reactor"), "_asyncioEventloop", None)
+    if not isinstance(loop, asyncio.AbstractEventLoop) or loop.is_running() or loop.is_closed():
+        return
+
+    def start() -> None:
+        task = loop.create_task(_start_retrying(), name="chatsite-worker-start")
+        _background.add(task)  # a reference, so that it is not collected while it runs
+        task.add_done_callback(_background.discard)
+
+    loop.call_soon(start)
+
+
+_background: set[asyncio.Task] = set()
 
 
 async def _start_retrying() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -59,6 +60,21 @@ class Daphne:
 
     def start(self) -> Daphne:
         self.manage("migrate", "-v0")
+        self.spawn()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("daphne did not start:\n" + self.log.read_text())
+            time.sleep(0.1)
+
+    def spawn(self) -> None:
+        """Start the process and return at once: not one request is made to it."""
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [
@@ -77,17 +93,6 @@ class Daphne:
             stderr=subprocess.STDOUT,
         )
         out.close()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("daphne did not start:\n" + self.log.read_text())
-            time.sleep(0.1)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -114,6 +119,66 @@ class Daphne:
     def query(self, sql: str, *params):
         with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as conn:
             return conn.execute(sql, params).fetchall()
+
+
+class RedisServer:
+    """A private ``redis-server`` on loopback that a test can stop, freeze and restart."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = data_dir / f"redis-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        """Start (or restart, on the same port), empty: nothing is saved."""
+        import redis
+
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    client.close()
+                    return self
+            except redis.RedisError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start:\n" + self.log.read_text())
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def freeze(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.thaw()
+        self.kill()
 
 
 # --- WebSocket clients for the process tests -----------------------------------
