@@ -258,6 +258,19 @@ def encode_delta(reply: str, seq: int, text: str) -> str:
     return f'{{"type":"delta","reply":"{reply}","seq":{seq},"text":{json.dumps(text, ensure_ascii=False)}}}'
 
 
+_DELTA_HEAD = '{"type":"delta","reply":"'
+
+
+def delta_position(frame: str) -> tuple[str, int] | None:
+    """The reply and ``seq`` of a frame made by :func:`encode_delta`; None for any other frame."""
+    if not frame.startswith(_DELTA_HEAD):
+        return None
+    start = len(_DELTA_HEAD)
+    end = frame.index('"', start)
+    seq_at = end + len('","seq":')
+    return frame[start:end], int(frame[seq_at : frame.index(",", seq_at)])
+
+
 def error_frame(code: str, message: str, ref: str | None = None) -> str:
     assert code in ERROR_CODES, code
     return encode("error", code=code, message=message, ref=ref)
