@@ -90,14 +90,14 @@ class RemoteSubscriber:
                 if failing_since is not None:
                     log.info("sending to %s works again", self.channel)
                 return True
-            except ChannelFull:
-                log.warning("remote subscriber %s is not reading; dropping it", self.channel)
-                return False
-            except Exception as exc:  # the layer is down: keep the frames, try again
+            except Exception as exc:
+                # The layer is down, or the viewer's channel is full (its process is
+                # slow to read, e.g. just after Redis came back): keep the frames, try again.
                 now = time.monotonic()
                 if failing_since is None:
                     failing_since = now
-                    log.warning("sending to %s failed (%s); retrying", self.channel, type(exc).__name__)
+                    reason = "its channel is full" if isinstance(exc, ChannelFull) else type(exc).__name__
+                    log.warning("sending to %s failed (%s); retrying", self.channel, reason)
                 elif now - failing_since > REMOTE_GIVE_UP_SECONDS:
                     log.warning("sending to %s failed for %.0fs: dropped", self.channel, now - failing_since)
                     return False
