@@ -27,7 +27,7 @@ application = ProtocolTypeRouter(
 
 
 class Application:
-    """An ASGI application (the router), with this process's worker (the sweep of dead processes'
+    """The router, with this process's worker (the sweep of dead processes'
     replies, the heartbeat, the command listener) started with the server.
 
     Under daphne it is already running before the first connection
