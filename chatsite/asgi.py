@@ -1,9 +1,12 @@
 """ASGI entry point: ``daphne chatsite.asgi:application``."""
 
 import gc
+import logging
 import os
 
 from django.core.asgi import get_asgi_application
+
+log = logging.getLogger("chatsite")
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django_asgi_app = get_asgi_application()
@@ -11,6 +14,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from conversations import workers  # noqa: E402
 from conversations.middleware import WebSocketAuthStack  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
@@ -20,6 +24,49 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(WebSocketAuthStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+
+class Application:
+    """The router, with this process's worker (the sweep of dead processes'
+    replies, the heartbeat, the command listener) started with the server.
+
+    Under daphne it is already running before the first connection
+    (``workers.start_with_server``); servers that speak the ASGI lifespan
+    protocol start it on ``lifespan.startup``; anything else (the tests' ASGI
+    communicators) on its first connection.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if workers.current() is None:
+            try:
+                await workers.ensure_started()
+            except Exception as exc:  # an unreachable database: the request says so itself
+                log.warning("starting the worker failed (%s)", type(exc).__name__)
+        await self.app(scope, receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await workers.ensure_started()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+application = Application(application)
+workers.start_with_server()
 
 from conversations.providers import get_providers  # noqa: E402
 

@@ -249,6 +249,9 @@ CHATSITE_HEARTBEAT = env_float("CHATSITE_HEARTBEAT", 25.0)
 # seconds is dead, and its streaming replies become "interrupted".
 CHATSITE_WORKER_HEARTBEAT = env_float("CHATSITE_WORKER_HEARTBEAT", 5.0)
 CHATSITE_WORKER_STALE = env_float("CHATSITE_WORKER_STALE", 30.0)
+# Every channel-layer call on a request path (a handshake, a routed stop or
+# subscribe, a logout) gives up after this long: a frozen Redis holds up nothing.
+CHATSITE_LAYER_TIMEOUT = env_float("CHATSITE_LAYER_TIMEOUT", 1.0)
 # Largest file accepted by the conversation import (bytes; 0: no limit).
 CHATSITE_MAX_IMPORT_BYTES = env_int("CHATSITE_MAX_IMPORT_BYTES", 50 * 1024 * 1024)
 

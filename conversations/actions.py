@@ -275,10 +275,19 @@ async def reply_stop(*, user: AbstractBaseUser, reply_id: uuid.UUID) -> None:
         raise protocol.ProtocolError("not_found", "no such reply", ref=str(reply_id))
     if message.status == Message.Status.STREAMING:
         channel = await database_sync_to_async(services.worker_channel)(worker_id=message.worker)
-        if channel is not None:
-            await workers.send_command(
-                channel, {"type": "reply.stop", "reply": str(reply_id), "user": user.pk}
-            )
+        if channel is not None and not await workers.send_command(
+            channel, {"type": "reply.stop", "reply": str(reply_id), "user": user.pk}
+        ):
+            raise _unreachable(str(reply_id))
+
+
+def _unreachable(ref: str) -> protocol.ProtocolError:
+    return protocol.ProtocolError(
+        "unavailable",
+        "this reply runs in another server process, which cannot be reached right now "
+        "(the channel layer is down); try again in a moment",
+        ref=ref,
+    )
 
 
 def _reply_of_user(*, user: AbstractBaseUser, reply_id: uuid.UUID) -> Message | None:
@@ -295,19 +304,24 @@ async def _subscribe_remote(
     owner = await database_sync_to_async(services.worker_channel)(worker_id=message.worker)
     if owner is None:
         return False
+    reply_id = str(message.pk)
+    # Followed before asking, so that no frame of the answer can find it unknown.
+    workers.follow_remote(subscriber, reply_id, owner)
     ok = await workers.send_command(
         owner,
         {
             "type": "reply.subscribe",
-            "reply": str(message.pk),
+            "reply": reply_id,
             "user": user.pk,
             "channel": channel_name,
             "after_seq": after_seq,
         },
     )
-    if ok:
-        subscriber.following_remote[str(message.pk)] = owner  # type: ignore[attr-defined]
-    return ok
+    if not ok:
+        subscriber.following_remote.pop(reply_id, None)  # type: ignore[attr-defined]
+        # Not "interrupted": it streams on; this process just cannot reach it now.
+        raise _unreachable(str(message.conversation_id))
+    return True
 
 
 async def conversation_subscribe(

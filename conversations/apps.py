@@ -1,6 +1,8 @@
+import asyncio
 import logging
 
 from django.apps import AppConfig
+from django.conf import settings
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +30,24 @@ def close_sockets_on_logout(sender, request, user, **kwargs) -> None:
     if layer is None:
         return
     session_key = getattr(getattr(request, "session", None), "session_key", None)
-    try:
-        async_to_sync(layer.group_send)(
-            user_group(user.pk), {"type": "session.ended", "session_key": session_key}
-        )
-    except Exception as exc:  # the layer is down: sockets close on their next frame
-        log.warning("could not tell sockets about the logout (%s)", type(exc).__name__)
+    message = {"type": "session.ended", "session_key": session_key}
+
+    async def tell_sockets() -> None:
+        # Waits at most CHATSITE_LAYER_TIMEOUT: the logout answers even with
+        # Redis frozen. The send itself goes on in the server's event loop and
+        # still closes the sockets if Redis comes back.
+        sending = asyncio.ensure_future(layer.group_send(user_group(user.pk), message))
+        done, _ = await asyncio.wait({sending}, timeout=settings.CHATSITE_LAYER_TIMEOUT)
+        if not done:
+            log.warning("the channel layer did not answer; sockets of the session close on their re-check")
+            sending.add_done_callback(_log_layer_failure)
+        else:
+            _log_layer_failure(sending)
+
+    async_to_sync(tell_sockets)()
+
+
+def _log_layer_failure(sending) -> None:
+    if not sending.cancelled() and sending.exception() is not None:
+        # The layer is down: the session re-check closes the sockets instead.
+        log.warning("could not tell sockets about the logout (%s)", type(sending.exception()).__name__)

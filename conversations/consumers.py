@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import weakref
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from . import actions, protocol, selectors, workers
@@ -27,6 +31,34 @@ def user_group(user_id: int) -> str:
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    async def __call__(self, scope, receive, send) -> None:
+        """Channels' ``AsyncConsumer.__call__``, with the wait on this socket's
+        layer channel guarded: when the layer (Redis) fails, the socket stays
+        open and keeps its own process's replies; the wait resumes when it is back."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()  # a name; no trip to Redis
+            sources.append(self._layer_receive)
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def _layer_receive(self) -> dict:
+        backoff = 0.1
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except Exception as exc:  # the layer is down: try again, it may come back
+                log.warning(
+                    "channel layer receive failed (%s); retrying in %.1fs", type(exc).__name__, backoff
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -35,12 +67,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.following: weakref.WeakSet[Reply] = weakref.WeakSet()
         self.following_remote: dict[str, str] = {}  # reply id -> owner's channel
-        await workers.ensure_started()
+        # reply id -> [last seq passed on, a catch-up may come next, asked again]
+        self._remote_seq: dict[str, list] = {}
         self._session_checked_at = time.monotonic()  # just authenticated
         if self.channel_layer is not None:
             try:
-                await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
-            except Exception as exc:  # no layer right now: logout still closes on the next frame
+                await workers.layer_call(self.channel_layer.group_add(user_group(user.pk), self.channel_name))
+            except Exception as exc:  # no layer right now: the session re-check closes it after a logout
                 log.warning("could not join the user group (%s)", type(exc).__name__)
         await self.accept()
 
@@ -121,8 +154,58 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- channel layer events ---------------------------------------------------
     async def chat_frame(self, event: dict) -> None:
-        """A frame from a reply that runs in another process."""
-        self.deliver(event["text"])
+        """A frame from a reply that runs in another process.
+
+        The frames come in order, but a Redis that dies loses those it held:
+        a delta whose ``seq`` skips one is a gap. This socket then asks the owner
+        again from the last ``seq`` it passed on, and drops that reply's deltas
+        until the answer's ``reply_started``, whose catch-up delta carries the
+        missing text: every piece of text still reaches the client exactly once.
+        """
+        text = event["text"]
+        position = protocol.delta_position(text)
+        if position is not None:
+            reply_id, seq = position
+            track = self._remote_seq.get(reply_id)
+            if track is not None:
+                last, catching_up, resyncing = track
+                if resyncing or seq <= last:
+                    return  # the catch-up after the next reply_started carries it / a repeat
+                if seq > last + 1 and not catching_up:
+                    track[2] = True
+                    log.warning("frames of reply %s were lost on the way; asking its owner again", reply_id)
+                    await self._resubscribe(reply_id, last)
+                    return
+                track[0], track[1] = seq, False
+        elif '"type":"reply_started"' in text[:40]:
+            frame = json.loads(text)
+            track = self._remote_seq.get(frame["reply"])
+            resynced = track is not None and track[2] and frame["after_seq"] == track[0]
+            self._remote_seq[frame["reply"]] = [frame["after_seq"], True, False]
+            if resynced:
+                return  # the client has all up to after_seq already: it needs no new start
+        elif '"type":"reply_finished"' in text[:40]:
+            reply_id = json.loads(text).get("reply")
+            self._remote_seq.pop(reply_id, None)
+            if self.following_remote.pop(reply_id, None) is None:
+                return  # already told how it ended (its process died, or it came late)
+        self.deliver(text)
+
+    async def _resubscribe(self, reply_id: str, after_seq: int) -> None:
+        owner = self.following_remote.get(reply_id)
+        if owner is None or not await workers.send_command(
+            owner,
+            {
+                "type": "reply.subscribe",
+                "reply": reply_id,
+                "user": self.user.pk,
+                "channel": self.channel_name,
+                "after_seq": after_seq,
+            },
+        ):
+            # Its deltas stay dropped; its reply_finished (last_seq beyond what the
+            # client has) makes the client fetch the saved text.
+            log.warning("could not ask again for reply %s", reply_id)
 
     async def session_ended(self, event: dict) -> None:
         session = self.scope.get("session")
@@ -146,6 +229,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user = getattr(self, "user", None)
         if user is not None and self.channel_layer is not None:
             try:
-                await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
+                await workers.layer_call(
+                    self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
+                )
             except Exception:  # the layer is down; the group entry expires by itself
                 pass

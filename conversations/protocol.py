@@ -46,6 +46,7 @@ ERROR_CODES = frozenset(
         "too_many_messages",  # over CHATSITE_MAX_MESSAGES_PER_MINUTE
         "too_many_replies",  # over CHATSITE_MAX_CONCURRENT_REPLIES
         "session_ended",  # logged out elsewhere: the socket closes next
+        "unavailable",  # the reply's process cannot be reached now (channel layer down)
         "internal",
     }
 )
@@ -255,6 +256,19 @@ def encode(kind: str, **fields: Any) -> str:
 def encode_delta(reply: str, seq: int, text: str) -> str:
     # The hot path: one small format instead of building and dumping a dict.
     return f'{{"type":"delta","reply":"{reply}","seq":{seq},"text":{json.dumps(text, ensure_ascii=False)}}}'
+
+
+_DELTA_HEAD = '{"type":"delta","reply":"'
+
+
+def delta_position(frame: str) -> tuple[str, int] | None:
+    """The reply and ``seq`` of a frame made by :func:`encode_delta`; None for any other frame."""
+    if not frame.startswith(_DELTA_HEAD):
+        return None
+    start = len(_DELTA_HEAD)
+    end = frame.index('"', start)
+    seq_at = end + len('","seq":')
+    return frame[start:end], int(frame[seq_at : frame.index(",", seq_at)])
 
 
 def error_frame(code: str, message: str, ref: str | None = None) -> str:

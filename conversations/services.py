@@ -606,34 +606,65 @@ def _pid_alive_here(worker: str) -> bool | None:
     return True
 
 
-def reply_sweep_dead_workers() -> int:
-    """Mark replies left ``streaming`` by dead processes as ``interrupted``.
+def _dead_workers(worker_ids: set[str]) -> set[str]:
+    """Those of ``worker_ids`` whose process is dead: on this host with its pid
+    gone, or with a heartbeat older than ``CHATSITE_WORKER_STALE``."""
+    from .models import Worker
+
+    fresh_after = timezone.now() - timedelta(seconds=settings.CHATSITE_WORKER_STALE)
+    alive = set(
+        Worker.objects.filter(pk__in=worker_ids, heartbeat_at__gte=fresh_after).values_list("pk", flat=True)
+    )
+    dead = set()
+    for worker in worker_ids:
+        here = _pid_alive_here(worker)
+        if here is False or (here is None and worker not in alive):
+            dead.add(worker)
+    return dead
+
+
+def reply_sweep_dead_workers() -> list[str]:
+    """Mark replies left ``streaming`` by dead processes as ``interrupted``;
+    returns their ids.
 
     A process is dead if it is on this host and its pid is gone, or if its
     heartbeat is older than ``CHATSITE_WORKER_STALE``. Replies of live
     processes are never touched. The text saved at the last checkpoint stays.
     """
-    from .models import Worker
-
-    fresh_after = timezone.now() - timedelta(seconds=settings.CHATSITE_WORKER_STALE)
-    alive = set(Worker.objects.filter(heartbeat_at__gte=fresh_after).values_list("pk", flat=True))
-    count = 0
-    workers = (
+    workers = set(
         Message.objects.filter(status=Message.Status.STREAMING)
         .exclude(worker=WORKER_ID)
         .values_list("worker", flat=True)
         .distinct()
     )
-    for worker in list(workers):
-        here = _pid_alive_here(worker)
-        dead = here is False or (here is None and worker not in alive)
-        if dead:
-            count += Message.objects.filter(worker=worker, status=Message.Status.STREAMING).update(
-                status=Message.Status.INTERRUPTED,
-                error_message="the server stopped while this reply was streaming",
-                finished_at=timezone.now(),
-            )
-    return count
+    swept: list[str] = []
+    for worker in _dead_workers(workers):
+        streaming = Message.objects.filter(worker=worker, status=Message.Status.STREAMING)
+        ids = list(streaming.values_list("pk", flat=True))
+        Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
+            status=Message.Status.INTERRUPTED,
+            error_message="the server stopped while this reply was streaming",
+            finished_at=timezone.now(),
+        )
+        swept += [str(pk) for pk in ids]
+    return swept
+
+
+def reply_ended_unannounced(*, reply_ids: set[str]) -> list[Message]:
+    """Of ``reply_ids`` (replies that sockets here follow in another process),
+    those that ended where their process cannot announce it: it is dead (the
+    reply was swept), or the reply ended more than ``CHATSITE_WORKER_STALE``
+    seconds ago and its frames never came."""
+    ended = list(
+        Message.objects.filter(pk__in=reply_ids, role=Message.Role.ASSISTANT).exclude(
+            status=Message.Status.STREAMING
+        )
+    )
+    if not ended:
+        return []
+    dead = _dead_workers({m.worker for m in ended if m.worker})
+    long_ago = timezone.now() - timedelta(seconds=settings.CHATSITE_WORKER_STALE)
+    return [m for m in ended if m.worker in dead or (m.finished_at is not None and m.finished_at < long_ago)]
 
 
 class TooManyMessages(Exception):

@@ -6,10 +6,12 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,15 +90,7 @@ class Daphne:
     def start(self, *, migrate: bool = True) -> Daphne:
         if migrate:
             self.manage("migrate", "-v0")
-        out = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            self.command,
-            cwd=ROOT,
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        out.close()
+        self.spawn()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -110,6 +104,18 @@ class Daphne:
                 self.stop()
                 raise RuntimeError("daphne did not start:\n" + self.log.read_text())
             time.sleep(0.1)
+
+    def spawn(self) -> None:
+        """Start the process and return at once: not one request is made to it."""
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -139,37 +145,66 @@ class Daphne:
 
 
 class RedisServer:
-    """A private ``redis-server`` on a free loopback port, nothing saved to disk."""
+    """A private ``redis-server`` on loopback that a test can stop, freeze and restart."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = (data_dir or Path(tempfile.gettempdir())) / f"redis-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
+        """Start (or restart, on the same port), empty: nothing is saved."""
+        import redis
+
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        out = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
+        out.close()
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
         deadline = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                if client.ping():
+                    client.close()
                     return self
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.05)
+            except redis.RedisError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start:\n" + self.log.read_text())
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def freeze(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+            self.thaw()
+        self.kill()
 
 
 @contextlib.contextmanager

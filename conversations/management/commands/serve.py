@@ -27,7 +27,7 @@ class Command(BaseCommand):
             call_command("collectstatic", interactive=False, verbosity=0)
         swept = services.reply_sweep_dead_workers()
         if swept:
-            self.stdout.write(f"Marked {swept} reply(ies) left by a stopped server as interrupted.")
+            self.stdout.write(f"Marked {len(swept)} reply(ies) left by a stopped server as interrupted.")
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
         self.stdout.write(self.style.SUCCESS(f"chatsite is starting on {url}"))
         if not get_user_model().objects.exists():
