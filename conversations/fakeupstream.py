@@ -23,8 +23,9 @@ end. Keep-alive is supported (HTTP/1.1 default).
 
 The fake is a strict judge: it refuses what the real APIs refuse, with their
 status and error body. Anthropic requests (and a model listing that sends an
-Anthropic header) need a non-empty ``x-api-key`` (else 401) and an
-``anthropic-version`` (else 400); OpenAI requests need ``model`` and a
+Anthropic header) need a key, a non-empty ``x-api-key`` or (as the official SDK
+sends it) ``Authorization: Bearer`` (else 401), and an ``anthropic-version``
+(else 400); OpenAI requests need ``model`` and a
 non-empty ``messages`` list; Anthropic requests need ``model``, a non-empty
 ``messages`` list of user/assistant turns and an integer ``max_tokens``. Modes
 a real API never produces are refused for it (400): the Anthropic API always
@@ -588,7 +589,8 @@ def _openai_refusal(body: dict) -> tuple[str, str | None, str | None] | None:
 
 def _anthropic_refusal(headers: dict[str, str], body: dict | None) -> tuple[int, str] | None:
     """What the Anthropic API says about a request it refuses: (status, message)."""
-    if not headers.get("x-api-key"):
+    bearer = headers.get("authorization", "")
+    if not headers.get("x-api-key") and not bearer.removeprefix("Bearer ").strip():
         return 401, "x-api-key header is required"
     if not headers.get("anthropic-version"):
         return 400, "anthropic-version: header is required"
@@ -971,7 +973,10 @@ class FakeUpstream:
         code: str | None = None,
     ) -> bool:
         record.status = status
-        await self._send_json(conn, status, _error_body(api, status, message, param, code), extra)
+        body = _error_body(api, status, message, param, code)
+        if api == "anthropic":  # the API sends its request id as a header too
+            extra = [("request-id", body["request_id"]), *(extra or [])]
+        await self._send_json(conn, status, body, extra)
         record._mark_completed()
         return True
 
