@@ -1024,9 +1024,8 @@ class FakeUpstream:
                 "content": [{"type": "text", "text": text}],
                 "stop_reason": _anthropic_stop(finish),
                 "stop_sequence": None,
+                "usage": {"input_tokens": prompt, "output_tokens": count},  # always (usage=false is refused)
             }
-            if scenario.usage:
-                data["usage"] = {"input_tokens": prompt, "output_tokens": count}
         else:
             data = {
                 "id": f"chatcmpl-fake{uuid.uuid4().hex[:20]}",
@@ -1206,9 +1205,8 @@ class FakeUpstream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
+            "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": 1},  # always, as the API does
         }
-        if scenario.usage:
-            message["usage"] = {"input_tokens": _prompt_tokens(body), "output_tokens": 1}
         await self._start_stream(conn, record)
         await conn.send_chunk(event("message_start", _json({"type": "message_start", "message": message})))
         await conn.send_chunk(
@@ -1237,9 +1235,8 @@ class FakeUpstream:
         delta: dict = {
             "type": "message_delta",
             "delta": {"stop_reason": _anthropic_stop(finish), "stop_sequence": None},
+            "usage": {"output_tokens": count},
         }
-        if scenario.usage:
-            delta["usage"] = {"output_tokens": count}
         await conn.send_chunk(event("message_delta", _json(delta)))
         await conn.send_chunk(event("message_stop", '{"type":"message_stop"}'))
         await conn.end_chunks()

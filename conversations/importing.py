@@ -742,10 +742,13 @@ def _chatgpt_node(key: str, node: Any, where: str) -> _Node:
     if message is None:  # the root of every ChatGPT conversation
         return _Node(key, parent, where, "skip")
     at = f"{where}.message"
-    author = _object(_get(message, "author", at, True), f"{at}.author")
+    author = message.get("author")
+    if author is None:
+        raise _fail(where, "its message has no author, so who wrote it is not known")
+    author = _object(author, f"{at}.author")
     role = author.get("role")
     if not isinstance(role, str):
-        raise _fail(f"{at}.author.role", f"must be text, not {_type_name(role)}")
+        raise _fail(where, f"its message's author has no role (user or assistant), but {_type_name(role)}")
     if message.get("content") is None:  # nothing to show
         return _Node(key, parent, where, "skip")
     content = _object(message["content"], f"{at}.content")

@@ -651,7 +651,10 @@ def test_other_tools_chatgpt_shape_is_read_leniently_and_unreadable_conversation
         "Skipped conversation 4 ('Nothing but the root'): it has no messages to show "
         "(only hidden, empty or tool messages)."
     )
-    assert anonymous == "Skipped conversation 5: it could not be read (node 'q1'.message.author: missing)."
+    assert anonymous == (
+        "Skipped conversation 5: it could not be read "
+        "(node 'q1': its message has no author, so who wrote it is not known)."
+    )
     assert Conversation.objects.filter(user=ann).count() == 2
 
 
@@ -909,7 +912,7 @@ UNREADABLE = [
         "a ChatGPT message without an author",
         _chatgpt_with_bad_second(lambda c: _node(c, "average price")["message"].pop("author")),
         "invalid",
-        ".message.author: missing",
+        "its message has no author",
     ),
     (
         "a ChatGPT time that is text",

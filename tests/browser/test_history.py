@@ -520,7 +520,8 @@ def test_an_import_that_skips_conversations_says_which_and_why(page, server):
         "(node 'x2': its parent 'x9' is not in this conversation).",
         "Skipped conversation 4 ('Nothing but the root'): it has no messages to show "
         "(only hidden, empty or tool messages).",
-        "Skipped conversation 5: it could not be read (node 'q1'.message.author: missing).",
+        "Skipped conversation 5: it could not be read "
+        "(node 'q1': its message has no author, so who wrote it is not known).",
     ]
     assert page.problems == []
 
