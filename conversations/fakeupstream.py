@@ -21,6 +21,25 @@ styles at once). Streams use chunked transfer encoding, so a connection that
 breaks mid-stream is always seen by the client as broken, never as a clean
 end. Keep-alive is supported (HTTP/1.1 default).
 
+The fake is a strict judge: it refuses what the real APIs refuse, with their
+status and error body. Anthropic requests (and a model listing that sends an
+Anthropic header) need a key, a non-empty ``x-api-key`` or (as the official SDK
+sends it) ``Authorization: Bearer`` (else 401), and an ``anthropic-version``
+(else 400); OpenAI requests need ``model`` and a
+non-empty ``messages`` list; Anthropic requests need ``model``, a non-empty
+``messages`` list of user/assistant turns and an integer ``max_tokens``. Modes
+a real API never produces are refused for it (400): the Anthropic API always
+reports usage and only sends its own stop reasons, and it never answers with an
+empty stream or ``[DONE]``. The official ``openai`` and ``anthropic`` SDKs parse
+every stream the fake sends for their API (``tests/test_fakeupstream_sdks.py``).
+
+Server options, for what real servers do: ``models`` sets the ids
+``/v1/models`` lists (llama.cpp lists path-shaped ones, ``/srv/models/x.gguf``);
+``single_stream=True`` is a server that runs one stream at a time and, like
+llama-cpp-python's server (its ``interrupt_requests``), ends a running
+OpenAI-style stream when any other request arrives, ``GET /v1/models``
+included: ``data: [DONE]`` with no finish reason, then the body is cut.
+
 Run it standalone (no Django needed)::
 
     python -m conversations.fakeupstream --port 8100 --text markdown --rate 30
@@ -53,7 +72,21 @@ from urllib.parse import parse_qsl, urlsplit
 
 log = logging.getLogger("chatsite.fakeupstream")
 
-FAULTS = ("", "malformed", "reset", "stall", "drip", "no_done", "error_event")
+FAULTS = ("", "malformed", "reset", "stall", "drip", "no_done", "error_event", "empty", "done_cut")
+#: Faults only OpenAI-compatible servers produce (llama.cpp's server, llama-cpp-python's).
+OPENAI_ONLY_FAULTS = ("empty", "done_cut")
+#: Every stop_reason the Anthropic API sends.
+ANTHROPIC_STOP_REASONS = (
+    "end_turn",
+    "max_tokens",
+    "stop_sequence",
+    "tool_use",
+    "pause_turn",
+    "refusal",
+    "model_context_window_exceeded",
+)
+#: Message roles the OpenAI Chat Completions API accepts.
+OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 TEXTS = ("words", "markdown", "hostile")
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -127,6 +160,16 @@ class Scenario:
       nothing after it: no finish chunk, usage or [DONE] (OpenAI); no content_block_stop,
       message_delta or message_stop (Anthropic).
     - ``error_event``: after ``after`` tokens an in-stream error event, then a clean end.
+    - ``empty`` (OpenAI only): 200 and an event stream with no events at all, then a clean
+      end (llama.cpp's server answering a prompt longer than its context).
+    - ``done_cut`` (OpenAI only): the text (cut at ``after`` if set), then ``data: [DONE]``
+      with no finish reason and no usage, then the body is cut (the connection closes
+      before the chunked body's end): how llama-cpp-python's server ends an interrupted
+      stream.
+
+    ``usage=false``: no usage at all, not even when ``stream_options.include_usage``
+    asks for it (llama-cpp-python's server never sends it). OpenAI only: the Anthropic
+    API always reports usage, so its route refuses it.
     """
 
     tokens: int = 20
@@ -241,6 +284,7 @@ class RequestRecord:
     token_times: list[float] = field(default_factory=list)  # monotonic time of each text token
     disconnected_at: float | None = None  # when the client was noticed gone
     completed: bool = False  # the whole response was written
+    interrupted: bool = False  # a single-stream server ended it for another request
     status: int | None = None  # the HTTP status answered
     _parts: list[str] = field(default_factory=list, repr=False)
     _disconnected: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -498,12 +542,112 @@ _ANTHROPIC_ERROR_TYPES = {
 }
 
 
-def _error_body(api: str, status: int, message: str) -> dict:
+def _error_body(
+    api: str, status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict:
     if api == "anthropic":
         kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-        return {"type": "error", "error": {"type": kind, "message": message}}
+        return {
+            "type": "error",
+            "error": {"type": kind, "message": message},
+            "request_id": f"req_fake{uuid.uuid4().hex[:20]}",
+        }
     kind = _OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _openai_refusal(body: dict) -> tuple[str, str | None, str | None] | None:
+    """What the OpenAI API says about a body without its required fields: (message, param, code)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return "you must provide a model parameter", None, None
+    if "messages" not in body:
+        return "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        return (
+            f"Invalid type for 'messages': expected an array, but got {_json_type(messages)} instead.",
+            "messages",
+            "invalid_type",
+        )
+    if not messages:
+        return (
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
+            "messages",
+            "empty_array",
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in OPENAI_ROLES:
+            return (
+                f"Invalid value for 'messages[{i}].role': expected one of {', '.join(OPENAI_ROLES)}.",
+                f"messages[{i}].role",
+                "invalid_value",
+            )
+    return None
+
+
+def _anthropic_refusal(headers: dict[str, str], body: dict | None) -> tuple[int, str] | None:
+    """What the Anthropic API says about a request it refuses: (status, message)."""
+    bearer = headers.get("authorization", "")
+    if not headers.get("x-api-key") and not bearer.removeprefix("Bearer ").strip():
+        return 401, "x-api-key header is required"
+    if not headers.get("anthropic-version"):
+        return 400, "anthropic-version: header is required"
+    if body is None:
+        return None
+    for name in ("model", "messages", "max_tokens"):
+        if name not in body:
+            return 400, f"{name}: Field required"
+    if not isinstance(body["model"], str) or not body["model"]:
+        return 400, "model: Input should be a valid string"
+    max_tokens = body["max_tokens"]
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        return 400, "max_tokens: Input should be a valid integer"
+    if max_tokens < 1:
+        return 400, "max_tokens: Input should be greater than or equal to 1"
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        return 400, "messages: Input should be a valid list"
+    if not messages:
+        return 400, "messages: at least one message is required"
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "system":
+            return 400, (
+                'messages: Unexpected role "system". The Messages API accepts a top-level '
+                '`system` parameter, not "system" as an input message role.'
+            )
+        if role not in ("user", "assistant"):
+            return 400, f"messages.{i}.role: Input should be 'user' or 'assistant'"
+    return None
+
+
+def _anthropic_dialect(scenario: Scenario, finish: str) -> str:
+    """Why the Anthropic API could never answer like ``scenario`` ("" when it could)."""
+    if not scenario.usage:
+        return "usage=false is an OpenAI-compatible server's mode: the Anthropic API always reports usage"
+    if scenario.fault in OPENAI_ONLY_FAULTS:
+        return (
+            f"fault={scenario.fault} is an OpenAI-compatible server's mode: the Anthropic API never sends it"
+        )
+    stop = _anthropic_stop(finish)
+    if stop not in ANTHROPIC_STOP_REASONS:
+        known = ", ".join(ANTHROPIC_STOP_REASONS)
+        return f"the Anthropic API never sends stop_reason {stop!r} (it sends {known})"
+    return ""
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    return "null" if value is None else "a value"
 
 
 def _format_seconds(value: float) -> str:
@@ -517,12 +661,25 @@ def _format_seconds(value: float) -> str:
 class FakeUpstream:
     """The fake server. ``start()`` (or ``with``) runs it in a background thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, default: Scenario | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        default: Scenario | None = None,
+        *,
+        models: list[tuple[str, str]] | None = None,
+        single_stream: bool = False,
+    ) -> None:
         self.host = host
         self.port = port
         #: The scenario for requests whose model has no query string; may be replaced any time.
         self.default = default or Scenario()
         self.default.validate()
+        #: (id, display name) of the models ``GET /v1/models`` lists.
+        self.models: list[tuple[str, str]] = list(models) if models else list(MODELS)
+        #: One stream at a time: any request ends a running OpenAI-style stream.
+        self.single_stream = single_stream
+        self._running: set[asyncio.Event] = set()  # interrupt flags of the running streams
         self.requests: list[RequestRecord] = []
         self._cond = threading.Condition()
         self._fail_counts: dict[str, int] = {}
@@ -709,6 +866,9 @@ class FakeUpstream:
                 else:
                     parse_error = "the request body must be a JSON object"
         record = RequestRecord(request.path, request.method, dict(request.headers), body)
+        if self.single_stream:  # like llama-cpp-python: a new request ends the running stream
+            for interrupt in list(self._running):
+                interrupt.set()
         self._record(record)
         log.debug("%s %s %s", request.method, request.target, (body or {}).get("model", ""))
 
@@ -749,18 +909,31 @@ class FakeUpstream:
             return await self._send_error(
                 conn, record, api, 405, f"use {routes[path]} for {path}", [("Allow", routes[path])]
             )
+        headers = request.headers
         if path == "/v1/models":
+            if "x-api-key" in headers or "anthropic-version" in headers:  # an Anthropic client
+                refusal = _anthropic_refusal(headers, None)
+                if refusal:
+                    return await self._send_error(conn, record, "anthropic", *refusal)
             return await self._send_models(conn, record)
+        if api == "anthropic" and (refusal := _anthropic_refusal(headers, None)):
+            return await self._send_error(conn, record, api, *refusal)
         if parse_error:
             return await self._send_error(conn, record, api, 400, parse_error)
         body = record.body or {}
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return await self._send_error(conn, record, api, 400, "model is required")
+        if api == "anthropic":
+            if refusal := _anthropic_refusal(headers, body):
+                return await self._send_error(conn, record, api, *refusal)
+        elif refused := _openai_refusal(body):
+            message, param, code = refused
+            return await self._send_error(conn, record, api, 400, message, param=param, code=code)
+        model = body["model"]
         try:
             scenario = Scenario.from_model(model, self.default)
         except ValueError as exc:
             return await self._send_error(conn, record, api, 400, str(exc))
+        if api == "anthropic" and (wrong := _anthropic_dialect(scenario, _limit(scenario, body)[1])):
+            return await self._send_error(conn, record, api, 400, f"{wrong} (fake upstream)")
         record.scenario = scenario
         status = self._status_for(scenario)
         if status != 200:
@@ -795,9 +968,15 @@ class FakeUpstream:
         status: int,
         message: str,
         extra: list[tuple[str, str]] | None = None,
+        *,
+        param: str | None = None,
+        code: str | None = None,
     ) -> bool:
         record.status = status
-        await self._send_json(conn, status, _error_body(api, status, message), extra)
+        body = _error_body(api, status, message, param, code)
+        if api == "anthropic":  # the API sends its request id as a header too
+            extra = [("request-id", body["request_id"]), *(extra or [])]
+        await self._send_json(conn, status, body, extra)
         record._mark_completed()
         return True
 
@@ -812,7 +991,7 @@ class FakeUpstream:
                 "display_name": label,
                 "created_at": "2023-11-14T22:13:20Z",
             }
-            for model_id, label in MODELS
+            for model_id, label in self.models
         ]
         listing = {
             "object": "list",
@@ -845,9 +1024,8 @@ class FakeUpstream:
                 "content": [{"type": "text", "text": text}],
                 "stop_reason": _anthropic_stop(finish),
                 "stop_sequence": None,
+                "usage": {"input_tokens": prompt, "output_tokens": count},  # always (usage=false is refused)
             }
-            if scenario.usage:
-                data["usage"] = {"input_tokens": prompt, "output_tokens": count}
         else:
             data = {
                 "id": f"chatcmpl-fake{uuid.uuid4().hex[:20]}",
@@ -885,17 +1063,26 @@ class FakeUpstream:
         )
 
     async def _tokens(
-        self, conn: _Conn, record: RequestRecord, scenario: Scenario, count: int, event: Callable[[str], str]
+        self,
+        conn: _Conn,
+        record: RequestRecord,
+        scenario: Scenario,
+        count: int,
+        event: Callable[[str], str],
+        interrupt: asyncio.Event | None = None,
     ) -> str:
-        """Write the text tokens, paced; return the fault to inject now ("" when none)."""
+        """Write the text tokens, paced; return the fault to inject now ("" when none).
+
+        "interrupted" when ``interrupt`` was set (a single-stream server got another request).
+        """
         fault = scenario.fault
         fault_at = scenario.after if fault in ("malformed", "reset", "stall", "error_event") else None
-        if fault == "no_done" and scenario.after:
+        if fault in ("no_done", "done_cut") and scenario.after:
             count = min(count, scenario.after)
         drip = fault == "drip"
         interval = 1.0 / scenario.rate if scenario.rate > 0 else 0.0
-        if scenario.ttft:
-            await asyncio.sleep(scenario.ttft)
+        if scenario.ttft and await _pause(scenario.ttft, interrupt):
+            return "interrupted"
         loop = asyncio.get_running_loop()
         first = loop.time()
         i = 0
@@ -903,12 +1090,14 @@ class FakeUpstream:
             if i:
                 if interval:
                     delay = first + i * interval - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                    if delay > 0 and await _pause(delay, interrupt):
+                        return "interrupted"
                 elif i % 32 == 0:
                     await asyncio.sleep(0)  # let other streams run
             else:
                 first = loop.time()
+            if interrupt is not None and interrupt.is_set():
+                return "interrupted"
             if i == fault_at:
                 return fault
             text = scenario.token(i)
@@ -919,7 +1108,7 @@ class FakeUpstream:
             if interval and count:
                 await asyncio.sleep(interval)
             return fault
-        return fault if fault == "no_done" else ""
+        return fault if fault in ("no_done", "done_cut") else ""
 
     async def _inject(self, conn: _Conn, record: RequestRecord, fault: str, bad: str, error: str) -> bool:
         """Carry out a fault; True if the connection can be reused."""
@@ -959,8 +1148,26 @@ class FakeUpstream:
             return chunk(f'[{{"index":0,"delta":{{"content":{_json(text)}}},"finish_reason":null}}]')
 
         await self._start_stream(conn, record)
-        await conn.send_chunk(chunk('[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]'))
-        fault = await self._tokens(conn, record, scenario, count, token)
+        if scenario.fault == "empty":  # no events at all
+            await conn.end_chunks()
+            record._mark_completed()
+            return True
+        interrupt = asyncio.Event() if self.single_stream else None
+        if interrupt is not None:
+            self._running.add(interrupt)
+        try:
+            await conn.send_chunk(chunk('[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]'))
+            fault = await self._tokens(conn, record, scenario, count, token, interrupt)
+        finally:
+            if interrupt is not None:
+                self._running.discard(interrupt)
+        if fault in ("done_cut", "interrupted"):
+            # [DONE] with no finish reason, then the connection closes before the body's end.
+            record.interrupted = fault == "interrupted"
+            await conn.send_chunk("data: [DONE]\n\n")
+            await conn.flushed()
+            conn.writer.close()
+            return False
         if fault:
             error = _json(
                 {"error": {"message": "the fake upstream injected an error", "type": "server_error"}}
@@ -998,9 +1205,8 @@ class FakeUpstream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
+            "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": 1},  # always, as the API does
         }
-        if scenario.usage:
-            message["usage"] = {"input_tokens": _prompt_tokens(body), "output_tokens": 1}
         await self._start_stream(conn, record)
         await conn.send_chunk(event("message_start", _json({"type": "message_start", "message": message})))
         await conn.send_chunk(
@@ -1029,14 +1235,26 @@ class FakeUpstream:
         delta: dict = {
             "type": "message_delta",
             "delta": {"stop_reason": _anthropic_stop(finish), "stop_sequence": None},
+            "usage": {"output_tokens": count},
         }
-        if scenario.usage:
-            delta["usage"] = {"output_tokens": count}
         await conn.send_chunk(event("message_delta", _json(delta)))
         await conn.send_chunk(event("message_stop", '{"type":"message_stop"}'))
         await conn.end_chunks()
         record._mark_completed()
         return True
+
+
+async def _pause(seconds: float, interrupt: asyncio.Event | None) -> bool:
+    """Sleep; True (at once) if ``interrupt`` is set meanwhile."""
+    if interrupt is None:
+        await asyncio.sleep(seconds)
+        return False
+    try:
+        async with asyncio.timeout(seconds):
+            await interrupt.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _limit(scenario: Scenario, body: dict) -> tuple[int, str]:
@@ -1061,6 +1279,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8100, help="port (default 8100; 0 picks a free one)")
     parser.add_argument("--log-requests", action="store_true", help="log every request")
+    parser.add_argument(
+        "--model-id",
+        action="append",
+        dest="model_ids",
+        metavar="ID",
+        help="list this model id in /v1/models instead of the fake's own (repeatable; "
+        "e.g. a path like llama.cpp's /srv/models/x.gguf)",
+    )
+    parser.add_argument(
+        "--single-stream",
+        action="store_true",
+        help="one stream at a time: any other request ends a running stream with [DONE] and a cut body "
+        "(llama-cpp-python's interrupt_requests)",
+    )
     defaults = Scenario()
     group = parser.add_argument_group("default scenario (a model 'fake?key=value&...' overrides it)")
     for name, hint in _field_types().items():
@@ -1083,7 +1315,14 @@ def serve(options: dict[str, Any], out: Any = None) -> None:
     if options.get("log_requests"):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         log.setLevel(logging.DEBUG)
-    fake = FakeUpstream(options.get("host") or "127.0.0.1", options.get("port") or 0, default)
+    ids = options.get("model_ids") or []
+    fake = FakeUpstream(
+        options.get("host") or "127.0.0.1",
+        options.get("port") or 0,
+        default,
+        models=[(model_id, model_id) for model_id in ids] or None,
+        single_stream=bool(options.get("single_stream")),
+    )
     stopping = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -1094,7 +1333,7 @@ def serve(options: dict[str, Any], out: Any = None) -> None:
             f"fake upstream listening on {fake.url}\n"
             f"  OpenAI base URL:    {fake.openai_base_url}\n"
             f"  Anthropic base URL: {fake.anthropic_base_url}\n"
-            f"  models: {', '.join(m for m, _ in MODELS)} (or 'fake?tokens=5&rate=0&...')\n"
+            f"  models: {', '.join(m for m, _ in fake.models)} (or 'fake?tokens=5&rate=0&...')\n"
         )
         out.flush()
         while not stopping.wait(0.5):

@@ -1,9 +1,13 @@
 """Import conversations from chatsite's own JSON export or a ChatGPT ``conversations.json``.
 
-The file is decoded and checked completely before anything is written: any
-problem raises ``ImportRejected`` with a message for the user, naming where in
-the file it is. Then everything is written in one transaction, so a file either
-imports whole or not at all. The rules are in ``docs/export-format.md``.
+The file is decoded and checked completely before anything is written, then
+everything is written in one transaction. A file that cannot be read as a whole
+(not JSON, not either shape, over a limit, or a chatsite export with any
+problem) raises ``ImportRejected`` with a message for the user, naming where in
+the file it is, and nothing is written. A ChatGPT-shaped file (other tools write
+it too) is read leniently, and a conversation in it that still cannot be read is
+skipped with its reason (:class:`Skipped`) while the rest are imported. The rules
+are in ``docs/export-format.md``.
 
 Imported conversations and messages always get new ids (the ids in the file
 only link messages to their parents): an import never collides with, replaces
@@ -81,24 +85,41 @@ class ParsedConversation:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """A conversation of a ChatGPT file that was not imported, and why."""
+
+    index: int  # its place in the file, counted from 1
+    title: str  # its title in the file ("" when it has none)
+    reason: str  # for people
+    code: str  # "empty" (nothing to show), "invalid" (could not be read) or "too_many"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "title": self.title, "reason": self.reason, "code": self.code}
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedFile:
     source: str  # "chatsite" or "chatgpt"
     conversations: list[ParsedConversation]
-    skipped: int  # ChatGPT conversations with nothing to show
+    skipped: list[Skipped]  # ChatGPT conversations left out
 
 
 @dataclass(frozen=True, slots=True)
 class ImportResult:
     source: str
     conversations: list[Conversation]
-    skipped: int
+    skipped: list[Skipped]
 
 
 # --- Entry points ---------------------------------------------------------------
 
 
 def conversations_import(*, user: AbstractBaseUser, data: bytes) -> ImportResult:
-    """Import every conversation in ``data`` for ``user``, all or nothing."""
+    """Import the conversations in ``data`` for ``user`` in one transaction.
+
+    Raises ``ImportRejected`` (and writes nothing) for a file that cannot be read
+    as a whole; the ChatGPT conversations it skips are in ``ImportResult.skipped``.
+    """
     parsed = parse_file(data)
     with transaction.atomic():
         conversations = _store(user, parsed.conversations)
@@ -336,6 +357,10 @@ def _tree_order(
     return order
 
 
+class _FileRejected(ImportRejected):
+    """A problem with the file as a whole, even inside one ChatGPT conversation."""
+
+
 class _Counter:
     """Counts messages across the whole file."""
 
@@ -345,7 +370,7 @@ class _Counter:
     def add(self, n: int) -> None:
         self.messages += n
         if self.messages > MAX_MESSAGES:
-            raise ImportRejected(
+            raise _FileRejected(
                 f"The file holds more than {MAX_MESSAGES:,} messages; import it in parts.", "too_many"
             )
 
@@ -387,7 +412,7 @@ def _chatsite_file(document: dict) -> ParsedFile:
     conversations = [
         _chatsite_conversation(item, f"conversations[{i}]", counter) for i, item in enumerate(raw)
     ]
-    return ParsedFile("chatsite", conversations, 0)
+    return ParsedFile("chatsite", conversations, [])
 
 
 def _chatsite_conversation(raw: Any, where: str, counter: _Counter) -> ParsedConversation:
@@ -529,32 +554,74 @@ class _Node:
     reply: dict = field(default_factory=dict)
 
 
+NOTHING_TO_SHOW = "it has no messages to show (only hidden, empty or tool messages)"
+
+
 def _chatgpt_file(raw: list) -> ParsedFile:
+    """Every conversation that can be read; the others are skipped with their reason.
+
+    The file as a whole is refused when it is over a limit, or when none of its
+    conversations can be read.
+    """
     _list(raw, "The file's list of conversations", MAX_CONVERSATIONS)
     counter = _Counter()
     conversations: list[ParsedConversation] = []
-    skipped = 0
+    skipped: list[Skipped] = []
     for i, item in enumerate(raw):
-        conversation = _chatgpt_conversation(item, i, counter)
+        title = item.get("title") if isinstance(item, dict) else None
+        title = " ".join(title.split())[:80] if isinstance(title, str) else ""
+        if not isinstance(item, dict):
+            reason = f"it is {_type_name(item)}, not a conversation (an object)"
+            skipped.append(Skipped(i + 1, title, reason, "invalid"))
+            continue
+        try:
+            conversation = _chatgpt_conversation(item, counter)
+        except _FileRejected:
+            raise
+        except ImportRejected as exc:
+            reason = f"it could not be read ({str(exc).rstrip('.')})"
+            skipped.append(Skipped(i + 1, title, reason, "too_many" if exc.code == "too_many" else "invalid"))
+            continue
         if conversation is None:
-            skipped += 1
+            skipped.append(Skipped(i + 1, title, NOTHING_TO_SHOW, "empty"))
         else:
             conversations.append(conversation)
+    unreadable = [s for s in skipped if s.code != "empty"]
+    if not conversations and unreadable:
+        if not any(isinstance(item, dict) and "mapping" in item for item in raw):
+            raise ImportRejected(
+                "This is not a chatsite export or a ChatGPT conversations.json: it is a list, "
+                'but none of its entries is a conversation (an object with a "mapping" of messages).',
+                "unknown_format",
+            )
+        first = unreadable[0]
+        name = skipped_name(first)
+        raise ImportRejected(
+            f"None of the file's {len(raw):,} conversations could be read. "
+            f"{name[0].upper()}{name[1:]}: {first.reason}.",
+            first.code,
+        )
     return ParsedFile("chatgpt", conversations, skipped)
 
 
-def _chatgpt_conversation(raw: Any, i: int, counter: _Counter) -> ParsedConversation | None:
-    where = f"conversation {i + 1}"
-    raw = _object(raw, where)
+def skipped_name(skipped: Skipped) -> str:
+    """How a skipped conversation is named for people: "conversation 3 ('Title')"."""
+    name = f"conversation {skipped.index}"
+    return f"{name} ({_show(skipped.title, 40)})" if skipped.title else name
+
+
+def _chatgpt_conversation(raw: dict, counter: _Counter) -> ParsedConversation | None:
+    """One conversation; ImportRejected (its message naming no conversation) if it cannot be read."""
+    where = "conversation"
     title = raw.get("title")
-    if isinstance(title, str) and title.strip():
-        where = f"conversation {i + 1} ({_show(title, 40)})"
-    elif title is not None and not isinstance(title, str):
-        raise _fail(f"{where}.title", f"must be text or null, not {_type_name(title)}")
-    mapping = _object(_get(raw, "mapping", where, True), f"{where}.mapping")
+    if not isinstance(title, str):  # a tool that wrote something else: no title
+        title = None
+    if "mapping" not in raw:
+        raise ImportRejected('it has no "mapping" (the object that holds its messages)')
+    mapping = _object(raw["mapping"], f"{where}.mapping")
     if len(mapping) > MAX_MESSAGES_PER_CONVERSATION:
         raise ImportRejected(
-            f"{where}: {len(mapping):,} messages; the limit is {MAX_MESSAGES_PER_CONVERSATION:,}.", "too_many"
+            f"it has {len(mapping):,} messages; the limit is {MAX_MESSAGES_PER_CONVERSATION:,}.", "too_many"
         )
     counter.add(len(mapping))
     created = _epoch(raw, "create_time", where)
@@ -564,7 +631,7 @@ def _chatgpt_conversation(raw: Any, i: int, counter: _Counter) -> ParsedConversa
     for key, node in mapping.items():
         if len(key) > MAX_ID_CHARS:
             raise _fail(f"{where}.mapping", f"node id {_show(key)} is too long")
-        nodes[key] = _chatgpt_node(key, node, f"{where}, node {_show(key)}")
+        nodes[key] = _chatgpt_node(key, node, f"node {_show(key)}")
     order = _tree_order(
         {k: n.parent for k, n in nodes.items()},
         where=lambda k: nodes[k].at,
@@ -641,7 +708,7 @@ def _chatgpt_conversation(raw: Any, i: int, counter: _Counter) -> ParsedConversa
 
     system_prompt = _join_prompts(system)
     if len(system_prompt) > MAX_TEXT_CHARS:
-        raise _fail(where, f"its system messages are longer than {MAX_TEXT_CHARS:,} characters")
+        raise _fail("its system messages", f"are longer than {MAX_TEXT_CHARS:,} characters")
     last_model = next((m.reply.get("model") for m in reversed(messages) if m.reply.get("model")), "")
     default_model = raw.get("default_model_slug")
     model = default_model if isinstance(default_model, str) and default_model else last_model
@@ -675,14 +742,21 @@ def _chatgpt_node(key: str, node: Any, where: str) -> _Node:
     if message is None:  # the root of every ChatGPT conversation
         return _Node(key, parent, where, "skip")
     at = f"{where}.message"
-    author = _object(_get(message, "author", at, True), f"{at}.author")
+    author = message.get("author")
+    if author is None:
+        raise _fail(where, "its message has no author, so who wrote it is not known")
+    author = _object(author, f"{at}.author")
     role = author.get("role")
     if not isinstance(role, str):
-        raise _fail(f"{at}.author.role", f"must be text, not {_type_name(role)}")
-    content = _object(_get(message, "content", at, True), f"{at}.content")
+        raise _fail(where, f"its message's author has no role (user or assistant), but {_type_name(role)}")
+    if message.get("content") is None:  # nothing to show
+        return _Node(key, parent, where, "skip")
+    content = _object(message["content"], f"{at}.content")
     metadata = _object(message.get("metadata") or {}, f"{at}.metadata")
     created_at = _epoch(message, "create_time", at)
     content_type = content.get("content_type")
+    if content_type is None:  # other tools leave it out: their parts (or text) are text
+        content_type = "text"
     if not isinstance(content_type, str):
         raise _fail(f"{at}.content.content_type", f"must be text, not {_type_name(content_type)}")
 
@@ -731,7 +805,7 @@ def _chatgpt_text(content: dict, content_type: str, where: str) -> str:
                 pieces.append(part)
             elif isinstance(part, dict):
                 kind = part.get("content_type")
-                if kind == "audio_transcription" and isinstance(part.get("text"), str):
+                if isinstance(part.get("text"), str):  # a text part, a transcription
                     pieces.append(part["text"])
                 elif transcribed and kind in (
                     "audio_asset_pointer",

@@ -134,7 +134,11 @@ def conversations_import(request: HttpRequest) -> JsonResponse:
         {
             "imported": len(result.conversations),
             "conversations": [str(c.pk) for c in result.conversations],
-            "skipped": result.skipped,
+            "skipped": len(result.skipped),
+            "skipped_conversations": [
+                {**s.as_dict(), "message": f"Skipped {importing.skipped_name(s)}: {s.reason}."}
+                for s in result.skipped
+            ],
             "source": result.source,
         }
     )

@@ -18,6 +18,8 @@ import pytest
 from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
+HI = [{"role": "user", "content": "hi"}]
+ANTHROPIC_HEADERS = {"x-api-key": "sk-ant-test-not-secret", "anthropic-version": "2023-06-01"}
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +40,31 @@ def chat(fake, model: str, *, stream: bool = True, **extra) -> httpx.Response:
     return httpx.post(fake.openai_base_url + "/chat/completions", json=body, timeout=10)
 
 
+def messages(fake, model: str, *, headers=ANTHROPIC_HEADERS, **extra) -> httpx.Response:
+    body = {"model": model, "stream": True, "max_tokens": 100, "messages": HI, **extra}
+    return httpx.post(fake.anthropic_base_url + "/v1/messages", json=body, headers=headers, timeout=10)
+
+
 def sse_data(response: httpx.Response) -> list[str]:
     return [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
 
 
 def raw_stream_request(fake, model: str) -> socket.socket:
     """Send a streaming request on a plain socket (so the test decides when to hang up)."""
-    body = json.dumps({"model": model, "stream": True, "messages": []}).encode()
+    body = json.dumps({"model": model, "stream": True, "messages": HI}).encode()
     sock = socket.create_connection(("127.0.0.1", fake.port), timeout=5)
     sock.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     return sock
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
 
 
 def read_until(sock: socket.socket, marker: bytes) -> bytes:
@@ -101,9 +115,7 @@ def test_scenario_from_model_rejects_bad_input(model):
 
 def test_unknown_key_is_answered_with_400_in_each_apis_shape(fake):
     openai = chat(fake, "fake?bogus=1")
-    anthropic = httpx.post(
-        fake.anthropic_base_url + "/v1/messages", json={"model": "fake?bogus=1", "stream": True}, timeout=10
-    )
+    anthropic = messages(fake, "fake?bogus=1")
 
     assert openai.status_code == 400
     assert "unknown scenario key 'bogus'" in openai.json()["error"]["message"]
@@ -185,12 +197,202 @@ def test_models_listing(fake):
     assert all(m["object"] == "model" and m["display_name"] for m in listing["data"])
 
 
+# -- a strict judge: what the real APIs refuse
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "kind", "message"),
+    [
+        ({"anthropic-version": "2023-06-01"}, 401, "authentication_error", "x-api-key header is required"),
+        (
+            {"x-api-key": "", "anthropic-version": "2023-06-01"},
+            401,
+            "authentication_error",
+            "x-api-key header is required",
+        ),
+        ({"x-api-key": "sk-ant-x"}, 400, "invalid_request_error", "anthropic-version: header is required"),
+    ],
+    ids=["no key", "an empty key", "no version"],
+)
+def test_anthropic_requests_need_a_key_and_a_version_like_the_real_api(fake, headers, status, kind, message):
+    for response in (
+        messages(fake, "fake?tokens=2&rate=0", headers=headers),
+        httpx.get(fake.anthropic_base_url + "/v1/models", headers=headers, timeout=10),
+    ):
+        assert response.status_code == status
+        body = response.json()
+        assert body["type"] == "error" and body["error"] == {"type": kind, "message": message}
+        assert body["request_id"].startswith("req_")
+    assert all(r.scenario is None for r in fake.requests)  # nothing was streamed
+    assert messages(fake, "fake?tokens=2&rate=0").status_code == 200  # with both: fine
+
+
+def test_an_openai_model_listing_needs_no_anthropic_headers(fake):
+    assert httpx.get(fake.openai_base_url + "/models", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "param", "code"),
+    [
+        ({"messages": HI}, "you must provide a model parameter", None, None),
+        (
+            {"model": "fake"},
+            "Missing required parameter: 'messages'.",
+            "messages",
+            "missing_required_parameter",
+        ),
+        ({"model": "fake", "messages": []}, "Invalid 'messages': empty array.", "messages", "empty_array"),
+        (
+            {"model": "fake", "messages": "hi"},
+            "expected an array, but got a string",
+            "messages",
+            "invalid_type",
+        ),
+        (
+            {"model": "fake", "messages": [{"content": "hi"}]},
+            "Invalid value for 'messages[0].role'",
+            "messages[0].role",
+            "invalid_value",
+        ),
+    ],
+    ids=["no model", "no messages", "empty messages", "messages not a list", "a message without a role"],
+)
+def test_openai_requests_need_model_and_messages(fake, body, message, param, code):
+    response = httpx.post(
+        fake.openai_base_url + "/chat/completions", json={"stream": True, **body}, timeout=10
+    )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert message in error["message"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_tokens": None}, "max_tokens: Field required"),
+        ({"messages": None}, "messages: Field required"),
+        ({"model": None}, "model: Field required"),
+        ({"max_tokens": "100"}, "max_tokens: Input should be a valid integer"),
+        ({"max_tokens": 0}, "max_tokens: Input should be greater than or equal to 1"),
+        ({"messages": []}, "messages: at least one message is required"),
+        ({"messages": [{"role": "system", "content": "be terse"}, *HI]}, 'Unexpected role "system"'),
+    ],
+    ids=["no max_tokens", "no messages", "no model", "max_tokens text", "max_tokens 0", "no turns", "system"],
+)
+def test_anthropic_requests_need_model_messages_and_max_tokens(fake, change, message):
+    body = {"model": "fake?tokens=2&rate=0", "stream": True, "max_tokens": 100, "messages": HI, **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    response = httpx.post(
+        fake.anthropic_base_url + "/v1/messages", json=body, headers=ANTHROPIC_HEADERS, timeout=10
+    )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and message in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        ("fake?usage=false", "the Anthropic API always reports usage"),
+        ("fake?fault=empty", "the Anthropic API never sends it"),
+        ("fake?fault=done_cut", "the Anthropic API never sends it"),
+        ("fake?finish_reason=content_filter", "never sends stop_reason 'content_filter'"),
+    ],
+)
+def test_the_anthropic_route_refuses_modes_the_real_api_never_produces(fake, model, words):
+    response = messages(fake, model)
+
+    assert response.status_code == 400
+    assert words in response.json()["error"]["message"]
+    assert messages(fake, "fake?tokens=1&rate=0&finish_reason=refusal").status_code == 200
+
+
+# -- what real servers do
+
+
+def test_an_empty_event_stream(fake):
+    response = chat(fake, "fake?fault=empty")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.content == b""
+    assert fake.wait_for_requests(1)[0].wait_completed(2)
+
+
+def test_done_without_a_finish_reason_then_a_cut_body(fake):
+    sock = raw_stream_request(fake, "fake?tokens=9&rate=0&fault=done_cut&after=3")
+    data = read_to_close(sock)
+    sock.close()
+
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"200 OK" in head and b"chunked" in head.lower()
+    assert b'"w2 "' in body and b'"w3 "' not in body
+    assert body.rstrip().endswith(b"data: [DONE]")  # and then no end of the chunked body
+    assert not body.endswith(b"0\r\n\r\n")
+    assert b'"finish_reason":"' not in body and b'"usage"' not in body
+    with pytest.raises(httpx.RemoteProtocolError):
+        chat(fake, "fake?tokens=2&rate=0&fault=done_cut")
+
+
+def test_no_usage_chunk_even_when_asked_for(fake):
+    response = chat(fake, "fake?tokens=2&rate=0&usage=false", stream_options={"include_usage": True})
+    chunks = [json.loads(d) for d in sse_data(response)[:-1]]
+
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, None, "stop"]
+    assert all("usage" not in c for c in chunks)
+
+
+def test_path_shaped_model_ids_are_listed_and_answered():
+    ids = [("/srv/models/x.gguf", "x.gguf"), ("org/name", "org/name"), ("llama3:8b", "llama3:8b")]
+    with FakeUpstream(models=ids, default=Scenario(tokens=2, rate=0)) as fake:
+        listing = httpx.get(fake.openai_base_url + "/models", timeout=10).json()
+        response = chat(fake, "/srv/models/x.gguf")
+
+    assert [m["id"] for m in listing["data"]] == ["/srv/models/x.gguf", "org/name", "llama3:8b"]
+    chunks = [json.loads(d) for d in sse_data(response)[:-1]]
+    assert {c["model"] for c in chunks} == {"/srv/models/x.gguf"}
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "w0 w1 "
+
+
+@pytest.mark.parametrize("other", ["a chat", "a model listing"])
+def test_a_single_stream_server_ends_a_running_stream_when_another_request_arrives(other):
+    with FakeUpstream(single_stream=True) as fake:
+        sock = raw_stream_request(fake, "fake?tokens=100&rate=20")
+        read_until(sock, b'"w1 "')
+        if other == "a chat":
+            second = chat(fake, "fake?tokens=2&rate=0")
+            assert sse_data(second)[-1] == "[DONE]"  # the newcomer is answered in full
+        else:
+            assert httpx.get(fake.openai_base_url + "/models", timeout=10).status_code == 200
+        rest = read_to_close(sock)
+        sock.close()
+        first = fake.requests[0]
+
+    assert first.interrupted and not first.completed and first.disconnected_at is None
+    assert rest.rstrip().endswith(b"data: [DONE]") and not rest.endswith(b"0\r\n\r\n")
+    assert len(first.token_times) < 100
+    assert not fake.requests[1].interrupted
+
+
+def test_streams_side_by_side_are_not_interrupted_by_default(fake):
+    sock = raw_stream_request(fake, "fake?tokens=4&rate=20")
+    read_until(sock, b'"w0 "')
+    assert chat(fake, "fake?tokens=1&rate=0").status_code == 200
+    rest = read_until(sock, b"0\r\n\r\n")
+    sock.close()
+
+    assert b'"finish_reason":"stop"' in rest and not fake.requests[0].interrupted
+
+
 def test_keep_alive_connection_serves_several_requests(fake):
     with httpx.Client(timeout=10) as client:
         for _ in range(3):
             response = client.post(
                 fake.openai_base_url + "/chat/completions",
-                json={"model": "fake?tokens=2&rate=0", "stream": True, "messages": []},
+                json={"model": "fake?tokens=2&rate=0", "stream": True, "messages": HI},
             )
             assert response.status_code == 200 and sse_data(response)[-1] == "[DONE]"
             assert response.headers.get("connection") != "close"
@@ -260,7 +462,7 @@ async def test_hundreds_of_concurrent_streams(fake):
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
         async def one(i: int) -> str:
-            body = {"model": "fake?tokens=10&rate=20", "stream": True, "messages": []}
+            body = {"model": "fake?tokens=10&rate=20", "stream": True, "messages": HI}
             async with client.stream("POST", fake.openai_base_url + "/chat/completions", json=body) as r:
                 r.raise_for_status()
                 return "".join([chunk async for chunk in r.aiter_text()])
@@ -305,7 +507,7 @@ def test_cli_serves_until_interrupted():
             url = first_line.split()[-1]
             response = httpx.post(
                 url + "/v1/chat/completions",
-                json={"model": "fake", "stream": True, "messages": []},
+                json={"model": "fake", "stream": True, "messages": HI},
                 timeout=10,
             )
             chunks = [json.loads(d) for d in sse_data(response)[:-1]]
@@ -326,9 +528,13 @@ def test_management_command_accepts_the_same_options():
         Command()
         .create_parser("manage.py", "fakeupstream")
         .parse_args(
-            ["--port", "0", "--tokens", "4", "--fault", "drip", "--usage", "no", "--retry-after", "2"]
+            [
+                *("--port", "0", "--tokens", "4", "--fault", "drip", "--usage", "no", "--retry-after", "2"),
+                *("--model-id", "/srv/models/x.gguf", "--model-id", "org/name", "--single-stream"),
+            ]
         )
     )
+    assert options.model_ids == ["/srv/models/x.gguf", "org/name"] and options.single_stream is True
 
     assert (options.port, options.tokens, options.fault, options.usage, options.retry_after) == (
         0,

@@ -248,7 +248,7 @@ def test_export_then_import_round_trips_exactly_branches_included(ann, ben):
 
     result = importing.conversations_import(user=ben, data=dumps(original))
 
-    assert result.source == "chatsite" and len(result.conversations) == 3 and result.skipped == 0
+    assert result.source == "chatsite" and len(result.conversations) == 3 and result.skipped == []
     copied = export_of(ben)
     assert normalized(copied) == normalized(original)
     # New ids everywhere; the originals are untouched and still ann's.
@@ -495,6 +495,7 @@ def test_the_import_endpoint_answers_with_the_new_ids(ann, ben):
     assert response.status_code == 200
     body = response.json()
     assert body["imported"] == 2 and body["skipped"] == 0 and body["source"] == "chatsite"
+    assert body["skipped_conversations"] == []
     mine = {str(pk) for pk in Conversation.objects.filter(user=ann).values_list("pk", flat=True)}
     assert set(body["conversations"]) == mine and len(mine) == 2
     # Ben's conversations are untouched and still only his.
@@ -524,7 +525,7 @@ def chatgpt(name: str) -> list:
 
 def test_chatgpt_branches_are_all_kept_and_the_current_node_is_the_active_branch(ann):
     result = importing.conversations_import(user=ann, data=fixture("branches.json"))
-    assert result.source == "chatgpt" and result.skipped == 0
+    assert result.source == "chatgpt" and result.skipped == []
     reverse, csv = result.conversations
     reverse.refresh_from_db()
     assert reverse.title == "Reversing a list in Python" and reverse.title_is_auto is False
@@ -581,7 +582,8 @@ def test_chatgpt_multimodal_parts_keep_their_text_and_mark_the_rest(ann):
 def test_chatgpt_null_root_reasoning_unfinished_replies_and_empty_conversations(ann):
     result = importing.conversations_import(user=ann, data=fixture("null_root.json"))
     lisbon, untitled = result.conversations
-    assert result.skipped == 1  # "New chat": nothing but a hidden system message
+    # "New chat": nothing but a hidden system message
+    assert result.skipped == [importing.Skipped(3, "New chat", importing.NOTHING_TO_SHOW, "empty")]
     lisbon.refresh_from_db()
     user, reply = selectors.message_list(conversation=lisbon)
     assert user.parent_id is None and reply.parent_id == user.pk
@@ -600,13 +602,60 @@ def test_chatgpt_null_root_reasoning_unfinished_replies_and_empty_conversations(
 def test_chatgpt_import_through_the_endpoint_then_exports_the_same_tree(ann):
     client = logged_in(ann)
     body = upload(client, fixture("branches.json"), "conversations.json").json()
-    assert body == {"imported": 2, "conversations": body["conversations"], "skipped": 0, "source": "chatgpt"}
+    assert body == {
+        "imported": 2,
+        "conversations": body["conversations"],
+        "skipped": 0,
+        "skipped_conversations": [],
+        "source": "chatgpt",
+    }
     first = export_of(ann)
     # Its chatsite export round-trips like any other.
     upload(client, dumps(first))
     second = json.loads("".join(user_export_json_chunks(user=ann)))
     imported_again = [c for c in second["conversations"] if c["id"] not in body["conversations"]]
     assert normalized({"conversations": imported_again}) == normalized(first)
+
+
+def test_other_tools_chatgpt_shape_is_read_leniently_and_unreadable_conversations_are_reported(ann):
+    response = upload(logged_in(ann), fixture("other_tools.json"), "conversations.json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["imported"] == 2 and body["skipped"] == 3 and body["source"] == "chatgpt"
+    tool, charts = (Conversation.objects.get(pk=pk) for pk in body["conversations"])
+
+    # No content_type: parts (every one of them) and a bare text are text.
+    assert [(m.role, m.content) for m in selectors.message_list(conversation=tool)] == [
+        ("user", "What is a monad?\n\nKeep it short."),
+        ("assistant", "A monad wraps a value and says how to chain steps on it."),
+        ("user", "Thanks!"),
+    ]
+    assert tool.title == "Exported by another tool" and tool.model == "chatgpt/llama-3.1-8b"
+    # Parts that are text objects keep their text; only the image is a placeholder.
+    assert [(m.role, m.content) for m in selectors.message_list(conversation=charts)] == [
+        ("user", "Compare these two charts.\n\n[image]\n\nThe second one is from last year."),
+        ("assistant", "Sales grew in spring.\n\nLast year they fell."),
+    ]
+
+    assert [(s["index"], s["title"], s["code"]) for s in body["skipped_conversations"]] == [
+        (3, "A broken link", "invalid"),
+        (4, "Nothing but the root", "empty"),
+        (5, "", "invalid"),
+    ]
+    broken, empty, anonymous = (s["message"] for s in body["skipped_conversations"])
+    assert broken == (
+        "Skipped conversation 3 ('A broken link'): it could not be read "
+        "(node 'x2': its parent 'x9' is not in this conversation)."
+    )
+    assert empty == (
+        "Skipped conversation 4 ('Nothing but the root'): it has no messages to show "
+        "(only hidden, empty or tool messages)."
+    )
+    assert anonymous == (
+        "Skipped conversation 5: it could not be read "
+        "(node 'q1': its message has no author, so who wrote it is not known)."
+    )
+    assert Conversation.objects.filter(user=ann).count() == 2
 
 
 def test_a_single_chatgpt_conversation_object_is_accepted(ann):
@@ -709,6 +758,16 @@ HOSTILE = [
     ("version as text", dumps({**_doc(), "version": "1"}), "invalid", "version: must be a whole number"),
     ("no conversations", dumps(_doc()), "empty", "no conversations"),
     ("an empty ChatGPT list", b"[]", "empty", "no conversations"),
+    ("ChatGPT-shaped but cut off", fixture("other_tools.json")[:-50], "not_json", "not valid JSON"),
+    ("a list of numbers", b"[1, 2, 3]", "unknown_format", "none of its entries is a conversation"),
+    ("a list of other objects", b'[{"hello": "world"}]', "unknown_format", "none of its entries is a"),
+    (
+        "no ChatGPT conversation that can be read",
+        dumps([chatgpt("other_tools.json")[2], chatgpt("other_tools.json")[4]]),
+        "invalid",
+        "None of the file's 2 conversations could be read. Conversation 1 ('A broken link'): "
+        "it could not be read (node 'x2': its parent 'x9' is not in this conversation).",
+    ),
     (
         "conversations not a list",
         dumps({**_doc(), "conversations": {"a": 1}}),
@@ -812,11 +871,17 @@ HOSTILE = [
         "invalid",
         "messages[0].id: is 5,000 characters long",
     ),
+]
+
+
+#: ChatGPT-shaped files with one conversation that cannot be read (the second).
+UNREADABLE = [
+    # (what, bytes, code, words in the reason)
     (
         "a ChatGPT conversation without a mapping",
         _chatgpt_with_bad_second(lambda c: c.pop("mapping")),
         "invalid",
-        "conversation 2 ('Average of a CSV column').mapping: missing",
+        'it has no "mapping"',
     ),
     (
         "a ChatGPT mapping that is a list",
@@ -847,7 +912,7 @@ HOSTILE = [
         "a ChatGPT message without an author",
         _chatgpt_with_bad_second(lambda c: _node(c, "average price")["message"].pop("author")),
         "invalid",
-        ".message.author: missing",
+        "its message has no author",
     ),
     (
         "a ChatGPT time that is text",
@@ -881,7 +946,7 @@ HOSTILE = [
         "a ChatGPT list with a string in it",
         dumps([chatgpt("multimodal.json")[0], "conversation"]),
         "invalid",
-        "conversation 2: must be an object, not text",
+        "it is text, not a conversation (an object)",
     ),
     (
         "a null root pretending to be a message",
@@ -903,6 +968,26 @@ def test_a_bad_file_gets_a_clear_error_and_imports_nothing(ann, ben, what, data,
     assert len(body["error"]) < 400  # a message for a person, not a dump of the file
     assert everything() == before
     assert not Conversation.objects.filter(user=ann).exists()
+
+
+@pytest.mark.parametrize(("what", "data", "code", "words"), UNREADABLE, ids=[u[0] for u in UNREADABLE])
+def test_a_chatgpt_conversation_that_cannot_be_read_is_skipped_and_the_rest_imported(
+    ann, ben, what, data, code, words
+):
+    branchy(ben)
+    before = everything()
+    response = upload(logged_in(ann), data)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["imported"] == 1 and body["skipped"] == 1
+    [skipped] = body["skipped_conversations"]
+    assert skipped["index"] == 2 and skipped["code"] == code and words in skipped["reason"], skipped
+    name = f"conversation 2 ({skipped['title']!r})" if skipped["title"] else "conversation 2"
+    assert skipped["message"] == f"Skipped {name}: {skipped['reason']}."
+    assert len(skipped["message"]) < 400  # words for a person, not a dump of the file
+    # Only the readable conversation was written, and only for ann.
+    assert Conversation.objects.filter(user=ann).count() == 1
+    assert Conversation.objects.filter(user=ben).count() == before[0]
 
 
 def test_too_many_conversations(ann):

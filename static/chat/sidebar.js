@@ -486,9 +486,25 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
         dom.importStatus.textContent = `Import failed: ${body.error || body.message || `HTTP ${response.status}`}`;
       } else {
         const n = body.imported || 0;
-        const skipped = body.skipped ? ` (${body.skipped} skipped)` : '';
+        const skipped = body.skipped_conversations || [];
         dom.importStatus.dataset.kind = 'ok';
-        dom.importStatus.textContent = `Imported ${n} conversation${n === 1 ? '' : 's'}${skipped}.`;
+        dom.importStatus.textContent = `Imported ${n} conversation${n === 1 ? '' : 's'}.`;
+        if (skipped.length) {
+          // Each skipped conversation and why, as text (titles come from the file).
+          const list = document.createElement('ul');
+          list.className = 'import-skipped';
+          for (const item of skipped.slice(0, 10)) {
+            const entry = document.createElement('li');
+            entry.textContent = item.message;
+            list.append(entry);
+          }
+          if (skipped.length > 10) {
+            const more = document.createElement('li');
+            more.textContent = `…and ${skipped.length - 10} more skipped.`;
+            list.append(more);
+          }
+          dom.importStatus.append(list);
+        }
         if (s.archived) setArchived(false);
         else reload();
       }

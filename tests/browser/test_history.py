@@ -523,6 +523,25 @@ def export_then_import(page, server, tmp_path) -> None:
     assert [p for p in page.problems if "400" not in p] == []
 
 
+def test_an_import_that_skips_conversations_says_which_and_why(page, server):
+    login(page, server)
+    page.goto(f"{server.url}/")
+    page.click(".sidebar-tools summary")
+    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "chatgpt" / "other_tools.json"
+    page.set_input_files("#import-file", str(fixture))
+    page.wait_for_selector("#import-status:has-text('Imported 2 conversations.')")
+
+    assert page.locator("#import-status li").all_inner_texts() == [
+        "Skipped conversation 3 ('A broken link'): it could not be read "
+        "(node 'x2': its parent 'x9' is not in this conversation).",
+        "Skipped conversation 4 ('Nothing but the root'): it has no messages to show "
+        "(only hidden, empty or tool messages).",
+        "Skipped conversation 5: it could not be read "
+        "(node 'q1': its message has no author, so who wrote it is not known).",
+    ]
+    assert page.problems == []
+
+
 # --- keyboard ------------------------------------------------------------------
 
 

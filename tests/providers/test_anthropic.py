@@ -55,13 +55,23 @@ async def test_markdown_reply_arrives_intact(fake, provider):
     assert "".join(pieces) == MARKDOWN_REPLY
 
 
-async def test_max_tokens_stop_reason_and_no_usage(fake, provider):
-    pieces, result, error = await collect(provider, "fake?tokens=10&rate=0&usage=false", max_tokens=3)
+async def test_max_tokens_cuts_the_reply_with_its_stop_reason_and_usage(fake, provider):
+    pieces, result, error = await collect(provider, "fake?tokens=10&rate=0", max_tokens=3)
 
     assert error is None
     assert "".join(pieces) == "w0 w1 w2 "
     assert result.finish_reason == "max_tokens"
-    assert result.prompt_tokens is None and result.completion_tokens is None
+    # The Anthropic API always reports usage, a cut reply too.
+    assert (result.prompt_tokens, result.completion_tokens) == (PROMPT_WORDS, 3)
+
+
+async def test_without_a_key_the_api_refuses_the_request(fake):
+    provider = AnthropicProvider("anthropic", {"BASE_URL": fake.anthropic_base_url, "API_KEY": ""})
+    pieces, _, error = await collect(provider, "fake?tokens=3&rate=0")
+
+    assert pieces == [] and error is not None
+    assert (error.kind, error.status_code, error.retryable) == ("upstream_http", 401, False)
+    assert "x-api-key header is required" in error.message
 
 
 async def test_request_carries_key_version_and_messages_body(fake, provider):

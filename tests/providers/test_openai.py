@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 
 import pytest
 
-from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS
-from conversations.providers.base import ChatMessage, StreamResult
+from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream
+from conversations.providers.base import ChatMessage, ProviderError, StreamResult
 from conversations.providers.openai import OpenAIProvider
 
 from .streaming import collect as collect_from
@@ -176,6 +177,65 @@ async def test_stream_ending_without_done(fake, provider, after):
     assert error is not None and error.kind == "upstream_stream"
     assert "".join(pieces) == "".join(f"w{i} " for i in range(after or 5))
     assert result.finish_reason is None
+
+
+async def test_an_empty_event_stream_is_an_upstream_stream_error(fake, provider):
+    pieces, result, error = await collect(provider, "fake?fault=empty")
+
+    assert pieces == [] and result.finish_reason is None
+    assert error is not None and error.kind == "upstream_stream"
+
+
+async def test_done_without_a_finish_reason_then_a_cut_body_keeps_the_text_and_is_a_stream_error(
+    fake, provider
+):
+    pieces, result, error = await collect(provider, "fake?tokens=9&rate=0&fault=done_cut&after=4")
+
+    assert "".join(pieces) == fake.wait_for_requests(1)[0].text_sent == "w0 w1 w2 w3 "
+    assert result.finish_reason is None
+    assert error is not None and error.kind == "upstream_stream" and error.retryable is True
+
+
+async def test_no_usage_even_when_asked_for_leaves_the_counts_unknown(fake, provider):
+    pieces, result, error = await collect(provider, "fake?tokens=3&rate=0&usage=false")
+
+    assert error is None and "".join(pieces) == "w0 w1 w2 "
+    assert fake.wait_for_requests(1)[0].body["stream_options"] == {"include_usage": True}
+    assert result.finish_reason == "stop"
+    assert result.prompt_tokens is None and result.completion_tokens is None
+
+
+async def test_a_path_shaped_model_id_is_listed_and_streams():
+    with FakeUpstream(models=[("/srv/models/x.gguf", "/srv/models/x.gguf")]) as server:
+        provider = make_provider(server.openai_base_url)
+        [model] = await provider.list_models()
+        pieces, result, error = await collect(provider, model.name)
+
+    assert (model.name, model.id) == ("/srv/models/x.gguf", "openai//srv/models/x.gguf")
+    assert error is None and result.finish_reason == "stop"
+    assert "".join(pieces) == "".join(f"w{i} " for i in range(20))
+    assert server.requests[-1].body["model"] == "/srv/models/x.gguf"
+
+
+async def test_a_single_stream_server_listing_models_mid_stream_breaks_the_stream():
+    with FakeUpstream(single_stream=True) as server:
+        provider = make_provider(server.openai_base_url)
+        result, error = StreamResult(), None
+        stream = provider.stream(model="fake?tokens=200&rate=20", messages=MESSAGES, result=result)
+        async with aclosing(stream):
+            pieces = [await anext(stream)]  # the reply is streaming
+            await make_provider(server.openai_base_url).list_models()  # another tab opens the page
+            try:
+                async for piece in stream:
+                    pieces.append(piece)
+            except ProviderError as exc:
+                error = exc
+        record = server.requests[0]
+
+    assert record.interrupted
+    assert "".join(pieces) == record.text_sent and 0 < len(pieces) < 200  # the text seen is kept
+    assert result.finish_reason is None
+    assert error is not None and error.kind == "upstream_stream"
 
 
 async def test_connection_refused(closed_port_url):
