@@ -12,6 +12,7 @@ import {
   firstLineTitle,
   renderAssistant,
   reopenAssistant,
+  setErrorLabels,
   setMessageId,
   setUserStatus,
   setVersions,
@@ -20,6 +21,7 @@ import {
 
 const data = JSON.parse(document.getElementById('page-data').textContent);
 const MAX_PROMPT_CHARS = (data.limits && data.limits.max_prompt_chars) || 32000;
+setErrorLabels(data.error_labels);
 
 const dom = {
   scroller: $('#scroller'),
@@ -526,7 +528,9 @@ function updateMessageActions() {
       const cont = node.querySelector('.continue-reply');
       regen.hidden = !(isLast && stored && status !== 'streaming');
       regen.disabled = isBusy;
-      cont.hidden = !(isLast && stored && ['stopped', 'interrupted', 'error'].includes(status));
+      // The server's rule (services.reply_is_continuable): ended early, with text to go on from.
+      const continuable = ['stopped', 'interrupted', 'error'].includes(status) && (node.chatsiteText || '').trim() !== '';
+      cont.hidden = !(isLast && stored && continuable);
       cont.disabled = isBusy;
     } else {
       const edit = node.querySelector('.edit-message');

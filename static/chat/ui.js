@@ -58,10 +58,17 @@ function metricsTitle(metrics, usage, model) {
   return lines.join('\n');
 }
 
+// The short badge of each error kind, as the server words it (conversations/errors.py).
+let errorLabels = {};
+
+export function setErrorLabels(labels) {
+  errorLabels = labels && typeof labels === 'object' ? labels : {};
+}
+
 export function badgeText(status, errorKind) {
   if (status === 'stopped') return 'Stopped';
   if (status === 'interrupted') return 'Interrupted';
-  if (status === 'error') return `Error: ${errorKind || 'internal'}`;
+  if (status === 'error') return errorLabels[errorKind] || errorLabels.internal || null;
   return null;
 }
 
@@ -199,9 +206,17 @@ export function finishAssistant(
   badge.textContent = label || '';
   badge.hidden = !label;
   badge.dataset.kind = status;
+  // The machine's name for what went wrong stays in the data, and on hover.
+  if (status === 'error' && error_kind) {
+    badge.dataset.errorKind = error_kind;
+    badge.title = `Error kind: ${error_kind}`;
+  } else {
+    delete badge.dataset.errorKind;
+    badge.removeAttribute('title');
+  }
 
   const errorEl = node.querySelector('.message-error');
-  const errText = status === 'error' ? error || 'The reply failed.' : '';
+  const errText = status === 'error' ? error || '' : '';
   errorEl.textContent = errText;
   errorEl.hidden = !errText;
 
