@@ -10,6 +10,7 @@ import {
   copyText,
   finishAssistant,
   firstLineTitle,
+  refreshTimes,
   renderAssistant,
   reopenAssistant,
   setErrorLabels,
@@ -149,12 +150,12 @@ dom.jump.addEventListener('click', () => {
 
 function messageNode(m) {
   if (m.role === 'user') {
-    const node = userMessageEl({ id: m.id, text: m.content, status: 'stored' });
+    const node = userMessageEl({ id: m.id, text: m.content, status: 'stored', createdAt: m.created_at });
     setVersions(node, m.versions);
     return node;
   }
   const model = m.provider && m.model ? `${m.provider}/${m.model}` : m.model;
-  const node = assistantMessageEl({ id: m.id, status: m.status, model });
+  const node = assistantMessageEl({ id: m.id, status: m.status, model, createdAt: m.created_at });
   const r = replyState(node, m.id, m.content || '', m.last_seq || 0);
   setVersions(node, m.versions);
   node.chatsiteSegments = m.segments || [];
@@ -894,6 +895,8 @@ requestAnimationFrame(async () => {
 });
 document.body.dataset.socket = 'connecting';
 socket.connect();
+// "3 min ago" becomes "4 min ago": relative times follow the clock.
+setInterval(() => refreshTimes(), 30_000);
 if (window.matchMedia('(min-width: 48rem)').matches) dom.prompt.focus();
 
 // For debugging and end-to-end tests.

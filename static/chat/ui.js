@@ -72,6 +72,53 @@ export function badgeText(status, errorKind) {
   return null;
 }
 
+// --- time on the page -------------------------------------------------------
+
+const DAY_MS = 86_400_000;
+const startOfDay = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+
+/** "just now", "3 min ago", "2 h ago", "yesterday", "Monday", "12 Mar", "12 Mar 2023". */
+export function relativeTime(when, now = new Date()) {
+  const seconds = (now.getTime() - when.getTime()) / 1000;
+  if (seconds < 45) return 'just now';
+  if (seconds < 3600) return `${Math.max(1, Math.round(seconds / 60))} min ago`;
+  const days = Math.round((startOfDay(now) - startOfDay(when)) / DAY_MS);
+  if (days <= 0) return `${Math.floor(seconds / 3600)} h ago`;
+  if (days === 1) return 'yesterday';
+  if (days < 7) return when.toLocaleDateString(undefined, { weekday: 'long' });
+  const options = { day: 'numeric', month: 'short' };
+  if (when.getFullYear() !== now.getFullYear()) options.year = 'numeric';
+  return when.toLocaleDateString(undefined, options);
+}
+
+/** A <time> with the moment in words, the exact time on hover; kept up to date by refreshTimes. */
+export function timeEl(iso, className = 'when') {
+  const node = el('time', { className });
+  setTime(node, iso);
+  return node;
+}
+
+export function setTime(node, iso) {
+  const when = iso ? new Date(iso) : null;
+  if (!when || Number.isNaN(when.getTime())) {
+    node.hidden = true;
+    return;
+  }
+  node.hidden = false;
+  node.dateTime = when.toISOString();
+  node.title = when.toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+  node.textContent = relativeTime(when);
+}
+
+/** Rewrite every relative time on the page (as time passes). */
+export function refreshTimes(root = document) {
+  const now = new Date();
+  for (const node of root.querySelectorAll('time[datetime]')) {
+    const text = relativeTime(new Date(node.dateTime), now);
+    if (node.textContent !== text) node.textContent = text;
+  }
+}
+
 export function firstLineTitle(text) {
   const line = (String(text).split('\n').find((l) => l.trim() !== '') || '').replace(/\s+/g, ' ').trim();
   if (!line) return 'New chat';
@@ -81,12 +128,13 @@ export function firstLineTitle(text) {
 // --- messages ---------------------------------------------------------------
 
 /** A user message: plain text, newlines kept by CSS. */
-export function userMessageEl({ id = null, text, status = 'stored', clientId = null }) {
+export function userMessageEl({ id = null, text, status = 'stored', clientId = null, createdAt = null }) {
   const body = el('div', { className: 'message-body', text });
   const node = el('article', { className: 'message message-user', 'aria-label': 'You' }, [
     el('div', { className: 'bubble' }, [body]),
     el('p', { className: 'message-note', hidden: true }),
     el('div', { className: 'message-footer message-actions' }, [
+      timeEl(createdAt || new Date().toISOString()),
       el('span', { className: 'versions-slot' }),
       // The label is drawn by CSS, so the message's text stays exactly what the user wrote.
       el('button', { type: 'button', className: 'text-button edit-message', 'aria-label': 'Edit this message', title: 'Edit' }),
@@ -158,11 +206,12 @@ export function setUserStatus(node, status, note = '') {
 }
 
 /** An assistant message shell; fill it with renderAssistant / finishAssistant. */
-export function assistantMessageEl({ id = null, status = 'streaming', model = null }) {
+export function assistantMessageEl({ id = null, status = 'streaming', model = null, createdAt = null }) {
   const node = el('article', { className: 'message message-assistant', 'aria-label': 'Assistant' }, [
     el('div', { className: 'message-body' }),
     el('div', { className: 'message-footer' }, [
       el('span', { className: 'versions-slot' }),
+      timeEl(createdAt || new Date().toISOString()),
       el('span', { className: 'badge', hidden: true }),
       el('span', { className: 'metrics', hidden: true }),
       el('button', {
