@@ -77,6 +77,14 @@ export function badgeText(status, errorKind) {
 const DAY_MS = 86_400_000;
 const startOfDay = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
 
+// Formatters are made once: a long conversation formats thousands of times.
+const formats = {
+  weekday: new Intl.DateTimeFormat(undefined, { weekday: 'long' }),
+  dayMonth: new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' }),
+  dayMonthYear: new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', year: 'numeric' }),
+  exact: new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' }),
+};
+
 /** "just now", "3 min ago", "2 h ago", "yesterday", "Monday", "12 Mar", "12 Mar 2023". */
 export function relativeTime(when, now = new Date()) {
   const seconds = (now.getTime() - when.getTime()) / 1000;
@@ -85,10 +93,8 @@ export function relativeTime(when, now = new Date()) {
   const days = Math.round((startOfDay(now) - startOfDay(when)) / DAY_MS);
   if (days <= 0) return `${Math.floor(seconds / 3600)} h ago`;
   if (days === 1) return 'yesterday';
-  if (days < 7) return when.toLocaleDateString(undefined, { weekday: 'long' });
-  const options = { day: 'numeric', month: 'short' };
-  if (when.getFullYear() !== now.getFullYear()) options.year = 'numeric';
-  return when.toLocaleDateString(undefined, options);
+  if (days < 7) return formats.weekday.format(when);
+  return (when.getFullYear() === now.getFullYear() ? formats.dayMonth : formats.dayMonthYear).format(when);
 }
 
 /** A <time> with the moment in words, the exact time on hover; kept up to date by refreshTimes. */
@@ -106,7 +112,7 @@ export function setTime(node, iso) {
   }
   node.hidden = false;
   node.dateTime = when.toISOString();
-  node.title = when.toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+  node.title = formats.exact.format(when);
   node.textContent = relativeTime(when);
 }
 

@@ -67,7 +67,7 @@ def test_send_watch_it_stream_stop_reload_and_see_exactly_the_same_reply(page, s
     assert page.inner_text(f"{LAST_REPLY} .message-body") == seen_render
     user_messages = page.locator(".message[data-role=user]")
     assert user_messages.count() == 1
-    assert user_messages.first.inner_text().strip().endswith("Tell me about markdown")
+    assert user_messages.first.locator(".message-body").inner_text().strip() == "Tell me about markdown"
     assert page.problems == []
 
 
