@@ -258,6 +258,8 @@ class Reply:
             await self._finish("stopped" if reason == "stop" else "interrupted")
             raise
         except ProviderError as exc:
+            # The technical account, for whoever runs the server; the user reads words.
+            log.info("reply %s failed: %s (%s)", self.key, exc.kind, exc.message)
             await self._finish(
                 "error",
                 exc.kind,
