@@ -344,9 +344,20 @@ function updateExportMenu() {
   $('#export-json').href = `/c/${conv.id}/export.json`;
 }
 
+/** Open or close the conversation drawer (narrow screens). The focus goes into it
+ * when it opens, so the keyboard is where the eyes are, and back to its button
+ * when it closes. */
 function setSidebarOpen(open) {
   document.body.classList.toggle('sidebar-open', open);
   dom.sidebarToggle.setAttribute('aria-expanded', String(open));
+  const drawer = $('#sidebar');
+  if (window.matchMedia('(min-width: 48rem)').matches) return; // not a drawer here
+  if (open) {
+    const target = drawer.querySelector('.conversation-link.current') || drawer.querySelector('.new-chat');
+    if (target) target.focus();
+  } else if (drawer.contains(document.activeElement)) {
+    dom.sidebarToggle.focus();
+  }
 }
 
 dom.sidebarToggle.addEventListener('click', () => setSidebarOpen(!document.body.classList.contains('sidebar-open')));

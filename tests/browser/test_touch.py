@@ -193,3 +193,34 @@ def test_the_keyboard_reaches_and_uses_every_action(page, server):
     page.wait_for_selector(f"{USER} .edit-form", state="detached")
     assert "edit-message" in focused(page)["cls"]
     assert page.problems == []
+
+
+def test_on_a_narrow_screen_the_keyboard_opens_the_conversation_drawer_and_uses_it(browser, server):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        login(page, server)
+        regenerated_chat(page, "A drawer for the keyboard")
+        conv = page.url.rstrip("/").rsplit("/", 1)[1]
+
+        page.focus("#sidebar-toggle")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("body.sidebar-open")
+        # The focus moved into the drawer, onto the conversation on show.
+        assert page.evaluate("() => document.getElementById('sidebar').contains(document.activeElement)")
+        assert page.evaluate("() => document.activeElement.getAttribute('aria-current')") == "page"
+        tab_to(page, "item-menu-button")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"{item(page, conv)} .item-menu")
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("Enter")  # Pin
+        page.wait_for_selector(f"{item(page, conv)}[data-pinned]")
+        assert db_conversation(server, conv)[0][1] == 1
+
+        # Escape closes the drawer and gives the focus back to its button.
+        page.focus(f"{item(page, conv)} .conversation-link")
+        page.keyboard.press("Escape")
+        page.wait_for_selector("body:not(.sidebar-open)")
+        assert page.evaluate("() => document.activeElement.id") == "sidebar-toggle"
+    finally:
+        context.close()
