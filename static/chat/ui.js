@@ -140,7 +140,6 @@ export function userMessageEl({ id = null, text, status = 'stored', clientId = n
     el('div', { className: 'bubble' }, [body]),
     el('p', { className: 'message-note', hidden: true }),
     el('div', { className: 'message-footer message-actions' }, [
-      timeEl(createdAt || new Date().toISOString()),
       el('span', { className: 'versions-slot' }),
       // The label is drawn by CSS, so the message's text stays exactly what the user wrote.
       el('button', { type: 'button', className: 'text-button edit-message', 'aria-label': 'Edit this message', title: 'Edit' }),
@@ -150,6 +149,8 @@ export function userMessageEl({ id = null, text, status = 'stored', clientId = n
         'aria-label': 'Copy message',
         title: 'Copy message',
       }),
+      // Last, under the bubble's edge: the actions before it appear on hover.
+      timeEl(createdAt || new Date().toISOString()),
     ]),
   ]);
   node.dataset.role = 'user';
