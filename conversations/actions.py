@@ -79,9 +79,11 @@ def _refusal(exc: Exception, ref: str | None) -> protocol.ProtocolError:
             ref=ref,
         )
     if isinstance(exc, services.NotContinuable):
-        return protocol.ProtocolError(
-            "not_continuable", "only a stopped, interrupted or cut reply can be continued", ref=ref
-        )
+        if not exc.has_text:
+            message = "this reply has no text to continue from; press Regenerate to try again"
+        else:
+            message = "only a stopped, interrupted or cut reply can be continued"
+        return protocol.ProtocolError("not_continuable", message, ref=ref)
     raise exc
 
 

@@ -18,12 +18,12 @@ import logging
 import time
 import uuid
 from contextlib import aclosing
-from typing import Protocol
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from . import protocol, services
+from . import errors, protocol, services
 from .batching import Batcher
 from .providers import BaseProvider, ChatMessage, ProviderError, StreamResult
 
@@ -247,27 +247,36 @@ class Reply:
             await self._stream_with_retries()
         except asyncio.CancelledError:
             reason = self._cancel_reason
-            if reason in _TIMEOUT_MESSAGES:
+            if reason in _TIMEOUT_SETTINGS:
                 # Our own watchdog: a timeout ends the reply as an error, not a cancel.
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()
-                await self._finish("error", reason, _TIMEOUT_MESSAGES[reason])
+                await self._finish("error", reason, limit=getattr(settings, _TIMEOUT_SETTINGS[reason]))
                 return
             # A user's stop, or a shutdown (no reason, or "interrupted").
             await self._finish("stopped" if reason == "stop" else "interrupted")
             raise
         except ProviderError as exc:
-            await self._finish("error", exc.kind, exc.message)
+            # The technical account, for whoever runs the server; the user reads words.
+            log.info("reply %s failed: %s (%s)", self.key, exc.kind, exc.message)
+            await self._finish(
+                "error",
+                exc.kind,
+                cause=exc.cause,
+                detail=exc.detail,
+                status_code=exc.status_code,
+                retry_after=exc.retry_after,
+            )
         except Exception:
             log.exception("reply %s failed", self.key)
-            await self._finish("error", "internal", "chatsite failed while streaming this reply")
+            await self._finish("error", "internal")
         else:
             reason = self.result.finish_reason
             if self._length_hit:
-                await self._finish("error", "length_limit", f"the reply reached {self._max_chars} characters")
+                await self._finish("error", "length_limit", cause="chars", limit=self._max_chars)
             elif reason in LENGTH_FINISH_REASONS:
-                await self._finish("error", "length_limit", "the model reached its token limit")
+                await self._finish("error", "length_limit", cause="tokens", limit=self.max_tokens)
             else:
                 await self._finish("complete")
 
@@ -303,8 +312,11 @@ class Reply:
                 log.info("reply %s: %s; retry %d in %.2fs", self.key, exc.kind, attempts, delay)
                 await asyncio.sleep(delay)
 
-    async def _finish(self, status: str, error_kind: str = "", error: str = "") -> None:
-        """Send what is pending, save the terminal state, then tell subscribers."""
+    async def _finish(self, status: str, error_kind: str = "", **facts: Any) -> None:
+        """Send what is pending, save the terminal state, then tell subscribers.
+
+        ``facts`` (with an ``error_kind``) are what ``errors.error_describe``
+        makes the user's words of."""
         if self.finished:
             return
         self.finished = True
@@ -313,6 +325,15 @@ class Reply:
             if handle is not None:
                 handle.cancel()
         self._flush(time.monotonic())
+        error = ""
+        if error_kind:
+            error = errors.error_describe(
+                kind=error_kind,
+                host=self.provider.host,
+                model=self.model,
+                has_text=bool(self.text.strip()),
+                **facts,
+            )
         ended = time.monotonic()
         completion = self.result.completion_tokens
         counted = completion is None
@@ -393,10 +414,11 @@ def _store_finishes(items: list[services.ReplyFinish]) -> list[None]:
 finishes: Batcher[services.ReplyFinish, None] = Batcher(_store_finishes)
 
 
-_TIMEOUT_MESSAGES = {
-    "timeout_first_token": "the model sent no text within the first-token timeout",
-    "timeout_idle": "the model stopped sending text (idle timeout)",
-    "timeout_total": "the reply took longer than the total timeout",
+#: The reply runner's own timeouts: error kind -> the setting that ran out.
+_TIMEOUT_SETTINGS = {
+    "timeout_first_token": "CHATSITE_FIRST_TOKEN_TIMEOUT",
+    "timeout_idle": "CHATSITE_IDLE_TIMEOUT",
+    "timeout_total": "CHATSITE_TOTAL_TIMEOUT",
 }
 
 

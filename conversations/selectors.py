@@ -19,6 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet, Value
 from django.utils import timezone
 
+from . import errors
 from .models import Conversation, Message
 
 
@@ -235,6 +236,18 @@ def message_list(*, conversation: Conversation) -> list[Message]:
     return path
 
 
+def _error_words(message: Message) -> str | None:
+    """What a reply's failure says to a person: the words saved with it, else
+    (an imported reply with a kind and no words) the words of its kind."""
+    if message.error_message:
+        return message.error_message
+    if message.status != Message.Status.ERROR:
+        return None
+    return errors.error_describe(
+        kind=message.error_kind or "internal", has_text=bool(message.content.strip())
+    )
+
+
 def message_to_dict(message: Message) -> dict:
     data: dict = {
         "id": str(message.id),
@@ -250,7 +263,7 @@ def message_to_dict(message: Message) -> dict:
         data.update(
             status=message.status,
             error_kind=message.error_kind or None,
-            error=message.error_message or None,
+            error=_error_words(message),
             last_seq=message.last_seq,
             provider=message.provider,
             model=message.model,

@@ -349,8 +349,8 @@ def reply_continue(*, user: AbstractBaseUser, reply_id: uuid.UUID, prefill: bool
         if reply is None:
             raise NotFound("no such reply")
         conversation = _locked_conversation(user, reply.conversation_id)
-        if reply.status not in (Message.Status.STOPPED, Message.Status.INTERRUPTED, Message.Status.ERROR):
-            raise NotContinuable()
+        if not reply_is_continuable(status=reply.status, content=reply.content):
+            raise NotContinuable(has_text=bool(reply.content.strip()))
         if conversation.messages.filter(status=Message.Status.STREAMING).exists():
             raise ReplyRunning()
         _check_limits(user, count_message=False)
@@ -391,8 +391,24 @@ def _segment_of(reply: Message) -> dict:
     }
 
 
+#: The statuses of a reply that can be continued (when it has text).
+CONTINUABLE_STATUSES = frozenset({Message.Status.STOPPED, Message.Status.INTERRUPTED, Message.Status.ERROR})
+
+
+def reply_is_continuable(*, status: str, content: str) -> bool:
+    """Whether "Continue" can go on with a reply: it ended early (stopped,
+    interrupted or failed) and has text to go on from. A reply with no text has
+    nothing to continue; it can be regenerated. The page applies the same rule
+    (``static/chat/app.js``, ``updateMessageActions``)."""
+    return status in CONTINUABLE_STATUSES and bool(content.strip())
+
+
 class NotContinuable(Exception):
-    """Only a stopped, interrupted or errored reply can be continued."""
+    """Only a stopped, interrupted or errored reply with text can be continued."""
+
+    def __init__(self, *, has_text: bool = True) -> None:
+        super().__init__("not continuable")
+        self.has_text = has_text
 
 
 def conversation_select_branch(*, user: AbstractBaseUser, message_id: uuid.UUID) -> Conversation:

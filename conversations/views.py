@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from . import protocol, selectors, services
+from . import errors, protocol, selectors, services
 from .actions import model_default
 from .providers import list_models
 
@@ -59,6 +59,7 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
             "ws_path": protocol.PATH,
             "limits": {"max_prompt_chars": settings.CHATSITE_MAX_PROMPT_CHARS},
             "heartbeat_s": settings.CHATSITE_HEARTBEAT,
+            "error_labels": errors.ERROR_LABELS,
         },
     }
     return await sync_to_async(render)(request, "chat.html", context)

@@ -88,12 +88,19 @@ class AnthropicProvider(BaseProvider):
                     msg = err.get("message") if isinstance(err, dict) else None
                     if err_type == "rate_limit_error":
                         raise ProviderError(
-                            "rate_limited", f"the upstream is rate limiting: {msg}"[:300], retryable=True
+                            "rate_limited",
+                            f"the upstream is rate limiting: {msg}"[:300],
+                            retryable=True,
+                            detail=str(msg or "")[:300],
                         )
                     raise ProviderError(
                         "upstream_error",
                         f"the upstream reported {err_type or 'an error'}: {msg or ''}".strip()[:300],
                         retryable=err_type == "overloaded_error",
+                        cause="overloaded" if err_type == "overloaded_error" else "",
+                        detail=str(msg or "")[:300],
                     )
         if not stopped:
-            raise ProviderError("upstream_stream", "the upstream stream ended before message_stop")
+            raise ProviderError(
+                "upstream_stream", "the upstream stream ended before message_stop", cause="ended"
+            )

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -74,7 +75,13 @@ def redact(text: str) -> str:
 
 class ProviderError(Exception):
     """An upstream failure with a named kind (see ``protocol.ERROR_KINDS``).
-    Its message is redacted: it can be shown to the user and logged."""
+
+    ``message`` is for logs and tests (technical); the words a user reads are
+    made from ``kind``, ``cause``, ``detail`` and ``status_code`` by
+    ``conversations.errors``. ``cause`` is a finer reason within the kind
+    (for ``upstream_connect``: ``errors.CONNECT_CAUSES``); ``detail`` is what
+    the upstream itself said. Both texts are redacted.
+    """
 
     def __init__(
         self,
@@ -84,6 +91,8 @@ class ProviderError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         status_code: int | None = None,
+        cause: str = "",
+        detail: str = "",
     ) -> None:
         message = redact(message)
         super().__init__(message)
@@ -92,6 +101,8 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.status_code = status_code
+        self.cause = cause
+        self.detail = redact(detail)
 
 
 class BaseProvider:
@@ -106,6 +117,21 @@ class BaseProvider:
     def __init__(self, name: str, options: dict[str, Any]) -> None:
         self.name = name
         self.options = options
+
+    @property
+    def host(self) -> str:
+        """Where the provider's server is, for the words of an error: ``host[:port]``
+        of its base URL, without any user info; "" for a provider with no server."""
+        base_url = getattr(self, "base_url", "") or ""
+        try:
+            parts = urlsplit(base_url)
+            port = parts.port
+        except ValueError:
+            return ""
+        if not parts.hostname:
+            return ""
+        hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return f"{hostname}:{port}" if port else hostname
 
     async def list_models(self) -> list[ModelInfo]:
         raise NotImplementedError
@@ -181,6 +207,7 @@ def http_error(status_code: int, detail: str, retry_after: str | None = None) ->
             retryable=True,
             retry_after=parse_retry_after(retry_after),
             status_code=429,
+            detail=detail,
         )
     retryable = status_code >= 500 or status_code in (408, 409)
     return ProviderError(
@@ -189,4 +216,5 @@ def http_error(status_code: int, detail: str, retry_after: str | None = None) ->
         retryable=retryable,
         retry_after=parse_retry_after(retry_after),
         status_code=status_code,
+        detail=detail,
     )

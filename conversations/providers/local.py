@@ -142,7 +142,13 @@ class LocalProvider(BaseProvider):
                 put(_END)
             except Exception as exc:
                 log.exception("the offline model failed")
-                put(ProviderError("upstream_error", f"the offline model failed: {type(exc).__name__}"))
+                put(
+                    ProviderError(
+                        "upstream_error",
+                        f"the offline model failed: {type(exc).__name__}",
+                        detail=f"{type(exc).__name__}: {exc}"[:300],
+                    )
+                )
 
         future = loop.run_in_executor(self._executor, generate)
         try:

@@ -58,11 +58,17 @@ class OpenAIProvider(BaseProvider):
                     continue
                 data = load_json(event)
                 if not isinstance(data, dict):
-                    raise ProviderError("upstream_stream", "the upstream sent a malformed event")
+                    raise ProviderError(
+                        "upstream_stream", "the upstream sent a malformed event", cause="malformed"
+                    )
                 if "error" in data:
                     err = data["error"]
                     msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise ProviderError("upstream_error", f"the upstream reported an error: {msg}"[:300])
+                    raise ProviderError(
+                        "upstream_error",
+                        f"the upstream reported an error: {msg}"[:300],
+                        detail=str(msg)[:300],
+                    )
                 usage = data.get("usage")
                 if isinstance(usage, dict):
                     result.prompt_tokens = usage.get("prompt_tokens", result.prompt_tokens)
@@ -72,7 +78,9 @@ class OpenAIProvider(BaseProvider):
                     continue
                 choice = choices[0]
                 if not isinstance(choice, dict):
-                    raise ProviderError("upstream_stream", "the upstream sent a malformed event")
+                    raise ProviderError(
+                        "upstream_stream", "the upstream sent a malformed event", cause="malformed"
+                    )
                 delta = choice.get("delta") or {}
                 content = delta.get("content") if isinstance(delta, dict) else None
                 if content:
@@ -80,4 +88,6 @@ class OpenAIProvider(BaseProvider):
                 if choice.get("finish_reason"):
                     result.finish_reason = choice["finish_reason"]
         if not done and result.finish_reason is None:
-            raise ProviderError("upstream_stream", "the upstream stream ended before it was done")
+            raise ProviderError(
+                "upstream_stream", "the upstream stream ended before it was done", cause="ended"
+            )

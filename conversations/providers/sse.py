@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
@@ -47,21 +51,64 @@ async def sse_events(
     except ProviderError:
         raise
     except SSEError as exc:
-        raise ProviderError("upstream_stream", f"the upstream did not send an event stream: {exc}") from None
+        raise ProviderError(
+            "upstream_stream", f"the upstream did not send an event stream: {exc}", cause="not_sse"
+        ) from None
     except httpx.ReadTimeout:
         raise ProviderError("timeout_idle", "the upstream stopped sending data") from None
     except httpx.TransportError as exc:
         if receiving:
             raise ProviderError(
-                "upstream_stream", f"the upstream connection broke ({type(exc).__name__})", retryable=True
+                "upstream_stream",
+                f"the upstream connection broke ({type(exc).__name__})",
+                retryable=True,
+                cause="broken",
             ) from None
-        if isinstance(exc, httpx.PoolTimeout):
-            raise ProviderError(
-                "upstream_connect", "no upstream connection was free in time", retryable=True
-            ) from None
+        cause = "pool" if isinstance(exc, httpx.PoolTimeout) else connect_cause(exc)
         raise ProviderError(
-            "upstream_connect", f"could not connect to the upstream ({type(exc).__name__})", retryable=True
+            "upstream_connect", f"could not connect to the upstream ({cause})", retryable=True, cause=cause
         ) from None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions behind it (``__cause__``, else ``__context__``)."""
+    seen: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and node not in seen and len(seen) < 16:
+        seen.append(node)
+        node = node.__cause__ or node.__context__
+    return seen
+
+
+def connect_cause(exc: BaseException) -> str:
+    """Why a connection could not be made, from the exception's underlying cause
+    (one of ``errors.CONNECT_CAUSES``).
+
+    The httpx-aiohttp transport maps every aiohttp connection error to
+    ``httpx.ConnectTimeout``, a refused port included; the aiohttp exception
+    (and the ``OSError`` under it) stays as the ``__cause__``, so that is what
+    decides.
+    """
+    chain = _chain(exc)
+    if any(isinstance(e, (aiohttp.ClientConnectorDNSError, socket.gaierror)) for e in chain):
+        return "dns"
+    if any(isinstance(e, (ssl.SSLError, aiohttp.ClientSSLError)) for e in chain):
+        return "tls"
+    if any(
+        isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED
+        for e in chain
+    ):
+        return "refused"
+    if any(getattr(e, "errno", None) in (errno.EHOSTUNREACH, errno.ENETUNREACH) for e in chain):
+        return "unreachable"
+    # aiohttp's connect timeouts are TimeoutErrors (asyncio's is the builtin since 3.11).
+    if any(isinstance(e, TimeoutError) for e in chain) or (
+        len(chain) == 1 and isinstance(exc, httpx.TimeoutException)
+    ):
+        return "timeout"
+    if any(isinstance(e, (aiohttp.ServerDisconnectedError, ConnectionResetError)) for e in chain):
+        return "disconnected"
+    return "other"
 
 
 def _error_detail(raw: bytes) -> str:
@@ -86,11 +133,15 @@ def load_json(event: ServerSentEvent) -> Any:
     try:
         return json.loads(event.data)
     except ValueError:
-        raise ProviderError("upstream_stream", "the upstream sent a malformed event (not JSON)") from None
+        raise ProviderError(
+            "upstream_stream", "the upstream sent a malformed event (not JSON)", cause="malformed"
+        ) from None
 
 
 def load_object(event: ServerSentEvent) -> dict[str, Any]:
     data = load_json(event)
     if not isinstance(data, dict):
-        raise ProviderError("upstream_stream", "the upstream sent a malformed event (not an object)")
+        raise ProviderError(
+            "upstream_stream", "the upstream sent a malformed event (not an object)", cause="malformed"
+        )
     return data

@@ -10,8 +10,10 @@ import {
   copyText,
   finishAssistant,
   firstLineTitle,
+  refreshTimes,
   renderAssistant,
   reopenAssistant,
+  setErrorLabels,
   setMessageId,
   setUserStatus,
   setVersions,
@@ -20,6 +22,7 @@ import {
 
 const data = JSON.parse(document.getElementById('page-data').textContent);
 const MAX_PROMPT_CHARS = (data.limits && data.limits.max_prompt_chars) || 32000;
+setErrorLabels(data.error_labels);
 
 const dom = {
   scroller: $('#scroller'),
@@ -147,12 +150,12 @@ dom.jump.addEventListener('click', () => {
 
 function messageNode(m) {
   if (m.role === 'user') {
-    const node = userMessageEl({ id: m.id, text: m.content, status: 'stored' });
+    const node = userMessageEl({ id: m.id, text: m.content, status: 'stored', createdAt: m.created_at });
     setVersions(node, m.versions);
     return node;
   }
   const model = m.provider && m.model ? `${m.provider}/${m.model}` : m.model;
-  const node = assistantMessageEl({ id: m.id, status: m.status, model });
+  const node = assistantMessageEl({ id: m.id, status: m.status, model, createdAt: m.created_at });
   const r = replyState(node, m.id, m.content || '', m.last_seq || 0);
   setVersions(node, m.versions);
   node.chatsiteSegments = m.segments || [];
@@ -341,9 +344,20 @@ function updateExportMenu() {
   $('#export-json').href = `/c/${conv.id}/export.json`;
 }
 
+/** Open or close the conversation drawer (narrow screens). The focus goes into it
+ * when it opens, so the keyboard is where the eyes are, and back to its button
+ * when it closes. */
 function setSidebarOpen(open) {
   document.body.classList.toggle('sidebar-open', open);
   dom.sidebarToggle.setAttribute('aria-expanded', String(open));
+  const drawer = $('#sidebar');
+  if (window.matchMedia('(min-width: 48rem)').matches) return; // not a drawer here
+  if (open) {
+    const target = drawer.querySelector('.conversation-link.current') || drawer.querySelector('.new-chat');
+    if (target) target.focus();
+  } else if (drawer.contains(document.activeElement)) {
+    dom.sidebarToggle.focus();
+  }
 }
 
 dom.sidebarToggle.addEventListener('click', () => setSidebarOpen(!document.body.classList.contains('sidebar-open')));
@@ -526,7 +540,9 @@ function updateMessageActions() {
       const cont = node.querySelector('.continue-reply');
       regen.hidden = !(isLast && stored && status !== 'streaming');
       regen.disabled = isBusy;
-      cont.hidden = !(isLast && stored && ['stopped', 'interrupted', 'error'].includes(status));
+      // The server's rule (services.reply_is_continuable): ended early, with text to go on from.
+      const continuable = ['stopped', 'interrupted', 'error'].includes(status) && (node.chatsiteText || '').trim() !== '';
+      cont.hidden = !(isLast && stored && continuable);
       cont.disabled = isBusy;
     } else {
       const edit = node.querySelector('.edit-message');
@@ -890,6 +906,8 @@ requestAnimationFrame(async () => {
 });
 document.body.dataset.socket = 'connecting';
 socket.connect();
+// "3 min ago" becomes "4 min ago": relative times follow the clock.
+setInterval(() => refreshTimes(), 30_000);
 if (window.matchMedia('(min-width: 48rem)').matches) dom.prompt.focus();
 
 // For debugging and end-to-end tests.

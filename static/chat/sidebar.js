@@ -2,7 +2,7 @@
 // per-conversation actions, the archive view, search, export and import.
 // Server text reaches the DOM through textContent only.
 
-import { $, el } from './ui.js';
+import { $, el, timeEl } from './ui.js';
 
 const GROUP_LABELS = {
   pinned: 'Pinned',
@@ -105,6 +105,7 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
     const current = conv.id === getCurrentId();
     const link = el('a', { href: `/c/${conv.id}/`, className: 'conversation-link', title: conv.title || 'Untitled' }, [
       el('span', { className: 'conversation-title', text: conv.title || 'Untitled' }),
+      timeEl(conv.updated_at, 'when conversation-when'),
     ]);
     link.dataset.id = conv.id;
     if (current) {

@@ -58,11 +58,71 @@ function metricsTitle(metrics, usage, model) {
   return lines.join('\n');
 }
 
+// The short badge of each error kind, as the server words it (conversations/errors.py).
+let errorLabels = {};
+
+export function setErrorLabels(labels) {
+  errorLabels = labels && typeof labels === 'object' ? labels : {};
+}
+
 export function badgeText(status, errorKind) {
   if (status === 'stopped') return 'Stopped';
   if (status === 'interrupted') return 'Interrupted';
-  if (status === 'error') return `Error: ${errorKind || 'internal'}`;
+  if (status === 'error') return errorLabels[errorKind] || errorLabels.internal || null;
   return null;
+}
+
+// --- time on the page -------------------------------------------------------
+
+const DAY_MS = 86_400_000;
+const startOfDay = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+
+// Formatters are made once: a long conversation formats thousands of times.
+const formats = {
+  weekday: new Intl.DateTimeFormat(undefined, { weekday: 'long' }),
+  dayMonth: new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' }),
+  dayMonthYear: new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', year: 'numeric' }),
+  exact: new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' }),
+};
+
+/** "just now", "3 min ago", "2 h ago", "yesterday", "Monday", "12 Mar", "12 Mar 2023". */
+export function relativeTime(when, now = new Date()) {
+  const seconds = (now.getTime() - when.getTime()) / 1000;
+  if (seconds < 45) return 'just now';
+  if (seconds < 3600) return `${Math.max(1, Math.round(seconds / 60))} min ago`;
+  const days = Math.round((startOfDay(now) - startOfDay(when)) / DAY_MS);
+  if (days <= 0) return `${Math.floor(seconds / 3600)} h ago`;
+  if (days === 1) return 'yesterday';
+  if (days < 7) return formats.weekday.format(when);
+  return (when.getFullYear() === now.getFullYear() ? formats.dayMonth : formats.dayMonthYear).format(when);
+}
+
+/** A <time> with the moment in words, the exact time on hover; kept up to date by refreshTimes. */
+export function timeEl(iso, className = 'when') {
+  const node = el('time', { className });
+  setTime(node, iso);
+  return node;
+}
+
+export function setTime(node, iso) {
+  const when = iso ? new Date(iso) : null;
+  if (!when || Number.isNaN(when.getTime())) {
+    node.hidden = true;
+    return;
+  }
+  node.hidden = false;
+  node.dateTime = when.toISOString();
+  node.title = formats.exact.format(when);
+  node.textContent = relativeTime(when);
+}
+
+/** Rewrite every relative time on the page (as time passes). */
+export function refreshTimes(root = document) {
+  const now = new Date();
+  for (const node of root.querySelectorAll('time[datetime]')) {
+    const text = relativeTime(new Date(node.dateTime), now);
+    if (node.textContent !== text) node.textContent = text;
+  }
 }
 
 export function firstLineTitle(text) {
@@ -74,7 +134,7 @@ export function firstLineTitle(text) {
 // --- messages ---------------------------------------------------------------
 
 /** A user message: plain text, newlines kept by CSS. */
-export function userMessageEl({ id = null, text, status = 'stored', clientId = null }) {
+export function userMessageEl({ id = null, text, status = 'stored', clientId = null, createdAt = null }) {
   const body = el('div', { className: 'message-body', text });
   const node = el('article', { className: 'message message-user', 'aria-label': 'You' }, [
     el('div', { className: 'bubble' }, [body]),
@@ -89,6 +149,8 @@ export function userMessageEl({ id = null, text, status = 'stored', clientId = n
         'aria-label': 'Copy message',
         title: 'Copy message',
       }),
+      // Last, under the bubble's edge: the actions before it appear on hover.
+      timeEl(createdAt || new Date().toISOString()),
     ]),
   ]);
   node.dataset.role = 'user';
@@ -151,11 +213,12 @@ export function setUserStatus(node, status, note = '') {
 }
 
 /** An assistant message shell; fill it with renderAssistant / finishAssistant. */
-export function assistantMessageEl({ id = null, status = 'streaming', model = null }) {
+export function assistantMessageEl({ id = null, status = 'streaming', model = null, createdAt = null }) {
   const node = el('article', { className: 'message message-assistant', 'aria-label': 'Assistant' }, [
     el('div', { className: 'message-body' }),
     el('div', { className: 'message-footer' }, [
       el('span', { className: 'versions-slot' }),
+      timeEl(createdAt || new Date().toISOString()),
       el('span', { className: 'badge', hidden: true }),
       el('span', { className: 'metrics', hidden: true }),
       el('button', {
@@ -199,9 +262,17 @@ export function finishAssistant(
   badge.textContent = label || '';
   badge.hidden = !label;
   badge.dataset.kind = status;
+  // The machine's name for what went wrong stays in the data, and on hover.
+  if (status === 'error' && error_kind) {
+    badge.dataset.errorKind = error_kind;
+    badge.title = `Error kind: ${error_kind}`;
+  } else {
+    delete badge.dataset.errorKind;
+    badge.removeAttribute('title');
+  }
 
   const errorEl = node.querySelector('.message-error');
-  const errText = status === 'error' ? error || 'The reply failed.' : '';
+  const errText = status === 'error' ? error || '' : '';
   errorEl.textContent = errText;
   errorEl.hidden = !errText;
 

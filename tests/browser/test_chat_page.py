@@ -75,7 +75,7 @@ def send_stream_stop_and_reload(page, server, fake_upstream) -> None:
     assert page.inner_text(f"{LAST_REPLY} .message-body") == seen_render
     user_messages = page.locator(".message[data-role=user]")
     assert user_messages.count() == 1
-    assert user_messages.first.inner_text().strip().endswith("Tell me about markdown")
+    assert user_messages.first.locator(".message-body").inner_text().strip() == "Tell me about markdown"
     assert page.problems == []
 
 

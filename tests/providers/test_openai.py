@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from contextlib import aclosing
 
 import pytest
 
+from conversations import errors
 from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream
 from conversations.providers.base import ChatMessage, ProviderError, StreamResult
 from conversations.providers.openai import OpenAIProvider
@@ -245,6 +247,76 @@ async def test_connection_refused(closed_port_url):
     assert pieces == []
     assert error is not None and error.kind == "upstream_connect"
     assert error.retryable is True
+
+
+async def test_a_closed_port_is_reported_as_refused_with_its_host(closed_port_url):
+    # The httpx-aiohttp transport calls every aiohttp connector error a
+    # ConnectTimeout; the cause underneath says what really happened.
+    provider = make_provider(closed_port_url + "/v1")
+    _, _, error = await collect(provider, "fake")
+
+    assert (error.kind, error.cause) == ("upstream_connect", "refused")
+    host = closed_port_url.removeprefix("http://")
+    assert provider.host == host
+    words = errors.error_describe(kind=error.kind, host=provider.host, cause=error.cause)
+    assert words == f"Couldn't reach the model server at {host}. Is it running?"
+
+
+@pytest.fixture
+def stalled_port_url():
+    """A loopback port whose accept queue is full: the kernel drops new SYNs, so
+    a connection attempt hangs until the client's connect timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for s in [*fillers, listener]:
+            s.close()
+
+
+async def test_a_port_that_never_accepts_is_reported_as_a_connect_timeout(stalled_port_url, settings):
+    settings.CHATSITE_HTTP_CONNECT_TIMEOUT = 0.3
+    provider = make_provider(stalled_port_url + "/v1")
+    _, _, error = await collect(provider, "fake")
+
+    assert (error.kind, error.cause) == ("upstream_connect", "timeout")
+    words = errors.error_describe(kind=error.kind, host=provider.host, cause=error.cause)
+    assert words.startswith(f"The model server at {provider.host} did not answer the connection in time.")
+
+
+async def test_https_to_a_server_that_speaks_plain_http_is_reported_as_tls():
+    async def answer_in_plain_http(reader, writer):
+        await reader.read(64)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer_in_plain_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        _, _, error = await collect(make_provider(f"https://127.0.0.1:{port}/v1"), "fake")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert (error.kind, error.cause) == ("upstream_connect", "tls")
+
+
+def test_the_host_in_error_words_never_carries_the_urls_user_info():
+    provider = make_provider("http://admin:sk-in-the-url-123456@127.0.0.1:8123/v1")
+
+    assert provider.host == "127.0.0.1:8123"
+    words = errors.error_describe(kind="upstream_connect", host=provider.host, cause="refused")
+    assert "admin" not in words and "sk-in-the-url" not in words
 
 
 async def _cancel_after(fake, provider, model: str, pieces_wanted: int):
