@@ -22,7 +22,10 @@ def llama_server_available() -> bool:
     from conversations.providers.local import bundled_model_path
 
     needed = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
-    return all(importlib.util.find_spec(name) is not None for name in needed) and bundled_model_path() is not None
+    return (
+        all(importlib.util.find_spec(name) is not None for name in needed)
+        and bundled_model_path() is not None
+    )
 
 
 class LlamaServer:
@@ -44,7 +47,9 @@ class LlamaServer:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.model_id: str = ""
         self.proc: subprocess.Popen | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix=f"llama-server-{self.port}-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(
+            prefix=f"llama-server-{self.port}-", suffix=".log", delete=False
+        )
         self.log_path = Path(self._log.name)
 
     def start(self, timeout: float = 120.0) -> LlamaServer:
