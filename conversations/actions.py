@@ -40,10 +40,11 @@ async def _resolve_model(
         if model is not None and get_provider(split_model_id(model)[0]) is None:
             model = None  # e.g. an imported conversation: go on with the default model
     if model is None:
-        model = settings.CHATSITE_DEFAULT_MODEL or None
-    if model is None:
-        # A fresh process may not have listed its providers yet: wait for that, briefly.
-        model = model_default(models=await model_list_settled(timeout=settings.CHATSITE_MODELS_TIMEOUT))
+        # A fresh process may not have listed its providers yet: wait for that, briefly
+        # (not at all when CHATSITE_DEFAULT_MODEL names the model).
+        model = settings.CHATSITE_DEFAULT_MODEL or model_default(
+            models=await model_list_settled(timeout=settings.CHATSITE_MODELS_TIMEOUT)
+        )
     if model is None:
         raise protocol.ProtocolError(
             "unknown_model",

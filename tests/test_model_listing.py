@@ -322,3 +322,17 @@ async def test_a_provider_without_the_single_stream_option_is_listed_while_it_st
     assert len([r for r in upstream.requests if r.path == "/v1/models"]) == 1
     await socket.send(type="stop", reply=started["reply"])
     await socket.recv_until("reply_finished")
+
+
+async def test_a_send_without_a_model_on_a_fresh_process_waits_for_the_first_listing_and_uses_its_first_model(
+    connect, alice, upstream, settings
+):
+    settings.CHATSITE_DEFAULT_MODEL = ""
+    settings.CHATSITE_PROVIDERS["openai"]["MODELS"] = []
+    socket = await connect(alice)
+    await socket.send(type="send", client_id="c-1", conversation=None, text="hello", model=None)
+    frames = await socket.recv_until("reply_finished")
+
+    assert frames[-1]["status"] == "complete"
+    assert [r.path for r in upstream.requests] == ["/v1/models", "/v1/chat/completions"]
+    assert upstream.requests[-1].body["model"] == "fake"
