@@ -187,7 +187,7 @@ async def model_list_settled(*, timeout: float) -> list[ModelInfo]:
 
 def _reset(*, setting: str, **kwargs: object) -> None:
     global _catalog
-    if setting in {"CHATSITE_PROVIDERS", "CHATSITE_MODELS_REFRESH"} and _catalog is not None:
+    if setting == "CHATSITE_PROVIDERS" and _catalog is not None:
         _stop(_catalog)
         _catalog = None
 
