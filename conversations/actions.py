@@ -16,14 +16,15 @@ from django.contrib.auth.models import AbstractBaseUser
 from . import protocol, selectors, services, workers
 from .batching import Batcher
 from .models import Conversation, Message
-from .providers import get_provider, list_models, split_model_id
+from .providers import ModelInfo, get_provider, split_model_id
+from .providers.catalog import model_list_settled
 from .replies import Reply, Subscriber, registry, reply_for_user
 
 
-async def model_default() -> str | None:
+def model_default(*, models: list[ModelInfo]) -> str | None:
+    """CHATSITE_DEFAULT_MODEL, else the first of ``models``."""
     if settings.CHATSITE_DEFAULT_MODEL:
         return settings.CHATSITE_DEFAULT_MODEL
-    models = await list_models()
     return models[0].id if models else None
 
 
@@ -39,7 +40,11 @@ async def _resolve_model(
         if model is not None and get_provider(split_model_id(model)[0]) is None:
             model = None  # e.g. an imported conversation: go on with the default model
     if model is None:
-        model = await model_default()
+        # A fresh process may not have listed its providers yet: wait for that, briefly
+        # (not at all when CHATSITE_DEFAULT_MODEL names the model).
+        model = settings.CHATSITE_DEFAULT_MODEL or model_default(
+            models=await model_list_settled(timeout=settings.CHATSITE_MODELS_TIMEOUT)
+        )
     if model is None:
         raise protocol.ProtocolError(
             "unknown_model",

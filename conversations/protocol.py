@@ -18,7 +18,11 @@ from typing import Any
 PATH = "/ws/chat/"
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MODEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}/[^\s/][^\s]{0,199}$")
+#: "<provider>/<model id as the provider lists it>": the provider is the part
+#: before the first "/"; the model id is anything printable (paths such as
+#: "/srv/models/x.gguf", "org/name", "llama3:8b"), to MODEL_MAX_CHARS in all.
+MODEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}/[^\x00-\x1f\x7f]+$")
+MODEL_MAX_CHARS = 200  # Conversation.model
 
 
 class ProtocolError(Exception):
@@ -123,8 +127,16 @@ def _client_id(data: dict) -> str:
 
 def _model(data: dict) -> str | None:
     model = _field(data, "model", str, required=False)
-    if model is not None and not MODEL_RE.match(model):
-        raise ProtocolError("invalid_field", "'model' must look like 'provider/model'")
+    if model is None:
+        return None
+    if len(model) > MODEL_MAX_CHARS:
+        raise ProtocolError(
+            "invalid_field", f"'model' is too long: ids of up to {MODEL_MAX_CHARS} characters are supported"
+        )
+    if not MODEL_RE.fullmatch(model):
+        raise ProtocolError(
+            "invalid_field", "'model' must be '<provider>/<model id>', as GET /api/models/ lists it"
+        )
     return model
 
 

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import errors, protocol, selectors, services
 from .actions import model_default
-from .providers import list_models
+from .providers.catalog import model_list, provider_state_list
 
 
 async def _user_or_redirect(request: HttpRequest):
@@ -47,15 +47,17 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
     conversations = [
         selectors.conversation_to_dict(c) for c in await sync_to_async(selectors.conversation_list)(user=user)
     ]
-    models = [m.as_dict() for m in await list_models()]
+    # The last good lists, at once: listing happens in the background (providers.catalog).
+    listed = model_list()
     context = {
         "conversation": conversation,
         "page_data": {
             "conversation": selectors.conversation_to_dict(conversation) if conversation else None,
             "messages": messages,
             "conversations": conversations,
-            "models": models,
-            "default_model": await model_default(),
+            "models": [m.as_dict() for m in listed],
+            "default_model": model_default(models=listed),
+            "model_providers": provider_state_list(),
             "ws_path": protocol.PATH,
             "limits": {"max_prompt_chars": settings.CHATSITE_MAX_PROMPT_CHARS},
             "heartbeat_s": settings.CHATSITE_HEARTBEAT,
@@ -112,8 +114,13 @@ async def model_index(request: HttpRequest) -> JsonResponse:
     user = await request.auser()
     if not user.is_authenticated:
         return JsonResponse({"error": "not_authenticated"}, status=401)
+    listed = model_list()
     return JsonResponse(
-        {"models": [m.as_dict() for m in await list_models()], "default": await model_default()}
+        {
+            "models": [m.as_dict() for m in listed],
+            "default": model_default(models=listed),
+            "providers": provider_state_list(),
+        }
     )
 
 

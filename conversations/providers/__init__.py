@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
@@ -19,11 +16,9 @@ __all__ = [
     "StreamResult",
     "get_provider",
     "get_providers",
-    "list_models",
     "split_model_id",
 ]
 
-log = logging.getLogger(__name__)
 _providers: dict[str, BaseProvider] | None = None
 
 
@@ -45,19 +40,6 @@ def get_provider(name: str) -> BaseProvider | None:
 def split_model_id(model_id: str) -> tuple[str, str]:
     provider, _, name = model_id.partition("/")
     return provider, name
-
-
-async def list_models() -> list[ModelInfo]:
-    """Every model of every configured provider; a provider that fails lists none."""
-    providers = list(get_providers().values())
-    results = await asyncio.gather(*(p.list_models() for p in providers), return_exceptions=True)
-    models: list[ModelInfo] = []
-    for provider, found in zip(providers, results, strict=True):
-        if isinstance(found, BaseException):
-            log.warning("%s: listing models failed (%s)", provider.name, type(found).__name__)
-            continue
-        models.extend(found)
-    return models
 
 
 def _reset(*, setting: str, **kwargs: object) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,32 +136,47 @@ class BaseProvider:
         raise NotImplementedError
 
     async def _list_remote_models(
-        self, url: str, headers: dict[str, str], configured: list[str], cache_seconds: float = 60.0
+        self, url: str, headers: dict[str, str], configured: list[str]
     ) -> list[ModelInfo]:
         """Configured models plus those the server lists at ``url`` (OpenAI-style
-        ``{"data": [{"id", "display_name"?}]}``), cached; a failing server lists none."""
+        ``{"data": [{"id", "display_name"?}]}``). A server that cannot be listed
+        raises :class:`ProviderError`; ``catalog`` keeps the last good list."""
+        from django.conf import settings
+
         from .http import get_client
 
-        now = time.monotonic()
-        cached = getattr(self, "_models_cache", None)
-        if cached and now - cached[0] < cache_seconds:
-            return cached[1]
-        found: dict[str, str] = {name: name for name in configured}
+        timeout = settings.CHATSITE_MODELS_TIMEOUT
         try:
-            response = await get_client().get(url, headers=headers, timeout=5.0)
-            if response.status_code == 200:
-                for item in response.json().get("data", []):
-                    if isinstance(item, dict) and isinstance(item.get("id"), str):
-                        found.setdefault(item["id"], str(item.get("display_name") or item["id"]))
-            else:
-                log.warning("%s: listing models answered HTTP %s", self.name, response.status_code)
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            logging.getLogger(__name__).warning(
-                "%s: could not list models (%s)", self.name, type(exc).__name__
-            )
-        models = [ModelInfo(self.name, name, label) for name, label in found.items()]
-        self._models_cache = (now, models)
-        return models
+            response = await get_client().get(url, headers=headers, timeout=timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ProviderError(
+                "upstream_connect", f"could not connect to list models ({type(exc).__name__})"
+            ) from None
+        except httpx.TimeoutException:
+            raise ProviderError(
+                "upstream_timeout", f"listing models got no answer within {timeout:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ProviderError(
+                "upstream_connect", f"the connection broke while listing models ({type(exc).__name__})"
+            ) from None
+        if response.status_code != 200:
+            raise http_error(response.status_code, response.text, response.headers.get("retry-after"))
+        try:
+            items = response.json().get("data", [])
+            if not isinstance(items, list):
+                raise ValueError("'data' is not a list")
+        except (ValueError, AttributeError):
+            raise ProviderError("upstream_malformed", "the model list is not the JSON expected") from None
+        found: dict[str, str] = {name: name for name in configured}
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                found.setdefault(item["id"], str(item.get("display_name") or item["id"]))
+        return [ModelInfo(self.name, name, label) for name, label in found.items()]
+
+    def configured_models(self) -> list[ModelInfo]:
+        """The models offered before the first listing succeeds (``MODELS``)."""
+        return [ModelInfo(self.name, name, name) for name in self.options.get("MODELS") or []]
 
     def stream(
         self,

@@ -62,6 +62,10 @@ class LocalProvider(BaseProvider):
         return self.model_path is not None and self.model_path.exists() and runtime_available()
 
     async def list_models(self) -> list[ModelInfo]:
+        return self.configured_models()
+
+    def configured_models(self) -> list[ModelInfo]:
+        """No server to ask: the bundled model, if it is installed."""
         if not self.available:
             return []
         return [

@@ -364,28 +364,112 @@ dom.sidebarToggle.addEventListener('click', () => setSidebarOpen(!document.body.
 dom.backdrop.addEventListener('click', () => setSidebarOpen(false));
 
 // --- model picker -----------------------------------------------------------
+// The page brings the server's last good model lists; /api/models/ is asked
+// again while a provider has not been listed yet, and when the tab comes back.
+// A model whose provider is unreachable stays selectable, marked with since when.
 
-function initModels() {
+const models = {
+  providers: data.model_providers || {},
+  default: data.default_model || null,
+  picked: null, // the id the user chose in the picker
+  polls: 0,
+  timer: null,
+};
+
+const providerOf = (id) => id.slice(0, Math.max(0, id.indexOf('/')));
+
+function sinceText(iso) {
+  const when = new Date(iso);
+  if (Number.isNaN(when.getTime())) return '';
+  const today = when.toDateString() === new Date().toDateString();
+  const options = today ? { hour: '2-digit', minute: '2-digit' } : { dateStyle: 'medium', timeStyle: 'short' };
+  return when.toLocaleString([], options);
+}
+
+function providerProblem(id) {
+  const name = providerOf(id);
+  const p = models.providers[name];
+  if (!p || p.reachable !== false) return null;
+  const since = p.unreachable_since ? ` since ${sinceText(p.unreachable_since)}` : '';
+  return `${p.label || name} unreachable${since}`;
+}
+
+function modelHint() {
+  const select = dom.model;
+  const m = state.models.find((x) => x.id === select.value);
+  const problem = m ? providerProblem(m.id) : null;
+  const detail = problem ? models.providers[providerOf(m.id)].error : null;
+  const text = [problem && `${problem}${detail ? `: ${detail}` : ''}.`, m && m.description].filter(Boolean).join(' ');
+  select.title = text;
+  select.dataset.unreachable = problem ? 'true' : 'false';
+  $('#model-hint').textContent = text;
+}
+
+function renderModels() {
   const select = dom.model;
   if (state.models.length === 0) {
-    select.replaceChildren(el('option', { value: '', text: 'No models available' }));
+    const pending = Object.values(models.providers).some((p) => p.reachable === null);
+    select.replaceChildren(el('option', { value: '', text: pending ? 'Loading models…' : 'No models available' }));
     select.disabled = true;
-    showError('No model is configured on this server.');
+    if (!pending) showError('No model is configured on this server.');
+    updateControls();
     return;
   }
+  select.disabled = false;
   select.replaceChildren(
-    ...state.models.map((m) => el('option', { value: m.id, title: m.description || null, text: m.label || m.id })),
+    ...state.models.map((m) => {
+      const problem = providerProblem(m.id);
+      return el('option', {
+        value: m.id,
+        title: m.description || null,
+        text: `${m.label || m.id}${problem ? ` (${problem})` : ''}`,
+        dataset: problem ? { unreachable: 'true' } : null,
+      });
+    }),
   );
   const ids = state.models.map((m) => m.id);
-  const wanted = [state.conversation && state.conversation.model, data.default_model, ids[0]];
+  const wanted = [models.picked, state.conversation && state.conversation.model, models.default, ids[0]];
   select.value = wanted.find((id) => id && ids.includes(id));
-  const hint = () => {
-    const m = state.models.find((x) => x.id === select.value);
-    select.title = m && m.description ? m.description : '';
-    $('#model-hint').textContent = m && m.description ? m.description : '';
-  };
-  select.addEventListener('change', hint);
-  hint();
+  modelHint();
+  updateControls();
+}
+
+async function refreshModels() {
+  clearTimeout(models.timer);
+  try {
+    const response = await fetch('/api/models/', { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const body = await response.json();
+    const hadNone = state.models.length === 0;
+    state.models = Array.isArray(body.models) ? body.models : [];
+    models.providers = body.providers || {};
+    models.default = body.default || null;
+    renderModels();
+    if (hadNone && state.models.length > 0) clearError();
+  } catch {
+    // Keep what the picker shows; the next poll or visit asks again.
+  }
+  pollModelsWhilePending();
+}
+
+function pollModelsWhilePending() {
+  const pending = Object.values(models.providers).some((p) => p.reachable === null);
+  if (pending && models.polls < 30) {
+    models.polls += 1;
+    models.timer = setTimeout(refreshModels, 1000);
+  }
+}
+
+function initModels() {
+  dom.model.addEventListener('change', () => {
+    models.picked = dom.model.value;
+    modelHint();
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') refreshModels();
+  });
+  renderModels();
+  pollModelsWhilePending();
 }
 
 // --- sending and stopping ---------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS
 from conversations.providers.anthropic import API_VERSION, AnthropicProvider
-from conversations.providers.base import ChatMessage, StreamResult
+from conversations.providers.base import ChatMessage, ProviderError, StreamResult
 
 from .streaming import collect as collect_from
 
@@ -212,7 +212,12 @@ async def test_list_models_uses_display_names(fake):
     assert record.headers["x-api-key"] == API_KEY
 
 
-async def test_list_models_survives_a_server_that_is_down(closed_port_url):
+async def test_listing_a_server_that_is_down_raises_a_connect_error_and_configured_models_remain(
+    closed_port_url,
+):
     provider = make_provider(closed_port_url, MODELS=["claude-configured"])
 
-    assert [m.name for m in await provider.list_models()] == ["claude-configured"]
+    with pytest.raises(ProviderError) as caught:
+        await provider.list_models()
+    assert caught.value.kind == "upstream_connect"
+    assert [m.name for m in provider.configured_models()] == ["claude-configured"]

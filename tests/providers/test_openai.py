@@ -371,8 +371,12 @@ async def test_list_models_merges_configured_and_listed(fake):
     assert record.headers["authorization"] == f"Bearer {API_KEY}"
 
 
-async def test_list_models_survives_a_server_that_is_down(closed_port_url):
+async def test_listing_a_server_that_is_down_raises_a_connect_error_and_configured_models_remain(
+    closed_port_url,
+):
     provider = make_provider(closed_port_url + "/v1", MODELS=["configured-a", "configured-b"])
-    models = await provider.list_models()
 
-    assert [m.name for m in models] == ["configured-a", "configured-b"]
+    with pytest.raises(ProviderError) as caught:
+        await provider.list_models()
+    assert caught.value.kind == "upstream_connect"
+    assert [m.id for m in provider.configured_models()] == ["openai/configured-a", "openai/configured-b"]
