@@ -216,7 +216,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for reply in list(getattr(self, "following", ())):
             reply.unsubscribe(self)
-        for reply_id, owner in getattr(self, "following_remote", {}).items():
+        following_remote = getattr(self, "following_remote", {})
+        remote, self.following_remote = list(following_remote.items()), {}  # nothing more to tell it
+        for reply_id, owner in remote:
             await workers.send_command(
                 owner,
                 {
