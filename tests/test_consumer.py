@@ -423,3 +423,49 @@ async def test_ping_skips_the_session_check_but_the_next_real_frame_gets_it(
     await socket.send(type="send", client_id="late", text="still me?", model="openai/fake")
     assert (await socket.recv())["code"] == "session_ended"
     assert await counts() == (0, 0)
+
+
+_CONV = str(uuid.uuid4())
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "send", "client_id": "c-1"},  # text missing
+        {"type": "send", "client_id": "c-1", "text": 7},
+        {"type": "send", "client_id": "c-1", "text": ["hi"]},
+        {"type": "send", "client_id": "c-1", "text": "hi", "conversation": "nope"},
+        {"type": "send", "client_id": "c-1", "text": "hi", "conversation": 12},
+        {"type": "send", "client_id": "c-1", "text": "hi", "model": 3},
+        {"type": "send", "client_id": "c-1", "text": "hi", "model": "no-slash"},
+        {"type": "send", "client_id": "c-1", "text": "hi", "conversation": _CONV, "edit_of": "x"},
+        {"type": "regenerate", "client_id": "c-1"},  # reply missing
+        {"type": "regenerate", "client_id": "c-1", "reply": "not-an-id"},
+        {"type": "regenerate", "client_id": "c-1", "reply": _CONV, "model": 3},
+    ],
+)
+async def test_every_invalid_field_of_a_send_or_regenerate_names_its_client_id(connect, alice, upstream, frame):
+    socket = await connect(alice)
+    await socket.send(**frame)
+    error = await socket.recv()
+    assert (error["type"], error["code"], error["ref"]) == ("error", "invalid_field", "c-1")
+    assert await counts() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 1000 + "]" * 1000,
+        '{"type":"send","client_id":"deep","text":' + "[" * 1000 + "]" * 1000 + "}",
+    ],
+)
+async def test_a_deeply_nested_frame_is_a_bad_frame_and_the_socket_stays_open(
+    connect, alice, upstream, raw, caplog
+):
+    socket = await connect(alice)
+    await socket.send_raw(text=raw)
+    error = await socket.recv()
+    assert (error["type"], error["code"]) == ("error", "bad_frame")
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+    await socket.send(type="ping")
+    assert await socket.recv() == {"type": "pong"}
