@@ -153,7 +153,9 @@ def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: in
     except ValueError:
         raise ProtocolError("bad_frame", "the frame is not valid JSON") from None
     except RecursionError:  # e.g. a thousand nested '[': no frame is nested that deep
-        raise ProtocolError("bad_frame", "the frame is nested too deeply; frames are flat JSON objects") from None
+        raise ProtocolError(
+            "bad_frame", "the frame is nested too deeply; frames are flat JSON objects"
+        ) from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_frame", "a frame must be a JSON object")
     kind = data.get("type")

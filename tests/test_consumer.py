@@ -444,7 +444,9 @@ _CONV = str(uuid.uuid4())
         {"type": "regenerate", "client_id": "c-1", "reply": _CONV, "model": 3},
     ],
 )
-async def test_every_invalid_field_of_a_send_or_regenerate_names_its_client_id(connect, alice, upstream, frame):
+async def test_every_invalid_field_of_a_send_or_regenerate_names_its_client_id(
+    connect, alice, upstream, frame
+):
     socket = await connect(alice)
     await socket.send(**frame)
     error = await socket.recv()
