@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
+import threading
 import uuid
 
 import pytest
@@ -471,3 +474,82 @@ async def test_a_deeply_nested_frame_is_a_bad_frame_and_the_socket_stays_open(
     assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
     await socket.send(type="ping")
     assert await socket.recv() == {"type": "pong"}
+
+
+@contextlib.contextmanager
+def database_locked():
+    """Another connection holds the database's write lock until the block ends."""
+    from django.db import connection
+
+    held, release = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            if connection.vendor == "sqlite":
+                conn = sqlite3.connect(connection.settings_dict["NAME"], timeout=10)
+                conn.execute("BEGIN IMMEDIATE")
+            else:
+                import psycopg
+
+                conn = psycopg.connect(**connection.get_connection_params())
+                conn.execute(
+                    "LOCK TABLE conversations_conversation, conversations_message IN EXCLUSIVE MODE"
+                )
+            held.set()
+            release.wait(30)
+            conn.rollback()
+            conn.close()
+        except BaseException as exc:  # the test then fails on `held`
+            failed.append(exc)
+            held.set()
+
+    holder = threading.Thread(target=hold, name="database-lock-holder")
+    holder.start()
+    try:
+        held.wait(10)
+        assert not failed, failed
+        yield
+    finally:
+        release.set()
+        holder.join(30)
+
+
+async def test_a_stop_sent_while_a_send_waits_on_the_locked_database_closes_the_upstream_at_once(
+    connect, alice, upstream
+):
+    socket = await connect(alice)
+    _, started = await start(socket, model="openai/fake?fault=drip&rate=100")
+    first = await socket.recv()
+    assert first["type"] == "delta"
+    running = upstream.requests[-1]
+    with database_locked():
+        await socket.send(type="send", client_id="waits", text="next", model="openai/fake?tokens=3&rate=0")
+        await socket.send(type="stop", reply=started["reply"])
+        # The send waits for the lock (up to the busy timeout); the stop does not wait for it.
+        assert await running.wait_disconnected_async(3.0), "the stop waited behind the send"
+    frames = [first, *await socket.recv_until("ack")]
+    assert frames[-1]["client_id"] == "waits"
+    frames += await socket.recv_until("reply_finished")
+    frames += await socket.recv_until("reply_finished")
+    finished = {f["reply"]: f["status"] for f in frames if f["type"] == "reply_finished"}
+    assert finished.pop(started["reply"]) == "stopped"
+    assert list(finished.values()) == ["complete"]
+    reply = await get_reply(started["reply"])
+    assert reply.status == "stopped" and reply.content == deltas_text(frames, started["reply"])
+
+
+async def test_a_ping_is_answered_while_a_send_waits_and_the_other_frames_keep_their_order(
+    connect, alice, upstream
+):
+    socket = await connect(alice)
+    with database_locked():
+        await socket.send(type="send", client_id="first", text="one", model="openai/fake?tokens=2&rate=0")
+        await socket.send_raw(text="{")
+        await socket.send(type="subscribe", conversation=str(uuid.uuid4()))
+        await socket.send(type="ping")
+        assert await socket.recv() == {"type": "pong"}
+    frames = [await socket.recv() for _ in range(3)]
+    frames += await socket.recv_until("reply_finished")
+    kinds = [f.get("code") or f["type"] for f in frames if f["type"] != "delta"]
+    assert kinds == ["ack", "reply_started", "bad_frame", "not_found", "reply_finished"]
