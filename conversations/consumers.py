@@ -158,9 +158,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except protocol.ProtocolError as exc:
             self.deliver(protocol.error_frame(exc.code, exc.message, exc.ref))
 
+    async def accept(self, subprotocol: str | None = None, headers=None) -> None:
+        await super().accept(subprotocol, headers)
+        self._session_timer = asyncio.create_task(self._session_watch())
+
+    async def _session_watch(self) -> None:
+        """Re-check the session every CHATSITE_SESSION_RECHECK seconds while the socket
+        is open, so that a socket that only listens (or only pings) is closed too when
+        its session expires or its password changes. One trip to the database per
+        socket per interval, and none while frames keep it checked anyway."""
+        while True:
+            period = max(settings.CHATSITE_SESSION_RECHECK, 0.1)
+            checked = getattr(self, "_session_checked_at", 0.0)
+            await asyncio.sleep(max(checked + period - time.monotonic(), 0.0))
+            try:
+                if not await self._session_alive():
+                    return
+            except Exception as exc:  # the database is away: try again next time
+                log.warning("could not re-check a socket's session (%s)", type(exc).__name__)
+                self._session_checked_at = time.monotonic()
+
     async def websocket_disconnect(self, message: dict) -> None:
         """Frames received before the socket closed are handled before it is let go,
         as when they were handled one at a time."""
+        timer = getattr(self, "_session_timer", None)
+        if timer is not None:
+            timer.cancel()
         worker = getattr(self, "_worker", None)
         if worker is not None and not worker.done():
             await asyncio.wait({worker})
@@ -169,6 +192,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _session_alive(self) -> bool:
         """Re-check the session (at most every CHATSITE_SESSION_RECHECK seconds; a
         logout closes the session's sockets at once anyway)."""
+        if getattr(self, "_session_over", False):
+            return False
         now = time.monotonic()
         if now - getattr(self, "_session_checked_at", 0.0) < settings.CHATSITE_SESSION_RECHECK:
             return True
@@ -181,6 +206,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return False
 
     async def _end_session(self) -> None:
+        if getattr(self, "_session_over", False):  # the timer and a frame, or a logout
+            return
+        self._session_over = True
         self.deliver(protocol.error_frame("session_ended", "you were logged out; log in again"))
         await asyncio.sleep(0)  # let the outbox send it
         await self.close(code=CLOSE_SESSION_ENDED)
