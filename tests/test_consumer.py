@@ -493,9 +493,7 @@ def database_locked():
                 import psycopg
 
                 conn = psycopg.connect(**connection.get_connection_params())
-                conn.execute(
-                    "LOCK TABLE conversations_conversation, conversations_message IN EXCLUSIVE MODE"
-                )
+                conn.execute("LOCK TABLE conversations_conversation, conversations_message IN EXCLUSIVE MODE")
             held.set()
             release.wait(30)
             conn.rollback()
@@ -553,3 +551,41 @@ async def test_a_ping_is_answered_while_a_send_waits_and_the_other_frames_keep_t
     frames += await socket.recv_until("reply_finished")
     kinds = [f.get("code") or f["type"] for f in frames if f["type"] != "delta"]
     assert kinds == ["ack", "reply_started", "bad_frame", "not_found", "reply_finished"]
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "extra"),
+    [
+        (b"http://localhost:9", b"localhost", ()),  # another port
+        (b"https://localhost", b"localhost", ()),  # another scheme
+        (b"http://localhost", b"localhost:8000", ()),  # the site is on a port, the page is not
+        (b"http://localhost:3000", b"localhost:8000", ()),
+        (b"http://evil.example", b"evil.example", ()),  # a host the site does not answer to
+        (b"null", b"localhost", ()),
+        (b"http://localhost", b"localhost", ((b"x-forwarded-proto", b"https"),)),  # an https site
+    ],
+)
+async def test_an_origin_other_than_the_sites_own_is_refused(connect, alice, settings, origin, host, extra):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    socket = await connect(alice, origin=origin, host=host, extra=extra)
+    assert socket.connected is False
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "extra"),
+    [
+        (b"http://localhost", b"localhost", ()),
+        (b"http://localhost:8000", b"localhost:8000", ()),
+        (b"HTTP://LocalHost:80", b"localhost", ()),  # the same origin, spelled otherwise
+        (b"https://localhost", b"localhost", ((b"x-forwarded-proto", b"https"),)),  # behind a TLS proxy
+        (b"https://chat.example.org", b"localhost", ()),  # DJANGO_CSRF_TRUSTED_ORIGINS
+        (b"https://eu.example.net:8443", b"localhost", ()),  # a wildcard entry
+    ],
+)
+async def test_the_sites_own_origin_and_the_trusted_ones_are_accepted(
+    connect, alice, settings, origin, host, extra
+):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.org", "https://*.example.net:8443"]
+    socket = await connect(alice, origin=origin, host=host, extra=extra)
+    assert socket.connected is True

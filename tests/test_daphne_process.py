@@ -106,3 +106,21 @@ async def test_anonymous_and_foreign_origin_handshakes_are_refused(daphne):
     with pytest.raises(websockets.InvalidStatus) as foreign:
         await websockets.connect(url, additional_headers={"Origin": "http://evil.example", "Cookie": cookie})
     assert foreign.value.response.status_code == 403
+
+
+async def test_only_the_sites_own_origin_opens_a_socket(daphne):
+    url = daphne.url.replace("http", "ws") + protocol.PATH
+    cookie = await asyncio.to_thread(daphne.login_cookie, USER, PASSWORD)
+    for origin in (
+        "http://127.0.0.1:9",
+        "https://127.0.0.1",
+        "http://localhost:3000",
+        f"https://127.0.0.1:{daphne.port}",
+    ):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers={"Origin": origin, "Cookie": cookie})
+        assert refused.value.response.status_code == 403, origin
+    ws = await websockets.connect(url, additional_headers={"Origin": daphne.url, "Cookie": cookie})
+    await ws.send(json.dumps({"type": "ping"}))
+    assert json.loads(await ws.recv()) == {"type": "pong"}
+    await ws.close()
