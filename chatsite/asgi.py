@@ -2,6 +2,7 @@
 
 import gc
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -19,6 +20,28 @@ application = ProtocolTypeRouter(
         "websocket": OriginValidator(WebSocketAuthStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+
+def _close_oversized_frames_with_1009() -> None:
+    """Under daphne, a frame over its ``--websocket-max-message-size`` (which
+    ``manage.py serve`` and the systemd unit set to CHATSITE_MAX_FRAME_BYTES) drops
+    the TCP connection: the client sees 1006 and no reason. Have it close the
+    socket properly instead: code 1009 (message too big), with a reason that names
+    the limit. The server reads the app before it opens its listening socket."""
+    ws_protocol = sys.modules.get("daphne.ws_protocol")
+    if ws_protocol is None or getattr(ws_protocol.WebSocketFactory, "_chatsite_clean_close", False):
+        return
+    reset = ws_protocol.WebSocketFactory.resetProtocolOptions
+
+    def resetProtocolOptions(self) -> None:
+        reset(self)
+        self.failByDrop = False  # a failed connection gets a close frame, then ends
+
+    ws_protocol.WebSocketFactory.resetProtocolOptions = resetProtocolOptions
+    ws_protocol.WebSocketFactory._chatsite_clean_close = True
+
+
+_close_oversized_frames_with_1009()
 
 from conversations.providers import get_providers  # noqa: E402
 

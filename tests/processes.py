@@ -57,20 +57,17 @@ class Daphne:
             f"User.objects.create_user({username!r}, password={password!r})",
         )
 
-    def start(self) -> Daphne:
+    def start(self, *, serve: bool = False) -> Daphne:
+        """``serve``: start it with ``manage.py serve`` (which migrates and sets daphne's
+        options itself) instead of bare daphne."""
         self.manage("migrate", "-v0")
         out = open(self.log, "ab")
+        if serve:
+            command = ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        else:
+            command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "chatsite.asgi:application",
-            ],
+            [sys.executable, *command],
             cwd=ROOT,
             env=self.env,
             stdout=out,
