@@ -589,3 +589,24 @@ async def test_the_sites_own_origin_and_the_trusted_ones_are_accepted(
     settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.org", "https://*.example.net:8443"]
     socket = await connect(alice, origin=origin, host=host, extra=extra)
     assert socket.connected is True
+
+
+async def test_a_stop_right_after_a_continue_stops_the_continued_reply_as_soon_as_it_starts(
+    connect, alice, upstream
+):
+    socket = await connect(alice)
+    _, started = await start(socket, model="openai/fake?fault=drip&rate=100")
+    frames = await socket.recv_until("delta")
+    await socket.send(type="stop", reply=started["reply"])
+    frames += await socket.recv_until("reply_finished")
+    assert frames[-1]["status"] == "stopped"
+    # Back to back: the stop arrives while the continue is still being started.
+    await socket.send(type="continue", reply=started["reply"])
+    await socket.send(type="stop", reply=started["reply"])
+    more = await socket.recv_until("reply_finished")
+    assert more[0]["type"] == "reply_started"
+    assert more[-1]["status"] == "stopped"
+    assert await upstream.requests[-1].wait_disconnected_async(5.0)
+    reply = await get_reply(started["reply"])
+    assert reply.status == "stopped"
+    assert reply.content == deltas_text(frames) + deltas_text(more)
