@@ -6,6 +6,7 @@ import asyncio
 import collections
 import functools
 import logging
+import random
 import time
 import weakref
 
@@ -168,7 +169,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         its session expires or its password changes. One trip to the database per
         socket per interval, and none while frames keep it checked anyway."""
         while True:
-            period = max(settings.CHATSITE_SESSION_RECHECK, 0.1)
+            # Up to a tenth late, at random: sockets opened together (a restart's
+            # reconnects) spread their checks instead of making them all at once.
+            period = max(settings.CHATSITE_SESSION_RECHECK, 0.1) * random.uniform(1.0, 1.1)
             checked = getattr(self, "_session_checked_at", 0.0)
             await asyncio.sleep(max(checked + period - time.monotonic(), 0.0))
             try:
