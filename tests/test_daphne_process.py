@@ -126,11 +126,9 @@ async def test_only_the_sites_own_origin_opens_a_socket(daphne):
     await ws.close()
 
 
-async def test_the_frame_limit_is_daphnes_own_and_a_frame_over_it_closes_the_socket_with_1009(
-    fake_upstream, tmp_path
-):
+async def test_the_frame_limit_is_daphnes_own_and_a_frame_over_it_closes_the_socket_with_1009(tmp_path):
     limit = 1_500_000  # above daphne's own default cap (1 MiB)
-    server = Daphne(tmp_path, {"CHATSITE_MAX_FRAME_BYTES": str(limit), "OPENAI_MODELS": "fake"})
+    server = Daphne(tmp_path, {"CHATSITE_MAX_FRAME_BYTES": str(limit)})
     try:
         server.start(serve=True)  # as `manage.py serve` runs it
         server.create_user(USER, PASSWORD)
