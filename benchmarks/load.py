@@ -192,7 +192,9 @@ class ClientWorker:
                 try:
                     return await connect(
                         ws_url,
-                        origin=origin,
+                        # The page of the process it connects to: the socket's own origin
+                        # (the first process's origin would be refused by the others).
+                        origin=origin if len(set(ws_urls)) == 1 else "http" + ws_url[2:].split("/ws/")[0],
                         additional_headers={"Cookie": cookie},
                         open_timeout=30,
                         ping_interval=None,  # browsers do not ping

@@ -3,6 +3,7 @@
 import gc
 import logging
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -12,16 +13,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from conversations import workers  # noqa: E402
-from conversations.middleware import WebSocketAuthStack  # noqa: E402
+from conversations.middleware import OriginValidator, WebSocketAuthStack  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(WebSocketAuthStack(URLRouter(websocket_urlpatterns))),
+        "websocket": OriginValidator(WebSocketAuthStack(URLRouter(websocket_urlpatterns))),
     }
 )
 
@@ -67,6 +67,28 @@ class Application:
 
 application = Application(application)
 workers.start_with_server()
+
+
+def _close_oversized_frames_with_1009() -> None:
+    """Under daphne, a frame over its ``--websocket-max-message-size`` (which
+    ``manage.py serve`` and the systemd unit set to CHATSITE_MAX_FRAME_BYTES) drops
+    the TCP connection: the client sees 1006 and no reason. Have it close the
+    socket properly instead: code 1009 (message too big), with a reason that names
+    the limit. The server reads the app before it opens its listening socket."""
+    ws_protocol = sys.modules.get("daphne.ws_protocol")
+    if ws_protocol is None or getattr(ws_protocol.WebSocketFactory, "_chatsite_clean_close", False):
+        return
+    reset = ws_protocol.WebSocketFactory.resetProtocolOptions
+
+    def resetProtocolOptions(self) -> None:
+        reset(self)
+        self.failByDrop = False  # a failed connection gets a close frame, then ends
+
+    ws_protocol.WebSocketFactory.resetProtocolOptions = resetProtocolOptions
+    ws_protocol.WebSocketFactory._chatsite_clean_close = True
+
+
+_close_oversized_frames_with_1009()
 
 from conversations.providers import get_providers  # noqa: E402
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import json
 import logging
+import random
 import time
 import weakref
 
@@ -18,7 +21,7 @@ from django.conf import settings
 
 from . import actions, protocol, selectors, workers
 from .outbox import outbox
-from .replies import Reply
+from .replies import Reply, reply_for_user
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +95,78 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Answer a ``ping`` and a ``stop`` of a reply streaming here at once; queue the rest.
+
+        Channels hands a consumer one frame at a time, so work that waits (a
+        ``send`` whose message waits on a locked database) would hold up every
+        frame behind it. The waiting work runs in this socket's ordered queue
+        instead (:meth:`_work`), and ``receive`` returns at once.
+        """
         try:
-            frame = protocol.parse_client_frame(
+            frame: protocol.ClientFrame | protocol.ProtocolError = protocol.parse_client_frame(
                 text_data,
                 max_bytes=settings.CHATSITE_MAX_FRAME_BYTES,
                 max_prompt_chars=settings.CHATSITE_MAX_PROMPT_CHARS,
             )
         except protocol.ProtocolError as exc:
-            if await self._session_alive():
-                self.deliver(protocol.error_frame(exc.code, exc.message, exc.ref))
-            return
+            frame = exc  # answered in order, after the session check
         if isinstance(frame, protocol.Ping):
             # The page's heartbeat: liveness only, so no session check and no database.
             self.deliver(protocol.PONG)
+            return
+        if isinstance(frame, protocol.Stop):
+            live = reply_for_user(str(frame.reply), self.user.pk)
+            if live is not None:
+                # Only ever the socket's own user's reply, and it changes nothing
+                # else, so no session check either (the session timer closes a
+                # dead socket anyway). Its save is waited on by the next queued frame
+                # only, so that a ``send`` right after it is not told ``reply_running``.
+                self._stopping.add(self._spawn(live.stop()))
+                return
+            # Not streaming here: maybe an earlier frame of this socket is starting
+            # it (a ``continue`` just before), so it waits for them, in order.
+        self._queue.append(frame)
+        if len(self._queue) == 1:
+            self._worker = self._spawn(self._work())
+
+    @functools.cached_property
+    def _queue(self) -> collections.deque:
+        return collections.deque()
+
+    @functools.cached_property
+    def _tasks(self) -> set[asyncio.Task]:
+        """Work started by this socket's frames (held, so that it is not collected)."""
+        return set()
+
+    @functools.cached_property
+    def _stopping(self) -> set[asyncio.Task]:
+        return set()
+
+    def _spawn(self, work) -> asyncio.Task:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._stopping.discard)
+        return task
+
+    async def _work(self) -> None:
+        """The socket's ordered queue: one frame after another, until it is empty."""
+        queue = self._queue
+        while queue:
+            try:
+                if self._stopping:  # stops sent before this frame: their replies are saved first
+                    await asyncio.wait(set(self._stopping))
+                await self._handle(queue[0])
+            except Exception:
+                log.exception("handling a frame failed")
+                self.deliver(protocol.error_frame("internal", "the server failed to handle that frame"))
+            finally:
+                queue.popleft()
+
+    async def _handle(self, frame: protocol.ClientFrame | protocol.ProtocolError) -> None:
+        if isinstance(frame, protocol.ProtocolError):
+            if await self._session_alive():
+                self.deliver(protocol.error_frame(frame.code, frame.message, frame.ref))
             return
         if not await self._session_alive():
             return
@@ -129,13 +191,45 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.following.add(reply)
         except protocol.ProtocolError as exc:
             self.deliver(protocol.error_frame(exc.code, exc.message, exc.ref))
-        except Exception:
-            log.exception("handling a frame failed")
-            self.deliver(protocol.error_frame("internal", "the server failed to handle that frame"))
+
+    async def accept(self, subprotocol: str | None = None, headers=None) -> None:
+        await super().accept(subprotocol, headers)
+        self._session_timer = asyncio.create_task(self._session_watch())
+
+    async def _session_watch(self) -> None:
+        """Re-check the session every CHATSITE_SESSION_RECHECK seconds while the socket
+        is open, so that a socket that only listens (or only pings) is closed too when
+        its session expires or its password changes. One trip to the database per
+        socket per interval, and none while frames keep it checked anyway."""
+        while True:
+            # Up to a tenth late, at random: sockets opened together (a restart's
+            # reconnects) spread their checks instead of making them all at once.
+            period = max(settings.CHATSITE_SESSION_RECHECK, 0.1) * random.uniform(1.0, 1.1)
+            checked = getattr(self, "_session_checked_at", 0.0)
+            await asyncio.sleep(max(checked + period - time.monotonic(), 0.0))
+            try:
+                if not await self._session_alive():
+                    return
+            except Exception as exc:  # the database is away: try again next time
+                log.warning("could not re-check a socket's session (%s)", type(exc).__name__)
+                self._session_checked_at = time.monotonic()
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        """Frames received before the socket closed are handled before it is let go,
+        as when they were handled one at a time."""
+        timer = getattr(self, "_session_timer", None)
+        if timer is not None:
+            timer.cancel()
+        worker = getattr(self, "_worker", None)
+        if worker is not None and not worker.done():
+            await asyncio.wait({worker})
+        await super().websocket_disconnect(message)
 
     async def _session_alive(self) -> bool:
         """Re-check the session (at most every CHATSITE_SESSION_RECHECK seconds; a
         logout closes the session's sockets at once anyway)."""
+        if getattr(self, "_session_over", False):
+            return False
         now = time.monotonic()
         if now - getattr(self, "_session_checked_at", 0.0) < settings.CHATSITE_SESSION_RECHECK:
             return True
@@ -148,6 +242,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return False
 
     async def _end_session(self) -> None:
+        if getattr(self, "_session_over", False):  # the timer and a frame, or a logout
+            return
+        self._session_over = True
         self.deliver(protocol.error_frame("session_ended", "you were logged out; log in again"))
         await asyncio.sleep(0)  # let the outbox send it
         await self.close(code=CLOSE_SESSION_ENDED)

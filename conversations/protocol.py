@@ -140,6 +140,21 @@ def _model(data: dict) -> str | None:
     return model
 
 
+def _send(data: dict, client_id: str, max_prompt_chars: int) -> Send:
+    body = _field(data, "text", str)
+    if not body.strip():
+        raise ProtocolError("invalid_field", "'text' must not be empty")
+    if len(body) > max_prompt_chars:
+        raise ProtocolError("prompt_too_long", f"a message is limited to {max_prompt_chars} characters")
+    return Send(
+        client_id=client_id,
+        text=body,
+        conversation=_uuid(data, "conversation", required=False),
+        model=_model(data),
+        edit_of=_uuid(data, "edit_of", required=False),
+    )
+
+
 def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: int) -> ClientFrame:
     """Validate one text frame from a client and return its typed form."""
     if text is None:
@@ -150,29 +165,24 @@ def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: in
         data = json.loads(text)
     except ValueError:
         raise ProtocolError("bad_frame", "the frame is not valid JSON") from None
+    except RecursionError:  # e.g. a thousand nested '[': no frame is nested that deep
+        raise ProtocolError(
+            "bad_frame", "the frame is nested too deeply; frames are flat JSON objects"
+        ) from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_frame", "a frame must be a JSON object")
     kind = data.get("type")
-    if kind == "send":
+    if kind == "send" or kind == "regenerate":
+        # Once the client_id is known, every refusal names it, so that a client can
+        # match the refusal to the request it is waiting on.
         client_id = _client_id(data)
-        body = _field(data, "text", str)
-        if not body.strip():
-            raise ProtocolError("invalid_field", "'text' must not be empty", ref=client_id)
-        if len(body) > max_prompt_chars:
-            raise ProtocolError(
-                "prompt_too_long",
-                f"a message is limited to {max_prompt_chars} characters",
-                ref=client_id,
-            )
-        return Send(
-            client_id=client_id,
-            text=body,
-            conversation=_uuid(data, "conversation", required=False),
-            model=_model(data),
-            edit_of=_uuid(data, "edit_of", required=False),
-        )
-    if kind == "regenerate":
-        return Regenerate(client_id=_client_id(data), reply=_uuid(data, "reply"), model=_model(data))  # type: ignore[arg-type]
+        try:
+            if kind == "send":
+                return _send(data, client_id, max_prompt_chars)
+            return Regenerate(client_id=client_id, reply=_uuid(data, "reply"), model=_model(data))  # type: ignore[arg-type]
+        except ProtocolError as exc:
+            exc.ref = client_id
+            raise
     if kind == "continue":
         return Continue(reply=_uuid(data, "reply"))  # type: ignore[arg-type]
     if kind == "stop":

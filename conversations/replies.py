@@ -89,6 +89,7 @@ class Reply:
         self._watchdog: asyncio.TimerHandle | None = None
         self._orphan_handle: asyncio.TimerHandle | None = None
         self._cancel_reason: str | None = None  # "stop" | a timeout error kind
+        self._began = False  # the task has entered _run
         self.started_at = time.monotonic()
         self.first_piece_at: float | None = None
         self.last_piece_at = self.started_at
@@ -233,7 +234,13 @@ class Reply:
             return
         if self._cancel_reason is None:
             self._cancel_reason = reason
-        self.task.cancel()
+        if self._began:
+            self.task.cancel()
+        else:
+            # Cancelled before its first step, the task would end without running a
+            # line of _run: no save, no reply_finished. Cancel it once it is inside
+            # (its first step was scheduled before this one).
+            self._loop.call_soon(self.task.cancel)
 
     async def stop(self) -> None:
         """Stop the reply and wait until it is saved. Idempotent."""
@@ -243,6 +250,7 @@ class Reply:
 
     # --- the task ------------------------------------------------------------
     async def _run(self) -> None:
+        self._began = True
         try:
             await self._stream_with_retries()
         except asyncio.CancelledError:

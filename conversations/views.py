@@ -144,12 +144,19 @@ def signup(request: HttpRequest) -> HttpResponse:
     first = not get_user_model().objects.exists()
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save(commit=False)
-        if first:
-            user.is_staff = user.is_superuser = True
-        user.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("chat")
+        try:
+            user = services.account_create(
+                username=form.cleaned_data["username"],
+                email=form.cleaned_data.get("email") or "",
+                password=form.cleaned_data["password1"],
+            )
+        except services.SignupClosed:  # another sign-up made the first account meanwhile
+            return render(request, "registration/signup_closed.html", status=403)
+        except services.UsernameTaken:
+            form.add_error("username", "A user with that username already exists.")
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("chat")
     return render(request, "registration/signup.html", {"form": form, "first": first})
 
 

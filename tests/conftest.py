@@ -119,8 +119,11 @@ async def connect():
 
     opened: list[Socket] = []
 
-    async def _connect(user, origin: bytes | None = b"http://localhost") -> Socket:
-        headers = []
+    async def _connect(
+        user, origin: bytes | None = b"http://localhost", host: bytes = b"localhost", extra=()
+    ) -> Socket:
+        """``host``: the handshake's Host header (the site's own origin is http://localhost)."""
+        headers = [(b"host", host), *extra]
         if user is not None:
             client = Client()
             await sync_to_async(client.force_login)(user)

@@ -87,10 +87,15 @@ class Daphne:
             f"User.objects.create_user({username!r}, password={password!r})",
         )
 
-    def start(self, *, migrate: bool = True) -> Daphne:
+    def start(self, *, migrate: bool = True, serve: bool = False) -> Daphne:
+        """``serve``: start it with ``manage.py serve`` (which migrates and sets daphne's
+        options itself) instead of ``self.command``."""
         if migrate:
             self.manage("migrate", "-v0")
-        self.spawn()
+        if serve:
+            self.spawn([sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)])
+        else:
+            self.spawn()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -105,11 +110,12 @@ class Daphne:
                 raise RuntimeError("daphne did not start:\n" + self.log.read_text())
             time.sleep(0.1)
 
-    def spawn(self) -> None:
-        """Start the process and return at once: not one request is made to it."""
+    def spawn(self, command: list[str] | None = None) -> None:
+        """Start the process (``self.command`` unless told otherwise) and return at
+        once: not one request is made to it."""
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            self.command,
+            command or self.command,
             cwd=ROOT,
             env=self.env,
             stdout=out,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
+import threading
 import uuid
 
 import pytest
@@ -423,3 +426,187 @@ async def test_ping_skips_the_session_check_but_the_next_real_frame_gets_it(
     await socket.send(type="send", client_id="late", text="still me?", model="openai/fake")
     assert (await socket.recv())["code"] == "session_ended"
     assert await counts() == (0, 0)
+
+
+_CONV = str(uuid.uuid4())
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "send", "client_id": "c-1"},  # text missing
+        {"type": "send", "client_id": "c-1", "text": 7},
+        {"type": "send", "client_id": "c-1", "text": ["hi"]},
+        {"type": "send", "client_id": "c-1", "text": "hi", "conversation": "nope"},
+        {"type": "send", "client_id": "c-1", "text": "hi", "conversation": 12},
+        {"type": "send", "client_id": "c-1", "text": "hi", "model": 3},
+        {"type": "send", "client_id": "c-1", "text": "hi", "model": "no-slash"},
+        {"type": "send", "client_id": "c-1", "text": "hi", "conversation": _CONV, "edit_of": "x"},
+        {"type": "regenerate", "client_id": "c-1"},  # reply missing
+        {"type": "regenerate", "client_id": "c-1", "reply": "not-an-id"},
+        {"type": "regenerate", "client_id": "c-1", "reply": _CONV, "model": 3},
+    ],
+)
+async def test_every_invalid_field_of_a_send_or_regenerate_names_its_client_id(
+    connect, alice, upstream, frame
+):
+    socket = await connect(alice)
+    await socket.send(**frame)
+    error = await socket.recv()
+    assert (error["type"], error["code"], error["ref"]) == ("error", "invalid_field", "c-1")
+    assert await counts() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 1000 + "]" * 1000,
+        '{"type":"send","client_id":"deep","text":' + "[" * 1000 + "]" * 1000 + "}",
+    ],
+)
+async def test_a_deeply_nested_frame_is_a_bad_frame_and_the_socket_stays_open(
+    connect, alice, upstream, raw, caplog
+):
+    socket = await connect(alice)
+    await socket.send_raw(text=raw)
+    error = await socket.recv()
+    assert (error["type"], error["code"]) == ("error", "bad_frame")
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+    await socket.send(type="ping")
+    assert await socket.recv() == {"type": "pong"}
+
+
+@contextlib.contextmanager
+def database_locked():
+    """Another connection holds the database's write lock until the block ends."""
+    from django.db import connection
+
+    held, release = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            if connection.vendor == "sqlite":
+                conn = sqlite3.connect(connection.settings_dict["NAME"], timeout=10)
+                conn.execute("BEGIN IMMEDIATE")
+            else:
+                import psycopg
+
+                conn = psycopg.connect(**connection.get_connection_params())
+                conn.execute("LOCK TABLE conversations_conversation, conversations_message IN EXCLUSIVE MODE")
+            held.set()
+            release.wait(30)
+            conn.rollback()
+            conn.close()
+        except BaseException as exc:  # the test then fails on `held`
+            failed.append(exc)
+            held.set()
+
+    holder = threading.Thread(target=hold, name="database-lock-holder")
+    holder.start()
+    try:
+        held.wait(10)
+        assert not failed, failed
+        yield
+    finally:
+        release.set()
+        holder.join(30)
+
+
+async def test_a_stop_sent_while_a_send_waits_on_the_locked_database_closes_the_upstream_at_once(
+    connect, alice, upstream
+):
+    socket = await connect(alice)
+    _, started = await start(socket, model="openai/fake?fault=drip&rate=100")
+    first = await socket.recv()
+    assert first["type"] == "delta"
+    running = upstream.requests[-1]
+    with database_locked():
+        await socket.send(type="send", client_id="waits", text="next", model="openai/fake?tokens=3&rate=0")
+        await socket.send(type="stop", reply=started["reply"])
+        # The send waits for the lock (up to the busy timeout); the stop does not wait for it.
+        assert await running.wait_disconnected_async(3.0), "the stop waited behind the send"
+    frames = [first, *await socket.recv_until("ack")]
+    assert frames[-1]["client_id"] == "waits"
+    frames += await socket.recv_until("reply_finished")
+    frames += await socket.recv_until("reply_finished")
+    finished = {f["reply"]: f["status"] for f in frames if f["type"] == "reply_finished"}
+    assert finished.pop(started["reply"]) == "stopped"
+    assert list(finished.values()) == ["complete"]
+    reply = await get_reply(started["reply"])
+    assert reply.status == "stopped" and reply.content == deltas_text(frames, started["reply"])
+
+
+async def test_a_ping_is_answered_while_a_send_waits_and_the_other_frames_keep_their_order(
+    connect, alice, upstream
+):
+    socket = await connect(alice)
+    with database_locked():
+        await socket.send(type="send", client_id="first", text="one", model="openai/fake?tokens=2&rate=0")
+        await socket.send_raw(text="{")
+        await socket.send(type="subscribe", conversation=str(uuid.uuid4()))
+        await socket.send(type="ping")
+        assert await socket.recv() == {"type": "pong"}
+    frames = [await socket.recv() for _ in range(3)]
+    frames += await socket.recv_until("reply_finished")
+    kinds = [f.get("code") or f["type"] for f in frames if f["type"] != "delta"]
+    assert kinds == ["ack", "reply_started", "bad_frame", "not_found", "reply_finished"]
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "extra"),
+    [
+        (b"http://localhost:9", b"localhost", ()),  # another port
+        (b"https://localhost", b"localhost", ()),  # another scheme
+        (b"http://localhost", b"localhost:8000", ()),  # the site is on a port, the page is not
+        (b"http://localhost:3000", b"localhost:8000", ()),
+        (b"http://evil.example", b"evil.example", ()),  # a host the site does not answer to
+        (b"null", b"localhost", ()),
+        (b"http://localhost", b"localhost", ((b"x-forwarded-proto", b"https"),)),  # an https site
+    ],
+)
+async def test_an_origin_other_than_the_sites_own_is_refused(connect, alice, settings, origin, host, extra):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    socket = await connect(alice, origin=origin, host=host, extra=extra)
+    assert socket.connected is False
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "extra"),
+    [
+        (b"http://localhost", b"localhost", ()),
+        (b"http://localhost:8000", b"localhost:8000", ()),
+        (b"HTTP://LocalHost:80", b"localhost", ()),  # the same origin, spelled otherwise
+        (b"https://localhost", b"localhost", ((b"x-forwarded-proto", b"https"),)),  # behind a TLS proxy
+        (b"https://chat.example.org", b"localhost", ()),  # DJANGO_CSRF_TRUSTED_ORIGINS
+        (b"https://eu.example.net:8443", b"localhost", ()),  # a wildcard entry
+    ],
+)
+async def test_the_sites_own_origin_and_the_trusted_ones_are_accepted(
+    connect, alice, settings, origin, host, extra
+):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.org", "https://*.example.net:8443"]
+    socket = await connect(alice, origin=origin, host=host, extra=extra)
+    assert socket.connected is True
+
+
+async def test_a_stop_right_after_a_continue_stops_the_continued_reply_as_soon_as_it_starts(
+    connect, alice, upstream
+):
+    socket = await connect(alice)
+    _, started = await start(socket, model="openai/fake?fault=drip&rate=100")
+    frames = await socket.recv_until("delta")
+    await socket.send(type="stop", reply=started["reply"])
+    frames += await socket.recv_until("reply_finished")
+    assert frames[-1]["status"] == "stopped"
+    # Back to back: the stop arrives while the continue is still being started.
+    await socket.send(type="continue", reply=started["reply"])
+    await socket.send(type="stop", reply=started["reply"])
+    more = await socket.recv_until("reply_finished")
+    assert more[0]["type"] == "reply_started"
+    assert more[-1]["status"] == "stopped"
+    assert await upstream.requests[-1].wait_disconnected_async(5.0)
+    reply = await get_reply(started["reply"])
+    assert reply.status == "stopped"
+    assert reply.content == deltas_text(frames) + deltas_text(more)

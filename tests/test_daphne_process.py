@@ -106,3 +106,45 @@ async def test_anonymous_and_foreign_origin_handshakes_are_refused(daphne):
     with pytest.raises(websockets.InvalidStatus) as foreign:
         await websockets.connect(url, additional_headers={"Origin": "http://evil.example", "Cookie": cookie})
     assert foreign.value.response.status_code == 403
+
+
+async def test_only_the_sites_own_origin_opens_a_socket(daphne):
+    url = daphne.url.replace("http", "ws") + protocol.PATH
+    cookie = await asyncio.to_thread(daphne.login_cookie, USER, PASSWORD)
+    for origin in (
+        "http://127.0.0.1:9",
+        "https://127.0.0.1",
+        "http://localhost:3000",
+        f"https://127.0.0.1:{daphne.port}",
+    ):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers={"Origin": origin, "Cookie": cookie})
+        assert refused.value.response.status_code == 403, origin
+    ws = await websockets.connect(url, additional_headers={"Origin": daphne.url, "Cookie": cookie})
+    await ws.send(json.dumps({"type": "ping"}))
+    assert json.loads(await ws.recv()) == {"type": "pong"}
+    await ws.close()
+
+
+async def test_the_frame_limit_is_daphnes_own_and_a_frame_over_it_closes_the_socket_with_1009(tmp_path):
+    limit = 1_500_000  # above daphne's own default cap (1 MiB)
+    server = Daphne(tmp_path, {"CHATSITE_MAX_FRAME_BYTES": str(limit)})
+    try:
+        server.start(serve=True)  # as `manage.py serve` runs it
+        server.create_user(USER, PASSWORD)
+        ws = await _open(server, USER, PASSWORD)
+        await ws.send("x" * 1_200_000)  # under the setting: read, and answered by the app
+        frame = json.loads(await ws.recv())
+        assert (frame["type"], frame["code"]) == ("error", "bad_frame")
+        await ws.send("x" * (limit + 1))  # over it: never read
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None, "dropped without a close frame (1006)"
+        assert closed.value.rcvd.code == 1009
+        assert str(limit) in closed.value.rcvd.reason
+        ws = await _open(server, USER, PASSWORD)  # a new socket works
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+        await ws.close()
+    finally:
+        server.stop()

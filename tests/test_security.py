@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from conversations.models import Conversation, Message
+from conversations.replies import registry
 
 from .test_consumer import counts, start
 
@@ -166,3 +167,41 @@ async def test_the_key_appears_in_no_page_frame_or_log(connect, alice, upstream,
     assert key not in page
     assert all(key not in json.dumps(frame) for frame in socket.frames)
     assert key not in caplog.text
+
+
+async def test_a_socket_that_only_listens_is_closed_when_its_password_changes(
+    connect, alice, upstream, settings
+):
+    settings.CHATSITE_SESSION_RECHECK = 0.2
+    watcher = await connect(alice)
+    sender = await connect(alice)
+    _, started = await start(sender, model="openai/fake?fault=drip&rate=50")
+    await watcher.send(type="subscribe", conversation=started["conversation"], after_seq=0)
+    assert (await watcher.recv())["type"] == "reply_started"
+
+    def change_password() -> None:
+        alice.set_password("a-brand-new-password-42")
+        alice.save()
+
+    await sync_to_async(change_password)()
+    # No frame from either socket: the timer's re-check ends both.
+    for socket in (watcher, sender):
+        frames = await socket.recv_until("error")
+        assert frames[-1]["code"] == "session_ended"
+        closed = await socket.c.receive_output(timeout=5)
+        assert closed == {"type": "websocket.close", "code": 4401}
+    await registry.get(started["reply"]).stop()  # it goes on without viewers, by design
+
+
+async def test_a_socket_that_only_pings_is_closed_when_its_session_expires(
+    connect, alice, upstream, settings
+):
+    settings.CHATSITE_SESSION_RECHECK = 0.2
+    socket = await connect(alice)
+    from django.contrib.sessions.models import Session
+
+    await sync_to_async(Session.objects.all().delete)()
+    await socket.send(type="ping")
+    assert (await socket.recv())["type"] == "pong"  # a ping checks nothing: the timer does
+    assert (await socket.recv())["code"] == "session_ended"
+    assert await socket.c.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}

@@ -50,4 +50,14 @@ class Command(BaseCommand):
                 self.stdout.write(f"Provider configured: {name}")
         from daphne.cli import CommandLineInterface
 
-        CommandLineInterface().run(["-b", host, "-p", str(port), "chatsite.asgi:application"])
+        CommandLineInterface().run(
+            ["-b", host, "-p", str(port), *daphne_frame_limit(), "chatsite.asgi:application"]
+        )
+
+
+def daphne_frame_limit() -> list[str]:
+    """daphne's own cap on a received WebSocket message (and frame), set to
+    CHATSITE_MAX_FRAME_BYTES: one limit, enforced before a byte of a larger frame is
+    buffered (docs/protocol.md says what a client gets above it)."""
+    size = str(settings.CHATSITE_MAX_FRAME_BYTES)
+    return ["--websocket-max-message-size", size, "--websocket-max-frame-size", size]
