@@ -93,7 +93,9 @@ class Daphne:
         if migrate:
             self.manage("migrate", "-v0")
         if serve:
-            self.spawn([sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)])
+            self.spawn(
+                [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+            )
         else:
             self.spawn()
         deadline = time.monotonic() + 30
