@@ -61,7 +61,7 @@ def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
 
 
 def read_unit(path: Path = UNIT_FILE) -> dict[str, str]:
-    """The ``[Service]`` section's ``Key=value`` lines."""
+    """The ``[Service]`` section's ``Key=value`` lines (``Environment=`` lines joined by spaces)."""
     service: dict[str, str] = {}
     section = None
     for line in path.read_text().splitlines():
@@ -70,8 +70,14 @@ def read_unit(path: Path = UNIT_FILE) -> dict[str, str]:
             section = line
         elif section == "[Service]" and "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
-            service[key] = value
+            service[key] = f"{service[key]} {value}" if key == "Environment" and key in service else value
     return service
+
+
+def unit_environment(path: Path = UNIT_FILE) -> dict[str, str]:
+    """The unit's own ``Environment=`` assignments."""
+    environment = read_unit(path).get("Environment", "")
+    return dict(item.split("=", 1) for item in shlex.split(environment))
 
 
 def unit_command(port: int, path: Path = UNIT_FILE) -> list[str]:
@@ -214,6 +220,7 @@ class ProductionStack:
         self.redis.start()
         self.data_dir.mkdir()
         self.env = {k: os.environ[k] for k in SERVICE_ENV_KEEP if k in os.environ}
+        self.env.update(unit_environment())
         self.env.update(read_env_file())
         self.env.update(
             {
@@ -315,6 +322,10 @@ class ProductionStack:
         )
 
     # --- what the tests use --------------------------------------------------------
+
+    def websockets_accepted(self) -> dict[int, int]:
+        """How many WebSockets each daphne has accepted so far, by port (from its access log)."""
+        return {d.port: d.log.read_text(errors="replace").count('"WSCONNECT ') for d in self.daphnes}
 
     def served(self) -> list[tuple[str, str, int, int, str]]:
         """(method, path, status, daphne port, user agent) of every request nginx has
