@@ -61,27 +61,42 @@ def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
 
 
 def read_unit(path: Path = UNIT_FILE) -> dict[str, str]:
-    """The ``[Service]`` section's ``Key=value`` lines."""
+    """The ``[Service]`` section's ``Key=value`` lines (``Environment=`` lines joined by spaces)."""
     service: dict[str, str] = {}
     section = None
-    for line in path.read_text().splitlines():
+    # A line ending in a backslash goes on on the next one.
+    for line in path.read_text().replace("\\\n", " ").splitlines():
         line = line.strip()
         if line.startswith("["):
             section = line
         elif section == "[Service]" and "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
-            service[key] = value
+            service[key] = f"{service[key]} {value}" if key == "Environment" and key in service else value
     return service
 
 
-def unit_command(port: int, path: Path = UNIT_FILE) -> list[str]:
+def unit_environment(path: Path = UNIT_FILE) -> dict[str, str]:
+    """The unit's own ``Environment=`` assignments."""
+    environment = read_unit(path).get("Environment", "")
+    return dict(item.split("=", 1) for item in shlex.split(environment))
+
+
+def unit_command(port: int, env: dict[str, str], path: Path = UNIT_FILE) -> list[str]:
     """The unit's ExecStart for instance ``port``, with this checkout's venv for the unit's.
 
+    ``${NAME}`` is replaced by ``env``'s value, one word, as systemd does (a name
+    the environment lacks is an error here: systemd would pass an empty word).
     The unit starts ``<WorkingDirectory>/.venv/bin/daphne``; here that is the
     ``daphne`` next to this interpreter (the shared venv).
     """
     unit = read_unit(path)
     argv = shlex.split(unit["ExecStart"].replace("%i", str(port)))
+    for i, word in enumerate(argv):
+        for name in re.findall(r"\$\{(\w+)\}", word):
+            if name not in env:
+                raise AssertionError(f"ExecStart uses ${{{name}}}, which the env file does not set")
+            word = word.replace(f"${{{name}}}", env[name])
+        argv[i] = word
     venv_bin = unit["WorkingDirectory"].rstrip("/") + "/.venv/bin/"
     if not argv[0].startswith(venv_bin):
         raise AssertionError(f"ExecStart no longer starts a program of the venv: {argv[0]}")
@@ -214,12 +229,13 @@ class ProductionStack:
         self.redis.start()
         self.data_dir.mkdir()
         self.env = {k: os.environ[k] for k in SERVICE_ENV_KEEP if k in os.environ}
+        self.env.update(unit_environment())
         self.env.update(read_env_file())
         self.env.update(
             {
                 "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-                # nginx passes Host without the port; the browser's Origin has it.
+                # As chatsite.env names the site's public origin.
                 "DJANGO_CSRF_TRUSTED_ORIGINS": self.url,
                 "DATABASE_URL": database_url,
                 "REDIS_URL": self.redis.url,
@@ -233,7 +249,7 @@ class ProductionStack:
         # "4. Processes": one daphne per unit instance.
         for _ in range(self.processes):
             port = free_port()
-            daphne = Daphne(self.data_dir, port=port, command=unit_command(port), base_env=self.env)
+            daphne = Daphne(self.data_dir, port=port, command=unit_command(port, self.env), base_env=self.env)
             self.daphnes.append(daphne)
             daphne.start(migrate=False)
         # "5. Reverse proxy".
@@ -315,6 +331,10 @@ class ProductionStack:
         )
 
     # --- what the tests use --------------------------------------------------------
+
+    def websockets_accepted(self) -> dict[int, int]:
+        """How many WebSockets each daphne has accepted so far, by port (from its access log)."""
+        return {d.port: d.log.read_text(errors="replace").count('"WSCONNECT ') for d in self.daphnes}
 
     def served(self) -> list[tuple[str, str, int, int, str]]:
         """(method, path, status, daphne port, user agent) of every request nginx has

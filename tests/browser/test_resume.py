@@ -273,18 +273,22 @@ def test_a_second_tab_follows_the_same_live_reply(context, resume_server, fake_u
     second_tab_follows(context, resume_server, fake_upstream)
 
 
-def second_tab_follows(context, resume_server, fake_upstream) -> None:
+def second_tab_follows(context, resume_server, fake_upstream, *, open_second=None) -> None:
     """A second tab opened mid-reply follows it live to the same end.
 
-    Also run against the production stack (tests/browser/production/).
+    Also run against the production stack (tests/browser/production/), whose
+    ``open_second(context, url)`` opens the second tab on the other process.
     """
     tab_a = open_page(context)
     login(tab_a, resume_server)
     conversation, reply, record = start_reply(tab_a, resume_server, fake_upstream, STREAM)
     wait_for_text(tab_a, reply, 100)
 
-    tab_b = open_page(context)
-    tab_b.goto(f"{resume_server.url}/c/{conversation}/")
+    if open_second is None:
+        tab_b = open_page(context)
+        tab_b.goto(f"{resume_server.url}/c/{conversation}/")
+    else:
+        tab_b = open_second(context, f"{resume_server.url}/c/{conversation}/")
     wait_for_status(tab_b, reply, "streaming", timeout=5)
     base_text, base_seq = page_data_reply(tab_b, reply)
     shown = len(text_of(tab_b, reply))
@@ -315,18 +319,22 @@ def test_stop_from_the_other_tab_stops_it_in_both(context, resume_server, fake_u
     stop_from_the_other_tab(context, resume_server, fake_upstream)
 
 
-def stop_from_the_other_tab(context, resume_server, fake_upstream) -> None:
+def stop_from_the_other_tab(context, resume_server, fake_upstream, *, open_second=None) -> None:
     """Stop pressed in a second tab: the upstream closes, both tabs show the saved text.
 
-    Also run against the production stack (tests/browser/production/).
+    Also run against the production stack (tests/browser/production/), whose
+    ``open_second(context, url)`` opens the second tab on the other process.
     """
     tab_a = open_page(context)
     login(tab_a, resume_server)
     conversation, reply, record = start_reply(tab_a, resume_server, fake_upstream, LONG)
     wait_for_text(tab_a, reply, 100)
 
-    tab_b = open_page(context)
-    tab_b.goto(f"{resume_server.url}/c/{conversation}/")
+    if open_second is None:
+        tab_b = open_page(context)
+        tab_b.goto(f"{resume_server.url}/c/{conversation}/")
+    else:
+        tab_b = open_second(context, f"{resume_server.url}/c/{conversation}/")
     wait_for_status(tab_b, reply, "streaming", timeout=5)
     shown = len(text_of(tab_b, reply))
     wait_for_text(tab_b, reply, shown + 30)
