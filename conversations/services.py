@@ -332,6 +332,7 @@ class Continuation:
     conversation: Conversation
     reply: Message
     prompt: list[ChatMessage]
+    keep_last: int = 1  # the newest turn: always sent, however long the history
 
 
 def reply_continue(*, user: AbstractBaseUser, reply_id: uuid.UUID, prefill: bool) -> Continuation:
@@ -367,13 +368,16 @@ def reply_continue(*, user: AbstractBaseUser, reply_id: uuid.UUID, prefill: bool
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])
         prompt = _prompt_for(conversation, reply.parent_id) if reply.parent_id else []
+        keep_last = 1  # the message replied to
         if reply.content:
             if prefill:
                 prompt.append(ChatMessage("assistant", reply.content.rstrip()))
+                keep_last = 2
             else:
                 prompt.append(ChatMessage("assistant", reply.content))
                 prompt.append(ChatMessage("user", CONTINUE_INSTRUCTION))
-    return Continuation(conversation, reply, prompt)
+                keep_last = 3
+    return Continuation(conversation, reply, prompt, keep_last)
 
 
 def _segment_of(reply: Message) -> dict:
@@ -501,6 +505,8 @@ class ReplyFinish:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     usage_counted: bool = False
+    omitted_messages: int = 0
+    context_tokens: int | None = None
 
 
 _FINISH_FIELDS = (
@@ -516,6 +522,8 @@ _FINISH_FIELDS = (
     "prompt_tokens",
     "completion_tokens",
     "usage_counted",
+    "omitted_messages",
+    "context_tokens",
     "finished_at",
 )
 

@@ -16,7 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
+from .base import (
+    BaseProvider,
+    ChatMessage,
+    ModelInfo,
+    PromptCount,
+    ProviderError,
+    StreamResult,
+    context_error_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,11 @@ class LocalProvider(BaseProvider):
         self.default_max_tokens = int(options.get("MAX_TOKENS") or 512)
         self._lock = threading.Lock()
         self._llm: Any = None
+        # The tokenizer alone (vocab_only: no weights, no context), so counting
+        # a prompt never waits for a generation to let go of the model.
+        self._vocab_lock = threading.Lock()
+        self._vocab: Any = None
+        self._formatter: Any = None
         # One thread generates at a time (the lock); a second worker lets a
         # stopped generation finish its last token while the next one queues.
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-model")
@@ -88,6 +101,52 @@ class LocalProvider(BaseProvider):
         if self.available:
             with self._lock:
                 self._load()
+            with self._vocab_lock:
+                self._load_vocab()
+
+    async def context_tokens(self, *, model: str) -> int:
+        return self.n_ctx
+
+    def _load_vocab(self) -> Any:
+        """The tokenizer and the chat template create_chat_completion uses; call
+        with the vocab lock held."""
+        if self._vocab is None:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            vocab = Llama(model_path=str(self.model_path), vocab_only=True, verbose=False)
+            template = vocab.metadata.get("tokenizer.chat_template")
+            if template:
+                model = vocab._model
+                eos, bos = vocab.token_eos(), vocab.token_bos()
+                self._formatter = Jinja2ChatFormatter(
+                    template=template,
+                    eos_token=model.token_get_text(eos) if eos != -1 else "",
+                    bos_token=model.token_get_text(bos) if bos != -1 else "",
+                    stop_token_ids=[eos],
+                )
+            self._vocab = vocab
+        return self._vocab
+
+    def _count(self, messages: list[dict[str, str]]) -> int:
+        with self._vocab_lock:
+            vocab = self._load_vocab()
+            if self._formatter is None:  # no template in the file: llama-cpp's fallback format
+                text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+                return len(vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+            formatted = self._formatter(messages=messages)
+            return len(
+                vocab.tokenize(
+                    formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+                )
+            )
+
+    async def count_prompt_tokens(self, *, model: str, messages: list[ChatMessage]) -> PromptCount:
+        """Exactly what llama.cpp will count: the model's own template and tokenizer."""
+        if not self.available:
+            return await super().count_prompt_tokens(model=model, messages=messages)
+        prompt = [{"role": m.role, "content": m.content} for m in messages]
+        return PromptCount(await asyncio.to_thread(self._count, prompt), exact=True)
 
     async def stream(  # type: ignore[override]
         self,
@@ -141,6 +200,11 @@ class LocalProvider(BaseProvider):
                         result.finish_reason = finish or "stop"
                 put(_END)
             except Exception as exc:
+                overflow = context_error_from(str(exc)) if isinstance(exc, ValueError) else None
+                if overflow is not None:
+                    # "Requested tokens (N) exceed context window of M": the model is fine.
+                    put(overflow)
+                    return
                 log.exception("the offline model failed")
                 put(ProviderError("upstream_error", f"the offline model failed: {type(exc).__name__}"))
 
