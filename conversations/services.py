@@ -48,7 +48,9 @@ def branch_path(*, conversation: Conversation, leaf_id: uuid.UUID | None) -> lis
     """The messages from the first one down to ``leaf_id``, following parents."""
     if leaf_id is None:
         return []
-    by_id = {m.pk: m for m in conversation.messages.only("id", "parent_id", "role", "content")}
+    by_id = {
+        m.pk: m for m in conversation.messages.only("id", "parent_id", "role", "content", "error_kind")
+    }
     path: list[Message] = []
     node = by_id.get(leaf_id)
     while node is not None:
@@ -65,8 +67,14 @@ def _prompt_for(conversation: Conversation, leaf_id: uuid.UUID) -> list[ChatMess
     prompt: list[ChatMessage] = []
     if conversation.system_prompt.strip():
         prompt.append(ChatMessage("system", conversation.system_prompt))
-    for message in branch_path(conversation=conversation, leaf_id=leaf_id):
+    path = branch_path(conversation=conversation, leaf_id=leaf_id)
+    for i, message in enumerate(path):
         if not message.content:
+            continue
+        after = path[i + 1] if i + 1 < len(path) else None
+        if after is not None and not after.content and after.error_kind == "context_length":
+            # A message too long for the model: sending it again would fail
+            # every later reply of the conversation the same way.
             continue
         if prompt and prompt[-1].role == message.role:
             prompt[-1] = ChatMessage(message.role, prompt[-1].content + "\n\n" + message.content)

@@ -196,7 +196,9 @@ class LocalProvider(BaseProvider):
                             finish = choice["finish_reason"]
                     if not stop.is_set():
                         result.completion_tokens = count
-                        result.prompt_tokens = max(0, int(llm.n_tokens) - count)
+                        # What llama.cpp counts as the prompt (n_tokens is one
+                        # short when the last token was sampled but not fed back).
+                        result.prompt_tokens = self._count(prompt)
                         result.finish_reason = finish or "stop"
                 put(_END)
             except Exception as exc:
