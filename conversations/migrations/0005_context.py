@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversations', '0004_search'),
+        ("conversations", "0004_search"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='context_tokens',
+            model_name="message",
+            name="context_tokens",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='message',
-            name='omitted_messages',
+            model_name="message",
+            name="omitted_messages",
             field=models.PositiveIntegerField(default=0),
         ),
     ]
