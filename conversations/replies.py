@@ -270,9 +270,14 @@ class Reply:
             return exc
         if exc.empty_stream and fit is not None and self.piece_count == 0:
             # llama.cpp answers a prompt over its window with 200 and no events.
-            # With an estimate, "at the window" allows for the estimate's error.
-            margin = 0 if fit.exact else fit.context_tokens // 10
+            # With an estimate, "at the window" allows for the estimate's error
+            # (a template's own text, such as a default system prompt, is not
+            # in the estimate).
+            margin = 0 if fit.exact else max(64, fit.context_tokens // 10)
             if fit.prompt_tokens + margin >= fit.context_tokens:
+                # The window is at most this, in the units of this count: fit
+                # later requests to it, so the conversation goes on.
+                self.provider.learn_context_tokens(model=self.model, context_tokens=fit.prompt_tokens)
                 return context_length_error(
                     context_tokens=fit.context_tokens, prompt_tokens=fit.prompt_tokens
                 )

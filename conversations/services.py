@@ -48,9 +48,7 @@ def branch_path(*, conversation: Conversation, leaf_id: uuid.UUID | None) -> lis
     """The messages from the first one down to ``leaf_id``, following parents."""
     if leaf_id is None:
         return []
-    by_id = {
-        m.pk: m for m in conversation.messages.only("id", "parent_id", "role", "content", "error_kind")
-    }
+    by_id = {m.pk: m for m in conversation.messages.only("id", "parent_id", "role", "content", "error_kind")}
     path: list[Message] = []
     node = by_id.get(leaf_id)
     while node is not None:

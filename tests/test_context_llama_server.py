@@ -41,8 +41,42 @@ def _configure(settings, server, *, window: int) -> None:
 
 async def _exchange(socket, conversation, text):
     await socket.send(type="send", client_id=uuid.uuid4().hex, conversation=conversation, text=text)
-    frames = await socket.recv_until("reply_finished", timeout=120)
+    frames = await socket.recv_until("reply_finished", timeout=150)
     return next(f for f in frames if f["type"] == "ack")["conversation"], frames
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_loop_state")
+async def test_a_conversation_past_the_servers_window_keeps_working(connect, alice, settings, server):
+    _configure(settings, server, window=N_CTX)
+    settings.CHATSITE_MAX_TOKENS = 8
+    socket = await connect(alice)
+    conversation, finished = None, []
+    for i in range(4):
+        conversation, frames = await _exchange(
+            socket, conversation, f"Note {i}: " + "Tell me about the sea and its tides. " * 16
+        )
+        assert frames[-1]["error_kind"] in {None, "length_limit"}, frames[-1]["error"]
+        finished.append(frames[-1])
+    assert finished[0]["omitted_messages"] == 0 and finished[-1]["omitted_messages"] > 0
+    assert finished[-1]["context_tokens"] == N_CTX
+    assert finished[-1]["usage"]["prompt_tokens"] + 8 <= N_CTX
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_loop_state")
+async def test_the_servers_empty_stream_for_a_prompt_over_its_window_is_context_length(
+    connect, alice, settings, server
+):
+    # chatsite believes the window is a little larger than the server's: the
+    # request is sent, and llama-cpp-python answers 200 with no events.
+    _configure(settings, server, window=N_CTX + 40)
+    socket = await connect(alice)
+    _, frames = await _exchange(socket, None, "The sea is wide. " * 97)
+    assert (frames[-1]["status"], frames[-1]["error_kind"]) == ("error", "context_length"), frames[-1][
+        "error"
+    ]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -186,8 +186,8 @@ class BaseProvider:
         self._learned_context: dict[str, int] = {}
 
     async def context_tokens(self, *, model: str) -> int:
-        """The model's context window in tokens: what the upstream said (an
-        overflow error naming it), else ``CHATSITE_CONTEXT_TOKENS_MODELS``,
+        """The model's context window in tokens: what the upstream showed (see
+        :meth:`learn_context_tokens`), else ``CHATSITE_CONTEXT_TOKENS_MODELS``,
         else the provider's ``CONTEXT_TOKENS`` option, else the backend's
         default, else ``CHATSITE_CONTEXT_TOKENS``."""
         from django.conf import settings
@@ -202,9 +202,12 @@ class BaseProvider:
         return int(self.default_context_tokens or getattr(settings, "CHATSITE_CONTEXT_TOKENS", 8192))
 
     def learn_context_tokens(self, *, model: str, context_tokens: int) -> None:
-        """Remember a window the upstream named (its overflow error), for later requests."""
+        """Remember a window the upstream showed (named in its overflow error, or
+        at most the prompt it answered with an empty stream), for later requests
+        of this process."""
         if context_tokens > 0:
-            self._learned_context[model] = context_tokens
+            known = self._learned_context.get(model)
+            self._learned_context[model] = min(known, context_tokens) if known else context_tokens
 
     async def count_prompt_tokens(self, *, model: str, messages: list[ChatMessage]) -> PromptCount:
         """The prompt's tokens, template included. Here an estimate; backends
@@ -324,7 +327,8 @@ async def prompt_fit(
     always sent, and what is sent after the system prompt starts with a user
     message. The room kept for the reply is the requested ``max_tokens`` (or
     the provider's default), at most half the window (a quarter when nothing
-    was requested); the ``max_tokens`` sent is capped to what is left.
+    was requested), plus a margin when the count is an estimate; the
+    ``max_tokens`` sent is capped to what is left.
     Raises the ``context_length`` error when even the newest turn does not fit.
     """
     window = await provider.context_tokens(model=model)
@@ -353,6 +357,10 @@ async def prompt_fit(
 
     dropped = 0
     counted = await count(messages)
+    if not counted.exact:
+        # An estimate can be short (a template's own text, such as a default
+        # system prompt, is not in it): keep a margin for that too.
+        reserve += max(32, window // 16)
     if counted.tokens + reserve > window and middle:
         # The fewest left out that fit: a binary search over turn starts.
         low, high = 1, len(middle)
@@ -370,7 +378,7 @@ async def prompt_fit(
         dropped = best
         counted = best_count or await count(candidate(dropped))
     sent = candidate(dropped)
-    room = window - counted.tokens
+    room = window - counted.tokens - (0 if counted.exact else max(32, window // 16))
     if room <= 0:
         raise context_length_error(context_tokens=window, prompt_tokens=counted.tokens)
     capped = requested is not None and requested > room
