@@ -194,3 +194,66 @@ async def test_one_message_over_the_window_is_context_length_and_the_next_messag
     conversation, frames = await _exchange(socket, conversation, "What is a wave?")
     assert frames[-1]["error_kind"] in {None, "length_limit"}, frames[-1]["error"]
     assert deltas_text(frames).strip()
+
+
+# --- Replies cut by a full window, through the consumer -------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_loop_state")
+async def test_a_reply_the_server_cuts_with_no_limit_set_says_it_filled_the_window(connect, alice, upstream):
+    socket = await connect(alice)
+    await socket.send(
+        type="send",
+        client_id=uuid.uuid4().hex,
+        conversation=None,
+        text="hello",
+        model="openai/fake?tokens=5&rate=0&finish_reason=length",
+    )
+    finished = (await socket.recv_until("reply_finished"))[-1]
+    assert finished["error_kind"] == "length_limit"
+    assert "window" in finished["error"] and "token limit" not in finished["error"]
+    assert "max_tokens" not in upstream.requests[-1].body
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_loop_state")
+async def test_a_reply_cut_at_the_limit_set_still_says_it_reached_that_limit(
+    connect, alice, upstream, settings
+):
+    settings.CHATSITE_MAX_TOKENS = 3
+    socket = await connect(alice)
+    await socket.send(
+        type="send",
+        client_id=uuid.uuid4().hex,
+        conversation=None,
+        text="hello",
+        model="openai/fake?tokens=9&rate=0",
+    )
+    finished = (await socket.recv_until("reply_finished"))[-1]
+    assert (finished["error_kind"], finished["error"]) == (
+        "length_limit",
+        "the model reached its token limit",
+    )
+    assert upstream.requests[-1].body["max_tokens"] == 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_loop_state")
+async def test_the_requested_length_is_capped_to_the_window_and_a_reply_cut_there_says_so(
+    connect, alice, upstream, settings
+):
+    settings.CHATSITE_MAX_TOKENS = 4000
+    settings.CHATSITE_CONTEXT_TOKENS = 1000
+    socket = await connect(alice)
+    await socket.send(
+        type="send",
+        client_id=uuid.uuid4().hex,
+        conversation=None,
+        text="x" * 1500,
+        model="openai/fake?tokens=900&rate=0",
+    )
+    finished = (await socket.recv_until("reply_finished"))[-1]
+    sent = upstream.requests[-1].body["max_tokens"]
+    assert sent < 1000 - 500 and finished["context_tokens"] == 1000
+    assert finished["error_kind"] == "length_limit" and "1,000-token window" in finished["error"]
