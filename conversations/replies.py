@@ -70,6 +70,7 @@ class Reply:
         # The newest turn (always sent), and what was sent after fitting the window.
         self.keep_last = keep_last
         self.fit: PromptFit | None = None
+        self._window: int | None = None
         self.subscribers: list[Subscriber] = []
         # A continued reply starts from the text and seq its earlier part ended at.
         self.base_text = base_text
@@ -250,13 +251,17 @@ class Reply:
     async def _fit(self) -> None:
         """Leave out the oldest turns that do not fit the model's window, and
         cap the reply's length to what is left."""
-        self.fit = await prompt_fit(
-            provider=self.provider,
-            model=self.model,
-            messages=self.prompt,
-            max_tokens=self.max_tokens,
-            keep_last=self.keep_last,
-        )
+        try:
+            self.fit = await prompt_fit(
+                provider=self.provider,
+                model=self.model,
+                messages=self.prompt,
+                max_tokens=self.max_tokens,
+                keep_last=self.keep_last,
+            )
+        except ProviderError as exc:
+            self._window = exc.context_tokens  # for the reply's record of it
+            raise
         self.prompt = self.fit.messages
         self.max_tokens = self.fit.max_tokens
 
@@ -415,7 +420,7 @@ class Reply:
         metrics = {"ttft_ms": ttft_ms, "tokens_per_s": tpot, "total_ms": total_ms}
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "counted": counted}
         omitted = fit.omitted if fit is not None else 0
-        context_tokens = fit.context_tokens if fit is not None else None
+        context_tokens = fit.context_tokens if fit is not None else self._window
         save = asyncio.ensure_future(
             finishes.submit(
                 services.ReplyFinish(

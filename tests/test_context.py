@@ -191,6 +191,7 @@ async def test_one_message_over_the_window_is_context_length_and_the_next_messag
     conversation, frames = await _exchange(socket, conversation, "The sea is wide. " * 200)
     assert (frames[-1]["status"], frames[-1]["error_kind"]) == ("error", "context_length")
     assert "new conversation" in frames[-1]["error"] and "ValueError" not in frames[-1]["error"]
+    assert frames[-1]["context_tokens"] == SMALL_WINDOW
     conversation, frames = await _exchange(socket, conversation, "What is a wave?")
     assert frames[-1]["error_kind"] in {None, "length_limit"}, frames[-1]["error"]
     assert deltas_text(frames).strip()
