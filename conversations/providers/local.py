@@ -66,6 +66,8 @@ class LocalProvider(BaseProvider):
         self._vocab_lock = threading.Lock()
         self._vocab: Any = None
         self._formatter: Any = None
+        self._text_tokens: dict[str, int] = {}
+        self._skeleton: dict[tuple[str, ...], int] = {}
         # One thread generates at a time (the lock); a second worker lets a
         # stopped generation finish its last token while the next one queues.
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-model")
@@ -128,18 +130,54 @@ class LocalProvider(BaseProvider):
             self._vocab = vocab
         return self._vocab
 
-    def _count(self, messages: list[dict[str, str]]) -> int:
-        with self._vocab_lock:
-            vocab = self._load_vocab()
-            if self._formatter is None:  # no template in the file: llama-cpp's fallback format
-                text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
-                return len(vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True))
-            formatted = self._formatter(messages=messages)
-            return len(
-                vocab.tokenize(
-                    formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-                )
+    def _tokens(self, text: str) -> int:
+        """Tokens of ``text`` as llama-cpp tokenizes a chat prompt; call with the vocab lock held."""
+        return len(self._vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _render(self, messages: list[dict[str, str]]) -> int:
+        """The exact count of a whole prompt: the template, then the tokenizer."""
+        if self._formatter is None:  # no template in the file: llama-cpp's fallback format
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+            return len(self._vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+        formatted = self._formatter(messages=messages)
+        return len(
+            self._vocab.tokenize(
+                formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
             )
+        )
+
+    def _count(self, messages: list[dict[str, str]]) -> int:
+        """The prompt's tokens as llama.cpp counts them, without tokenizing the
+        whole history each time: each message's text is tokenized once
+        (cached), and the template's own tokens are counted from prompts with
+        empty texts (the template's special tokens separate them from the text)."""
+        with self._vocab_lock:
+            self._load_vocab()
+            texts = self._text_tokens
+            total = 0
+            for m in messages:
+                n = texts.get(m["content"])
+                if n is None:
+                    n = self._tokens(m["content"]) if m["content"] else 0
+                    if len(texts) >= 4096:
+                        texts.clear()
+                    texts[m["content"]] = n
+                total += n
+            first = messages[0]["role"] if messages else ""
+            skeleton = self._skeleton
+            for i in range(len(messages)):
+                # The template's tokens for message i, given the first role.
+                key = (first, messages[i]["role"]) if i else (first,)
+                n = skeleton.get(key)
+                if n is None:
+                    one = [{"role": first, "content": ""}]
+                    base = skeleton.get((first,))
+                    if base is None:
+                        base = skeleton[(first,)] = self._render(one)
+                    n = base if not i else self._render([*one, {"role": key[1], "content": ""}]) - base
+                    skeleton[key] = n
+                total += n
+            return total
 
     async def count_prompt_tokens(self, *, model: str, messages: list[ChatMessage]) -> PromptCount:
         """Exactly what llama.cpp will count: the model's own template and tokenizer."""
