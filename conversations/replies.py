@@ -284,19 +284,28 @@ class Reply:
                 # later requests to it, so the conversation goes on.
                 self.provider.learn_context_tokens(model=self.model, context_tokens=fit.prompt_tokens)
                 return context_length_error(
-                    context_tokens=fit.context_tokens, prompt_tokens=fit.prompt_tokens
+                    context_tokens=fit.context_tokens, prompt_tokens=fit.prompt_tokens, upstream=True
                 )
         return exc
 
-    def _window_cut(self) -> bool:
-        """Whether a reply that ended for length was cut by a full window, not by a limit set."""
+    def _length_message(self) -> str:
+        """Why a reply ended for length: a full window, the server's own cut,
+        or the limit that was set."""
         fit = self.fit
-        if fit is None:
-            return False
-        if fit.max_tokens is None or fit.capped:
-            return True
-        completion = self.result.completion_tokens
-        return completion is not None and completion < fit.max_tokens
+        completion = self.result.completion_tokens or self.piece_count
+        if fit is not None:
+            edge = max(16, fit.context_tokens // 32)
+            if fit.capped or fit.prompt_tokens + completion >= fit.context_tokens - edge:
+                return (
+                    f"the reply filled the model's {fit.context_tokens:,}-token window and was cut; "
+                    "Continue it, or start a new conversation for a long answer"
+                )
+            if fit.max_tokens is None or completion < fit.max_tokens:
+                return (
+                    "the model server cut the reply before any length limit set (its context "
+                    "window is probably full); Continue it, or start a new conversation"
+                )
+        return "the model reached its token limit"
 
     async def _run(self) -> None:
         try:
@@ -324,16 +333,8 @@ class Reply:
             reason = self.result.finish_reason
             if self._length_hit:
                 await self._finish("error", "length_limit", f"the reply reached {self._max_chars} characters")
-            elif reason in LENGTH_FINISH_REASONS and self._window_cut():
-                window = self.fit.context_tokens if self.fit else 0
-                await self._finish(
-                    "error",
-                    "length_limit",
-                    f"the reply filled the model's {window:,}-token window and was cut; "
-                    "Continue it, or start a new conversation for a long answer",
-                )
             elif reason in LENGTH_FINISH_REASONS:
-                await self._finish("error", "length_limit", "the model reached its token limit")
+                await self._finish("error", "length_limit", self._length_message())
             else:
                 await self._finish("complete")
 

@@ -258,3 +258,14 @@ async def test_the_requested_length_is_capped_to_the_window_and_a_reply_cut_ther
     sent = upstream.requests[-1].body["max_tokens"]
     assert sent < 1000 - 500 and finished["context_tokens"] == 1000
     assert finished["error_kind"] == "length_limit" and "1,000-token window" in finished["error"]
+
+
+async def test_a_continuation_keeps_the_reply_it_continues_and_its_question_however_long_the_history():
+    messages = [
+        *_history(10)[:-1],
+        ChatMessage("user", "the question"),
+        ChatMessage("assistant", "the partial reply " + "p" * 600),
+        ChatMessage("user", "Continue."),
+    ]
+    fit = await prompt_fit(provider=Window(700), model="m", messages=messages, max_tokens=50, keep_last=3)
+    assert fit.omitted > 0 and fit.messages[-3:] == messages[-3:]

@@ -103,16 +103,27 @@ class ProviderError(Exception):
         self.context_tokens = context_tokens
 
 
-def context_length_error(*, context_tokens: int | None, prompt_tokens: int | None = None) -> ProviderError:
-    """The ``context_length`` error: the prompt does not fit the model's window."""
+def context_length_error(
+    *, context_tokens: int | None, prompt_tokens: int | None = None, upstream: bool = False
+) -> ProviderError:
+    """The ``context_length`` error: the prompt does not fit the model's window.
+
+    ``upstream``: the upstream refused it (chatsite's count said it fits; the
+    window it learns from the refusal leaves out more of the history next time)."""
     window = f"its {context_tokens:,}-token window" if context_tokens else "its window"
     size = f" (about {prompt_tokens:,} tokens)" if prompt_tokens else ""
-    return ProviderError(
-        "context_length",
-        f"the message is too long for the model{size}: it does not fit {window}. "
-        "Shorten the message, or start a new conversation.",
-        context_tokens=context_tokens,
-    )
+    if upstream:
+        text = (
+            f"the conversation is too long for the model{size}: it does not fit {window}. "
+            "Send the message again (older messages will be left out), shorten it, "
+            "or start a new conversation."
+        )
+    else:
+        text = (
+            f"the message is too long for the model{size}: it does not fit {window}. "
+            "Shorten the message, or start a new conversation."
+        )
+    return ProviderError("context_length", text, context_tokens=context_tokens)
 
 
 #: How upstreams word a prompt over the window (OpenAI, vLLM, llama.cpp,
@@ -130,7 +141,7 @@ def context_error_from(detail: str) -> ProviderError | None:
     if not _CONTEXT_ERROR.search(detail):
         return None
     found = _WINDOW_IN_ERROR.search(detail)
-    return context_length_error(context_tokens=int(found.group(1)) if found else None)
+    return context_length_error(context_tokens=int(found.group(1)) if found else None, upstream=True)
 
 
 # --- Context windows and token counts -----------------------------------------
