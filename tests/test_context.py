@@ -267,5 +267,5 @@ async def test_a_continuation_keeps_the_reply_it_continues_and_its_question_howe
         ChatMessage("assistant", "the partial reply " + "p" * 600),
         ChatMessage("user", "Continue."),
     ]
-    fit = await prompt_fit(provider=Window(700), model="m", messages=messages, max_tokens=50, keep_last=3)
+    fit = await prompt_fit(provider=Window(300), model="m", messages=messages, max_tokens=50, keep_last=3)
     assert fit.omitted > 0 and fit.messages[-3:] == messages[-3:]
