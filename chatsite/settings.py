@@ -216,12 +216,33 @@ if ANTHROPIC_BASE_URL or ANTHROPIC_API_KEY:
         "MODELS": ANTHROPIC_MODELS,
         "MAX_TOKENS": ANTHROPIC_MAX_TOKENS,
     }
+if _providers.get("openai") is not None and env_str("OPENAI_TOKENIZE_URL"):
+    _providers["openai"]["TOKENIZE_URL"] = env_str("OPENAI_TOKENIZE_URL")
 CHATSITE_PROVIDERS = _providers
 CHATSITE_DEFAULT_MODEL = env_str("CHATSITE_DEFAULT_MODEL")
 # Model lists are refreshed in the background this often (seconds); a listing
 # request gets CHATSITE_MODELS_TIMEOUT seconds to answer.
 CHATSITE_MODELS_REFRESH = env_float("CHATSITE_MODELS_REFRESH", 60.0) or 60.0
 CHATSITE_MODELS_TIMEOUT = env_float("CHATSITE_MODELS_TIMEOUT", 5.0) or 5.0
+
+
+def env_context_tokens(name: str) -> dict[str, int]:
+    """``<provider>/<model>=<tokens>,…`` (a model id may hold ``/``, ``:`` and ``.``)."""
+    found: dict[str, int] = {}
+    for item in env_list(name, []):
+        model, sep, tokens = item.rpartition("=")
+        if not sep or "/" not in model.strip() or not tokens.strip().isdigit() or int(tokens) < 1:
+            raise ImproperlyConfigured(
+                f"{name} must be a comma-separated list of <provider>/<model>=<tokens>, not {item!r}"
+            )
+        found[model.strip()] = int(tokens)
+    return found
+
+
+# The window of a model whose provider does not say (the offline model says:
+# its n_ctx; an upstream that names its window in an overflow error is believed).
+CHATSITE_CONTEXT_TOKENS = env_int("CHATSITE_CONTEXT_TOKENS", 8192) or 8192
+CHATSITE_CONTEXT_TOKENS_MODELS = env_context_tokens("CHATSITE_CONTEXT_TOKENS_MODELS")
 
 # --- Replies -----------------------------------------------------------------
 CHATSITE_FIRST_TOKEN_TIMEOUT = env_float("CHATSITE_FIRST_TOKEN_TIMEOUT", 60.0)

@@ -155,6 +155,7 @@ def _launch(
     model: str,
     prompt: list,
     client_id: str = "",
+    keep_last: int = 1,
 ) -> Reply:
     provider_name, model_name = split_model_id(model)
     provider = get_provider(provider_name)
@@ -172,6 +173,7 @@ def _launch(
         max_tokens=conversation.max_tokens,
         base_text=message.content,
         base_seq=message.last_seq,
+        keep_last=keep_last,
     )
     registry.add(reply)
     reply.subscribe(subscriber, message.last_seq)
@@ -268,6 +270,7 @@ async def reply_continue(
         conversation=continuation.conversation,
         model=model,
         prompt=continuation.prompt,
+        keep_last=continuation.keep_last,
     )
 
 
@@ -374,4 +377,6 @@ def finished_frame(message: Message) -> str:
         finish_reason=data["finish_reason"],
         usage=data["usage"],
         metrics=data["metrics"],
+        omitted_messages=data["omitted_messages"],
+        context_tokens=data["context_tokens"],
     )

@@ -29,6 +29,7 @@ ERROR_LABELS: dict[str, str] = {
     "timeout_idle": "Stalled",
     "timeout_total": "Took too long",
     "length_limit": "Cut off",
+    "context_length": "Too long",
     "model_unavailable": "Model unavailable",
     "internal": "Failed",
 }
@@ -46,7 +47,8 @@ class Facts:
     detail: str = ""  # what the upstream said (redacted)
     status_code: int | None = None
     retry_after: float | None = None
-    limit: float | None = None  # the timeout, or the length limit, that was reached
+    limit: float | None = None  # the timeout, the length limit or the window that was reached
+    tokens: int | None = None  # how long the prompt was counted to be
     model: str = ""
     has_text: bool = False  # the reply kept some text
 
@@ -126,6 +128,7 @@ def _upstream_stream(f: Facts) -> str:
         "ended": f"{_cap(server)} ended the reply before it was finished.",
         "malformed": f"{_cap(server)} sent something that is not a valid reply stream.",
         "not_sse": f"{_cap(server)} did not answer with a reply stream. Is the provider's base URL right?",
+        "empty": f"{_cap(server)} answered with an empty reply.",
     }.get(f.cause, f"The connection to {server} broke in the middle of the reply.")
     return what + _again(f)
 
@@ -161,8 +164,33 @@ def _length_limit(f: Facts) -> str:
     if f.cause == "chars":
         size = f" of {int(f.limit):,} characters" if f.limit else ""
         return f"The reply reached chatsite's length limit{size} (CHATSITE_MAX_REPLY_CHARS)."
+    if f.cause == "window":
+        window = f"{int(f.limit):,}-token " if f.limit else ""
+        return (
+            f"The reply filled the model's {window}context window and was cut short. Press Continue "
+            "to go on, or start a new conversation for a long answer."
+        )
+    if f.cause == "server_cut":
+        return (
+            f"{_cap(_server(f))} cut the reply short before any length limit that was set (its context "
+            "window is probably full). Press Continue to go on, or start a new conversation."
+        )
     size = f" ({int(f.limit):,} tokens)" if f.limit else ""
     return f"The model stopped at its length limit{size}: the reply is cut short. Press Continue to go on."
+
+
+def _context_length(f: Facts) -> str:
+    window = f"its {int(f.limit):,}-token context window" if f.limit else "its context window"
+    size = f" (about {f.tokens:,} tokens)" if f.tokens else ""
+    if f.cause == "conversation":
+        return (
+            f"This conversation is too long for the model{size}: it does not fit {window}. Send the "
+            "message again (older messages will be left out), shorten it, or start a new conversation."
+        )
+    return (
+        f"The message is too long for the model{size}: it does not fit {window}. "
+        "Shorten the message, or start a new conversation."
+    )
 
 
 def _model_unavailable(f: Facts) -> str:
@@ -187,6 +215,7 @@ _WORDS: dict[str, Callable[[Facts], str]] = {
     "timeout_idle": _timeout_idle,
     "timeout_total": _timeout_total,
     "length_limit": _length_limit,
+    "context_length": _context_length,
     "model_unavailable": _model_unavailable,
     "internal": _internal,
 }
@@ -204,6 +233,7 @@ def error_describe(
     status_code: int | None = None,
     retry_after: float | None = None,
     limit: float | None = None,
+    tokens: int | None = None,
     model: str = "",
     has_text: bool = False,
 ) -> str:
@@ -218,6 +248,7 @@ def error_describe(
         status_code=status_code,
         retry_after=retry_after,
         limit=limit,
+        tokens=tokens,
         model=model,
         has_text=has_text,
     )

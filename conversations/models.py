@@ -84,6 +84,10 @@ class Message(models.Model):
     usage_counted = models.BooleanField(
         default=False, help_text="Token counts were estimated here, not reported by the provider."
     )
+    # Earlier messages of the branch that were not sent (over the model's
+    # window), and the window the prompt was fitted to.
+    omitted_messages = models.PositiveIntegerField(default=0)
+    context_tokens = models.PositiveIntegerField(null=True, blank=True)
     # The process that runs a streaming reply, so a sweep can tell replies of a
     # dead process from those of a live one.
     worker = models.CharField(max_length=64, blank=True)

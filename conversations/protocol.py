@@ -223,6 +223,10 @@ SERVER_FRAMES: dict[str, dict[str, tuple[type, ...]]] = {
         "finish_reason": _opt_str,
         "usage": (dict,),
         "metrics": (dict,),
+        # Earlier messages of the branch not sent to the model (they did not
+        # fit its window), and that window in tokens (None: not known).
+        "omitted_messages": (int,),
+        "context_tokens": (int, type(None)),
     },
     "error": {"code": (str,), "message": (str,), "ref": _opt_str},
     "pong": {},
@@ -240,6 +244,7 @@ ERROR_KINDS = frozenset(
         "timeout_idle",
         "timeout_total",
         "length_limit",
+        "context_length",  # the prompt does not fit the model's window
         "model_unavailable",
         "internal",
     }

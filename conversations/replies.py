@@ -26,6 +26,7 @@ from django.conf import settings
 from . import errors, protocol, services
 from .batching import Batcher
 from .providers import BaseProvider, ChatMessage, ProviderError, StreamResult
+from .providers.base import PromptFit, context_length_error, prompt_fit
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Reply:
         max_tokens: int | None = None,
         base_text: str = "",
         base_seq: int = 0,
+        keep_last: int = 1,
     ) -> None:
         self.id = reply_id
         self.client_id = client_id  # of the user message this replies to
@@ -65,6 +67,10 @@ class Reply:
         self.provider = provider
         self.model = model
         self.prompt = prompt
+        # The newest turn (always sent), and what was sent after fitting the window.
+        self.keep_last = keep_last
+        self.fit: PromptFit | None = None
+        self._window: int | None = None
         self.subscribers: list[Subscriber] = []
         # A continued reply starts from the text and seq its earlier part ended at.
         self.base_text = base_text
@@ -249,9 +255,64 @@ class Reply:
             await asyncio.wait({self.task})
 
     # --- the task ------------------------------------------------------------
+    async def _fit(self) -> None:
+        """Leave out the oldest turns that do not fit the model's window, and
+        cap the reply's length to what is left."""
+        try:
+            self.fit = await prompt_fit(
+                provider=self.provider,
+                model=self.model,
+                messages=self.prompt,
+                max_tokens=self.max_tokens,
+                keep_last=self.keep_last,
+            )
+        except ProviderError as exc:
+            self._window = exc.context_tokens  # for the reply's record of it
+            raise
+        self.prompt = self.fit.messages
+        self.max_tokens = self.fit.max_tokens
+
+    def _as_overflow(self, exc: ProviderError) -> ProviderError:
+        """An upstream failure that is really a prompt over the window, as
+        ``context_length`` (learning the window when the upstream names it)."""
+        fit = self.fit
+        if exc.kind == "context_length":
+            if exc.context_tokens:
+                self.provider.learn_context_tokens(model=self.model, context_tokens=exc.context_tokens)
+            return exc
+        if exc.empty_stream and fit is not None and self.piece_count == 0:
+            # llama.cpp answers a prompt over its window with 200 and no events.
+            # With an estimate, "at the window" allows for the estimate's error
+            # (a template's own text, such as a default system prompt, is not
+            # in the estimate).
+            margin = 0 if fit.exact else max(64, fit.context_tokens // 10)
+            if fit.prompt_tokens + margin >= fit.context_tokens:
+                # The window is at most this, in the units of this count: fit
+                # later requests to it, so the conversation goes on.
+                self.provider.learn_context_tokens(model=self.model, context_tokens=fit.prompt_tokens)
+                return context_length_error(
+                    context_tokens=fit.context_tokens, prompt_tokens=fit.prompt_tokens, upstream=True
+                )
+        return exc
+
+    def _length_cause(self) -> tuple[str, float | None]:
+        """Why a reply ended for length, as ``errors``' cause and limit: a full
+        window (``window``), the server's own cut before any limit that was set
+        (``server_cut``), or the limit that was set (``tokens``)."""
+        fit = self.fit
+        completion = self.result.completion_tokens or self.piece_count
+        if fit is not None:
+            edge = max(16, fit.context_tokens // 32)
+            if fit.capped or fit.prompt_tokens + completion >= fit.context_tokens - edge:
+                return "window", fit.context_tokens
+            if fit.max_tokens is None or completion < fit.max_tokens:
+                return "server_cut", None
+        return "tokens", self.max_tokens
+
     async def _run(self) -> None:
         self._began = True
         try:
+            await self._fit()
             await self._stream_with_retries()
         except asyncio.CancelledError:
             reason = self._cancel_reason
@@ -266,8 +327,10 @@ class Reply:
             await self._finish("stopped" if reason == "stop" else "interrupted")
             raise
         except ProviderError as exc:
+            exc = self._as_overflow(exc)
             # The technical account, for whoever runs the server; the user reads words.
             log.info("reply %s failed: %s (%s)", self.key, exc.kind, exc.message)
+            overflow = exc.kind == "context_length"
             await self._finish(
                 "error",
                 exc.kind,
@@ -275,6 +338,8 @@ class Reply:
                 detail=exc.detail,
                 status_code=exc.status_code,
                 retry_after=exc.retry_after,
+                limit=exc.context_tokens if overflow else None,
+                tokens=exc.prompt_tokens if overflow else None,
             )
         except Exception:
             log.exception("reply %s failed", self.key)
@@ -284,7 +349,8 @@ class Reply:
             if self._length_hit:
                 await self._finish("error", "length_limit", cause="chars", limit=self._max_chars)
             elif reason in LENGTH_FINISH_REASONS:
-                await self._finish("error", "length_limit", cause="tokens", limit=self.max_tokens)
+                cause, limit = self._length_cause()
+                await self._finish("error", "length_limit", cause=cause, limit=limit)
             else:
                 await self._finish("complete")
 
@@ -345,12 +411,31 @@ class Reply:
         ended = time.monotonic()
         completion = self.result.completion_tokens
         counted = completion is None
+        cancelled = False
+        if completion is None and status in ("complete", "error") and self.parts:
+            # The upstream sent no usage: count the reply with the model's
+            # tokenizer where one is at hand (never on the way of a stop).
+            try:
+                completion = await asyncio.wait_for(
+                    self.provider.completion_tokens(model=self.model, text="".join(self.parts)), 2.0
+                )
+            except asyncio.CancelledError:
+                cancelled = True  # a stop racing the end: save first, then let it through
+            except Exception as exc:
+                log.info("reply %s: counting its tokens failed (%s)", self.key, type(exc).__name__)
         if completion is None:
             completion = self.piece_count
+        fit = self.fit
         prompt_tokens = self.result.prompt_tokens
         if prompt_tokens is None:
-            counted = True
-            prompt_tokens = sum(len(m.content) for m in self.prompt) // 4
+            if fit is not None:
+                # Counted before the request: with the model's tokenizer where
+                # one is at hand, else an estimate (and marked as one).
+                prompt_tokens = fit.prompt_tokens
+                counted = counted or not fit.exact
+            else:
+                counted = True
+                prompt_tokens = sum(len(m.content) for m in self.prompt) // 4
         ttft_ms = tpot = None
         if self.first_piece_at is not None:
             ttft_ms = (self.first_piece_at - self.started_at) * 1000
@@ -363,6 +448,8 @@ class Reply:
             finish_reason = "stopped"
         metrics = {"ttft_ms": ttft_ms, "tokens_per_s": tpot, "total_ms": total_ms}
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "counted": counted}
+        omitted = fit.omitted if fit is not None else 0
+        context_tokens = fit.context_tokens if fit is not None else self._window
         save = asyncio.ensure_future(
             finishes.submit(
                 services.ReplyFinish(
@@ -379,11 +466,12 @@ class Reply:
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion,
                     usage_counted=counted,
+                    omitted_messages=omitted,
+                    context_tokens=context_tokens,
                 )
             )
         )
         # A second cancel (a stop racing a disconnect) must not lose the save.
-        cancelled = False
         while not save.done():
             try:
                 await asyncio.shield(save)
@@ -406,6 +494,8 @@ class Reply:
                 finish_reason=finish_reason or None,
                 usage=usage,
                 metrics=metrics,
+                omitted_messages=omitted,
+                context_tokens=context_tokens,
             )
         )
         self.subscribers.clear()

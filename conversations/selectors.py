@@ -279,6 +279,8 @@ def message_to_dict(message: Message) -> dict:
                 "total_ms": message.total_ms,
             },
             segments=message.segments,
+            omitted_messages=message.omitted_messages,
+            context_tokens=message.context_tokens,
         )
     return data
 

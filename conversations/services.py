@@ -48,7 +48,7 @@ def branch_path(*, conversation: Conversation, leaf_id: uuid.UUID | None) -> lis
     """The messages from the first one down to ``leaf_id``, following parents."""
     if leaf_id is None:
         return []
-    by_id = {m.pk: m for m in conversation.messages.only("id", "parent_id", "role", "content")}
+    by_id = {m.pk: m for m in conversation.messages.only("id", "parent_id", "role", "content", "error_kind")}
     path: list[Message] = []
     node = by_id.get(leaf_id)
     while node is not None:
@@ -65,8 +65,14 @@ def _prompt_for(conversation: Conversation, leaf_id: uuid.UUID) -> list[ChatMess
     prompt: list[ChatMessage] = []
     if conversation.system_prompt.strip():
         prompt.append(ChatMessage("system", conversation.system_prompt))
-    for message in branch_path(conversation=conversation, leaf_id=leaf_id):
+    path = branch_path(conversation=conversation, leaf_id=leaf_id)
+    for i, message in enumerate(path):
         if not message.content:
+            continue
+        after = path[i + 1] if i + 1 < len(path) else None
+        if after is not None and not after.content and after.error_kind == "context_length":
+            # A message too long for the model: sending it again would fail
+            # every later reply of the conversation the same way.
             continue
         if prompt and prompt[-1].role == message.role:
             prompt[-1] = ChatMessage(message.role, prompt[-1].content + "\n\n" + message.content)
@@ -332,6 +338,7 @@ class Continuation:
     conversation: Conversation
     reply: Message
     prompt: list[ChatMessage]
+    keep_last: int = 1  # the newest turn: always sent, however long the history
 
 
 def reply_continue(*, user: AbstractBaseUser, reply_id: uuid.UUID, prefill: bool) -> Continuation:
@@ -367,13 +374,16 @@ def reply_continue(*, user: AbstractBaseUser, reply_id: uuid.UUID, prefill: bool
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])
         prompt = _prompt_for(conversation, reply.parent_id) if reply.parent_id else []
+        keep_last = 1  # the message replied to
         if reply.content:
             if prefill:
                 prompt.append(ChatMessage("assistant", reply.content.rstrip()))
+                keep_last = 2
             else:
                 prompt.append(ChatMessage("assistant", reply.content))
                 prompt.append(ChatMessage("user", CONTINUE_INSTRUCTION))
-    return Continuation(conversation, reply, prompt)
+                keep_last = 3
+    return Continuation(conversation, reply, prompt, keep_last)
 
 
 def _segment_of(reply: Message) -> dict:
@@ -517,6 +527,8 @@ class ReplyFinish:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     usage_counted: bool = False
+    omitted_messages: int = 0
+    context_tokens: int | None = None
 
 
 _FINISH_FIELDS = (
@@ -532,6 +544,8 @@ _FINISH_FIELDS = (
     "prompt_tokens",
     "completion_tokens",
     "usage_counted",
+    "omitted_messages",
+    "context_tokens",
     "finished_at",
 )
 

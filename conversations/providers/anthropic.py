@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
+from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult, context_error_from
 from .sse import load_object, sse_events
 
 log = logging.getLogger(__name__)
@@ -16,6 +16,8 @@ API_VERSION = "2023-06-01"
 class AnthropicProvider(BaseProvider):
     label = "Anthropic"
     supports_prefill = True
+    #: Every current Claude model's window; CHATSITE_CONTEXT_TOKENS_MODELS overrides it.
+    default_context_tokens = 200_000
 
     def __init__(self, name: str, options: dict) -> None:
         super().__init__(name, options)
@@ -86,6 +88,9 @@ class AnthropicProvider(BaseProvider):
                     err = load_object(event).get("error")
                     err_type = err.get("type") if isinstance(err, dict) else None
                     msg = err.get("message") if isinstance(err, dict) else None
+                    overflow = context_error_from(str(msg or ""))
+                    if err_type == "invalid_request_error" and overflow is not None:
+                        raise overflow
                     if err_type == "rate_limit_error":
                         raise ProviderError(
                             "rate_limited",

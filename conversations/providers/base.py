@@ -14,6 +14,7 @@ stop generating at the next token).
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -76,10 +77,15 @@ class ProviderError(Exception):
     """An upstream failure with a named kind (see ``protocol.ERROR_KINDS``).
 
     ``message`` is for logs and tests (technical); the words a user reads are
-    made from ``kind``, ``cause``, ``detail`` and ``status_code`` by
-    ``conversations.errors``. ``cause`` is a finer reason within the kind
-    (for ``upstream_connect``: ``errors.CONNECT_CAUSES``); ``detail`` is what
+    made from ``kind``, ``cause``, ``detail``, ``status_code`` and the window
+    figures by ``conversations.errors``. ``cause`` is a finer reason within the
+    kind (for ``upstream_connect``: ``errors.CONNECT_CAUSES``); ``detail`` is what
     the upstream itself said. Both texts are redacted.
+
+    ``empty_stream``: the upstream answered 200 and then sent no event at all
+    (llama.cpp's answer to a prompt longer than its window). ``context_tokens``:
+    the model's window, when known (an overflow error may name it);
+    ``prompt_tokens``: how long the prompt was counted to be.
     """
 
     def __init__(
@@ -92,6 +98,9 @@ class ProviderError(Exception):
         status_code: int | None = None,
         cause: str = "",
         detail: str = "",
+        empty_stream: bool = False,
+        context_tokens: int | None = None,
+        prompt_tokens: int | None = None,
     ) -> None:
         message = redact(message)
         super().__init__(message)
@@ -102,6 +111,81 @@ class ProviderError(Exception):
         self.status_code = status_code
         self.cause = cause
         self.detail = redact(detail)
+        self.empty_stream = empty_stream
+        self.context_tokens = context_tokens
+        self.prompt_tokens = prompt_tokens
+
+
+def context_length_error(
+    *, context_tokens: int | None, prompt_tokens: int | None = None, upstream: bool = False
+) -> ProviderError:
+    """The ``context_length`` error: the prompt does not fit the model's window.
+
+    ``upstream``: the upstream refused it (chatsite's count said it fits; the
+    window it learns from the refusal leaves out more of the history next time);
+    its cause is ``conversation``, else ``message`` (the newest turn alone is too
+    long). The words are ``errors``'."""
+    return ProviderError(
+        "context_length",
+        f"the prompt ({prompt_tokens or '?'} tokens) does not fit the window "
+        f"({context_tokens or '?'} tokens)",
+        cause="conversation" if upstream else "message",
+        context_tokens=context_tokens,
+        prompt_tokens=prompt_tokens,
+    )
+
+
+#: How upstreams word a prompt over the window (OpenAI, vLLM, llama.cpp,
+#: llama-cpp-python, Anthropic, Ollama).
+_CONTEXT_ERROR = re.compile(
+    r"context[_ ]length|context window|maximum context|prompt is too long|too many tokens"
+    r"|exceeds? (the )?(model'?s? )?(context|maximum)",
+    re.IGNORECASE,
+)
+_WINDOW_IN_ERROR = re.compile(r"(?:maximum context length is|context window of)\s+(\d+)", re.IGNORECASE)
+
+
+def context_error_from(detail: str) -> ProviderError | None:
+    """A ``context_length`` error if an upstream's error text says the prompt is over the window."""
+    if not _CONTEXT_ERROR.search(detail):
+        return None
+    found = _WINDOW_IN_ERROR.search(detail)
+    error = context_length_error(context_tokens=int(found.group(1)) if found else None, upstream=True)
+    error.detail = redact(detail)[:300]
+    return error
+
+
+# --- Context windows and token counts -----------------------------------------
+
+#: Per message, what a chat template adds around the text (role markers,
+#: separators), and what it adds once (the assistant's turn opening).
+TEMPLATE_TOKENS_PER_MESSAGE = 5
+TEMPLATE_TOKENS_PER_PROMPT = 3
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately generous estimate: about 3 characters a token (English
+    prose is nearer 4; code and other languages are less)."""
+    return math.ceil(len(text) / 3)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCount:
+    tokens: int
+    exact: bool  # counted with the model's own tokenizer and template
+
+
+@dataclass(frozen=True, slots=True)
+class PromptFit:
+    """What is sent: the prompt after leaving out what does not fit."""
+
+    messages: list[ChatMessage]
+    omitted: int  # earlier messages left out
+    prompt_tokens: int
+    exact: bool  # prompt_tokens counted with the model's tokenizer (else estimated)
+    context_tokens: int  # the model's window
+    max_tokens: int | None  # to request (None: the server's own default)
+    capped: bool  # max_tokens was lowered so the reply fits the window
 
 
 class BaseProvider:
@@ -112,10 +196,53 @@ class BaseProvider:
     #: The API continues a final assistant message ("prefill"); otherwise a
     #: continuation asks the model in words to go on.
     supports_prefill = False
+    #: ``max_tokens`` sent when neither the conversation nor CHATSITE_MAX_TOKENS sets one.
+    default_max_tokens: int | None = None
+    #: The window of a model this backend cannot ask about, before the settings.
+    default_context_tokens: int | None = None
 
     def __init__(self, name: str, options: dict[str, Any]) -> None:
         self.name = name
         self.options = options
+        #: Windows the upstream named in an overflow error, by model.
+        self._learned_context: dict[str, int] = {}
+
+    async def context_tokens(self, *, model: str) -> int:
+        """The model's context window in tokens: what the upstream showed (see
+        :meth:`learn_context_tokens`), else ``CHATSITE_CONTEXT_TOKENS_MODELS``,
+        else the provider's ``CONTEXT_TOKENS`` option, else the backend's
+        default, else ``CHATSITE_CONTEXT_TOKENS``."""
+        from django.conf import settings
+
+        learned = self._learned_context.get(model)
+        if learned:
+            return learned
+        per_model = getattr(settings, "CHATSITE_CONTEXT_TOKENS_MODELS", {}) or {}
+        configured = per_model.get(f"{self.name}/{model}") or self.options.get("CONTEXT_TOKENS")
+        if configured:
+            return int(configured)
+        return int(self.default_context_tokens or getattr(settings, "CHATSITE_CONTEXT_TOKENS", 8192))
+
+    def learn_context_tokens(self, *, model: str, context_tokens: int) -> None:
+        """Remember a window the upstream showed (named in its overflow error, or
+        at most the prompt it answered with an empty stream), for later requests
+        of this process."""
+        if context_tokens > 0:
+            known = self._learned_context.get(model)
+            self._learned_context[model] = min(known, context_tokens) if known else context_tokens
+
+    async def count_prompt_tokens(self, *, model: str, messages: list[ChatMessage]) -> PromptCount:
+        """The prompt's tokens, template included. Here an estimate; backends
+        with a tokenizer at hand count exactly."""
+        return PromptCount(
+            sum(estimate_tokens(m.content) + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
+            + TEMPLATE_TOKENS_PER_PROMPT,
+            exact=False,
+        )
+
+    async def completion_tokens(self, *, model: str, text: str) -> int | None:
+        """The tokens of a reply's text, where a tokenizer is at hand (None: not counted)."""
+        return None
 
     @property
     def host(self) -> str:
@@ -223,6 +350,11 @@ def http_error(status_code: int, detail: str, retry_after: str | None = None) ->
             status_code=429,
             detail=detail,
         )
+    if status_code in (400, 413, 422):
+        overflow = context_error_from(detail)
+        if overflow is not None:
+            overflow.status_code = status_code
+            return overflow
     retryable = status_code >= 500 or status_code in (408, 409)
     return ProviderError(
         "upstream_http",
@@ -231,4 +363,85 @@ def http_error(status_code: int, detail: str, retry_after: str | None = None) ->
         retry_after=parse_retry_after(retry_after),
         status_code=status_code,
         detail=detail,
+    )
+
+
+async def prompt_fit(
+    *,
+    provider: BaseProvider,
+    model: str,
+    messages: list[ChatMessage],
+    max_tokens: int | None,
+    keep_last: int = 1,
+) -> PromptFit:
+    """Fit a conversation into the model's window, with room for the reply.
+
+    When the whole history does not fit, the oldest turns are left out: the
+    system prompt and the last ``keep_last`` messages (the newest turn) are
+    always sent, and what is sent after the system prompt starts with a user
+    message. The room kept for the reply is the requested ``max_tokens`` (or
+    the provider's default), at most half the window (a quarter when nothing
+    was requested), plus a margin when the count is an estimate; the
+    ``max_tokens`` sent is capped to what is left.
+    Raises the ``context_length`` error when even the newest turn does not fit.
+    """
+    window = await provider.context_tokens(model=model)
+    requested = max_tokens or provider.default_max_tokens
+    reserve = min(requested or window // 4, window // 2)
+
+    async def count(candidate: list[ChatMessage]) -> PromptCount:
+        try:
+            return await provider.count_prompt_tokens(model=model, messages=candidate)
+        except Exception as exc:  # a tokenizer that fails must not fail the reply
+            log.warning("%s: counting the prompt failed (%s); estimating", provider.name, type(exc).__name__)
+            return await BaseProvider.count_prompt_tokens(provider, model=model, messages=candidate)
+
+    head = 1 if messages and messages[0].role == "system" else 0
+    tail = max(1, min(keep_last, len(messages) - head))
+    middle = messages[head : len(messages) - tail]
+
+    def candidate(dropped: int) -> list[ChatMessage]:
+        return messages[:head] + middle[dropped:] + messages[len(messages) - tail :]
+
+    def turn_start(dropped: int) -> int:
+        # Never start the history with an assistant message (or half a turn).
+        while dropped < len(middle) and middle[dropped].role != "user":
+            dropped += 1
+        return dropped
+
+    dropped = 0
+    counted = await count(messages)
+    if not counted.exact:
+        # An estimate can be short (a template's own text, such as a default
+        # system prompt, is not in it): keep a margin for that too.
+        reserve += max(32, window // 16)
+    if counted.tokens + reserve > window and middle:
+        # The fewest left out that fit: a binary search over turn starts.
+        low, high = 1, len(middle)
+        best = len(middle)
+        best_count = None
+        while low <= high:
+            mid = (low + high) // 2
+            start = turn_start(mid)
+            result = await count(candidate(start))
+            if result.tokens + reserve <= window:
+                best, best_count = start, result
+                high = mid - 1
+            else:
+                low = mid + 1
+        dropped = best
+        counted = best_count or await count(candidate(dropped))
+    sent = candidate(dropped)
+    room = window - counted.tokens - (0 if counted.exact else max(32, window // 16))
+    if room <= 0:
+        raise context_length_error(context_tokens=window, prompt_tokens=counted.tokens)
+    capped = requested is not None and requested > room
+    return PromptFit(
+        messages=sent,
+        omitted=dropped,
+        prompt_tokens=counted.tokens,
+        exact=counted.exact,
+        context_tokens=window,
+        max_tokens=min(requested, room) if requested is not None else None,
+        capped=capped,
     )

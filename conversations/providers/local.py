@@ -16,7 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
+from .base import (
+    BaseProvider,
+    ChatMessage,
+    ModelInfo,
+    PromptCount,
+    ProviderError,
+    StreamResult,
+    context_error_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,13 @@ class LocalProvider(BaseProvider):
         self.default_max_tokens = int(options.get("MAX_TOKENS") or 512)
         self._lock = threading.Lock()
         self._llm: Any = None
+        # The tokenizer alone (vocab_only: no weights, no context), so counting
+        # a prompt never waits for a generation to let go of the model.
+        self._vocab_lock = threading.Lock()
+        self._vocab: Any = None
+        self._formatter: Any = None
+        self._text_tokens: dict[str, int] = {}
+        self._skeleton: dict[tuple[str, ...], int] = {}
         # One thread generates at a time (the lock); a second worker lets a
         # stopped generation finish its last token while the next one queues.
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-model")
@@ -92,6 +107,88 @@ class LocalProvider(BaseProvider):
         if self.available:
             with self._lock:
                 self._load()
+            with self._vocab_lock:
+                self._load_vocab()
+
+    async def context_tokens(self, *, model: str) -> int:
+        return self.n_ctx
+
+    def _load_vocab(self) -> Any:
+        """The tokenizer and the chat template create_chat_completion uses; call
+        with the vocab lock held."""
+        if self._vocab is None:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            vocab = Llama(model_path=str(self.model_path), vocab_only=True, verbose=False)
+            template = vocab.metadata.get("tokenizer.chat_template")
+            if template:
+                model = vocab._model
+                eos, bos = vocab.token_eos(), vocab.token_bos()
+                self._formatter = Jinja2ChatFormatter(
+                    template=template,
+                    eos_token=model.token_get_text(eos) if eos != -1 else "",
+                    bos_token=model.token_get_text(bos) if bos != -1 else "",
+                    stop_token_ids=[eos],
+                )
+            self._vocab = vocab
+        return self._vocab
+
+    def _tokens(self, text: str) -> int:
+        """Tokens of ``text`` as llama-cpp tokenizes a chat prompt; call with the vocab lock held."""
+        return len(self._vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _render(self, messages: list[dict[str, str]]) -> int:
+        """The exact count of a whole prompt: the template, then the tokenizer."""
+        if self._formatter is None:  # no template in the file: llama-cpp's fallback format
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+            return len(self._vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+        formatted = self._formatter(messages=messages)
+        return len(
+            self._vocab.tokenize(
+                formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+            )
+        )
+
+    def _count(self, messages: list[dict[str, str]]) -> int:
+        """The prompt's tokens as llama.cpp counts them, without tokenizing the
+        whole history each time: each message's text is tokenized once
+        (cached), and the template's own tokens are counted from prompts with
+        empty texts (the template's special tokens separate them from the text)."""
+        with self._vocab_lock:
+            self._load_vocab()
+            texts = self._text_tokens
+            total = 0
+            for m in messages:
+                n = texts.get(m["content"])
+                if n is None:
+                    n = self._tokens(m["content"]) if m["content"] else 0
+                    if len(texts) >= 4096:
+                        texts.clear()
+                    texts[m["content"]] = n
+                total += n
+            first = messages[0]["role"] if messages else ""
+            skeleton = self._skeleton
+            for i in range(len(messages)):
+                # The template's tokens for message i, given the first role.
+                key = (first, messages[i]["role"]) if i else (first,)
+                n = skeleton.get(key)
+                if n is None:
+                    one = [{"role": first, "content": ""}]
+                    base = skeleton.get((first,))
+                    if base is None:
+                        base = skeleton[(first,)] = self._render(one)
+                    n = base if not i else self._render([*one, {"role": key[1], "content": ""}]) - base
+                    skeleton[key] = n
+                total += n
+            return total
+
+    async def count_prompt_tokens(self, *, model: str, messages: list[ChatMessage]) -> PromptCount:
+        """Exactly what llama.cpp will count: the model's own template and tokenizer."""
+        if not self.available:
+            return await super().count_prompt_tokens(model=model, messages=messages)
+        prompt = [{"role": m.role, "content": m.content} for m in messages]
+        return PromptCount(await asyncio.to_thread(self._count, prompt), exact=True)
 
     async def stream(  # type: ignore[override]
         self,
@@ -141,10 +238,17 @@ class LocalProvider(BaseProvider):
                             finish = choice["finish_reason"]
                     if not stop.is_set():
                         result.completion_tokens = count
-                        result.prompt_tokens = max(0, int(llm.n_tokens) - count)
+                        # What llama.cpp counts as the prompt (n_tokens is one
+                        # short when the last token was sampled but not fed back).
+                        result.prompt_tokens = self._count(prompt)
                         result.finish_reason = finish or "stop"
                 put(_END)
             except Exception as exc:
+                overflow = context_error_from(str(exc)) if isinstance(exc, ValueError) else None
+                if overflow is not None:
+                    # "Requested tokens (N) exceed context window of M": the model is fine.
+                    put(overflow)
+                    return
                 log.exception("the offline model failed")
                 put(
                     ProviderError(

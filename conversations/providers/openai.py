@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
+import httpx
+
+from .base import (
+    TEMPLATE_TOKENS_PER_MESSAGE,
+    TEMPLATE_TOKENS_PER_PROMPT,
+    BaseProvider,
+    ChatMessage,
+    ModelInfo,
+    PromptCount,
+    ProviderError,
+    StreamResult,
+    context_error_from,
+)
 from .sse import load_json, sse_events
 
 log = logging.getLogger(__name__)
@@ -20,6 +33,51 @@ class OpenAIProvider(BaseProvider):
         self.base_url = options["BASE_URL"].rstrip("/")
         self._api_key = options.get("API_KEY") or ""
         self._configured = list(options.get("MODELS") or [])
+        # A tokenize endpoint (llama-cpp-python's /extras/tokenize, llama.cpp's
+        # /tokenize): token counts from the model's own tokenizer.
+        self.tokenize_url = (options.get("TOKENIZE_URL") or "").strip()
+        self._token_cache: dict[tuple[str, str], int] = {}
+
+    async def _tokens(self, model: str, text: str) -> int:
+        """Tokens of ``text`` by the server's tokenizer (cached per text)."""
+        key = (model, text)
+        cached = self._token_cache.get(key)
+        if cached is not None:
+            return cached
+        from .http import get_client
+
+        response = await get_client().post(
+            self.tokenize_url,
+            json={"input": text, "content": text, "model": model, "add_special": False},
+            headers=self._headers(),
+            timeout=5.0,
+        )
+        response.raise_for_status()
+        tokens = response.json()["tokens"]
+        if not isinstance(tokens, list):
+            raise ValueError("the tokenize endpoint sent no token list")
+        if len(self._token_cache) >= 4096:
+            self._token_cache.clear()
+        self._token_cache[key] = len(tokens)
+        return len(tokens)
+
+    async def count_prompt_tokens(self, *, model: str, messages: list[ChatMessage]) -> PromptCount:
+        """With a tokenize endpoint, each message's text is counted by the
+        server's tokenizer; the chat template around it is still estimated."""
+        if not self.tokenize_url:
+            return await super().count_prompt_tokens(model=model, messages=messages)
+        counts = await asyncio.gather(*(self._tokens(model, m.content) for m in messages))
+        total = sum(counts) + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + TEMPLATE_TOKENS_PER_PROMPT
+        return PromptCount(total, exact=False)
+
+    async def completion_tokens(self, *, model: str, text: str) -> int | None:
+        if not self.tokenize_url:
+            return None
+        try:
+            return await self._tokens(model, text)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.info("%s: the tokenize endpoint failed (%s)", self.name, type(exc).__name__)
+            return None
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
@@ -47,9 +105,11 @@ class OpenAIProvider(BaseProvider):
         if temperature is not None:
             body["temperature"] = temperature
         done = False
+        received = False  # any event at all
         events = sse_events(f"{self.base_url}/chat/completions", body=body, headers=self._headers())
         async with aclosing(events):
             async for event in events:
+                received = True
                 if done or not event.data:
                     # Read to the end of the body after [DONE], so the connection is reused.
                     continue
@@ -64,6 +124,9 @@ class OpenAIProvider(BaseProvider):
                 if "error" in data:
                     err = data["error"]
                     msg = err.get("message") if isinstance(err, dict) else str(err)
+                    overflow = context_error_from(f"{msg} {err.get('code') if isinstance(err, dict) else ''}")
+                    if overflow is not None:
+                        raise overflow
                     raise ProviderError(
                         "upstream_error",
                         f"the upstream reported an error: {msg}"[:300],
@@ -87,6 +150,14 @@ class OpenAIProvider(BaseProvider):
                     yield content
                 if choice.get("finish_reason"):
                     result.finish_reason = choice["finish_reason"]
+        if not received:
+            # llama.cpp's server answers a prompt over its window like this.
+            raise ProviderError(
+                "upstream_stream",
+                "the upstream answered with an empty stream",
+                cause="empty",
+                empty_stream=True,
+            )
         if not done and result.finish_reason is None:
             raise ProviderError(
                 "upstream_stream", "the upstream stream ended before it was done", cause="ended"

@@ -232,6 +232,7 @@ export function assistantMessageEl({ id = null, status = 'streaming', model = nu
       el('button', { type: 'button', className: 'text-button continue-reply', text: 'Continue', hidden: true }),
     ]),
     el('p', { className: 'message-error', hidden: true }),
+    el('p', { className: 'context-note', hidden: true }),
   ]);
   node.dataset.role = 'assistant';
   if (id) setMessageId(node, id);
@@ -250,10 +251,28 @@ export function renderAssistant(node, text, { streaming = false } = {}) {
   addCodeCopyButtons(body);
 }
 
-/** Show the terminal state: badge, error text, metrics. */
+/** "3 earlier messages were not sent to the model: they don't fit its 2,048-token window" (or ''). */
+export function contextNoteText(omitted, contextTokens) {
+  if (!num(omitted) || omitted < 1) return '';
+  const what = omitted === 1 ? '1 earlier message was' : `${omitted} earlier messages were`;
+  const window = num(contextTokens) ? `its ${contextTokens.toLocaleString('en-US')}-token window` : 'its window';
+  return `${what} not sent to the model: they don't fit ${window}`;
+}
+
+/** Show the terminal state: badge, error text, metrics, and what was left out of the prompt. */
 export function finishAssistant(
   node,
-  { status, error_kind = null, error = null, metrics = null, usage = null, model = null, segments = null },
+  {
+    status,
+    error_kind = null,
+    error = null,
+    metrics = null,
+    usage = null,
+    model = null,
+    segments = null,
+    omitted_messages = 0,
+    context_tokens = null,
+  },
 ) {
   node.dataset.status = status;
   node.removeAttribute('aria-busy');
@@ -275,6 +294,11 @@ export function finishAssistant(
   const errText = status === 'error' ? error || '' : '';
   errorEl.textContent = errText;
   errorEl.hidden = !errText;
+
+  const noteEl = node.querySelector('.context-note');
+  const note = contextNoteText(omitted_messages, context_tokens);
+  noteEl.textContent = note;
+  noteEl.hidden = !note;
 
   const metricsEl = node.querySelector('.metrics');
   let text = metricsText(metrics, usage);
