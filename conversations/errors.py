@@ -134,6 +134,8 @@ def _upstream_stream(f: Facts) -> str:
 
 
 def _upstream_error(f: Facts) -> str:
+    if f.cause == "malformed":
+        return f"{_cap(_server(f))} answered with something chatsite cannot read.{_said(f)}"
     if f.cause == "overloaded":
         return f"{_cap(_server(f))} is overloaded right now.{_said(f)} Wait a moment, then try again."
     return f"{_cap(_server(f))} reported an error while writing this reply.{_said(f)}" + _again(f)

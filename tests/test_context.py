@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 
-from conversations import selectors
+from conversations import errors, selectors
 from conversations.models import Message
 from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult
 from conversations.providers.base import http_error, prompt_fit
@@ -67,8 +67,12 @@ async def test_a_single_message_over_the_window_is_a_context_length_error_that_s
             messages=[*_history(0), ChatMessage("user", "x" * 3000)],
             max_tokens=None,
         )
-    assert info.value.kind == "context_length"
-    assert "500-token window" in info.value.message and "new conversation" in info.value.message
+    error = info.value
+    assert (error.kind, error.cause, error.context_tokens) == ("context_length", "message", 500)
+    words = errors.error_describe(
+        kind=error.kind, cause=error.cause, limit=error.context_tokens, tokens=error.prompt_tokens
+    )
+    assert "500-token context window" in words and "new conversation" in words
 
 
 def test_an_upstream_400_over_the_window_is_context_length_and_names_the_window():

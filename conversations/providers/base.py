@@ -271,22 +271,18 @@ class BaseProvider:
         from django.conf import settings
 
         from .http import get_client
+        from .sse import connect_cause
 
         timeout = settings.CHATSITE_MODELS_TIMEOUT
         try:
             response = await get_client().get(url, headers=headers, timeout=timeout)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        except httpx.ReadTimeout:
             raise ProviderError(
-                "upstream_connect", f"could not connect to list models ({type(exc).__name__})"
+                "upstream_connect", f"listing models got no answer within {timeout:g} s", cause="timeout"
             ) from None
-        except httpx.TimeoutException:
-            raise ProviderError(
-                "upstream_timeout", f"listing models got no answer within {timeout:g} s"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ProviderError(
-                "upstream_connect", f"the connection broke while listing models ({type(exc).__name__})"
-            ) from None
+        except httpx.TransportError as exc:
+            cause = connect_cause(exc)
+            raise ProviderError("upstream_connect", f"could not list models ({cause})", cause=cause) from None
         if response.status_code != 200:
             raise http_error(response.status_code, response.text, response.headers.get("retry-after"))
         try:
@@ -294,7 +290,9 @@ class BaseProvider:
             if not isinstance(items, list):
                 raise ValueError("'data' is not a list")
         except (ValueError, AttributeError):
-            raise ProviderError("upstream_malformed", "the model list is not the JSON expected") from None
+            raise ProviderError(
+                "upstream_error", "the model list is not the JSON expected", cause="malformed"
+            ) from None
         found: dict[str, str] = {name: name for name in configured}
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("id"), str):

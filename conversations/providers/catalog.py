@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.core.signals import setting_changed
 
+from ..errors import error_describe
 from .base import BaseProvider, ModelInfo, ProviderError
 
 log = logging.getLogger(__name__)
@@ -108,10 +109,14 @@ async def _refresh_one(listing: ProviderListing, *, due_only: bool) -> None:
     try:
         models = await provider.list_models()
     except ProviderError as exc:
-        failure: tuple[str, str] | None = (exc.kind, exc.message)
-    except Exception as exc:  # a provider bug must not end the refresher
+        log.info("%s: listing models failed: %s (%s)", provider.name, exc.message, exc.kind)
+        words = error_describe(
+            kind=exc.kind, host=provider.host, cause=exc.cause, detail=exc.detail, status_code=exc.status_code
+        )
+        failure: tuple[str, str] | None = (exc.kind, words)
+    except Exception:  # a provider bug must not end the refresher
         log.exception("%s: listing models failed", provider.name)
-        failure = ("internal", f"listing models failed ({type(exc).__name__})")
+        failure = ("internal", error_describe(kind="internal"))
     else:
         failure = None
     when = datetime.now(UTC)
