@@ -290,14 +290,14 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # One handler, on the root logger: configuring the root replaces the handler
+    # daphne's command line installs, so every line is written once.
+    "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {
         # One INFO line per upstream request is noise on the hot path.
         "httpx": {"level": "WARNING"},
-        "chatsite": {"handlers": ["console"], "level": env_str("CHATSITE_LOG_LEVEL", "INFO")},
-        "conversations": {
-            "handlers": ["console"],
-            "level": env_str("CHATSITE_LOG_LEVEL", "INFO"),
-        },
+        "chatsite": {"level": env_str("CHATSITE_LOG_LEVEL", "INFO")},
+        "conversations": {"level": env_str("CHATSITE_LOG_LEVEL", "INFO")},
     },
 }
 
