@@ -677,6 +677,8 @@ class FakeUpstream:
         self.default.validate()
         #: (id, display name) of the models ``GET /v1/models`` lists.
         self.models: list[tuple[str, str]] = list(models) if models else list(MODELS)
+        #: Context windows ``GET /v1/models`` names, by model id, as vLLM does (``max_model_len``).
+        self.model_windows: dict[str, int] = {}
         #: One stream at a time: any request ends a running OpenAI-style stream.
         self.single_stream = single_stream
         self._running: set[asyncio.Event] = set()  # interrupt flags of the running streams
@@ -990,6 +992,7 @@ class FakeUpstream:
                 "type": "model",
                 "display_name": label,
                 "created_at": "2023-11-14T22:13:20Z",
+                **({"max_model_len": self.model_windows[model_id]} if model_id in self.model_windows else {}),
             }
             for model_id, label in self.models
         ]

@@ -10,9 +10,10 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 
 from conversations import errors, selectors
+from conversations.fakeupstream import MODELS
 from conversations.models import Message
-from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult
-from conversations.providers.base import http_error, prompt_fit
+from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult, get_provider
+from conversations.providers.base import http_error, listed_context_tokens, prompt_fit
 from conversations.providers.local import MODEL_NAME, LocalProvider
 
 from .conftest import deltas_text
@@ -99,6 +100,34 @@ async def test_a_model_window_setting_overrides_the_default(settings):
     provider.options = {}
     assert await provider.context_tokens(model="big") == 100_000
     assert await provider.context_tokens(model="other") == settings.CHATSITE_CONTEXT_TOKENS
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_loop_state")
+async def test_a_window_the_servers_model_list_names_is_used_and_a_setting_still_overrides_it(
+    upstream, settings
+):
+    upstream.models = [("vllm-served", "vllm-served"), ("plain", "plain")]
+    upstream.model_windows = {"vllm-served": 2048}
+    try:
+        provider = get_provider("openai")
+        listed = {m.name for m in await provider.list_models()}
+        assert {"vllm-served", "plain"} <= listed
+        assert await provider.context_tokens(model="vllm-served") == 2048
+        assert await provider.context_tokens(model="plain") == settings.CHATSITE_CONTEXT_TOKENS
+        settings.CHATSITE_CONTEXT_TOKENS_MODELS = {"openai/vllm-served": 1024}
+        assert await provider.context_tokens(model="vllm-served") == 1024
+    finally:
+        upstream.model_windows = {}
+        upstream.models = list(MODELS)
+
+
+def test_windows_are_read_from_each_servers_model_list_shape():
+    assert listed_context_tokens({"id": "m", "max_model_len": 4096}) == 4096  # vLLM
+    assert listed_context_tokens({"id": "m", "context_length": 131072}) == 131072  # OpenRouter
+    assert listed_context_tokens({"id": "m", "meta": {"n_ctx": 2048, "n_ctx_train": 8192}}) == 2048
+    assert listed_context_tokens({"id": "m", "context_length": "big"}) is None
+    assert listed_context_tokens({"id": "m", "max_model_len": True}) is None
 
 
 # --- The bundled model --------------------------------------------------------

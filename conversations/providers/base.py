@@ -116,6 +116,21 @@ class ProviderError(Exception):
         self.prompt_tokens = prompt_tokens
 
 
+def listed_context_tokens(item: dict[str, Any]) -> int | None:
+    """The context window a model list entry names, where the server says:
+    vLLM's ``max_model_len``, ``context_length`` (OpenRouter, LM Studio),
+    llama.cpp's ``meta.n_ctx``."""
+    meta = item.get("meta")
+    for value in (
+        item.get("max_model_len"),
+        item.get("context_length"),
+        meta.get("n_ctx") if isinstance(meta, dict) else None,
+    ):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def context_length_error(
     *, context_tokens: int | None, prompt_tokens: int | None = None, upstream: bool = False
 ) -> ProviderError:
@@ -206,12 +221,14 @@ class BaseProvider:
         self.options = options
         #: Windows the upstream named in an overflow error, by model.
         self._learned_context: dict[str, int] = {}
+        #: Windows the server's model list names, by model (see :func:`listed_context_tokens`).
+        self._listed_context: dict[str, int] = {}
 
     async def context_tokens(self, *, model: str) -> int:
         """The model's context window in tokens: what the upstream showed (see
         :meth:`learn_context_tokens`), else ``CHATSITE_CONTEXT_TOKENS_MODELS``,
-        else the provider's ``CONTEXT_TOKENS`` option, else the backend's
-        default, else ``CHATSITE_CONTEXT_TOKENS``."""
+        else the provider's ``CONTEXT_TOKENS`` option, else what the server's
+        model list says, else the backend's default, else ``CHATSITE_CONTEXT_TOKENS``."""
         from django.conf import settings
 
         learned = self._learned_context.get(model)
@@ -221,6 +238,9 @@ class BaseProvider:
         configured = per_model.get(f"{self.name}/{model}") or self.options.get("CONTEXT_TOKENS")
         if configured:
             return int(configured)
+        listed = self._listed_context.get(model)
+        if listed:
+            return listed
         return int(self.default_context_tokens or getattr(settings, "CHATSITE_CONTEXT_TOKENS", 8192))
 
     def learn_context_tokens(self, *, model: str, context_tokens: int) -> None:
@@ -297,6 +317,9 @@ class BaseProvider:
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("id"), str):
                 found.setdefault(item["id"], str(item.get("display_name") or item["id"]))
+                window = listed_context_tokens(item)
+                if window:
+                    self._listed_context[item["id"]] = window
         return [ModelInfo(self.name, name, label) for name, label in found.items()]
 
     def configured_models(self) -> list[ModelInfo]:
