@@ -26,6 +26,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def manage(env: dict[str, str], *args: str) -> None:
+    """``manage.py <args>`` with exactly ``env``, as a server of these tests runs it."""
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
+
+
+def create_user(env: dict[str, str], username: str, password: str) -> None:
+    manage(
+        env,
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        f"User.objects.create_user({username!r}, password={password!r})",
+    )
+
+
 class Daphne:
     """``python -m daphne chatsite.asgi:application`` with its own SQLite database."""
 
@@ -77,15 +92,10 @@ class Daphne:
         self.proc: subprocess.Popen | None = None
 
     def manage(self, *args: str) -> None:
-        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True)
+        manage(self.env, *args)
 
     def create_user(self, username: str, password: str) -> None:
-        self.manage(
-            "shell",
-            "-c",
-            "from django.contrib.auth.models import User; "
-            f"User.objects.create_user({username!r}, password={password!r})",
-        )
+        create_user(self.env, username, password)
 
     def start(self, *, migrate: bool = True, serve: bool = False) -> Daphne:
         """``serve``: start it with ``manage.py serve`` (which migrates and sets daphne's
@@ -213,6 +223,23 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.thaw()
         self.kill()
+
+
+@contextlib.contextmanager
+def two_daphnes(env: dict[str, str], *, prefix: str, user: tuple[str, str]):
+    """Two daphne processes on one data directory and the services ``env`` names
+    (a PostgreSQL ``DATABASE_URL``, a ``REDIS_URL``), with ``user`` created."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    servers = [Daphne(data_dir, env), Daphne(data_dir, env)]
+    try:
+        for server in servers:
+            server.start()
+        servers[0].create_user(*user)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager

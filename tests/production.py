@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.processes import ROOT, Daphne, RedisServer, free_port, postgres_database
+from tests.processes import ROOT, Daphne, RedisServer, create_user, free_port, manage, postgres_database
 
 DEPLOY = ROOT / "docs" / "deploy"
 ENV_FILE = DEPLOY / "chatsite.env"
@@ -348,15 +348,10 @@ class ProductionStack:
         return rows
 
     def manage(self, *args: str) -> None:
-        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True)
+        manage(self.env, *args)
 
     def create_user(self, username: str, password: str) -> None:
-        self.manage(
-            "shell",
-            "-c",
-            "from django.contrib.auth.models import User; "
-            f"User.objects.create_user({username!r}, password={password!r})",
-        )
+        create_user(self.env, username, password)
 
     def query(self, sql: str, *params):
         import psycopg

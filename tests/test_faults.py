@@ -12,7 +12,6 @@ import json
 import shutil
 import signal
 import sqlite3
-import subprocess
 import tempfile
 import threading
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.processes import Daphne, free_port, recv, text_of, until
+from tests.processes import Daphne, RedisServer, recv, text_of, until
 from tests.processes import open_socket as _open
 
 pytestmark = pytest.mark.slow
@@ -156,46 +155,13 @@ async def test_a_database_locked_longer_than_the_busy_timeout_loses_nothing(data
 
 
 @pytest.fixture
-def own_redis():
+def own_redis(data_dir):
     """A Redis of our own, so it can be stopped and started again."""
-    port = free_port()
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-
-    def start():
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                import socket
-
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return proc
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    state = {"proc": start()}
-
-    class Control:
-        url = f"redis://127.0.0.1:{port}/0"
-
-        def stop(self):
-            state["proc"].terminate()
-            state["proc"].wait(5)
-
-        def restart(self):
-            state["proc"] = start()
-
-    yield Control()
-    if state["proc"].poll() is None:
-        state["proc"].terminate()
-        state["proc"].wait(5)
+    server = RedisServer(data_dir).start()
+    yield server
+    server.stop()
 
 
 async def test_redis_going_away_and_back_needs_no_restart_and_loses_no_text(
@@ -213,9 +179,9 @@ async def test_redis_going_away_and_back_needs_no_restart_and_loses_no_text(
         )
         frames = await until(ws, "delta")
         reply_id = frames[-1]["reply"]
-        own_redis.stop()
+        own_redis.kill()
         await asyncio.sleep(2.5)  # the reply finishes while Redis is away
-        own_redis.restart()
+        own_redis.start()
         record = fake_upstream.requests[-1]
         assert await record.wait_completed_async(5)
         for _ in range(50):

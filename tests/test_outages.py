@@ -24,7 +24,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.processes import Daphne, RedisServer, recv, text_of, until
+from tests.processes import Daphne, RedisServer, recv, text_of, two_daphnes, until
 from tests.processes import open_socket as _open
 from tests.test_scale_out import database, saved  # noqa: F401 (a fixture)
 
@@ -53,7 +53,6 @@ def redis_server():
 
 @pytest.fixture
 def two_servers(fake_upstream, database, redis_server):  # noqa: F811
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-outage-"))
     env = {
         "DATABASE_URL": database,
         "REDIS_URL": redis_server.url,
@@ -63,16 +62,8 @@ def two_servers(fake_upstream, database, redis_server):  # noqa: F811
         "CHATSITE_WORKER_HEARTBEAT": "0.5",
         "CHATSITE_LAYER_TIMEOUT": "0.5",
     }
-    servers = [Daphne(data_dir, env), Daphne(data_dir, env)]
-    try:
-        for server in servers:
-            server.start()
-        servers[0].create_user(USER, PASSWORD)
+    with two_daphnes(env, prefix="chatsite-outage-", user=(USER, PASSWORD)) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def open_socket(server):

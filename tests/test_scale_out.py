@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.processes import Daphne, recv, text_of, until
+from tests.processes import Daphne, postgres_database, recv, text_of, two_daphnes, until
 from tests.processes import open_socket as _open
 
 pytestmark = [
@@ -32,22 +28,12 @@ USER, PASSWORD = "sam", "scale-out-pass-1"
 @pytest.fixture
 def database():
     """A database of its own on the real server, dropped afterwards."""
-    import psycopg
-
-    base = os.environ["DATABASE_URL"]
-    name = f"chatsite_scaleout_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database(os.environ["DATABASE_URL"], "chatsite_scaleout") as url:
+        yield url
 
 
 @pytest.fixture
 def two_servers(fake_upstream, database):
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-scale-"))
     env = {
         "DATABASE_URL": database,
         "REDIS_URL": os.environ["REDIS_URL"],
@@ -55,16 +41,8 @@ def two_servers(fake_upstream, database):
         "OPENAI_MODELS": "fake",
         "CHATSITE_CHECKPOINT_INTERVAL": "0.3",
     }
-    servers = [Daphne(data_dir, env), Daphne(data_dir, env)]
-    try:
-        for server in servers:
-            server.start()
-        servers[0].create_user(USER, PASSWORD)
+    with two_daphnes(env, prefix="chatsite-scale-", user=(USER, PASSWORD)) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def open_socket(server):
