@@ -51,6 +51,8 @@ def finished(reply: Message, last_seq: int) -> str:
         finish_reason="stop",
         usage={"prompt_tokens": 1, "completion_tokens": 5, "counted": False},
         metrics={"ttft_ms": 1.0, "tokens_per_s": 1.0, "total_ms": 1.0},
+        omitted_messages=0,
+        context_tokens=None,
     )
 
 
