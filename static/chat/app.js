@@ -208,7 +208,13 @@ function renderEarlier(count = RENDER_WINDOW) {
 
 const earlierObserver = new IntersectionObserver(
   (entries) => {
-    if (entries.some((e) => e.isIntersecting) && !dom.loadEarlier.hidden) renderEarlier();
+    if (!entries.some((e) => e.isIntersecting) || dom.loadEarlier.hidden) return;
+    renderEarlier();
+    // An observer speaks only when the intersection changes: if what was just
+    // rendered still leaves the marker in range (short messages, lazily laid out),
+    // it would never speak again. Observing anew reports where it is now.
+    earlierObserver.unobserve(dom.loadEarlier);
+    if (!dom.loadEarlier.hidden) earlierObserver.observe(dom.loadEarlier);
   },
   { root: dom.scroller, rootMargin: '600px 0px 0px 0px' },
 );
