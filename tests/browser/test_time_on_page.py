@@ -5,6 +5,7 @@ their original times."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,8 +67,17 @@ def test_an_imported_conversation_shows_its_original_times(page, server):
     page.set_input_files("#import-file", str(FIXTURE))
     page.wait_for_selector("#import-status:has-text('Imported 2 conversations')")
 
+    # Dated 2024, it is listed among the oldest: scroll the list until its page has come.
+    item = f"#conversation-list li:has(a[title='{original['title']}'])"
+    deadline = time.monotonic() + 15
+    while not page.locator(item).count():
+        assert time.monotonic() < deadline, "the imported conversation never appeared in the list"
+        page.evaluate(
+            "() => { const n = document.getElementById('conversation-nav'); n.scrollTop = n.scrollHeight; }"
+        )
+        page.wait_for_timeout(50)
     link = page.locator("#conversation-list .conversation-link", has_text=original["title"]).first
-    (listed,) = times(page, f"#conversation-list li:has(a[title='{original['title']}']) time")
+    (listed,) = times(page, f"{item} time")
     assert listed["datetime"] == iso_ms(original["update_time"])
     assert "2024" in listed["text"] and "2024" in listed["title"]  # a date, not "just now"
 
