@@ -442,6 +442,12 @@ function renderModels() {
 
 async function refreshModels() {
   clearTimeout(models.timer);
+  if (document.body.dataset.socket !== 'open') {
+    // The server can't be reached right now: ask once the socket is back (onOpen).
+    models.deferred = true;
+    return;
+  }
+  models.deferred = false;
   try {
     const response = await fetch('/api/models/', { credentials: 'same-origin', headers: { Accept: 'application/json' } });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
@@ -964,6 +970,8 @@ function onOpen({ reconnect }) {
   if (state.stopRequested !== null && state.stopRequested === state.active) {
     socket.send({ type: 'stop', reply: state.stopRequested });
   }
+  // A server that was away may have restarted: its model lists start again.
+  if (reconnect || models.deferred) refreshModels();
 }
 
 let everConnected = false;
