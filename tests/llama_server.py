@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.processes import free_port
+from tests.processes import free_port, stop_process
 
 
 def llama_server_available() -> bool:
@@ -86,13 +86,7 @@ class LlamaServer:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._log.close()
 
     def log(self) -> str:

@@ -26,6 +26,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM a process this test started, and SIGKILL it if it has not gone in 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def manage(env: dict[str, str], *args: str) -> None:
     """``manage.py <args>`` with exactly ``env``, as a server of these tests runs it."""
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
@@ -136,13 +147,7 @@ class Daphne:
         out.close()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def login_cookie(self, username: str, password: str) -> str:
         """Log in through the real form; returns the Cookie header value."""

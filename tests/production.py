@@ -32,7 +32,16 @@ from pathlib import Path
 
 import httpx
 
-from tests.processes import ROOT, Daphne, RedisServer, create_user, free_port, manage, postgres_database
+from tests.processes import (
+    ROOT,
+    Daphne,
+    RedisServer,
+    create_user,
+    free_port,
+    manage,
+    postgres_database,
+    stop_process,
+)
 
 DEPLOY = ROOT / "docs" / "deploy"
 ENV_FILE = DEPLOY / "chatsite.env"
@@ -287,13 +296,7 @@ class ProductionStack:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.nginx is not None and self.nginx.poll() is None:
-            self.nginx.terminate()
-            try:
-                self.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                self.nginx.kill()
-                self.nginx.wait(5)
+        stop_process(self.nginx)
         for daphne in self.daphnes:
             daphne.stop()
         self.redis.stop()
