@@ -4,7 +4,7 @@ Process layout (chosen so that the processes perturb each other least on a
 small, shared machine):
 
 * the **fake upstream** runs in its own process (``python -m benchmarks._harness
-  fake``). It is :class:`conversations.fakeupstream.FakeUpstream` (its server
+  fake``). It is :class:`conversations.testing.fakeupstream.FakeUpstream` (its server
   thread and loop), and the child's main thread answers control requests on
   stdin/stdout (JSON lines) with the per-request records (token write times,
   disconnect time). Its main thread is blocked in a read between requests, so
@@ -366,7 +366,7 @@ class FakeUpstreamProcess:
 
 def _fake_child() -> None:
     """``python -m benchmarks._harness fake``: serve, and answer control requests on stdin."""
-    from conversations.fakeupstream import FakeUpstream
+    from conversations.testing.fakeupstream import FakeUpstream
 
     fake = FakeUpstream("127.0.0.1", 0)
     fake.start()

@@ -68,7 +68,7 @@ DOC_INTRO = """# Benchmarks
 
 What chatsite itself costs, measured end to end through real processes: the app
 runs under daphne exactly as `manage.py serve` runs it, the LLM is the project's
-fake upstream (`conversations/fakeupstream.py`, a real HTTP server streaming
+fake upstream (`conversations/testing/fakeupstream.py`, a real HTTP server streaming
 OpenAI-style SSE), and every figure is compared, in the same run, with a client
 that talks to the fake directly. The machine is small and shared, so absolute
 numbers are noisy: read the app-minus-direct differences and re-run before

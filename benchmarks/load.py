@@ -978,7 +978,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("checkpoint / finish (async side)", ("_checkpoint_loop", "Reply._finish")),
     (
         "WebSocket I/O (consumer send → channels → daphne → autobahn → Twisted, and reads)",
-        ("_write_loop (conversations/consumers.py", "handle_reply (daphne/", "daphne/ws_protocol.py",
+        ("_write_loop (conversations/realtime/consumers.py", "handle_reply (daphne/", "daphne/ws_protocol.py",
          "daphne/http_protocol.py", "autobahn/", "twisted/internet/tcp.py", "twisted/internet/abstract.py",
          "_readOrWrite (twisted/", "callWithLogger (twisted/"),
     ),

@@ -14,9 +14,9 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from conversations import workers  # noqa: E402
-from conversations.middleware import OriginValidator, WebSocketAuthStack  # noqa: E402
-from conversations.routing import websocket_urlpatterns  # noqa: E402
+from conversations.realtime import cluster  # noqa: E402
+from conversations.realtime.middleware import OriginValidator, WebSocketAuthStack  # noqa: E402
+from conversations.realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -31,7 +31,7 @@ class Application:
     replies, the heartbeat, the command listener) started with the server.
 
     Under daphne it is already running before the first connection
-    (``workers.start_with_server``); servers that speak the ASGI lifespan
+    (``cluster.start_with_server``); servers that speak the ASGI lifespan
     protocol start it on ``lifespan.startup``; anything else (the tests' ASGI
     communicators) on its first connection.
     """
@@ -43,9 +43,9 @@ class Application:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if workers.current() is None:
+        if cluster.current() is None:
             try:
-                await workers.ensure_started()
+                await cluster.ensure_started()
             except Exception as exc:  # an unreachable database: the request says so itself
                 log.warning("starting the worker failed (%s)", type(exc).__name__)
         await self.app(scope, receive, send)
@@ -55,7 +55,7 @@ class Application:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await workers.ensure_started()
+                    await cluster.ensure_started()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -66,7 +66,7 @@ class Application:
 
 
 application = Application(application)
-workers.start_with_server()
+cluster.start_with_server()
 
 
 def _close_oversized_frames_with_1009() -> None:

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from conversations.views import signup_open
+from conversations.views.chat import signup_open
 
 
 class LoginView(auth_views.LoginView):

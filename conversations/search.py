@@ -39,7 +39,7 @@ from django.db.models.functions import Left
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 
-from .models import Conversation, Message
+from conversations.models import Conversation, Message
 
 #: Longer queries are refused (HTTP 400).
 MAX_QUERY_CHARS = 256

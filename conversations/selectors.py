@@ -19,8 +19,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet, Value
 from django.utils import timezone
 
-from . import errors
-from .models import Conversation, Message
+from conversations import errors
+from conversations.models import Conversation, Message
 
 
 def session_is_live(*, session_key: str, user_id: int) -> bool:

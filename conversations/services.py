@@ -17,8 +17,8 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from .models import Conversation, Message
-from .providers import ChatMessage
+from conversations.models import Conversation, Message
+from conversations.providers import ChatMessage
 
 #: Identifies this process on replies it runs (host:pid:start).
 WORKER_ID = f"{socket.gethostname()[:30]}:{os.getpid()}:{int(time.time())}"
@@ -599,7 +599,7 @@ def reply_finish(*, reply_id: uuid.UUID, **state) -> None:
 
 def worker_heartbeat(*, channel: str) -> None:
     """Record that this process is alive and where to reach it."""
-    from .models import Worker
+    from conversations.models import Worker
 
     Worker.objects.update_or_create(
         pk=WORKER_ID, defaults={"channel": channel, "heartbeat_at": timezone.now()}
@@ -608,7 +608,7 @@ def worker_heartbeat(*, channel: str) -> None:
 
 def worker_channel(*, worker_id: str) -> str | None:
     """The channel of a live worker, or None if it is unknown or stale."""
-    from .models import Worker
+    from conversations.models import Worker
 
     fresh_after = timezone.now() - timedelta(seconds=settings.CHATSITE_WORKER_STALE)
     worker = Worker.objects.filter(pk=worker_id, heartbeat_at__gte=fresh_after).first()
@@ -639,7 +639,7 @@ def _pid_alive_here(worker: str) -> bool | None:
 def _dead_workers(worker_ids: set[str]) -> set[str]:
     """Those of ``worker_ids`` whose process is dead: on this host with its pid
     gone, or with a heartbeat older than ``CHATSITE_WORKER_STALE``."""
-    from .models import Worker
+    from conversations.models import Worker
 
     fresh_after = timezone.now() - timedelta(seconds=settings.CHATSITE_WORKER_STALE)
     alive = set(
@@ -769,7 +769,7 @@ def conversation_delete(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -
     """Delete one of the user's conversations with all its messages.
 
     A reply still streaming in it must be stopped first (the HTTP view does:
-    :func:`conversations.views_history.conversation_delete`). Raises
+    :func:`conversations.views.history.conversation_delete`). Raises
     :class:`NotFound`.
     """
     with transaction.atomic():

@@ -1,25 +1,48 @@
-from django.urls import include, path
+"""Every HTTP route of the app (the socket's route is in ``realtime/routing.py``)."""
 
-from . import views, views_history
+from django.urls import path
+
+from conversations.views import chat, history, transfer
 
 urlpatterns = [
-    path("", views.chat, name="chat"),
-    path("c/<uuid:conversation_id>/", views.chat, name="conversation"),
-    # The same paginated list as api/history/ (kept for clients of the first version).
-    path("api/conversations/", views_history.conversation_index, name="api-conversations"),
-    path(
-        "api/conversations/<uuid:conversation_id>/",
-        views.conversation_detail,
-        name="api-conversation",
-    ),
+    path("", chat.chat, name="chat"),
+    path("c/<uuid:conversation_id>/", chat.chat, name="conversation"),
+    path("healthz", chat.healthz, name="healthz"),
+    path("accounts/signup/", chat.signup, name="signup"),
+    path("api/models/", chat.model_index, name="api-models"),
+    # History: the paginated list, and the same list at api/conversations/
+    # (kept for clients of the first version).
+    path("api/history/", history.conversation_index, name="api-history"),
+    path("api/conversations/", history.conversation_index, name="api-conversations"),
+    path("api/conversations/<uuid:conversation_id>/", chat.conversation_detail, name="api-conversation"),
     path(
         "api/conversations/<uuid:conversation_id>/branch/",
-        views.conversation_branch,
+        chat.conversation_branch,
         name="api-conversation-branch",
     ),
-    path("api/models/", views.model_index, name="api-models"),
-    path("accounts/signup/", views.signup, name="signup"),
-    path("healthz", views.healthz, name="healthz"),
-    path("", include("conversations.urls_search")),
-    path("", include("conversations.urls_transfer")),
+    path(
+        "api/conversations/<uuid:conversation_id>/update/",
+        history.conversation_update,
+        name="api-conversation-update",
+    ),
+    path(
+        "api/conversations/<uuid:conversation_id>/delete/",
+        history.conversation_delete,
+        name="api-conversation-delete",
+    ),
+    path("api/search/", history.search_index, name="api-search"),
+    # Export and import (docs/export-format.md).
+    path(
+        "c/<uuid:conversation_id>/export.json",
+        transfer.conversation_export_json,
+        name="conversation-export-json",
+    ),
+    path(
+        "c/<uuid:conversation_id>/export.md",
+        transfer.conversation_export_markdown,
+        name="conversation-export-md",
+    ),
+    path("export/all.json", transfer.user_export_json, name="export-all-json"),
+    path("export/all.md", transfer.user_export_markdown, name="export-all-md"),
+    path("import/", transfer.conversations_import, name="import"),
 ]

@@ -11,10 +11,10 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from conversations import protocol
-from conversations.fakeupstream import FakeUpstream
 from conversations.providers.http import close_client
-from conversations.replies import registry
+from conversations.realtime import protocol
+from conversations.realtime.replies import registry
+from conversations.testing.fakeupstream import FakeUpstream
 
 
 def pytest_collection_modifyitems(config, items):

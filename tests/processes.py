@@ -276,7 +276,7 @@ async def open_socket(server: Daphne, username: str, password: str):
 
     import websockets
 
-    from conversations import protocol
+    from conversations.realtime import protocol
 
     cookie = await asyncio.to_thread(server.login_cookie, username, password)
     return await websockets.connect(
@@ -291,7 +291,7 @@ async def recv(ws, timeout: float = 10.0) -> dict:
     import asyncio
     import json
 
-    from conversations import protocol
+    from conversations.realtime import protocol
 
     frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
     protocol.check_server_frame(frame)

@@ -12,8 +12,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from conversations import services
-from conversations.batching import Batcher
 from conversations.models import Conversation, Message
+from conversations.realtime.batching import Batcher
 
 from .conftest import deltas_text
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from conversations.replies import Registry, registry
+from conversations.realtime.replies import Registry, registry
 
 from .conftest import deltas_text
 

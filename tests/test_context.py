@@ -10,11 +10,11 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 
 from conversations import errors, selectors
-from conversations.fakeupstream import MODELS
 from conversations.models import Message
 from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult, get_provider
 from conversations.providers.base import http_error, listed_context_tokens, prompt_fit
 from conversations.providers.local import MODEL_NAME, LocalProvider
+from conversations.testing.fakeupstream import MODELS
 
 from .conftest import deltas_text
 

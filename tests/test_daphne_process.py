@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from conversations import protocol
+from conversations.realtime import protocol
 from tests.processes import Daphne, until
 from tests.processes import open_socket as _open
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 
-from conversations import errors, protocol, selectors
+from conversations import errors, selectors
 from conversations.models import Conversation, Message
+from conversations.realtime import protocol
 
 from .test_consumer import get_reply, start
 
@@ -33,7 +34,7 @@ def _kinds_raised_in_the_code() -> set[str]:
                 kinds.add(args[0])
             elif name == "_finish" and len(args) >= 2 and args[0] == "error":
                 kinds.add(args[1])
-    from conversations.replies import _TIMEOUT_SETTINGS
+    from conversations.realtime.replies import _TIMEOUT_SETTINGS
 
     return kinds | set(_TIMEOUT_SETTINGS)
 

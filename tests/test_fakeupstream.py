@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream, Scenario
+from conversations.testing.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 HI = [{"role": "user", "content": "hi"}]
@@ -481,7 +481,7 @@ async def test_hundreds_of_concurrent_streams(fake):
 
 
 def test_module_does_not_need_django():
-    code = "import sys, conversations.fakeupstream; assert 'django' not in sys.modules"
+    code = "import sys, conversations.testing.fakeupstream; assert 'django' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)
 
 
@@ -490,7 +490,7 @@ def test_cli_serves_until_interrupted():
     command = [
         sys.executable,
         "-m",
-        "conversations.fakeupstream",
+        "conversations.testing.fakeupstream",
         "--port",
         "0",
         "--tokens",

@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 
-from conversations.fakeupstream import HOSTILE_REPLY, MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream
+from conversations.testing.fakeupstream import HOSTILE_REPLY, MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream
 
 OPENAI_KEY = "sk-test-not-secret"
 ANTHROPIC_KEY = "sk-ant-test-not-secret"

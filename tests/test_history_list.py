@@ -16,7 +16,7 @@ from django.test import Client
 
 from conversations import selectors, services
 from conversations.models import Conversation, Message
-from conversations.replies import registry
+from conversations.realtime.replies import registry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -316,7 +316,7 @@ def test_malformed_action_bodies_are_a_400(alice, body):
 
 
 def test_the_body_limit_leaves_room_for_the_longest_settings(alice):
-    from conversations import views_history
+    from conversations.views import history as views_history
 
     conversation = make(alice)
     prompt = "é🙂" * (views_history.MAX_SYSTEM_PROMPT_CHARS // 2)

@@ -17,8 +17,8 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.test import AsyncClient
 
+from conversations import catalog
 from conversations.models import Message
-from conversations.providers import catalog
 from conversations.providers.base import ChatMessage, StreamResult
 from conversations.providers.openai import OpenAIProvider
 

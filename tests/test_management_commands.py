@@ -12,8 +12,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from conversations import importing
 from conversations.models import Conversation, Message
+from conversations.transfer import importing
 
 from .test_transfer import branchy, normalized, plain
 

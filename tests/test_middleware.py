@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.test import Client
 
-from conversations.middleware import WebSocketAuthStack
+from conversations.realtime.middleware import WebSocketAuthStack
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

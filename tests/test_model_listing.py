@@ -20,8 +20,8 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.test import AsyncClient
 
+from conversations import catalog
 from conversations.models import Conversation, Message
-from conversations.providers import catalog
 
 from .conftest import deltas_text
 

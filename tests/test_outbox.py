@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conversations.outbox import Outbox
+from conversations.realtime.outbox import Outbox
 
 
 class FakeSocket:

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from conversations import protocol
-from conversations.protocol import ProtocolError, parse_client_frame
+from conversations.realtime import protocol
+from conversations.realtime.protocol import ProtocolError, parse_client_frame
 
 
 def parse(frame, **limits):

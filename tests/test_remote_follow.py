@@ -14,8 +14,8 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from conversations import protocol
 from conversations.models import Conversation, Message, Worker
+from conversations.realtime import protocol
 
 from .conftest import deltas_text
 

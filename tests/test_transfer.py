@@ -14,9 +14,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
 from django.test import AsyncClient, Client
 
-from conversations import importing, selectors
-from conversations.exporting import conversation_export_json, user_export_json_chunks
+from conversations import selectors
 from conversations.models import Conversation, Message
+from conversations.transfer import importing
+from conversations.transfer.exporting import conversation_export_json, user_export_json_chunks
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chatgpt"
 BASE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
+from conversations.providers.base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult
 
 __all__ = [
     "BaseProvider",

@@ -6,8 +6,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from .base import BaseProvider, ChatMessage, ModelInfo, ProviderError, StreamResult, context_error_from
-from .sse import load_object, sse_events
+from conversations.providers.base import (
+    BaseProvider,
+    ChatMessage,
+    ModelInfo,
+    ProviderError,
+    StreamResult,
+    context_error_from,
+)
+from conversations.providers.sse import load_object, sse_events
 
 log = logging.getLogger(__name__)
 API_VERSION = "2023-06-01"

@@ -290,8 +290,8 @@ class BaseProvider:
         raises :class:`ProviderError`; ``catalog`` keeps the last good list."""
         from django.conf import settings
 
-        from .http import get_client
-        from .sse import connect_cause
+        from conversations.providers.http import get_client
+        from conversations.providers.sse import connect_cause
 
         timeout = settings.CHATSITE_MODELS_TIMEOUT
         try:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .base import (
+from conversations.providers.base import (
     BaseProvider,
     ChatMessage,
     ModelInfo,

@@ -9,7 +9,7 @@ from contextlib import aclosing
 
 import httpx
 
-from .base import (
+from conversations.providers.base import (
     TEMPLATE_TOKENS_PER_MESSAGE,
     TEMPLATE_TOKENS_PER_PROMPT,
     BaseProvider,
@@ -20,7 +20,7 @@ from .base import (
     StreamResult,
     context_error_from,
 )
-from .sse import load_json, sse_events
+from conversations.providers.sse import load_json, sse_events
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class OpenAIProvider(BaseProvider):
         cached = self._token_cache.get(key)
         if cached is not None:
             return cached
-        from .http import get_client
+        from conversations.providers.http import get_client
 
         response = await get_client().post(
             self.tokenize_url,

@@ -13,8 +13,8 @@ import aiohttp
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-from .base import ProviderError, http_error
-from .http import get_client
+from conversations.providers.base import ProviderError, http_error
+from conversations.providers.http import get_client
 
 MAX_ERROR_BODY = 2000
 

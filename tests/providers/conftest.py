@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from conversations.fakeupstream import FakeUpstream
 from conversations.providers.http import close_client
+from conversations.testing.fakeupstream import FakeUpstream
 
 
 @pytest.fixture(scope="session")

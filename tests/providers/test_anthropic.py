@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS
 from conversations.providers.anthropic import API_VERSION, AnthropicProvider
 from conversations.providers.base import ChatMessage, ProviderError, StreamResult
+from conversations.testing.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS
 
 from .streaming import collect as collect_from
 

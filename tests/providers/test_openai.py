@@ -9,9 +9,9 @@ from contextlib import aclosing
 import pytest
 
 from conversations import errors
-from conversations.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream
 from conversations.providers.base import ChatMessage, ProviderError, StreamResult
 from conversations.providers.openai import OpenAIProvider
+from conversations.testing.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream
 
 from .streaming import collect as collect_from
 

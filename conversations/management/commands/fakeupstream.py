@@ -1,10 +1,10 @@
-"""``manage.py fakeupstream``: run the fake LLM upstream until Ctrl-C (see conversations.fakeupstream)."""
+"""``manage.py fakeupstream``: run the fake LLM upstream until Ctrl-C (``conversations.testing``)."""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations import fakeupstream
+from conversations.testing import fakeupstream
 
 
 class Command(BaseCommand):

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conversations import protocol
+from conversations.realtime import protocol
 from tests.production import NGINX, ProductionStack
 
 from ..conftest import FAST_MARKDOWN, HOSTILE, PASSWORD, SLOW_MARKDOWN, USERNAME

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from conversations import protocol
+from conversations.realtime import protocol
 
 from ..test_chat_page import send_stream_stop_and_reload
 from ..test_history import export_then_import, search_lands_on_a_deep_message

@@ -19,9 +19,11 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
-from . import actions, protocol, selectors, workers
-from .outbox import outbox
-from .replies import Reply, reply_for_user
+from conversations import selectors
+from conversations.realtime import cluster, protocol
+from conversations.realtime import commands as actions
+from conversations.realtime.outbox import outbox
+from conversations.realtime.replies import Reply, reply_for_user
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._session_checked_at = time.monotonic()  # just authenticated
         if self.channel_layer is not None:
             try:
-                await workers.layer_call(self.channel_layer.group_add(user_group(user.pk), self.channel_name))
+                await cluster.layer_call(self.channel_layer.group_add(user_group(user.pk), self.channel_name))
             except Exception as exc:  # no layer right now: the session re-check closes it after a logout
                 log.warning("could not join the user group (%s)", type(exc).__name__)
         await self.accept()
@@ -290,7 +292,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _resubscribe(self, reply_id: str, after_seq: int) -> None:
         owner = self.following_remote.get(reply_id)
-        if owner is None or not await workers.send_command(
+        if owner is None or not await cluster.send_command(
             owner,
             {
                 "type": "reply.subscribe",
@@ -316,7 +318,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         following_remote = getattr(self, "following_remote", {})
         remote, self.following_remote = list(following_remote.items()), {}  # nothing more to tell it
         for reply_id, owner in remote:
-            await workers.send_command(
+            await cluster.send_command(
                 owner,
                 {
                     "type": "reply.unsubscribe",
@@ -328,7 +330,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user = getattr(self, "user", None)
         if user is not None and self.channel_layer is not None:
             try:
-                await workers.layer_call(
+                await cluster.layer_call(
                     self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
                 )
             except Exception:  # the layer is down; the group entry expires by itself

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import protocol
-from .consumers import ChatConsumer
+from conversations.realtime import protocol
+from conversations.realtime.consumers import ChatConsumer
 
 websocket_urlpatterns = [path(protocol.PATH.lstrip("/"), ChatConsumer.as_asgi())]

@@ -1,7 +1,7 @@
 """Export conversations as chatsite JSON (``docs/export-format.md``) or Markdown.
 
 The JSON holds the whole message tree of each conversation, branches included,
-and goes back in through ``conversations.importing``. Markdown is for reading:
+and goes back in through ``conversations.transfer.importing``. Markdown is for reading:
 the branch the user is looking at, with a note where a reply did not finish and
 where other versions of a message exist.
 
@@ -23,7 +23,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 from django.utils.text import slugify
 
-from .models import Conversation, Message
+from conversations.models import Conversation, Message
 
 FORMAT = "chatsite"
 VERSION = 1

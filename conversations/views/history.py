@@ -17,8 +17,10 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from . import actions, protocol, search, selectors, services
-from .replies import registry
+from conversations import search, selectors, services
+from conversations.realtime import commands as actions
+from conversations.realtime import protocol
+from conversations.realtime.replies import registry
 
 log = logging.getLogger(__name__)
 

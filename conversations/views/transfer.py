@@ -23,8 +23,9 @@ from django.http.multipartparser import MultiPartParserError
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
-from . import exporting, importing, selectors
-from .models import Conversation
+from conversations import selectors
+from conversations.models import Conversation
+from conversations.transfer import exporting, importing
 
 #: Room for the multipart framing around the file when checking Content-Length.
 MULTIPART_SLACK = 64 * 1024

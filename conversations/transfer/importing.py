@@ -31,8 +31,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
-from .exporting import FORMAT, VERSION
-from .models import Conversation, Message
+from conversations.models import Conversation, Message
+from conversations.transfer.exporting import FORMAT, VERSION
 
 # Limits on what one file may hold, beyond its size (CHATSITE_MAX_IMPORT_BYTES).
 MAX_CONVERSATIONS = 20_000

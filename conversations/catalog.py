@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.core.signals import setting_changed
 
-from ..errors import error_describe
-from .base import BaseProvider, ModelInfo, ProviderError
+from conversations.errors import error_describe
+from conversations.providers.base import BaseProvider, ModelInfo, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ _catalog: _Catalog | None = None
 
 def _current() -> _Catalog:
     global _catalog
-    from . import get_providers
+    from conversations.providers import get_providers
 
     providers = get_providers()
     if _catalog is None or _catalog.providers is not providers:
@@ -89,7 +89,7 @@ def _current() -> _Catalog:
 
 
 def _streaming(provider: BaseProvider) -> bool:
-    from ..replies import registry
+    from conversations.realtime.replies import registry
 
     return any(r.provider is provider and not r.finished for r in list(registry.by_id.values()))
 

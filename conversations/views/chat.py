@@ -15,9 +15,10 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from . import errors, protocol, selectors, services
-from .actions import model_default
-from .providers.catalog import model_list, provider_state_list
+from conversations import errors, selectors, services
+from conversations.catalog import model_list, provider_state_list
+from conversations.realtime import protocol
+from conversations.realtime.commands import model_default
 
 
 async def _user_or_redirect(request: HttpRequest):

@@ -30,8 +30,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import services
-from .replies import registry
+from conversations import services
+from conversations.realtime.replies import registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -145,7 +145,7 @@ async def ensure_started() -> WorkerState | None:
         if swept:
             log.warning("marked %d reply(ies) of dead workers as interrupted", len(swept))
         state.listener = asyncio.create_task(_run(state), name="chatsite-worker")
-        from .shutdown import install_sigterm_handler
+        from conversations.realtime.shutdown import install_sigterm_handler
 
         install_sigterm_handler()
         _states[loop] = state
@@ -252,7 +252,7 @@ async def _tell_followers_of_ended_replies(state: WorkerState) -> None:
     followers = [s for s in list(state.following_remote) if s.following_remote]
     if not followers:
         return
-    from .actions import finished_frame
+    from conversations.realtime.commands import finished_frame
 
     followed = {reply_id for s in followers for reply_id in s.following_remote}
     ended = await database_sync_to_async(services.reply_ended_unannounced)(reply_ids=followed)
@@ -308,7 +308,7 @@ async def _handle(state: WorkerState, message: dict) -> None:
             reply.subscribe(subscriber, int(message.get("after_seq", 0)))
         else:
             # Finished between the lookup and now: send its final state from the database.
-            from .actions import finished_frame_for
+            from conversations.realtime.commands import finished_frame_for
 
             frame = await finished_frame_for(reply_id)
             if frame is not None:

@@ -42,7 +42,7 @@ included: ``data: [DONE]`` with no finish reason, then the body is cut.
 
 Run it standalone (no Django needed)::
 
-    python -m conversations.fakeupstream --port 8100 --text markdown --rate 30
+    python -m conversations.testing.fakeupstream --port 8100 --text markdown --rate 30
 """
 
 from __future__ import annotations
@@ -1278,7 +1278,7 @@ def _anthropic_stop(finish: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``python -m conversations.fakeupstream`` and ``manage.py fakeupstream``."""
+    """Options shared by ``python -m conversations.testing.fakeupstream`` and ``manage.py fakeupstream``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8100, help="port (default 8100; 0 picks a free one)")
     parser.add_argument("--log-requests", action="store_true", help="log every request")
@@ -1356,7 +1356,7 @@ def serve(options: dict[str, Any], out: Any = None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m conversations.fakeupstream",
+        prog="python -m conversations.testing.fakeupstream",
         description="A fake OpenAI/Anthropic-compatible LLM server for tests and benchmarks.",
     )
     add_arguments(parser)

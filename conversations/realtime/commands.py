@@ -13,12 +13,13 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
-from . import protocol, selectors, services, workers
-from .batching import Batcher
-from .models import Conversation, Message
-from .providers import ModelInfo, get_provider, split_model_id
-from .providers.catalog import model_list_settled
-from .replies import Reply, Subscriber, registry, reply_for_user
+from conversations import selectors, services
+from conversations.catalog import model_list_settled
+from conversations.models import Conversation, Message
+from conversations.providers import ModelInfo, get_provider, split_model_id
+from conversations.realtime import cluster, protocol
+from conversations.realtime.batching import Batcher
+from conversations.realtime.replies import Reply, Subscriber, registry, reply_for_user
 
 
 def model_default(*, models: list[ModelInfo]) -> str | None:
@@ -285,7 +286,7 @@ async def reply_stop(*, user: AbstractBaseUser, reply_id: uuid.UUID) -> None:
         raise protocol.ProtocolError("not_found", "no such reply", ref=str(reply_id))
     if message.status == Message.Status.STREAMING:
         channel = await database_sync_to_async(services.worker_channel)(worker_id=message.worker)
-        if channel is not None and not await workers.send_command(
+        if channel is not None and not await cluster.send_command(
             channel, {"type": "reply.stop", "reply": str(reply_id), "user": user.pk}
         ):
             raise _unreachable(str(reply_id))
@@ -316,8 +317,8 @@ async def _subscribe_remote(
         return False
     reply_id = str(message.pk)
     # Followed before asking, so that no frame of the answer can find it unknown.
-    workers.follow_remote(subscriber, reply_id, owner)
-    ok = await workers.send_command(
+    cluster.follow_remote(subscriber, reply_id, owner)
+    ok = await cluster.send_command(
         owner,
         {
             "type": "reply.subscribe",

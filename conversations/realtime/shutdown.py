@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 
-from .replies import registry
+from conversations.realtime.replies import registry
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 10.0

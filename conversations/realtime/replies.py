@@ -23,10 +23,11 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from . import errors, protocol, services
-from .batching import Batcher
-from .providers import BaseProvider, ChatMessage, ProviderError, StreamResult
-from .providers.base import PromptFit, context_length_error, prompt_fit
+from conversations import errors, services
+from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult
+from conversations.providers.base import PromptFit, context_length_error, prompt_fit
+from conversations.realtime import protocol
+from conversations.realtime.batching import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -584,7 +585,7 @@ class Registry:
         self.by_id[reply.key] = reply
         self.by_conversation[reply.conversation_id] = reply
         self._update_window()
-        from .shutdown import install_sigterm_handler
+        from conversations.realtime.shutdown import install_sigterm_handler
 
         install_sigterm_handler()
         if self._checkpointer is None or self._checkpointer.done():

@@ -1,0 +1,1 @@
+"""Everything on the event loop: the socket, the reply tasks, and this process among several."""

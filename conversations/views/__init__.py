@@ -1,0 +1,1 @@
+"""HTTP views: the chat page, history and search, export and import."""
