@@ -568,6 +568,8 @@ class ChatApp:
         self.data_dir = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))
         self.log_path = self.data_dir / "daphne.log"
         self._manage("migrate", "--noinput", "-v", "0")
+        # As deployed (docs/deploy.md): with DEBUG off the pages name collected, hashed files.
+        self._manage("collectstatic", "--noinput", "-v", "0")
         out = self._manage("shell", "-c", f"USERS = {self.users}\n" + SESSION_SCRIPT)
         self.session_keys = [
             line.split("=", 1)[1].strip() for line in out.splitlines() if line.startswith("SESSION=")

@@ -492,6 +492,8 @@ def child(args) -> None:
     from django.db import connection
 
     call_command("migrate", verbosity=0)
+    # DEBUG is off, as deployed: responses name collected, hashed static files.
+    call_command("collectstatic", interactive=False, verbosity=0)
     log(f"migrated ({connection.vendor})")
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
