@@ -6,9 +6,12 @@ import dataclasses
 import inspect
 import io
 import json
+import re
 import uuid
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
@@ -362,3 +365,31 @@ def test_frame_declarations_check_fails_on_a_stale_copy(tmp_path, monkeypatch):
         call_command("frame_declarations", "--check")
     call_command("frame_declarations", stdout=io.StringIO())
     assert stale.read_text(encoding="utf-8") == frame_declarations.declarations_module()
+
+
+def server_frame_sections() -> dict[str, str]:
+    """docs/protocol.md's "Server → client" sections, by frame type."""
+    text = (Path(settings.BASE_DIR) / "docs" / "protocol.md").read_text(encoding="utf-8")
+    part = text.split("\n## Server → client\n", 1)[1].split("\n## ", 1)[0]
+    sections = re.split(r"^### `(\w+)`.*$", part, flags=re.MULTILINE)
+    return dict(zip(sections[1::2], sections[2::2], strict=True))
+
+
+def documented_type(spec: protocol.FieldSpec) -> str:
+    return spec.type + (" or null" if spec.nullable else "")
+
+
+def test_docs_describe_every_server_frame_with_its_declared_fields_types_and_values():
+    sections = server_frame_sections()
+    assert sorted(sections) == sorted(protocol.SERVER_FRAMES)
+    for kind, fields in protocol.SERVER_FRAMES.items():
+        # The field tables' rows: | `name` | type | meaning |
+        rows = re.findall(r"^\| `(\w+)` \| ([^|]+?) \| .*\|$", sections[kind], flags=re.MULTILINE)
+        assert dict(rows) == {name: documented_type(spec) for name, spec in fields.items()}, kind
+        for name, spec in fields.items():
+            row = next(line for line in sections[kind].splitlines() if line.startswith(f"| `{name}` |"))
+            for value in spec.values or ():
+                # Codes are listed in a table of their own; other values in the field's row.
+                assert f"`{value}`" in (sections[kind] if kind == "error" else row), (kind, name, value)
+            for inner in spec.fields or {}:
+                assert f"`{inner}`" in row, (kind, name, inner)
