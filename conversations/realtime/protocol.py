@@ -433,7 +433,7 @@ def frame_delta(*, reply: str, seq: int, text: str) -> str:
     # The hot path: one small format instead of building and dumping a dict
     # (a test checks it against the declaration). ``reply`` is a UUID's text:
     # nothing in it needs escaping.
-    return f'{_DELTA_HEAD}{reply}","seq":{seq},"text":{json.dumps(text, ensure_ascii=False)}}}'
+    return f'{{"type":"delta","reply":"{reply}","seq":{seq},"text":{json.dumps(text, ensure_ascii=False)}}}'
 
 
 def delta_position(frame: str) -> tuple[str, int] | None:
