@@ -255,64 +255,60 @@ class FieldSpec:
     only_when: tuple[str, str] | None = None
 
 
-def _f(
-    type: JsonType,
-    *,
-    null: bool = False,
-    values: frozenset[str] | None = None,
-    fields: Mapping[str, FieldSpec] | None = None,
-    only_when: tuple[str, str] | None = None,
-) -> FieldSpec:
-    return FieldSpec(type=type, nullable=null, values=values, fields=fields, only_when=only_when)
-
-
-_ID = _f("string")
+_ID = FieldSpec("string")  # a UUID's text
 #: type -> its fields, in the order the builders write them. Frames are closed:
 #: the server sends no field that is not declared here.
 SERVER_FRAMES: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
     {
-        "ack": {"client_id": _f("string"), "conversation": _ID, "message": _ID, "created": _f("boolean")},
+        "ack": {
+            "client_id": FieldSpec("string"),
+            "conversation": _ID,
+            "message": _ID,
+            "created": FieldSpec("boolean"),
+        },
         "reply_started": {
             "conversation": _ID,
             "reply": _ID,
-            "model": _f("string"),
-            "provider": _f("string"),
-            "after_seq": _f("integer"),
+            "model": FieldSpec("string"),
+            "provider": FieldSpec("string"),
+            "after_seq": FieldSpec("integer"),
         },
-        "delta": {"reply": _ID, "seq": _f("integer"), "text": _f("string")},
+        "delta": {"reply": _ID, "seq": FieldSpec("integer"), "text": FieldSpec("string")},
         "reply_finished": {
             "conversation": _ID,
             "reply": _ID,
-            "status": _f("string", values=TERMINAL_STATUSES),
-            "error_kind": _f("string", null=True, values=ERROR_KINDS, only_when=("status", "error")),
-            "error": _f("string", null=True),
-            "last_seq": _f("integer"),
-            "finish_reason": _f("string", null=True),
-            "usage": _f(
+            "status": FieldSpec("string", values=TERMINAL_STATUSES),
+            "error_kind": FieldSpec(
+                "string", nullable=True, values=ERROR_KINDS, only_when=("status", "error")
+            ),
+            "error": FieldSpec("string", nullable=True),
+            "last_seq": FieldSpec("integer"),
+            "finish_reason": FieldSpec("string", nullable=True),
+            "usage": FieldSpec(
                 "object",
                 fields={
-                    "prompt_tokens": _f("integer", null=True),
-                    "completion_tokens": _f("integer", null=True),
-                    "counted": _f("boolean"),
+                    "prompt_tokens": FieldSpec("integer", nullable=True),
+                    "completion_tokens": FieldSpec("integer", nullable=True),
+                    "counted": FieldSpec("boolean"),
                 },
             ),
-            "metrics": _f(
+            "metrics": FieldSpec(
                 "object",
                 fields={
-                    "ttft_ms": _f("number", null=True),
-                    "tokens_per_s": _f("number", null=True),
-                    "total_ms": _f("number", null=True),
+                    "ttft_ms": FieldSpec("number", nullable=True),
+                    "tokens_per_s": FieldSpec("number", nullable=True),
+                    "total_ms": FieldSpec("number", nullable=True),
                 },
             ),
             # Earlier messages of the branch not sent to the model (they did not
             # fit its window), and that window in tokens (None: not known).
-            "omitted_messages": _f("integer"),
-            "context_tokens": _f("integer", null=True),
+            "omitted_messages": FieldSpec("integer"),
+            "context_tokens": FieldSpec("integer", nullable=True),
         },
         "error": {
-            "code": _f("string", values=ERROR_CODES),
-            "message": _f("string"),
-            "ref": _f("string", null=True),
+            "code": FieldSpec("string", values=ERROR_CODES),
+            "message": FieldSpec("string"),
+            "ref": FieldSpec("string", nullable=True),
         },
         "pong": {},
     }
