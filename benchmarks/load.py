@@ -974,7 +974,7 @@ def summary_line(p: Phase) -> str:
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("database (the sync_to_async thread: ORM + SQLite)", ("thread_handler (channels/db.py",)),
     ("other worker threads", ("_worker (concurrent/futures/thread.py",)),
-    ("reply logic (coalescing, frame JSON)", ("Reply._on_piece", "Reply._flush", "encode_delta", "Reply._emit")),
+    ("reply logic (coalescing, frame JSON)", ("Reply._on_piece", "Reply._flush", "frame_delta", "Reply._emit")),
     ("checkpoint / finish (async side)", ("_checkpoint_loop", "Reply._finish")),
     (
         "WebSocket I/O (consumer send → channels → daphne → autobahn → Twisted, and reads)",

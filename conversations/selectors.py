@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from conversations import errors
 from conversations.models import Conversation, Message
+from conversations.realtime.protocol import ReplyEnd
 
 
 def session_is_live(*, session_key: str, user_id: int) -> bool:
@@ -283,6 +284,32 @@ def message_to_dict(message: Message) -> dict:
             context_tokens=message.context_tokens,
         )
     return data
+
+
+def message_to_reply_end(*, message: Message) -> ReplyEnd:
+    """A saved reply's final state, as its ``reply_finished`` tells it (the
+    frame's builder applies the same rules to it as to a live reply's end)."""
+    return ReplyEnd(
+        conversation=str(message.conversation_id),
+        reply=str(message.pk),
+        status=message.status,
+        error_kind=message.error_kind or None,
+        error=_error_words(message),
+        last_seq=message.last_seq,
+        finish_reason=message.finish_reason or None,
+        usage={
+            "prompt_tokens": message.prompt_tokens,
+            "completion_tokens": message.completion_tokens,
+            "counted": message.usage_counted,
+        },
+        metrics={
+            "ttft_ms": message.ttft_ms,
+            "tokens_per_s": message.tokens_per_s,
+            "total_ms": message.total_ms,
+        },
+        omitted_messages=message.omitted_messages,
+        context_tokens=message.context_tokens,
+    )
 
 
 def conversation_to_dict(conversation: Conversation) -> dict:

@@ -40,25 +40,25 @@ def reply_running_elsewhere(user, owner_channel: str) -> Message:
 
 
 def finished(reply: Message, last_seq: int) -> str:
-    return protocol.encode(
-        "reply_finished",
-        conversation=str(reply.conversation_id),
-        reply=str(reply.pk),
-        status="complete",
-        error_kind=None,
-        error=None,
-        last_seq=last_seq,
-        finish_reason="stop",
-        usage={"prompt_tokens": 1, "completion_tokens": 5, "counted": False},
-        metrics={"ttft_ms": 1.0, "tokens_per_s": 1.0, "total_ms": 1.0},
-        omitted_messages=0,
-        context_tokens=None,
+    return protocol.frame_reply_finished(
+        end=protocol.ReplyEnd(
+            conversation=str(reply.conversation_id),
+            reply=str(reply.pk),
+            status="complete",
+            error_kind=None,
+            error=None,
+            last_seq=last_seq,
+            finish_reason="stop",
+            usage={"prompt_tokens": 1, "completion_tokens": 5, "counted": False},
+            metrics={"ttft_ms": 1.0, "tokens_per_s": 1.0, "total_ms": 1.0},
+            omitted_messages=0,
+            context_tokens=None,
+        )
     )
 
 
 def started(reply: Message, after_seq: int) -> str:
-    return protocol.encode(
-        "reply_started",
+    return protocol.frame_reply_started(
         conversation=str(reply.conversation_id),
         reply=str(reply.pk),
         model="openai/fake",
@@ -83,9 +83,9 @@ async def test_frames_lost_between_processes_are_asked_for_again_and_arrive_exac
 
     await owner_sends(
         started(reply, 0),
-        protocol.encode_delta(key, 1, "a"),
-        protocol.encode_delta(key, 2, "b"),
-        protocol.encode_delta(key, 4, "d"),  # 3 was lost on the way
+        protocol.frame_delta(reply=key, seq=1, text="a"),
+        protocol.frame_delta(reply=key, seq=2, text="b"),
+        protocol.frame_delta(reply=key, seq=4, text="d"),  # 3 was lost on the way
     )
     again = await asyncio.wait_for(layer.receive(owner_channel), 5)
     assert (again["type"], again["reply"], again["after_seq"], again["channel"]) == (
@@ -96,10 +96,10 @@ async def test_frames_lost_between_processes_are_asked_for_again_and_arrive_exac
     )
     # What the owner had queued before it was asked again, then its answer.
     await owner_sends(
-        protocol.encode_delta(key, 5, "e"),
+        protocol.frame_delta(reply=key, seq=5, text="e"),
         started(reply, 2),
-        protocol.encode_delta(key, 5, "cde"),
-        protocol.encode_delta(key, 6, "f"),
+        protocol.frame_delta(reply=key, seq=5, text="cde"),
+        protocol.frame_delta(reply=key, seq=6, text="f"),
         finished(reply, 6),
         finished(reply, 6),  # e.g. its process was also swept meanwhile: told once
     )

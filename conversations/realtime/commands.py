@@ -104,8 +104,7 @@ _REFUSALS = (
 
 def _ack(subscriber: Subscriber, client_id: str, exchange: services.StartedExchange) -> None:
     subscriber.deliver(
-        protocol.encode(
-            "ack",
+        protocol.frame_ack(
             client_id=client_id,
             conversation=str(exchange.conversation.pk),
             message=str(exchange.user_message.pk),
@@ -365,19 +364,4 @@ async def finished_frame_for(reply_id: str) -> str | None:
 
 
 def finished_frame(message: Message) -> str:
-    data = selectors.message_to_dict(message)
-    status = message.status if message.status in protocol.TERMINAL_STATUSES else "interrupted"
-    return protocol.encode(
-        "reply_finished",
-        conversation=str(message.conversation_id),
-        reply=str(message.pk),
-        status=status,
-        error_kind=(message.error_kind or "internal") if status == "error" else None,
-        error=data["error"],
-        last_seq=message.last_seq,
-        finish_reason=data["finish_reason"],
-        usage=data["usage"],
-        metrics=data["metrics"],
-        omitted_messages=data["omitted_messages"],
-        context_tokens=data["context_tokens"],
-    )
+    return protocol.frame_reply_finished(end=selectors.message_to_reply_end(message=message))

@@ -114,7 +114,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame = exc  # answered in order, after the session check
         if isinstance(frame, protocol.Ping):
             # The page's heartbeat: liveness only, so no session check and no database.
-            self.deliver(protocol.PONG)
+            self.deliver(protocol.frame_pong())
             return
         if isinstance(frame, protocol.Stop):
             live = reply_for_user(str(frame.reply), self.user.pk)
@@ -161,14 +161,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._handle(queue[0])
             except Exception:
                 log.exception("handling a frame failed")
-                self.deliver(protocol.error_frame("internal", "the server failed to handle that frame"))
+                self.deliver(
+                    protocol.frame_error(code="internal", message="the server failed to handle that frame")
+                )
             finally:
                 queue.popleft()
 
     async def _handle(self, frame: protocol.ClientFrame | protocol.ProtocolError) -> None:
         if isinstance(frame, protocol.ProtocolError):
             if await self._session_alive():
-                self.deliver(protocol.error_frame(frame.code, frame.message, frame.ref))
+                self.deliver(protocol.frame_error(code=frame.code, message=frame.message, ref=frame.ref))
             return
         if not await self._session_alive():
             return
@@ -192,7 +194,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if reply is not None:
                 self.following.add(reply)
         except protocol.ProtocolError as exc:
-            self.deliver(protocol.error_frame(exc.code, exc.message, exc.ref))
+            self.deliver(protocol.frame_error(code=exc.code, message=exc.message, ref=exc.ref))
 
     async def accept(self, subprotocol: str | None = None, headers=None) -> None:
         await super().accept(subprotocol, headers)
@@ -247,7 +249,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if getattr(self, "_session_over", False):  # the timer and a frame, or a logout
             return
         self._session_over = True
-        self.deliver(protocol.error_frame("session_ended", "you were logged out; log in again"))
+        self.deliver(protocol.frame_error(code="session_ended", message="you were logged out; log in again"))
         await asyncio.sleep(0)  # let the outbox send it
         await self.close(code=CLOSE_SESSION_ENDED)
 
@@ -276,14 +278,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     await self._resubscribe(reply_id, last)
                     return
                 track[0], track[1] = seq, False
-        elif '"type":"reply_started"' in text[:40]:
+        elif protocol.frame_type(text) == "reply_started":
             frame = json.loads(text)
             track = self._remote_seq.get(frame["reply"])
             resynced = track is not None and track[2] and frame["after_seq"] == track[0]
             self._remote_seq[frame["reply"]] = [frame["after_seq"], True, False]
             if resynced:
                 return  # the client has all up to after_seq already: it needs no new start
-        elif '"type":"reply_finished"' in text[:40]:
+        elif protocol.frame_type(text) == "reply_finished":
             reply_id = json.loads(text).get("reply")
             self._remote_seq.pop(reply_id, None)
             if self.following_remote.pop(reply_id, None) is None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 PATH = "/ws/chat/"
 
@@ -96,7 +98,10 @@ class Ping:
 ClientFrame = Send | Stop | Subscribe | Regenerate | Continue | Ping
 
 
-def _field(data: dict, name: str, kind: type | tuple, *, required: bool = True) -> Any:
+Data = dict[str, Any]
+
+
+def _field(data: Data, name: str, kind: type, *, required: bool = True) -> Any:
     if name not in data or data[name] is None:
         if required:
             raise ProtocolError("invalid_field", f"'{name}' is required")
@@ -108,8 +113,8 @@ def _field(data: dict, name: str, kind: type | tuple, *, required: bool = True) 
     return value
 
 
-def _uuid(data: dict, name: str, *, required: bool = True) -> uuid.UUID | None:
-    raw = _field(data, name, str, required=required)
+def _optional_uuid(data: Data, name: str) -> uuid.UUID | None:
+    raw = _field(data, name, str, required=False)
     if raw is None:
         return None
     try:
@@ -118,15 +123,22 @@ def _uuid(data: dict, name: str, *, required: bool = True) -> uuid.UUID | None:
         raise ProtocolError("invalid_field", f"'{name}' is not a valid id") from None
 
 
-def _client_id(data: dict) -> str:
-    client_id = _field(data, "client_id", str)
+def _uuid(data: Data, name: str) -> uuid.UUID:
+    value = _optional_uuid(data, name)
+    if value is None:
+        raise ProtocolError("invalid_field", f"'{name}' is required")
+    return value
+
+
+def _client_id(data: Data) -> str:
+    client_id: str = _field(data, "client_id", str)
     if not CLIENT_ID_RE.match(client_id):
         raise ProtocolError("invalid_field", "'client_id' must be 1-64 letters, digits, '-' or '_'")
     return client_id
 
 
-def _model(data: dict) -> str | None:
-    model = _field(data, "model", str, required=False)
+def _model(data: Data) -> str | None:
+    model: str | None = _field(data, "model", str, required=False)
     if model is None:
         return None
     if len(model) > MODEL_MAX_CHARS:
@@ -140,8 +152,8 @@ def _model(data: dict) -> str | None:
     return model
 
 
-def _send(data: dict, client_id: str, max_prompt_chars: int) -> Send:
-    body = _field(data, "text", str)
+def _send(data: Data, client_id: str, max_prompt_chars: int) -> Send:
+    body: str = _field(data, "text", str)
     if not body.strip():
         raise ProtocolError("invalid_field", "'text' must not be empty")
     if len(body) > max_prompt_chars:
@@ -149,9 +161,9 @@ def _send(data: dict, client_id: str, max_prompt_chars: int) -> Send:
     return Send(
         client_id=client_id,
         text=body,
-        conversation=_uuid(data, "conversation", required=False),
+        conversation=_optional_uuid(data, "conversation"),
         model=_model(data),
-        edit_of=_uuid(data, "edit_of", required=False),
+        edit_of=_optional_uuid(data, "edit_of"),
     )
 
 
@@ -162,7 +174,7 @@ def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: in
     if len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         raise ProtocolError("frame_too_large", f"frames are limited to {max_bytes} bytes")
     try:
-        data = json.loads(text)
+        data: object = json.loads(text)
     except ValueError:
         raise ProtocolError("bad_frame", "the frame is not valid JSON") from None
     except RecursionError:  # e.g. a thousand nested '[': no frame is nested that deep
@@ -179,58 +191,35 @@ def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: in
         try:
             if kind == "send":
                 return _send(data, client_id, max_prompt_chars)
-            return Regenerate(client_id=client_id, reply=_uuid(data, "reply"), model=_model(data))  # type: ignore[arg-type]
+            return Regenerate(client_id=client_id, reply=_uuid(data, "reply"), model=_model(data))
         except ProtocolError as exc:
             exc.ref = client_id
             raise
     if kind == "continue":
-        return Continue(reply=_uuid(data, "reply"))  # type: ignore[arg-type]
+        return Continue(reply=_uuid(data, "reply"))
     if kind == "stop":
-        return Stop(reply=_uuid(data, "reply"))  # type: ignore[arg-type]
+        return Stop(reply=_uuid(data, "reply"))
     if kind == "ping":
         return Ping()
     if kind == "subscribe":
-        after = _field(data, "after_seq", int, required=False)
+        after: int | None = _field(data, "after_seq", int, required=False)
         if after is not None and after < 0:
             raise ProtocolError("invalid_field", "'after_seq' must not be negative")
-        return Subscribe(conversation=_uuid(data, "conversation"), after_seq=after or 0)  # type: ignore[arg-type]
+        return Subscribe(conversation=_uuid(data, "conversation"), after_seq=after or 0)
     if not isinstance(kind, str):
         raise ProtocolError("invalid_field", "'type' is required")
     raise ProtocolError("unknown_type", f"unknown frame type {kind[:40]!r}")
 
 
 # --- Server frames ------------------------------------------------------------
-# type -> {field: allowed python types}. Every field listed is always present.
-_num = (int, float, type(None))
-_opt_str = (str, type(None))
-SERVER_FRAMES: dict[str, dict[str, tuple[type, ...]]] = {
-    "ack": {"client_id": (str,), "conversation": (str,), "message": (str,), "created": (bool,)},
-    "reply_started": {
-        "conversation": (str,),
-        "reply": (str,),
-        "model": (str,),
-        "provider": (str,),
-        "after_seq": (int,),
-    },
-    "delta": {"reply": (str,), "seq": (int,), "text": (str,)},
-    "reply_finished": {
-        "conversation": (str,),
-        "reply": (str,),
-        "status": (str,),
-        "error_kind": _opt_str,
-        "error": _opt_str,
-        "last_seq": (int,),
-        "finish_reason": _opt_str,
-        "usage": (dict,),
-        "metrics": (dict,),
-        # Earlier messages of the branch not sent to the model (they did not
-        # fit its window), and that window in tokens (None: not known).
-        "omitted_messages": (int,),
-        "context_tokens": (int, type(None)),
-    },
-    "error": {"code": (str,), "message": (str,), "ref": _opt_str},
-    "pong": {},
-}
+# Every server frame type is declared once, in SERVER_FRAMES: its fields, each
+# with its JSON type, whether it may be null and the values it may take. Each
+# type has one builder below (``frame_<type>``, keyword-only, its parameters
+# the declared fields); check_server_frame (the tests) and the page's
+# static/chat/frames.js (through the generated frame_declarations.js) validate
+# against the same table, and docs/protocol.md documents it (a test checks).
+
+JsonType = Literal["string", "integer", "number", "boolean", "object"]
 
 TERMINAL_STATUSES = frozenset({"complete", "stopped", "error", "interrupted"})
 ERROR_KINDS = frozenset(
@@ -251,45 +240,200 @@ ERROR_KINDS = frozenset(
 )
 
 
-def check_server_frame(frame: dict) -> None:
-    """Raise AssertionError if ``frame`` does not match its declaration."""
-    kind = frame.get("type")
-    spec = SERVER_FRAMES.get(kind)  # type: ignore[arg-type]
-    if spec is None:
-        raise AssertionError(f"undeclared server frame type {kind!r}")
-    extra = set(frame) - set(spec) - {"type"}
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field of a server frame. Every declared field is always present."""
+
+    type: JsonType
+    nullable: bool = False
+    #: The only values a string field may take (None: any string).
+    values: frozenset[str] | None = None
+    #: An object's own fields (None: any object).
+    fields: Mapping[str, FieldSpec] | None = None
+    #: ``(field, value)``: this field is non-null exactly when that field of
+    #: the frame has that value (e.g. ``error_kind`` goes with status ``error``).
+    only_when: tuple[str, str] | None = None
+
+
+_ID = FieldSpec("string")  # a UUID's text
+#: type -> its fields, in the order the builders write them. Frames are closed:
+#: the server sends no field that is not declared here.
+SERVER_FRAMES: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
+    {
+        "ack": {
+            "client_id": FieldSpec("string"),
+            "conversation": _ID,
+            "message": _ID,
+            "created": FieldSpec("boolean"),
+        },
+        "reply_started": {
+            "conversation": _ID,
+            "reply": _ID,
+            "model": FieldSpec("string"),
+            "provider": FieldSpec("string"),
+            "after_seq": FieldSpec("integer"),
+        },
+        "delta": {"reply": _ID, "seq": FieldSpec("integer"), "text": FieldSpec("string")},
+        "reply_finished": {
+            "conversation": _ID,
+            "reply": _ID,
+            "status": FieldSpec("string", values=TERMINAL_STATUSES),
+            "error_kind": FieldSpec(
+                "string", nullable=True, values=ERROR_KINDS, only_when=("status", "error")
+            ),
+            "error": FieldSpec("string", nullable=True),
+            "last_seq": FieldSpec("integer"),
+            "finish_reason": FieldSpec("string", nullable=True),
+            "usage": FieldSpec(
+                "object",
+                fields={
+                    "prompt_tokens": FieldSpec("integer", nullable=True),
+                    "completion_tokens": FieldSpec("integer", nullable=True),
+                    "counted": FieldSpec("boolean"),
+                },
+            ),
+            "metrics": FieldSpec(
+                "object",
+                fields={
+                    "ttft_ms": FieldSpec("number", nullable=True),
+                    "tokens_per_s": FieldSpec("number", nullable=True),
+                    "total_ms": FieldSpec("number", nullable=True),
+                },
+            ),
+            # Earlier messages of the branch not sent to the model (they did not
+            # fit its window), and that window in tokens (None: not known).
+            "omitted_messages": FieldSpec("integer"),
+            "context_tokens": FieldSpec("integer", nullable=True),
+        },
+        "error": {
+            "code": FieldSpec("string", values=ERROR_CODES),
+            "message": FieldSpec("string"),
+            "ref": FieldSpec("string", nullable=True),
+        },
+        "pong": {},
+    }
+)
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+}
+
+
+def _value_problem(where: str, value: object, spec: FieldSpec) -> str | None:
+    if value is None:
+        return None if spec.nullable else f"{where} must not be null"
+    # bool is an int subclass: it is never a number here, and nothing else is a bool.
+    if not isinstance(value, _PY_TYPES[spec.type]) or (isinstance(value, bool) != (spec.type == "boolean")):
+        return f"{where} is {type(value).__name__}, not {spec.type}"
+    if spec.values is not None and value not in spec.values:
+        return f"{where} {value!r} is not one of {sorted(spec.values)}"
+    if spec.fields is not None:
+        assert isinstance(value, dict)
+        return _fields_problem(where, value, spec.fields)
+    return None
+
+
+def _fields_problem(
+    where: str, data: Mapping[str, object], fields: Mapping[str, FieldSpec], *, frame: bool = False
+) -> str | None:
+    extra = set(data) - set(fields) - ({"type"} if frame else set())
     if extra:
-        raise AssertionError(f"{kind}: undeclared fields {sorted(extra)}")
-    for name, types in spec.items():
-        if name not in frame:
-            raise AssertionError(f"{kind}: missing field {name!r}")
-        if not isinstance(frame[name], types) or (isinstance(frame[name], bool) and bool not in types):
-            raise AssertionError(f"{kind}: field {name!r} has type {type(frame[name]).__name__}")
-    if kind == "reply_finished":
-        if frame["status"] not in TERMINAL_STATUSES:
-            raise AssertionError(f"reply_finished: status {frame['status']!r}")
-        if (frame["status"] == "error") != (frame["error_kind"] is not None):
-            raise AssertionError("reply_finished: error_kind goes with status 'error' only")
-        if frame["error_kind"] is not None and frame["error_kind"] not in ERROR_KINDS:
-            raise AssertionError(f"reply_finished: unknown error kind {frame['error_kind']!r}")
-    if kind == "error" and frame["code"] not in ERROR_CODES:
-        raise AssertionError(f"error: unknown code {frame['code']!r}")
+        return f"{where}: undeclared fields {sorted(extra)}"
+    for name, spec in fields.items():
+        if name not in data:
+            return f"{where}: missing field {name!r}"
+        problem = _value_problem(f"{where}.{name}", data[name], spec)
+        if problem is not None:
+            return problem
+        if spec.only_when is not None:
+            other, value = spec.only_when
+            if (data[name] is not None) != (data.get(other) == value):
+                return f"{where}.{name} goes with {other} {value!r} only"
+    return None
 
 
-def encode(kind: str, **fields: Any) -> str:
-    return json.dumps({"type": kind, **fields}, separators=(",", ":"), ensure_ascii=False)
+def server_frame_problem(frame: object) -> str | None:
+    """What is wrong with a decoded server frame against its declaration; None if nothing."""
+    if not isinstance(frame, dict):
+        return f"a frame is a JSON object, not {type(frame).__name__}"
+    kind = frame.get("type")
+    if not isinstance(kind, str) or kind not in SERVER_FRAMES:
+        return f"undeclared server frame type {kind!r}"
+    return _fields_problem(kind, frame, SERVER_FRAMES[kind], frame=True)
 
 
-def encode_delta(reply: str, seq: int, text: str) -> str:
-    # The hot path: one small format instead of building and dumping a dict.
-    return f'{{"type":"delta","reply":"{reply}","seq":{seq},"text":{json.dumps(text, ensure_ascii=False)}}}'
+def check_server_frame(frame: object) -> None:
+    """Raise AssertionError if ``frame`` does not match its declaration."""
+    problem = server_frame_problem(frame)
+    if problem is not None:
+        raise AssertionError(problem)
+
+
+def _spec_json(spec: FieldSpec) -> Data:
+    data: Data = {"type": spec.type}
+    if spec.nullable:
+        data["nullable"] = True
+    if spec.values is not None:
+        data["values"] = sorted(spec.values)
+    if spec.fields is not None:
+        data["fields"] = {name: _spec_json(field) for name, field in spec.fields.items()}
+    if spec.only_when is not None:
+        data["only_when"] = list(spec.only_when)
+    return data
+
+
+def server_frames_json() -> dict[str, Data]:
+    """SERVER_FRAMES as plain JSON data, for the page's validator."""
+    return {
+        kind: {name: _spec_json(spec) for name, spec in fields.items()}
+        for kind, fields in SERVER_FRAMES.items()
+    }
+
+
+# --- Server frame builders: one per declared type ------------------------------
+
+
+def _encode(kind: str, fields: Data) -> str:
+    # "type" first: frame_type() and delta_position() read it from the text.
+    text: str = json.dumps({"type": kind, **fields}, separators=(",", ":"), ensure_ascii=False)
+    return text
+
+
+def frame_ack(*, client_id: str, conversation: str, message: str, created: bool) -> str:
+    return _encode(
+        "ack", {"client_id": client_id, "conversation": conversation, "message": message, "created": created}
+    )
+
+
+def frame_reply_started(*, conversation: str, reply: str, model: str, provider: str, after_seq: int) -> str:
+    return _encode(
+        "reply_started",
+        {
+            "conversation": conversation,
+            "reply": reply,
+            "model": model,
+            "provider": provider,
+            "after_seq": after_seq,
+        },
+    )
 
 
 _DELTA_HEAD = '{"type":"delta","reply":"'
 
 
+def frame_delta(*, reply: str, seq: int, text: str) -> str:
+    # The hot path: one small format instead of building and dumping a dict
+    # (a test checks it against the declaration). ``reply`` is a UUID's text:
+    # nothing in it needs escaping.
+    return f'{{"type":"delta","reply":"{reply}","seq":{seq},"text":{json.dumps(text, ensure_ascii=False)}}}'
+
+
 def delta_position(frame: str) -> tuple[str, int] | None:
-    """The reply and ``seq`` of a frame made by :func:`encode_delta`; None for any other frame."""
+    """The reply and ``seq`` of a frame made by :func:`frame_delta`; None for any other frame."""
     if not frame.startswith(_DELTA_HEAD):
         return None
     start = len(_DELTA_HEAD)
@@ -298,10 +442,64 @@ def delta_position(frame: str) -> tuple[str, int] | None:
     return frame[start:end], int(frame[seq_at : frame.index(",", seq_at)])
 
 
-def error_frame(code: str, message: str, ref: str | None = None) -> str:
+_TYPE_HEAD = '{"type":"'
+
+
+def frame_type(frame: str) -> str | None:
+    """The type of a frame made by a builder here, read from its head (no JSON parse)."""
+    if not frame.startswith(_TYPE_HEAD):
+        return None
+    end = frame.find('"', len(_TYPE_HEAD))
+    return frame[len(_TYPE_HEAD) : end] if end > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEnd:
+    """A reply's final state: what ``reply_finished`` says, whether it comes
+    from the live reply that just ended or from the database's saved row."""
+
+    conversation: str
+    reply: str
+    status: str
+    error_kind: str | None
+    error: str | None
+    last_seq: int
+    finish_reason: str | None
+    usage: Mapping[str, int | bool | None]
+    metrics: Mapping[str, float | None]
+    omitted_messages: int
+    context_tokens: int | None
+
+
+def frame_reply_finished(*, end: ReplyEnd) -> str:
+    """The one builder of ``reply_finished``. Its rules hold for every source:
+    a status that is not terminal (a row still marked streaming whose process
+    died) is told as ``interrupted``; ``error_kind`` goes with ``error`` only
+    (``internal`` when an error has none); empty words are ``null``."""
+    status = end.status if end.status in TERMINAL_STATUSES else "interrupted"
+    return _encode(
+        "reply_finished",
+        {
+            "conversation": end.conversation,
+            "reply": end.reply,
+            "status": status,
+            "error_kind": (end.error_kind or "internal") if status == "error" else None,
+            "error": end.error or None,
+            "last_seq": end.last_seq,
+            "finish_reason": end.finish_reason or None,
+            "usage": dict(end.usage),
+            "metrics": dict(end.metrics),
+            "omitted_messages": end.omitted_messages,
+            "context_tokens": end.context_tokens,
+        },
+    )
+
+
+def frame_error(*, code: str, message: str, ref: str | None = None) -> str:
     assert code in ERROR_CODES, code
-    return encode("error", code=code, message=message, ref=ref)
+    return _encode("error", {"code": code, "message": message, "ref": ref})
 
 
-#: The answer to a ``ping``.
-PONG = encode("pong")
+def frame_pong() -> str:
+    """The answer to a ``ping``."""
+    return _encode("pong", {})

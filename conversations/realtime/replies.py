@@ -103,8 +103,7 @@ class Reply:
 
     # --- subscribers ------------------------------------------------------
     def started_frame(self, after_seq: int) -> str:
-        return protocol.encode(
-            "reply_started",
+        return protocol.frame_reply_started(
             conversation=str(self.conversation_id),
             reply=self.key,
             model=f"{self.provider.name}/{self.model}",
@@ -125,7 +124,7 @@ class Reply:
         subscriber.deliver(self.started_frame(after_seq))
         if self.seq > after_seq:
             missed = self.text if after_seq == 0 else "".join(self.parts[after_seq - self.base_seq :])
-            subscriber.deliver(protocol.encode_delta(self.key, self.seq, missed))
+            subscriber.deliver(protocol.frame_delta(reply=self.key, seq=self.seq, text=missed))
         if subscriber not in self.subscribers:
             self.subscribers.append(subscriber)
         if self._orphan_handle is not None:
@@ -188,7 +187,7 @@ class Reply:
         self.parts.append(text)
         self.sent_chars += len(text)
         self._next_flush_at = now + registry.window
-        self._emit(protocol.encode_delta(self.key, self.seq, text))
+        self._emit(protocol.frame_delta(reply=self.key, seq=self.seq, text=text))
 
     @property
     def text(self) -> str:
@@ -484,19 +483,20 @@ class Reply:
         except Exception:
             log.exception("reply %s: saving the terminal state failed", self.key)
         self._emit(
-            protocol.encode(
-                "reply_finished",
-                conversation=str(self.conversation_id),
-                reply=self.key,
-                status=status,
-                error_kind=error_kind or None,
-                error=error or None,
-                last_seq=self.seq,
-                finish_reason=finish_reason or None,
-                usage=usage,
-                metrics=metrics,
-                omitted_messages=omitted,
-                context_tokens=context_tokens,
+            protocol.frame_reply_finished(
+                end=protocol.ReplyEnd(
+                    conversation=str(self.conversation_id),
+                    reply=self.key,
+                    status=status,
+                    error_kind=error_kind,
+                    error=error,
+                    last_seq=self.seq,
+                    finish_reason=finish_reason,
+                    usage=usage,
+                    metrics=metrics,
+                    omitted_messages=omitted,
+                    context_tokens=context_tokens,
+                )
             )
         )
         self.subscribers.clear()

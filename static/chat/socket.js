@@ -8,8 +8,10 @@
 // half-open TCP connection never closes by itself) and replaced, and the page
 // resumes from where it was. Callers get:
 //   onOpen({reconnect})  – every time a connection opens
-//   onFrame(obj)         – every JSON frame received
+//   onFrame(obj)         – every JSON frame received that matches its declaration
 //   onState(state)       – "connecting" | "open" | "closed"
+
+import { validServerFrame } from './frames.js';
 
 const BASE_DELAY_MS = 500;
 const MAX_DELAY_MS = 10_000;
@@ -91,9 +93,8 @@ export class ReconnectingSocket {
       } catch {
         return;
       }
-      if (frame && typeof frame === 'object' && typeof frame.type === 'string' && frame.type !== 'pong') {
-        this.onFrame(frame);
-      }
+      // A frame that does not match its declaration is dropped (and logged once per type).
+      if (validServerFrame(frame) && frame.type !== 'pong') this.onFrame(frame);
     });
     ws.addEventListener('close', () => {
       if (this.ws !== ws) return;
