@@ -13,7 +13,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from conversations import errors, selectors, serializers
 from conversations.catalog import model_list, provider_state_list
@@ -22,7 +22,7 @@ from conversations.realtime import protocol
 from conversations.realtime.commands import model_default
 from conversations.services import accounts as account_services
 from conversations.services import conversations as conversation_services
-from conversations.views.errors import json_error, json_refusal
+from conversations.views.errors import json_error, json_methods, json_refusal
 
 
 async def _user_or_redirect(request: HttpRequest):
@@ -73,7 +73,7 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
     return await sync_to_async(render)(request, "chat.html", context)
 
 
-@require_GET
+@json_methods("GET")
 async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     user = await request.auser()
     if not user.is_authenticated:
@@ -90,7 +90,7 @@ async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) 
     )
 
 
-@require_POST
+@json_methods("POST")
 async def conversation_branch(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     """Show another version of a message: ``{"message": id}`` picks the branch through it."""
     user = await request.auser()
@@ -115,7 +115,7 @@ async def conversation_branch(request: HttpRequest, conversation_id: uuid.UUID) 
     return JsonResponse({"messages": [serializers.message_to_dict(m) for m in messages]})
 
 
-@require_GET
+@json_methods("GET")
 async def model_index(request: HttpRequest) -> JsonResponse:
     user = await request.auser()
     if not user.is_authenticated:

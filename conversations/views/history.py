@@ -15,7 +15,6 @@ import uuid
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET, require_POST
 
 from conversations import search, selectors, serializers
 from conversations.exceptions import (
@@ -30,7 +29,7 @@ from conversations.realtime import commands as actions
 from conversations.realtime import protocol
 from conversations.realtime.replies import registry
 from conversations.services import conversations as conversation_services
-from conversations.views.errors import json_refusal
+from conversations.views.errors import json_methods, json_refusal
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def _tz_offset(request: HttpRequest) -> int:
     return _int_param(request, "tz_offset", 0, -limit, limit)
 
 
-@require_GET
+@json_methods("GET")
 async def conversation_index(request: HttpRequest) -> JsonResponse:
     """``GET /api/history/?archived=0|1&cursor=&tz_offset=&limit=``: one page of
     the list, pinned first, then newest activity first."""
@@ -110,7 +109,7 @@ def _read_json_object(request: HttpRequest) -> dict:
     return body
 
 
-@require_POST
+@json_methods("POST")
 async def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     """``POST /api/conversations/<id>/update/`` with any of ``{"title": str,
     "pinned": bool, "archived": bool, "system_prompt": str, "temperature": number|null,
@@ -183,7 +182,7 @@ def _options(body: dict) -> dict:
     return options
 
 
-@require_POST
+@json_methods("POST")
 async def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     """``POST /api/conversations/<id>/delete/``: stop its streaming reply, if
     any (here or in another process), then delete it with all its messages."""
@@ -217,7 +216,7 @@ async def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) 
     return JsonResponse({"deleted": str(conversation_id)})
 
 
-@require_GET
+@json_methods("GET")
 async def search_index(request: HttpRequest) -> JsonResponse:
     """``GET /api/search/?q=&limit=&offset=``: ranked hits with snippets."""
     user = await _user(request)

@@ -21,13 +21,13 @@ from django.http import (
 )
 from django.http.multipartparser import MultiPartParserError
 from django.utils.http import content_disposition_header
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from conversations import selectors
 from conversations.exceptions import ImportRejected, NotAuthenticated
 from conversations.models import Conversation
 from conversations.transfer import exporting, importing
-from conversations.views.errors import json_refusal
+from conversations.views.errors import json_methods, json_refusal
 
 #: Room for the multipart framing around the file when checking Content-Length.
 MULTIPART_SLACK = 64 * 1024
@@ -96,7 +96,7 @@ async def user_export_markdown(request: HttpRequest) -> HttpResponse:
     return await _export_all(request, "md", MARKDOWN_TYPE, exporting.user_export_markdown_chunks)
 
 
-@require_POST
+@json_methods("POST")
 def conversations_import(request: HttpRequest) -> JsonResponse:
     """Multipart upload, field ``file``: a chatsite export or a ChatGPT conversations.json."""
     if not request.user.is_authenticated:
