@@ -3,7 +3,8 @@ list item, and a reply's usage and metrics.
 
 Selectors read; these shape what they read for JSON (the HTTP reads, the chat
 page's embedded data, the socket's ``reply_finished`` from the database, and the
-export file's usage and metrics).
+export file's usage and metrics). ``usage_dict`` and ``metrics_dict`` take the
+values themselves, for a live reply that is not read from the database.
 """
 
 from __future__ import annotations
@@ -13,22 +14,28 @@ from conversations.models import Conversation, Message
 from conversations.selectors import ConversationItem
 
 
-def usage_to_dict(message: Message) -> dict:
+def usage_dict(*, prompt_tokens: int | None, completion_tokens: int | None, counted: bool) -> dict:
     """A reply's token counts (``counted``: the provider reported them, not estimated)."""
-    return {
-        "prompt_tokens": message.prompt_tokens,
-        "completion_tokens": message.completion_tokens,
-        "counted": message.usage_counted,
-    }
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "counted": counted}
+
+
+def metrics_dict(*, ttft_ms: float | None, tokens_per_s: float | None, total_ms: float | None) -> dict:
+    """A reply's timings: to the first token, tokens a second, in all."""
+    return {"ttft_ms": ttft_ms, "tokens_per_s": tokens_per_s, "total_ms": total_ms}
+
+
+def usage_to_dict(message: Message) -> dict:
+    """:func:`usage_dict` of a stored reply."""
+    return usage_dict(
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+        counted=message.usage_counted,
+    )
 
 
 def metrics_to_dict(message: Message) -> dict:
-    """A reply's timings: to the first token, tokens a second, in all."""
-    return {
-        "ttft_ms": message.ttft_ms,
-        "tokens_per_s": message.tokens_per_s,
-        "total_ms": message.total_ms,
-    }
+    """:func:`metrics_dict` of a stored reply."""
+    return metrics_dict(ttft_ms=message.ttft_ms, tokens_per_s=message.tokens_per_s, total_ms=message.total_ms)
 
 
 def message_error_words(message: Message) -> str | None:
