@@ -91,6 +91,7 @@ class InvalidTitle(Refusal):
     """A title that is empty once trimmed, or too long."""
 
     code = "invalid_title"
+    default_message = "the title is not valid: write 1 to 200 characters"
 
 
 class InvalidCursor(Refusal):
@@ -104,6 +105,7 @@ class QueryTooLong(Refusal):
     """A search query over the length or word limit."""
 
     code = "query_too_long"
+    default_message = "the query is too long; search for fewer words"
 
 
 class SignupClosed(Refusal):
