@@ -45,6 +45,8 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+#: JSON endpoints answer a CSRF failure in their error envelope (docs/protocol.md).
+CSRF_FAILURE_VIEW = "conversations.views.errors.csrf_failure"
 
 INSTALLED_APPS = [
     "daphne",

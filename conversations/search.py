@@ -39,6 +39,7 @@ from django.db.models.functions import Left
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 
+from conversations.exceptions import QueryTooLong
 from conversations.models import Conversation, Message
 
 #: Longer queries are refused (HTTP 400).
@@ -69,10 +70,6 @@ SNIPPET_TOKENS = 24
 # split out in Python. (Stored text containing them can at worst mark its own
 # text as a match; it can never become markup.)
 _START, _STOP, _ELLIPSIS = "\ue000", "\ue001", "…"
-
-
-class QueryTooLong(ValueError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet, Value
 from django.utils import timezone
 
-from conversations import errors
+from conversations import tree
+from conversations.exceptions import InvalidCursor
 from conversations.models import Conversation, Message
-from conversations.realtime.protocol import ReplyEnd
 
 
 def session_is_live(*, session_key: str, user_id: int) -> bool:
@@ -58,10 +58,6 @@ LIST_FIELDS = ("id", "title", "model", "updated_at", "pinned", "archived")
 GROUPS = ("pinned", "today", "yesterday", "last_7_days", "older")
 #: Bounds of a UTC offset in minutes (UTC-14:00 .. UTC+14:00).
 TZ_OFFSET_MAX = 14 * 60
-
-
-class InvalidCursor(ValueError):
-    """A cursor this server did not make (or a corrupted one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +107,7 @@ def _cursor_decode(cursor: str) -> _Position:
             raise ValueError("naive time")
         return _Position(bool(pinned), when, uuid.UUID(hex=ident))
     except (ValueError, TypeError, binascii.Error) as exc:
-        raise InvalidCursor("invalid cursor") from exc
+        raise InvalidCursor() from exc
 
 
 def conversation_group(*, conversation: Conversation, today: date, tz: dt_timezone = UTC) -> str:
@@ -218,124 +214,15 @@ def conversation_streaming_reply_ids(
 
 
 def message_list(*, conversation: Conversation) -> list[Message]:
-    """The branch the user is looking at, first message first."""
-    messages = {m.pk: m for m in conversation.messages.all()}
-    path: list[Message] = []
-    node = messages.get(conversation.active_leaf_id) if conversation.active_leaf_id else None
-    while node is not None:
-        path.append(node)
-        node = messages.get(node.parent_id) if node.parent_id else None
+    """The branch the user is looking at, first message first; each message of
+    it carries ``sibling_ids``, its versions (regenerated replies, edited
+    messages), oldest first."""
+    messages = list(conversation.messages.all())
+    path = tree.branch_path(messages=messages, leaf_id=conversation.active_leaf_id)
     if not path:  # no branch recorded: every message in order
-        return sorted(messages.values(), key=lambda m: (m.created_at, m.role))
-    path.reverse()
-    # Versions of each message (regenerated replies, edited messages), oldest first.
-    children: dict = {}
-    for m in sorted(messages.values(), key=lambda m: m.created_at):
-        children.setdefault(m.parent_id, []).append(m.pk)
+        return tree.written_order(messages=messages)
+    created = {m.pk: m.created_at for m in messages}
+    versions = tree.children_of(parents={m.pk: m.parent_id for m in messages}, key=created.__getitem__)
     for m in path:
-        m.sibling_ids = children.get(m.parent_id, [m.pk])
+        m.sibling_ids = versions.get(m.parent_id, [m.pk])
     return path
-
-
-def _error_words(message: Message) -> str | None:
-    """What a reply's failure says to a person: the words saved with it, else
-    (an imported reply with a kind and no words) the words of its kind."""
-    if message.error_message:
-        return message.error_message
-    if message.status != Message.Status.ERROR:
-        return None
-    return errors.error_describe(
-        kind=message.error_kind or "internal", has_text=bool(message.content.strip())
-    )
-
-
-def message_to_dict(message: Message) -> dict:
-    data: dict = {
-        "id": str(message.id),
-        "role": message.role,
-        "content": message.content,
-        "created_at": message.created_at.isoformat(),
-        "parent": str(message.parent_id) if message.parent_id else None,
-    }
-    sibling_ids = getattr(message, "sibling_ids", None)
-    if sibling_ids is not None:
-        data["versions"] = [str(pk) for pk in sibling_ids]
-    if message.role == Message.Role.ASSISTANT:
-        data.update(
-            status=message.status,
-            error_kind=message.error_kind or None,
-            error=_error_words(message),
-            last_seq=message.last_seq,
-            provider=message.provider,
-            model=message.model,
-            finish_reason=message.finish_reason or None,
-            usage={
-                "prompt_tokens": message.prompt_tokens,
-                "completion_tokens": message.completion_tokens,
-                "counted": message.usage_counted,
-            },
-            metrics={
-                "ttft_ms": message.ttft_ms,
-                "tokens_per_s": message.tokens_per_s,
-                "total_ms": message.total_ms,
-            },
-            segments=message.segments,
-            omitted_messages=message.omitted_messages,
-            context_tokens=message.context_tokens,
-        )
-    return data
-
-
-def message_to_reply_end(*, message: Message) -> ReplyEnd:
-    """A saved reply's final state, as its ``reply_finished`` tells it (the
-    frame's builder applies the same rules to it as to a live reply's end)."""
-    return ReplyEnd(
-        conversation=str(message.conversation_id),
-        reply=str(message.pk),
-        status=message.status,
-        error_kind=message.error_kind or None,
-        error=_error_words(message),
-        last_seq=message.last_seq,
-        finish_reason=message.finish_reason or None,
-        usage={
-            "prompt_tokens": message.prompt_tokens,
-            "completion_tokens": message.completion_tokens,
-            "counted": message.usage_counted,
-        },
-        metrics={
-            "ttft_ms": message.ttft_ms,
-            "tokens_per_s": message.tokens_per_s,
-            "total_ms": message.total_ms,
-        },
-        omitted_messages=message.omitted_messages,
-        context_tokens=message.context_tokens,
-    )
-
-
-def conversation_to_dict(conversation: Conversation) -> dict:
-    return {
-        "id": str(conversation.id),
-        "title": conversation.title,
-        "model": conversation.model,
-        "updated_at": conversation.updated_at.isoformat(),
-        "pinned": conversation.pinned,
-        "archived": conversation.archived,
-        "system_prompt": conversation.system_prompt,
-        "temperature": conversation.temperature,
-        "max_tokens": conversation.max_tokens,
-    }
-
-
-def conversation_item_to_dict(item: ConversationItem) -> dict:
-    """A conversation as the list shows it: LIST_FIELDS and its sidebar group
-    (not its settings: a page of the list stays small)."""
-    conversation = item.conversation
-    return {
-        "id": str(conversation.id),
-        "title": conversation.title,
-        "model": conversation.model,
-        "updated_at": conversation.updated_at.isoformat(),
-        "pinned": conversation.pinned,
-        "archived": conversation.archived,
-        "group": item.group,
-    }

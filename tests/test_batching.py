@@ -11,9 +11,11 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from conversations import services
+from conversations.exceptions import NotFound, TooManyReplies
 from conversations.models import Conversation, Message
 from conversations.realtime.batching import Batcher
+from conversations.services import exchanges as exchange_services
+from conversations.services import replies as reply_services
 
 from .conftest import deltas_text
 
@@ -106,7 +108,7 @@ async def test_max_batch_splits_a_crowd(transactional_db):
 
 
 def _request(user, text="hello there", client_id=None, conversation_id=None, edit_of=None):
-    return services.ExchangeRequest(
+    return exchange_services.ExchangeRequest(
         user=user,
         conversation_id=conversation_id,
         client_id=client_id or uuid.uuid4().hex,
@@ -130,14 +132,14 @@ def _inserts(queries) -> dict[str, int]:
 def test_new_conversations_of_a_batch_are_stored_with_one_insert_per_table(alice, bob):
     requests = [_request(alice if i % 2 else bob, text=f"question {i}") for i in range(6)]
     with CaptureQueriesContext(connection) as ctx:
-        results = services.exchange_start_many(requests=requests)
+        results = exchange_services.exchange_start_many(requests=requests)
     assert _inserts(ctx.captured_queries) == {
         "CONVERSATIONS_CONVERSATION": 1,
         "CONVERSATIONS_MESSAGE": 1,
     }
     assert len(ctx.captured_queries) <= 8, [q["sql"][:80] for q in ctx.captured_queries]
     for request, result in zip(requests, results, strict=True):
-        assert isinstance(result, services.StartedExchange) and result.created
+        assert isinstance(result, exchange_services.StartedExchange) and result.created
         conversation = Conversation.objects.get(pk=result.conversation.pk)
         assert conversation.user == request.user
         assert conversation.client_id == request.client_id
@@ -152,14 +154,14 @@ def test_new_conversations_of_a_batch_are_stored_with_one_insert_per_table(alice
 
 
 def test_a_retried_send_in_a_batch_returns_what_was_stored(alice):
-    first = services.exchange_start_many(requests=[_request(alice, client_id="c-1")])[0]
+    first = exchange_services.exchange_start_many(requests=[_request(alice, client_id="c-1")])[0]
     twice = [
         _request(alice, client_id="c-1"),
         _request(alice, client_id="c-2"),
         _request(alice, client_id="c-2"),
     ]
-    again, new, repeat = services.exchange_start_many(requests=twice)
-    assert isinstance(first, services.StartedExchange) and first.created
+    again, new, repeat = exchange_services.exchange_start_many(requests=twice)
+    assert isinstance(first, exchange_services.StartedExchange) and first.created
     assert again.created is False and again.reply.pk == first.reply.pk
     assert new.created is True
     assert repeat.created is False and repeat.reply.pk == new.reply.pk
@@ -170,7 +172,7 @@ def test_a_retried_send_in_a_batch_returns_what_was_stored(alice):
 def test_limits_count_the_sends_of_the_same_batch(alice, bob, settings):
     settings.CHATSITE_MAX_MESSAGES_PER_MINUTE = 2
     requests = [_request(alice), _request(bob), _request(alice), _request(alice)]
-    results = services.exchange_start_many(requests=requests)
+    results = exchange_services.exchange_start_many(requests=requests)
     assert [type(r).__name__ for r in results] == [
         "StartedExchange",
         "StartedExchange",
@@ -183,18 +185,18 @@ def test_limits_count_the_sends_of_the_same_batch(alice, bob, settings):
 
 def test_concurrent_reply_limit_holds_across_a_batch(alice, settings):
     settings.CHATSITE_MAX_CONCURRENT_REPLIES = 1
-    results = services.exchange_start_many(requests=[_request(alice), _request(alice)])
-    assert isinstance(results[0], services.StartedExchange)
-    assert isinstance(results[1], services.TooManyReplies)
+    results = exchange_services.exchange_start_many(requests=[_request(alice), _request(alice)])
+    assert isinstance(results[0], exchange_services.StartedExchange)
+    assert isinstance(results[1], TooManyReplies)
     assert Message.objects.filter(status="streaming").count() == 1
 
 
 def test_sends_to_existing_conversations_share_the_trip_but_not_the_transaction(alice, bob):
-    started = services.exchange_start_many(requests=[_request(alice), _request(bob)])
-    assert all(isinstance(r, services.StartedExchange) for r in started)
+    started = exchange_services.exchange_start_many(requests=[_request(alice), _request(bob)])
+    assert all(isinstance(r, exchange_services.StartedExchange) for r in started)
     Message.objects.filter(status="streaming").update(status="complete", content="an answer")
     mine = started[0].conversation.pk
-    results = services.exchange_start_many(
+    results = exchange_services.exchange_start_many(
         requests=[
             _request(alice, text="follow-up", conversation_id=mine),
             _request(bob, text="not yours", conversation_id=mine),
@@ -202,14 +204,14 @@ def test_sends_to_existing_conversations_share_the_trip_but_not_the_transaction(
         ]
     )
     follow_up, foreign, fresh = results
-    assert isinstance(follow_up, services.StartedExchange)
+    assert isinstance(follow_up, exchange_services.StartedExchange)
     assert [(m.role, m.content) for m in follow_up.prompt] == [
         ("user", "hello there"),
         ("assistant", "an answer"),
         ("user", "follow-up"),
     ]
-    assert isinstance(foreign, services.NotFound)
-    assert isinstance(fresh, services.StartedExchange) and fresh.created
+    assert isinstance(foreign, NotFound)
+    assert isinstance(fresh, exchange_services.StartedExchange) and fresh.created
     assert Message.objects.filter(conversation_id=mine).count() == 4
 
 
@@ -244,10 +246,12 @@ async def test_many_sockets_sending_at_once_each_get_their_own_conversation(
 
 
 def test_many_finishes_are_one_update_of_messages_and_one_of_conversations(alice):
-    started = services.exchange_start_many(requests=[_request(alice), _request(alice, text="second")])
+    started = exchange_services.exchange_start_many(
+        requests=[_request(alice), _request(alice, text="second")]
+    )
     conversations_before = {c.pk: c.updated_at for c in Conversation.objects.all()}
     finishes = [
-        services.ReplyFinish(
+        reply_services.ReplyFinish(
             reply_id=started[0].reply.pk,
             content="all of it",
             last_seq=4,
@@ -259,7 +263,7 @@ def test_many_finishes_are_one_update_of_messages_and_one_of_conversations(alice
             prompt_tokens=3,
             completion_tokens=4,
         ),
-        services.ReplyFinish(
+        reply_services.ReplyFinish(
             reply_id=started[1].reply.pk,
             content="half",
             last_seq=2,
@@ -270,7 +274,7 @@ def test_many_finishes_are_one_update_of_messages_and_one_of_conversations(alice
         ),
     ]
     with CaptureQueriesContext(connection) as ctx:
-        services.reply_finish_many(finishes=finishes)
+        reply_services.reply_finish_many(finishes=finishes)
     # Django logs an executemany as "<n> times: <sql>".
     statements = [q["sql"].split(" times: ", 1)[-1] for q in ctx.captured_queries]
     updates = [sql for sql in statements if sql.lstrip().upper().startswith("UPDATE")]

@@ -9,9 +9,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from conversations import selectors
+from conversations import selectors, serializers
 from conversations.models import Conversation, Message
-from conversations.services import CONTINUE_INSTRUCTION
+from conversations.services.exchanges import CONTINUE_INSTRUCTION
 
 from .conftest import deltas_text
 from .test_consumer import counts, start
@@ -23,7 +23,7 @@ FAST = "openai/fake?tokens=6&rate=0"
 @sync_to_async
 def visible(conversation_id: str) -> list[dict]:
     conversation = Conversation.objects.get(pk=conversation_id)
-    return [selectors.message_to_dict(m) for m in selectors.message_list(conversation=conversation)]
+    return [serializers.message_to_dict(m) for m in selectors.message_list(conversation=conversation)]
 
 
 async def exchange(socket, text, conversation=None, model=FAST, **extra):
@@ -104,7 +104,8 @@ async def test_another_users_branch_switch_is_not_found(connect, alice, bob, ups
             data=json.dumps({"message": message}),
             content_type="application/json",
         )
-        assert response.status_code == 404 and response.json() == {"error": "not_found"}
+        assert response.status_code == 404
+        assert response.json() == {"error": "not_found", "message": "no such conversation"}
 
 
 async def test_continue_appends_to_a_stopped_reply_and_keeps_both_metrics(connect, alice, upstream):

@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 
-from conversations import errors, selectors
+from conversations import errors, serializers
 from conversations.models import Message
 from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult, get_provider
 from conversations.providers.base import http_error, listed_context_tokens, prompt_fit
@@ -206,7 +206,7 @@ async def test_a_conversation_past_the_bundled_models_window_keeps_working(conne
     reply = await sync_to_async(Message.objects.get)(pk=last["reply"])
     assert (reply.omitted_messages, reply.context_tokens) == (last["omitted_messages"], SMALL_WINDOW)
     assert reply.content == deltas_text(frames)
-    data = selectors.message_to_dict(reply)
+    data = serializers.message_to_dict(reply)
     assert data["omitted_messages"] == last["omitted_messages"] and data["context_tokens"] == SMALL_WINDOW
 
 

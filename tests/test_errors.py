@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 
-from conversations import errors, selectors
+from conversations import errors, serializers
 from conversations.models import Conversation, Message
 from conversations.realtime import protocol
 
@@ -86,7 +86,7 @@ async def test_a_reply_to_a_closed_port_says_the_server_could_not_be_reached(
     reply = await get_reply(started["reply"])
     assert (reply.error_kind, reply.error_message) == ("upstream_connect", expected)
     # Reloaded over HTTP, the reply says the same.
-    assert selectors.message_to_dict(reply)["error"] == expected
+    assert serializers.message_to_dict(reply)["error"] == expected
 
 
 @pytest.mark.django_db(transaction=True)
@@ -111,7 +111,7 @@ def test_an_imported_failed_reply_without_words_gets_the_words_of_its_kind(alice
     reply = Message.objects.create(
         conversation=conversation, role="assistant", status="error", error_kind="timeout_idle", content=""
     )
-    assert selectors.message_to_dict(reply)["error"] == errors.error_describe(kind="timeout_idle")
+    assert serializers.message_to_dict(reply)["error"] == errors.error_describe(kind="timeout_idle")
 
 
 @pytest.fixture

@@ -14,9 +14,11 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.test import Client
 
-from conversations import selectors, services
+from conversations import selectors, serializers
+from conversations.exceptions import NotFound
 from conversations.models import Conversation, Message
 from conversations.realtime.replies import registry
+from conversations.services import conversations as conversation_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -192,7 +194,7 @@ def test_the_old_callers_of_conversation_list_still_work(alice):
     conversation = make(alice, "visible")
     make(alice, "hidden", archived=True)
     page = selectors.conversation_list(user=alice)
-    assert [selectors.conversation_to_dict(c)["id"] for c in page] == [str(conversation.id)]
+    assert [serializers.conversation_to_dict(c)["id"] for c in page] == [str(conversation.id)]
     body = client_for(alice).get("/api/conversations/").json()
     assert [c["id"] for c in body["conversations"]] == [str(conversation.id)]
     assert client_for(alice).get("/").status_code == 200
@@ -205,8 +207,8 @@ def test_a_page_costs_the_same_few_queries_however_it_is_serialized(alice):
         make(alice, f"c{i}", at=T0 - timedelta(minutes=i), pinned=i < 3)
     with CaptureQueriesContext(connection) as queries:
         page = selectors.conversation_list(user=alice, limit=20)
-        [selectors.conversation_item_to_dict(item) for item in page.items]
-        [selectors.conversation_to_dict(c) for c in page]  # the chat page's sidebar
+        [serializers.conversation_item_to_dict(item) for item in page.items]
+        [serializers.conversation_to_dict(c) for c in page]  # the chat page's sidebar
     assert len(queries) == 2  # the pinned part, then the rest
     with CaptureQueriesContext(connection) as queries:
         selectors.conversation_list(user=alice, limit=20, cursor=page.next_cursor)
@@ -275,7 +277,9 @@ def test_invalid_titles_are_refused_and_change_nothing(alice, title):
 def test_a_title_of_exactly_200_characters_is_fine(alice):
     conversation = make(alice)
     title = "é" * 200
-    updated = services.conversation_update(user=alice, conversation_id=conversation.pk, title=title)
+    updated = conversation_services.conversation_update(
+        user=alice, conversation_id=conversation.pk, title=title
+    )
     assert updated.title == title
 
 
@@ -381,10 +385,10 @@ def test_another_users_conversation_is_a_404_exactly_like_a_missing_one(alice, b
     assert (theirs_after.title, theirs_after.pinned, theirs_after.archived) == ("bob's secret", False, False)
     assert theirs_after.title_is_auto
     assert Message.objects.filter(conversation=theirs).count() == 2
-    with pytest.raises(services.NotFound):
-        services.conversation_update(user=alice, conversation_id=theirs.pk, pinned=True)
-    with pytest.raises(services.NotFound):
-        services.conversation_delete(user=alice, conversation_id=theirs.pk)
+    with pytest.raises(NotFound):
+        conversation_services.conversation_update(user=alice, conversation_id=theirs.pk, pinned=True)
+    with pytest.raises(NotFound):
+        conversation_services.conversation_delete(user=alice, conversation_id=theirs.pk)
 
 
 def test_delete_removes_the_conversation_and_its_messages_only(alice):

@@ -178,7 +178,7 @@ async def test_the_models_api_needs_a_logged_in_user(listing):
     response = await AsyncClient().get("/api/models/")
 
     assert response.status_code == 401
-    assert response.json() == {"error": "not_authenticated"}
+    assert response.json() == {"error": "not_authenticated", "message": "log in first"}
     assert listing.requests == 0
 
 

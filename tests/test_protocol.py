@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from conversations import selectors
+from conversations import serializers
 from conversations.management.commands import frame_declarations
 from conversations.models import Conversation, Message
 from conversations.realtime import protocol
@@ -343,7 +343,7 @@ def test_a_saved_reply_and_the_live_reply_that_ended_it_tell_the_same_reply_fini
         usage={"prompt_tokens": 12, "completion_tokens": 3, "counted": True},
         omitted_messages=2,
     )
-    from_database = protocol.frame_reply_finished(end=selectors.message_to_reply_end(message=saved))
+    from_database = protocol.frame_reply_finished(end=serializers.message_to_reply_end(message=saved))
     assert from_database == protocol.frame_reply_finished(end=live)
     protocol.check_server_frame(json.loads(from_database))
 

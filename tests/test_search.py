@@ -10,8 +10,12 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from conversations import search, services
+from conversations import search
+from conversations.exceptions import QueryTooLong
 from conversations.models import Conversation, Message
+from conversations.services import conversations as conversation_services
+from conversations.services import exchanges as exchange_services
+from conversations.services import replies as reply_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -241,7 +245,7 @@ def test_a_very_long_query_is_a_clear_400(alice):
     body = response.json()
     assert body["error"] == "query_too_long"
     assert str(search.MAX_QUERY_CHARS) in body["message"]
-    with pytest.raises(search.QueryTooLong):
+    with pytest.raises(QueryTooLong):
         find(alice, "word " * 100)
 
 
@@ -287,7 +291,7 @@ def test_edits_renames_and_deletes_are_reflected(alice):
     assert find(alice, "original") == []
     assert [h.message_id for h in find(alice, "revised")] == [msg.pk]
 
-    services.conversation_update(user=alice, conversation_id=conv.pk, title="second heading")
+    conversation_services.conversation_update(user=alice, conversation_id=conv.pk, title="second heading")
     assert [h.kind for h in find(alice, "first")] == []
     assert [h.kind for h in find(alice, "heading")] == ["title"]
 
@@ -296,14 +300,14 @@ def test_edits_renames_and_deletes_are_reflected(alice):
     assert [h.kind for h in find(alice, "heading")] == ["title"]
 
     other = message(conv, "still wording here")
-    services.conversation_delete(user=alice, conversation_id=conv.pk)
+    conversation_services.conversation_delete(user=alice, conversation_id=conv.pk)
     assert find(alice, "wording") == []
     assert find(alice, "heading") == []
     assert not Message.objects.filter(pk=other.pk).exists()
 
 
 def test_a_streaming_reply_is_searchable_once_checkpointed(alice):
-    exchange = services.exchange_start(
+    exchange = exchange_services.exchange_start(
         user=alice,
         conversation_id=None,
         client_id="c1",
@@ -314,9 +318,9 @@ def test_a_streaming_reply_is_searchable_once_checkpointed(alice):
     reply = exchange.reply
     assert reply.status == "streaming" and reply.content == ""
     assert find(alice, "albatross") == []
-    services.reply_checkpoint_many(checkpoints=[(reply.pk, "an albatross glides", 3)])
+    reply_services.reply_checkpoint_many(checkpoints=[(reply.pk, "an albatross glides", 3)])
     assert [h.message_id for h in find(alice, "albatross")] == [reply.pk]
-    services.reply_finish(
+    reply_services.reply_finish(
         reply_id=reply.pk, content="an albatross glides over the sea", last_seq=7, status="complete"
     )
     assert [h.message_id for h in find(alice, "sea")] == [reply.pk]
@@ -355,10 +359,10 @@ def test_sqlite_index_is_kept_by_triggers_and_consistent(alice):
     msgs = [message(conv, f"text number {i}") for i in range(5)]
     Message.objects.filter(pk=msgs[0].pk).update(content="changed")
     msgs[1].delete()
-    services.conversation_update(user=alice, conversation_id=conv.pk, title="renamed")
+    conversation_services.conversation_update(user=alice, conversation_id=conv.pk, title="renamed")
     doomed = conversation(alice, "doomed")
     message(doomed, "bye")
-    services.conversation_delete(user=alice, conversation_id=doomed.pk)
+    conversation_services.conversation_delete(user=alice, conversation_id=doomed.pk)
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO conversations_search (conversations_search) VALUES ('integrity-check')")
         cursor.execute("SELECT count(*) FROM conversations_searchdoc")

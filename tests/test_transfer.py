@@ -15,6 +15,7 @@ from django.db import connections
 from django.test import AsyncClient, Client
 
 from conversations import selectors
+from conversations.exceptions import ImportRejected
 from conversations.models import Conversation, Message
 from conversations.transfer import importing
 from conversations.transfer.exporting import conversation_export_json, user_export_json_chunks
@@ -965,8 +966,8 @@ def test_a_bad_file_gets_a_clear_error_and_imports_nothing(ann, ben, what, data,
     response = upload(logged_in(ann), data)
     assert response.status_code == 400, response.content
     body = response.json()
-    assert body["code"] == code and words in body["error"], body
-    assert len(body["error"]) < 400  # a message for a person, not a dump of the file
+    assert body["error"] == code and words in body["message"], body
+    assert len(body["message"]) < 400  # a message for a person, not a dump of the file
     assert everything() == before
     assert not Conversation.objects.filter(user=ann).exists()
 
@@ -995,8 +996,8 @@ def test_too_many_conversations(ann):
     stub = {"title": "x", "mapping": {}}
     response = upload(logged_in(ann), dumps([stub] * (importing.MAX_CONVERSATIONS + 1)))
     assert response.status_code == 400
-    assert response.json()["code"] == "too_many"
-    assert "20,001 entries; the limit is 20,000" in response.json()["error"]
+    assert response.json()["error"] == "too_many"
+    assert "20,001 entries; the limit is 20,000" in response.json()["message"]
     assert not Conversation.objects.exists()
 
 
@@ -1004,7 +1005,7 @@ def test_too_many_messages_in_one_file(ann, monkeypatch):
     monkeypatch.setattr(importing, "MAX_MESSAGES", 10)
     many = _doc(*[_conversation(id=f"c{n}") for n in range(6)])  # 12 messages
     response = upload(logged_in(ann), dumps(many))
-    assert response.json()["code"] == "too_many" and "more than 10 messages" in response.json()["error"]
+    assert response.json()["error"] == "too_many" and "more than 10 messages" in response.json()["message"]
     assert not Conversation.objects.exists()
 
 
@@ -1034,11 +1035,11 @@ def test_a_file_over_the_size_limit_is_refused(ann, settings):
     data = fixture("branches.json")
     settings.CHATSITE_MAX_IMPORT_BYTES = len(data) - 1
     response = upload(logged_in(ann), data)
-    assert response.status_code == 400 and response.json()["code"] == "too_large"
-    assert "the largest file this server imports is" in response.json()["error"]
+    assert response.status_code == 400 and response.json()["error"] == "too_large"
+    assert "the largest file this server imports is" in response.json()["message"]
     assert not Conversation.objects.exists()
     # The service checks it too (the management path, other callers).
-    with pytest.raises(importing.ImportRejected) as refused:
+    with pytest.raises(ImportRejected) as refused:
         importing.conversations_import(user=ann, data=data)
     assert refused.value.code == "too_large"
     settings.CHATSITE_MAX_IMPORT_BYTES = len(data)
@@ -1050,10 +1051,10 @@ def test_an_upload_far_over_the_limit_is_refused_before_it_is_parsed(ann, settin
     parsed = []
     monkeypatch.setattr(importing, "parse_file", lambda data: parsed.append(data))
     response = upload(logged_in(ann), b" " * 200_000)
-    assert response.status_code == 400 and response.json()["code"] == "too_large"
+    assert response.status_code == 400 and response.json()["error"] == "too_large"
     assert parsed == []
 
 
 def test_an_upload_without_a_file(ann):
     response = logged_in(ann).post("/import/", {"other": "x"})
-    assert response.status_code == 400 and response.json()["code"] == "no_file"
+    assert response.status_code == 400 and response.json()["error"] == "no_file"

@@ -30,8 +30,9 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations import services
 from conversations.realtime.replies import registry
+from conversations.services import replies as reply_services
+from conversations.services import workers as worker_services
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -140,8 +141,8 @@ async def ensure_started() -> WorkerState | None:
             # The default prefix matters: channels-redis serves every process-local
             # ("specific") channel from one shared receive loop keyed by it.
             state.channel = await layer.new_channel()
-        await database_sync_to_async(services.worker_heartbeat)(channel=state.channel or "")
-        swept = await database_sync_to_async(services.reply_sweep_dead_workers)()
+        await database_sync_to_async(worker_services.worker_heartbeat)(channel=state.channel or "")
+        swept = await database_sync_to_async(reply_services.reply_sweep_dead_workers)()
         if swept:
             log.warning("marked %d reply(ies) of dead workers as interrupted", len(swept))
         state.listener = asyncio.create_task(_run(state), name="chatsite-worker")
@@ -226,8 +227,8 @@ async def _heartbeat_loop(state: WorkerState) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await database_sync_to_async(services.worker_heartbeat)(channel=state.channel or "")
-            swept = await database_sync_to_async(services.reply_sweep_dead_workers)()
+            await database_sync_to_async(worker_services.worker_heartbeat)(channel=state.channel or "")
+            swept = await database_sync_to_async(reply_services.reply_sweep_dead_workers)()
             if swept:
                 log.warning("marked %d reply(ies) of dead workers as interrupted", len(swept))
             await _tell_followers_of_ended_replies(state)
@@ -255,7 +256,7 @@ async def _tell_followers_of_ended_replies(state: WorkerState) -> None:
     from conversations.realtime.commands import finished_frame
 
     followed = {reply_id for s in followers for reply_id in s.following_remote}
-    ended = await database_sync_to_async(services.reply_ended_unannounced)(reply_ids=followed)
+    ended = await database_sync_to_async(reply_services.reply_ended_unannounced)(reply_ids=followed)
     for message in ended:
         frame = finished_frame(message)
         for subscriber in followers:

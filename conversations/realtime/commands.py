@@ -13,13 +13,16 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
-from conversations import selectors, services
+from conversations import selectors, serializers
 from conversations.catalog import model_list_settled
+from conversations.exceptions import Refusal, ReplyRunning, refusal_answer
 from conversations.models import Conversation, Message
 from conversations.providers import ModelInfo, get_provider, split_model_id
 from conversations.realtime import cluster, protocol
 from conversations.realtime.batching import Batcher
 from conversations.realtime.replies import Reply, Subscriber, registry, reply_for_user
+from conversations.services import exchanges as exchange_services
+from conversations.services import workers as worker_services
 
 
 def model_default(*, models: list[ModelInfo]) -> str | None:
@@ -63,46 +66,13 @@ async def _resolve_model(
     return model
 
 
-def _refusal(exc: Exception, ref: str | None) -> protocol.ProtocolError:
-    """The client's answer for a service's refusal."""
-    if isinstance(exc, services.NotFound):
-        return protocol.ProtocolError("not_found", str(exc), ref=ref)
-    if isinstance(exc, services.ReplyRunning):
-        return protocol.ProtocolError(
-            "reply_running", "this conversation already has a reply streaming; stop it first", ref=ref
-        )
-    if isinstance(exc, services.TooManyMessages):
-        return protocol.ProtocolError(
-            "too_many_messages",
-            f"at most {settings.CHATSITE_MAX_MESSAGES_PER_MINUTE} messages a minute; wait a little",
-            ref=ref,
-        )
-    if isinstance(exc, services.TooManyReplies):
-        return protocol.ProtocolError(
-            "too_many_replies",
-            f"at most {settings.CHATSITE_MAX_CONCURRENT_REPLIES} replies can stream at once; "
-            "stop one or wait for it to finish",
-            ref=ref,
-        )
-    if isinstance(exc, services.NotContinuable):
-        if not exc.has_text:
-            message = "this reply has no text to continue from; press Regenerate to try again"
-        else:
-            message = "only a stopped, interrupted or cut reply can be continued"
-        return protocol.ProtocolError("not_continuable", message, ref=ref)
-    raise exc
+def _refusal(exc: Refusal, ref: str | None) -> protocol.ProtocolError:
+    """The client's answer for a service's refusal: its own code and words."""
+    code, message = refusal_answer(exc)
+    return protocol.ProtocolError(code, message, ref=ref)
 
 
-_REFUSALS = (
-    services.NotFound,
-    services.ReplyRunning,
-    services.TooManyMessages,
-    services.TooManyReplies,
-    services.NotContinuable,
-)
-
-
-def _ack(subscriber: Subscriber, client_id: str, exchange: services.StartedExchange) -> None:
+def _ack(subscriber: Subscriber, client_id: str, exchange: exchange_services.StartedExchange) -> None:
     subscriber.deliver(
         protocol.frame_ack(
             client_id=client_id,
@@ -127,7 +97,7 @@ async def _answer(
     user: AbstractBaseUser,
     subscriber: Subscriber,
     client_id: str,
-    exchange: services.StartedExchange,
+    exchange: exchange_services.StartedExchange,
     model: str,
 ) -> Reply | None:
     """Acknowledge a stored request, then stream its reply (new, or the one a
@@ -181,12 +151,16 @@ def _launch(
     return reply
 
 
-def _store_starts(requests: list[services.ExchangeRequest]) -> list[services.StartedExchange | Exception]:
-    return services.exchange_start_many(requests=requests)
+def _store_starts(
+    requests: list[exchange_services.ExchangeRequest],
+) -> list[exchange_services.StartedExchange | Refusal]:
+    return exchange_services.exchange_start_many(requests=requests)
 
 
 #: Sends that arrive while earlier ones are being stored are stored together.
-_starts: Batcher[services.ExchangeRequest, services.StartedExchange] = Batcher(_store_starts)
+_starts: Batcher[exchange_services.ExchangeRequest, exchange_services.StartedExchange] = Batcher(
+    _store_starts
+)
 
 
 async def reply_start(
@@ -200,11 +174,11 @@ async def reply_start(
         live = registry.for_conversation(conv_id)
         busy = (live is not None and live.user_id == user.pk) or registry.starting.get(conv_id) == user.pk
         if busy and not (live is not None and live.client_id == frame.client_id):
-            raise _refusal(services.ReplyRunning(), frame.client_id)
+            raise _refusal(ReplyRunning(), frame.client_id)
         registry.starting[conv_id] = user.pk
     try:
         exchange = await _starts.submit(
-            services.ExchangeRequest(
+            exchange_services.ExchangeRequest(
                 user=user,
                 conversation_id=conv_id,
                 client_id=frame.client_id,
@@ -214,7 +188,7 @@ async def reply_start(
                 edit_of=frame.edit_of,
             )
         )
-    except _REFUSALS as exc:
+    except Refusal as exc:
         raise _refusal(exc, frame.client_id) from None
     finally:
         if conv_id is not None:
@@ -231,14 +205,14 @@ async def reply_regenerate(
         raise protocol.ProtocolError("not_found", "no such reply", ref=frame.client_id)
     model = await _resolve_model(frame.model, old.conversation_id, user, frame.client_id)
     try:
-        exchange = await database_sync_to_async(services.reply_regenerate)(
+        exchange = await database_sync_to_async(exchange_services.reply_regenerate)(
             user=user,
             reply_id=frame.reply,
             client_id=frame.client_id,
             model=model,
             provider=split_model_id(model)[0],
         )
-    except _REFUSALS as exc:
+    except Refusal as exc:
         raise _refusal(exc, frame.client_id) from None
     return await _answer(user, subscriber, frame.client_id, exchange, model)
 
@@ -258,10 +232,10 @@ async def reply_continue(
         provider = get_provider(split_model_id(model)[0])
         assert provider is not None
     try:
-        continuation = await database_sync_to_async(services.reply_continue)(
+        continuation = await database_sync_to_async(exchange_services.reply_continue)(
             user=user, reply_id=frame.reply, prefill=provider.supports_prefill
         )
-    except _REFUSALS as exc:
+    except Refusal as exc:
         raise _refusal(exc, str(frame.reply)) from None
     return _launch(
         user=user,
@@ -284,7 +258,7 @@ async def reply_stop(*, user: AbstractBaseUser, reply_id: uuid.UUID) -> None:
     if message is None:
         raise protocol.ProtocolError("not_found", "no such reply", ref=str(reply_id))
     if message.status == Message.Status.STREAMING:
-        channel = await database_sync_to_async(services.worker_channel)(worker_id=message.worker)
+        channel = await database_sync_to_async(worker_services.worker_channel)(worker_id=message.worker)
         if channel is not None and not await cluster.send_command(
             channel, {"type": "reply.stop", "reply": str(reply_id), "user": user.pk}
         ):
@@ -311,7 +285,7 @@ async def _subscribe_remote(
     channel_name = getattr(subscriber, "channel_name", None)
     if message.status != Message.Status.STREAMING or not channel_name:
         return False
-    owner = await database_sync_to_async(services.worker_channel)(worker_id=message.worker)
+    owner = await database_sync_to_async(worker_services.worker_channel)(worker_id=message.worker)
     if owner is None:
         return False
     reply_id = str(message.pk)
@@ -364,4 +338,4 @@ async def finished_frame_for(reply_id: str) -> str | None:
 
 
 def finished_frame(message: Message) -> str:
-    return protocol.frame_reply_finished(end=selectors.message_to_reply_end(message=message))
+    return protocol.frame_reply_finished(end=serializers.message_to_reply_end(message=message))

@@ -23,11 +23,12 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from conversations import errors, services
+from conversations import errors
 from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult
 from conversations.providers.base import PromptFit, context_length_error, prompt_fit
 from conversations.realtime import protocol
 from conversations.realtime.batching import Batcher
+from conversations.services import replies as reply_services
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +453,7 @@ class Reply:
         context_tokens = fit.context_tokens if fit is not None else self._window
         save = asyncio.ensure_future(
             finishes.submit(
-                services.ReplyFinish(
+                reply_services.ReplyFinish(
                     reply_id=self.id,
                     content=self.text,
                     last_seq=self.seq,
@@ -504,13 +505,13 @@ class Reply:
             raise asyncio.CancelledError
 
 
-def _store_finishes(items: list[services.ReplyFinish]) -> list[None]:
-    services.reply_finish_many(finishes=items)
+def _store_finishes(items: list[reply_services.ReplyFinish]) -> list[None]:
+    reply_services.reply_finish_many(finishes=items)
     return [None] * len(items)
 
 
 #: Replies that end while others are being saved are saved together.
-finishes: Batcher[services.ReplyFinish, None] = Batcher(_store_finishes)
+finishes: Batcher[reply_services.ReplyFinish, None] = Batcher(_store_finishes)
 
 
 #: The reply runner's own timeouts: error kind -> the setting that ran out.
@@ -613,7 +614,7 @@ class Registry:
                 continue
             rows = [(reply.id, reply.text_up_to(seq), seq) for reply, seq in batch]
             try:
-                await database_sync_to_async(services.reply_checkpoint_many)(checkpoints=rows)
+                await database_sync_to_async(reply_services.reply_checkpoint_many)(checkpoints=rows)
             except Exception as exc:  # a locked database: try again next interval
                 log.warning("checkpoint of %d replies failed (%s)", len(rows), type(exc).__name__)
                 continue

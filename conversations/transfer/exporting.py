@@ -12,7 +12,6 @@ in memory at once.
 
 from __future__ import annotations
 
-import heapq
 import json
 import uuid
 from collections import defaultdict
@@ -23,7 +22,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 from django.utils.text import slugify
 
+from conversations import tree
 from conversations.models import Conversation, Message
+from conversations.serializers import metrics_to_dict, usage_to_dict
 
 FORMAT = "chatsite"
 VERSION = 1
@@ -38,23 +39,12 @@ def _iso(value: datetime | None) -> str | None:
 
 def tree_order(messages: Iterable[Message]) -> list[Message]:
     """Every message after its parent, otherwise oldest first (ties by id)."""
-    messages = list(messages)
-    ids = {m.pk for m in messages}
-    children: dict[uuid.UUID, list[Message]] = defaultdict(list)
-    heap: list[tuple[datetime, str, Message]] = []
-    for m in messages:
-        if m.parent_id is not None and m.parent_id in ids:
-            children[m.parent_id].append(m)
-        else:
-            heap.append((m.created_at, str(m.pk), m))
-    heapq.heapify(heap)
-    ordered: list[Message] = []
-    while heap:
-        _, _, message = heapq.heappop(heap)
-        ordered.append(message)
-        for child in children.get(message.pk, ()):
-            heapq.heappush(heap, (child.created_at, str(child.pk), child))
-    return ordered
+    by_id = {m.pk: m for m in messages}
+    order = tree.tree_order(
+        parents={pk: m.parent_id for pk, m in by_id.items()},
+        key=lambda pk: (by_id[pk].created_at, str(pk)),
+    )
+    return [by_id[pk] for pk in order]
 
 
 def message_to_export(message: Message) -> dict:
@@ -75,16 +65,8 @@ def message_to_export(message: Message) -> dict:
             finish_reason=message.finish_reason or None,
             finished_at=_iso(message.finished_at),
             last_seq=message.last_seq,
-            metrics={
-                "ttft_ms": message.ttft_ms,
-                "tokens_per_s": message.tokens_per_s,
-                "total_ms": message.total_ms,
-            },
-            usage={
-                "prompt_tokens": message.prompt_tokens,
-                "completion_tokens": message.completion_tokens,
-                "counted": message.usage_counted,
-            },
+            metrics=metrics_to_dict(message),
+            usage=usage_to_dict(message),
             segments=message.segments or [],
         )
     return data
@@ -199,19 +181,13 @@ def _markdown(conversation: Conversation, messages: list[Message]) -> str:
         lines += ["> " + line if line else ">" for line in conversation.system_prompt.splitlines()]
         lines.append("")
 
-    by_id = {m.pk: m for m in messages}
-    branch: list[Message] = []
-    node = by_id.get(conversation.active_leaf_id) if conversation.active_leaf_id else None
-    while node is not None:
-        branch.append(node)
-        node = by_id.get(node.parent_id) if node.parent_id else None
-    branch.reverse()
+    branch = tree.branch_path(messages=messages, leaf_id=conversation.active_leaf_id)
     siblings: dict[uuid.UUID | None, int] = defaultdict(int)
     if branch:
         for m in messages:
             siblings[m.parent_id] += 1
     else:  # no branch recorded: what the chat page shows, every message in order
-        branch = sorted(messages, key=lambda m: (m.created_at, m.role))
+        branch = tree.written_order(messages=messages)
 
     for message in branch:
         if message.role == Message.Role.ASSISTANT:

@@ -16,7 +16,6 @@ or reveals anything already stored, and importing a file twice gives two copies.
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 import uuid
@@ -31,7 +30,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
+from conversations import tree
+from conversations.exceptions import ImportRejected
 from conversations.models import Conversation, Message
+from conversations.services.conversations import TITLE_MAX_CHARS, title_auto, title_shorten
 from conversations.transfer.exporting import FORMAT, VERSION
 
 # Limits on what one file may hold, beyond its size (CHATSITE_MAX_IMPORT_BYTES).
@@ -43,20 +45,10 @@ MAX_ID_CHARS = 200  # a message or node id in the file
 MAX_PARTS = 1_000  # parts of one ChatGPT message
 MAX_SEGMENTS = 1_000
 MAX_INT = 2_147_483_647  # PositiveIntegerField on every database
-TITLE_CHARS = 200  # Conversation.title
-AUTO_TITLE_CHARS = 60
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 STATUSES = {"complete", "stopped", "error", "interrupted"}
-
-
-class ImportRejected(Exception):
-    """The file cannot be imported; ``str()`` says why, for the user."""
-
-    def __init__(self, message: str, code: str = "invalid") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(slots=True)
@@ -334,22 +326,10 @@ def _tree_order(
 
     Raises for a parent that is not in ``parents`` and for parent links that loop.
     """
-    children: dict[str, list[str]] = defaultdict(list)
-    heap: list[tuple[Any, str]] = []
     for node, parent in parents.items():
-        if parent is None:
-            heap.append((key(node), node))
-        elif parent not in parents:
+        if parent is not None and parent not in parents:
             raise _fail(where(node), f"its parent {_show(parent)} is not in this conversation")
-        else:
-            children[parent].append(node)
-    heapq.heapify(heap)
-    order: list[str] = []
-    while heap:
-        _, node = heapq.heappop(heap)
-        order.append(node)
-        for child in children.get(node, ()):
-            heapq.heappush(heap, (key(child), child))
+    order = tree.tree_order(parents=parents, key=key)
     if len(order) != len(parents):
         reached = set(order)
         stuck = next(node for node in parents if node not in reached)
@@ -377,8 +357,7 @@ class _Counter:
 
 def _auto_title(messages: list[ParsedMessage]) -> str:
     first = next((m.content for m in messages if m.role == "user" and m.content.strip()), "")
-    line = " ".join(first.split())
-    return line if len(line) <= AUTO_TITLE_CHARS else line[: AUTO_TITLE_CHARS - 1].rstrip() + "…"
+    return title_auto(text=first)
 
 
 def _join_prompts(parts: list[str]) -> str:
@@ -417,7 +396,7 @@ def _chatsite_file(document: dict) -> ParsedFile:
 
 def _chatsite_conversation(raw: Any, where: str, counter: _Counter) -> ParsedConversation:
     raw = _object(raw, where)
-    title = _text(raw, "title", where, limit=TITLE_CHARS, default="")
+    title = _text(raw, "title", where, limit=TITLE_MAX_CHARS, default="")
     created_at = _moment(raw, "created_at", where, required=True)
     messages_raw = _list(
         _get(raw, "messages", where, True), f"{where}.messages", MAX_MESSAGES_PER_CONVERSATION
@@ -712,9 +691,7 @@ def _chatgpt_conversation(raw: dict, counter: _Counter) -> ParsedConversation | 
     last_model = next((m.reply.get("model") for m in reversed(messages) if m.reply.get("model")), "")
     default_model = raw.get("default_model_slug")
     model = default_model if isinstance(default_model, str) and default_model else last_model
-    title = (title or "").strip()
-    if len(title) > TITLE_CHARS:
-        title = title[: TITLE_CHARS - 1].rstrip() + "…"
+    title = title_shorten(text=(title or "").strip())
     first = min(m.created_at for m in messages)
     last = max(m.created_at for m in messages)
     return ParsedConversation(

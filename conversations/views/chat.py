@@ -13,12 +13,16 @@ from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
-from conversations import errors, selectors, services
+from conversations import errors, selectors, serializers
 from conversations.catalog import model_list, provider_state_list
+from conversations.exceptions import NotAuthenticated, NotFound, SignupClosed, UsernameTaken
 from conversations.realtime import protocol
 from conversations.realtime.commands import model_default
+from conversations.services import accounts as account_services
+from conversations.services import conversations as conversation_services
+from conversations.views.errors import json_error, json_methods, json_refusal
 
 
 async def _user_or_redirect(request: HttpRequest):
@@ -42,18 +46,19 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
         if conversation is None:
             raise Http404("No such conversation")
         messages = [
-            selectors.message_to_dict(m)
+            serializers.message_to_dict(m)
             for m in await sync_to_async(selectors.message_list)(conversation=conversation)
         ]
     conversations = [
-        selectors.conversation_to_dict(c) for c in await sync_to_async(selectors.conversation_list)(user=user)
+        serializers.conversation_to_dict(c)
+        for c in await sync_to_async(selectors.conversation_list)(user=user)
     ]
     # The last good lists, at once: listing happens in the background (providers.catalog).
     listed = model_list()
     context = {
         "conversation": conversation,
         "page_data": {
-            "conversation": selectors.conversation_to_dict(conversation) if conversation else None,
+            "conversation": serializers.conversation_to_dict(conversation) if conversation else None,
             "messages": messages,
             "conversations": conversations,
             "models": [m.as_dict() for m in listed],
@@ -68,53 +73,53 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
     return await sync_to_async(render)(request, "chat.html", context)
 
 
-@require_GET
+@json_methods("GET")
 async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     user = await request.auser()
     if not user.is_authenticated:
-        return JsonResponse({"error": "not_authenticated"}, status=401)
+        return json_refusal(NotAuthenticated())
     conversation = await sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
     if conversation is None:
-        return JsonResponse({"error": "not_found"}, status=404)
+        return json_refusal(NotFound("no such conversation"))
     messages = await sync_to_async(selectors.message_list)(conversation=conversation)
     return JsonResponse(
         {
-            "conversation": selectors.conversation_to_dict(conversation),
-            "messages": [selectors.message_to_dict(m) for m in messages],
+            "conversation": serializers.conversation_to_dict(conversation),
+            "messages": [serializers.message_to_dict(m) for m in messages],
         }
     )
 
 
-@require_POST
+@json_methods("POST")
 async def conversation_branch(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     """Show another version of a message: ``{"message": id}`` picks the branch through it."""
     user = await request.auser()
     if not user.is_authenticated:
-        return JsonResponse({"error": "not_authenticated"}, status=401)
+        return json_refusal(NotAuthenticated())
     try:
         message_id = uuid.UUID(str(json.loads(request.body or b"{}").get("message")))
     except (ValueError, AttributeError, TypeError):
-        return JsonResponse({"error": "invalid", "message": 'send {"message": <message id>}'}, status=400)
+        return json_error(code="invalid", message='send {"message": <message id>}', status=400)
     conversation = await sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
     if conversation is None:
-        return JsonResponse({"error": "not_found"}, status=404)
+        return json_refusal(NotFound("no such conversation"))
     try:
-        conversation = await sync_to_async(services.conversation_select_branch)(
+        conversation = await sync_to_async(conversation_services.conversation_select_branch)(
             user=user, message_id=message_id
         )
-    except services.NotFound:
-        return JsonResponse({"error": "not_found"}, status=404)
+    except NotFound as exc:
+        return json_refusal(exc)
     if conversation.pk != conversation_id:
-        return JsonResponse({"error": "not_found"}, status=404)
+        return json_refusal(NotFound("no such message"))
     messages = await sync_to_async(selectors.message_list)(conversation=conversation)
-    return JsonResponse({"messages": [selectors.message_to_dict(m) for m in messages]})
+    return JsonResponse({"messages": [serializers.message_to_dict(m) for m in messages]})
 
 
-@require_GET
+@json_methods("GET")
 async def model_index(request: HttpRequest) -> JsonResponse:
     user = await request.auser()
     if not user.is_authenticated:
-        return JsonResponse({"error": "not_authenticated"}, status=401)
+        return json_refusal(NotAuthenticated())
     listed = model_list()
     return JsonResponse(
         {
@@ -146,14 +151,14 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            user = services.account_create(
+            user = account_services.account_create(
                 username=form.cleaned_data["username"],
                 email=form.cleaned_data.get("email") or "",
                 password=form.cleaned_data["password1"],
             )
-        except services.SignupClosed:  # another sign-up made the first account meanwhile
+        except SignupClosed:  # another sign-up made the first account meanwhile
             return render(request, "registration/signup_closed.html", status=403)
-        except services.UsernameTaken:
+        except UsernameTaken:
             form.add_error("username", "A user with that username already exists.")
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")

@@ -15,12 +15,21 @@ import uuid
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET, require_POST
 
-from conversations import search, selectors, services
+from conversations import search, selectors, serializers
+from conversations.exceptions import (
+    Invalid,
+    InvalidCursor,
+    InvalidTitle,
+    NotAuthenticated,
+    NotFound,
+    QueryTooLong,
+)
 from conversations.realtime import commands as actions
 from conversations.realtime import protocol
 from conversations.realtime.replies import registry
+from conversations.services import conversations as conversation_services
+from conversations.views.errors import json_methods, json_refusal
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +38,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
 
 
-def _error(status: int, error: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": error, "message": message}, status=status)
-
-
 def _not_found() -> JsonResponse:
-    return _error(404, "not_found", "no such conversation")
+    return json_refusal(NotFound("no such conversation"))
 
 
 async def _user(request: HttpRequest):
@@ -60,16 +65,16 @@ def _tz_offset(request: HttpRequest) -> int:
     return _int_param(request, "tz_offset", 0, -limit, limit)
 
 
-@require_GET
+@json_methods("GET")
 async def conversation_index(request: HttpRequest) -> JsonResponse:
     """``GET /api/history/?archived=0|1&cursor=&tz_offset=&limit=``: one page of
     the list, pinned first, then newest activity first."""
     user = await _user(request)
     if user is None:
-        return _error(401, "not_authenticated", "log in first")
+        return json_refusal(NotAuthenticated())
     archived_raw = request.GET.get("archived", "0")
     if archived_raw not in ("0", "1", "false", "true"):
-        return _error(400, "invalid", "archived must be 0 or 1")
+        return json_refusal(Invalid("archived must be 0 or 1"))
     try:
         tz_offset = _tz_offset(request)
         limit = _int_param(request, "limit", 50, 1, selectors.LIST_MAX_LIMIT)
@@ -80,13 +85,13 @@ async def conversation_index(request: HttpRequest) -> JsonResponse:
             limit=limit,
             tz_offset=tz_offset,
         )
-    except selectors.InvalidCursor:
-        return _error(400, "invalid_cursor", "the cursor is not valid; start from the first page")
+    except InvalidCursor as exc:
+        return json_refusal(exc)
     except ValueError as exc:
-        return _error(400, "invalid", str(exc))
+        return json_refusal(Invalid(str(exc)))
     return JsonResponse(
         {
-            "conversations": [selectors.conversation_item_to_dict(item) for item in page.items],
+            "conversations": [serializers.conversation_item_to_dict(item) for item in page.items],
             "next_cursor": page.next_cursor,
         }
     )
@@ -104,35 +109,35 @@ def _read_json_object(request: HttpRequest) -> dict:
     return body
 
 
-@require_POST
+@json_methods("POST")
 async def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     """``POST /api/conversations/<id>/update/`` with any of ``{"title": str,
     "pinned": bool, "archived": bool, "system_prompt": str, "temperature": number|null,
     "max_tokens": int|null}``: rename, pin/unpin, archive/unarchive, settings."""
     user = await _user(request)
     if user is None:
-        return _error(401, "not_authenticated", "log in first")
+        return json_refusal(NotAuthenticated())
     try:
         body = _read_json_object(request)
         tz_offset = _tz_offset(request)
     except ValueError as exc:
-        return _error(400, "invalid", str(exc))
+        return json_refusal(Invalid(str(exc)))
     unknown = sorted(set(body) - {"title", "pinned", "archived", *OPTION_FIELDS})
     if unknown:
-        return _error(400, "invalid", f"unknown field {unknown[0][:40]!r}")
+        return json_refusal(Invalid(f"unknown field {unknown[0][:40]!r}"))
     if not body:
-        return _error(400, "invalid", "nothing to change: send title, pinned or archived")
+        return json_refusal(Invalid("nothing to change: send title, pinned or archived"))
     try:
         options = _options(body)
     except ValueError as exc:
-        return _error(400, "invalid", str(exc))
+        return json_refusal(Invalid(str(exc)))
     if "title" in body and not isinstance(body["title"], str):
-        return _error(400, "invalid", "title must be a string")
+        return json_refusal(Invalid("title must be a string"))
     for flag in ("pinned", "archived"):
         if flag in body and not isinstance(body[flag], bool):
-            return _error(400, "invalid", f"{flag} must be true or false")
+            return json_refusal(Invalid(f"{flag} must be true or false"))
     try:
-        conversation = await sync_to_async(services.conversation_update)(
+        conversation = await sync_to_async(conversation_services.conversation_update)(
             user=user,
             conversation_id=conversation_id,
             title=body.get("title"),
@@ -140,12 +145,12 @@ async def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) 
             archived=body.get("archived"),
             options=options,
         )
-    except services.NotFound:
+    except NotFound:
         return _not_found()
-    except services.InvalidTitle as exc:
-        return _error(400, "invalid_title", str(exc))
+    except InvalidTitle as exc:
+        return json_refusal(exc)
     item = selectors.conversation_item(conversation=conversation, tz_offset=tz_offset)
-    return JsonResponse({"conversation": selectors.conversation_item_to_dict(item)})
+    return JsonResponse({"conversation": serializers.conversation_item_to_dict(item)})
 
 
 OPTION_FIELDS = ("system_prompt", "temperature", "max_tokens")
@@ -177,13 +182,13 @@ def _options(body: dict) -> dict:
     return options
 
 
-@require_POST
+@json_methods("POST")
 async def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     """``POST /api/conversations/<id>/delete/``: stop its streaming reply, if
     any (here or in another process), then delete it with all its messages."""
     user = await _user(request)
     if user is None:
-        return _error(401, "not_authenticated", "log in first")
+        return json_refusal(NotAuthenticated())
     conversation = await sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
     if conversation is None:
         return _not_found()
@@ -203,28 +208,30 @@ async def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) 
         except protocol.ProtocolError:
             pass  # gone in between
     try:
-        await sync_to_async(services.conversation_delete)(user=user, conversation_id=conversation_id)
-    except services.NotFound:
+        await sync_to_async(conversation_services.conversation_delete)(
+            user=user, conversation_id=conversation_id
+        )
+    except NotFound:
         return _not_found()
     return JsonResponse({"deleted": str(conversation_id)})
 
 
-@require_GET
+@json_methods("GET")
 async def search_index(request: HttpRequest) -> JsonResponse:
     """``GET /api/search/?q=&limit=&offset=``: ranked hits with snippets."""
     user = await _user(request)
     if user is None:
-        return _error(401, "not_authenticated", "log in first")
+        return json_refusal(NotAuthenticated())
     query = request.GET.get("q", "")
     try:
         limit = _int_param(request, "limit", 20, 1, search.MAX_LIMIT)
         offset = _int_param(request, "offset", 0, 0, search.MAX_RESULTS)
     except ValueError as exc:
-        return _error(400, "invalid", str(exc))
+        return json_refusal(Invalid(str(exc)))
     try:
         hits = await sync_to_async(search.search_messages)(user=user, query=query, limit=limit, offset=offset)
-    except search.QueryTooLong as exc:
-        return _error(400, "query_too_long", str(exc))
+    except QueryTooLong as exc:
+        return json_refusal(exc)
     more = len(hits) == limit and offset + limit < search.MAX_RESULTS
     return JsonResponse(
         {

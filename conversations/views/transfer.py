@@ -21,11 +21,13 @@ from django.http import (
 )
 from django.http.multipartparser import MultiPartParserError
 from django.utils.http import content_disposition_header
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from conversations import selectors
+from conversations.exceptions import ImportRejected, NotAuthenticated
 from conversations.models import Conversation
 from conversations.transfer import exporting, importing
+from conversations.views.errors import json_methods, json_refusal
 
 #: Room for the multipart framing around the file when checking Content-Length.
 MULTIPART_SLACK = 64 * 1024
@@ -94,43 +96,46 @@ async def user_export_markdown(request: HttpRequest) -> HttpResponse:
     return await _export_all(request, "md", MARKDOWN_TYPE, exporting.user_export_markdown_chunks)
 
 
-def _refuse(message: str, code: str) -> JsonResponse:
-    return JsonResponse({"error": message, "code": code}, status=400)
-
-
-@require_POST
+@json_methods("POST")
 def conversations_import(request: HttpRequest) -> JsonResponse:
     """Multipart upload, field ``file``: a chatsite export or a ChatGPT conversations.json."""
     if not request.user.is_authenticated:
-        return JsonResponse(
-            {"error": "Log in to import conversations.", "code": "not_authenticated"}, status=401
-        )
+        return json_refusal(NotAuthenticated("Log in to import conversations."))
     limit = settings.CHATSITE_MAX_IMPORT_BYTES
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
     if limit and length > limit + MULTIPART_SLACK:  # refused before parsing the upload
-        return _refuse(
-            f"The file is larger than the largest file this server imports ({importing.megabytes(limit)}).",
-            "too_large",
+        return json_refusal(
+            ImportRejected(
+                "The file is larger than the largest file this server imports "
+                f"({importing.megabytes(limit)}).",
+                "too_large",
+            )
         )
     try:
         upload = request.FILES.get("file")
     except MultiPartParserError:
-        return _refuse("The upload could not be read; send the file as multipart form data.", "bad_upload")
+        return json_refusal(
+            ImportRejected(
+                "The upload could not be read; send the file as multipart form data.", "bad_upload"
+            )
+        )
     if upload is None:
-        return _refuse("Choose a file to import (form field 'file').", "no_file")
+        return json_refusal(ImportRejected("Choose a file to import (form field 'file').", "no_file"))
     if limit and upload.size > limit:
-        return _refuse(
-            f"The file is {importing.megabytes(upload.size)}; the largest file this server imports is "
-            f"{importing.megabytes(limit)}.",
-            "too_large",
+        return json_refusal(
+            ImportRejected(
+                f"The file is {importing.megabytes(upload.size)}; the largest file this server imports is "
+                f"{importing.megabytes(limit)}.",
+                "too_large",
+            )
         )
     try:
         result = importing.conversations_import(user=request.user, data=upload.read())
-    except importing.ImportRejected as exc:
-        return _refuse(str(exc), exc.code)
+    except ImportRejected as exc:
+        return json_refusal(exc)
     return JsonResponse(
         {
             "imported": len(result.conversations),

@@ -35,7 +35,8 @@ export async function postJSON(url, body) {
     data = null;
   }
   if (!response.ok) {
-    const message = (data && (data.message || data.error)) || `HTTP ${response.status}`;
+    // The error envelope: {"error": code, "message": words for people} (docs/protocol.md).
+    const message = (data && data.message) || `HTTP ${response.status}`;
     throw new Error(message);
   }
   return data;
@@ -414,7 +415,7 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
       if (generation !== searchGeneration) return;
       if (!response.ok) {
         dom.results.replaceChildren();
-        dom.searchStatus.textContent = body.message || body.error || 'Search failed.';
+        dom.searchStatus.textContent = body.message || 'Search failed.';
         return;
       }
       const hits = body.results || [];
@@ -484,7 +485,7 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
       }
       if (!response.ok) {
         dom.importStatus.dataset.kind = 'error';
-        dom.importStatus.textContent = `Import failed: ${body.error || body.message || `HTTP ${response.status}`}`;
+        dom.importStatus.textContent = `Import failed: ${body.message || `HTTP ${response.status}`}`;
       } else {
         const n = body.imported || 0;
         const skipped = body.skipped_conversations || [];

@@ -518,6 +518,8 @@ def export_then_import(page, server, tmp_path) -> None:
     page.set_input_files("#import-file", str(bad))
     page.wait_for_selector("#import-status[data-kind=error]")
     assert "Import failed" in page.inner_text("#import-status")
+    # The envelope's words for people, not its code (``not_json``).
+    assert "not valid JSON" in page.inner_text("#import-status")
     assert len({r[0] for r in server.query("select id from conversations_conversation")} - before) == 1
     # The browser logs a failed request (400) as a console error; nothing else may appear.
     assert [p for p in page.problems if "400" not in p] == []

@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from conversations import services
 from conversations.providers.local import bundled_model_path, runtime_available
+from conversations.services import replies as reply_services
 
 
 class Command(BaseCommand):
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         if not settings.DEBUG:
             call_command("collectstatic", interactive=False, verbosity=0)
-        swept = services.reply_sweep_dead_workers()
+        swept = reply_services.reply_sweep_dead_workers()
         if swept:
             self.stdout.write(f"Marked {len(swept)} reply(ies) left by a stopped server as interrupted.")
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"

@@ -1,0 +1,128 @@
+"""The dicts the app answers with, built once: a message, a conversation, a
+list item, and a reply's usage and metrics.
+
+Selectors read; these shape what they read for JSON (the HTTP reads, the chat
+page's embedded data, the socket's ``reply_finished`` from the database, and the
+export file's usage and metrics). ``usage_dict`` and ``metrics_dict`` take the
+values themselves, for a live reply that is not read from the database.
+"""
+
+from __future__ import annotations
+
+from conversations import errors
+from conversations.models import Conversation, Message
+from conversations.realtime.protocol import ReplyEnd
+from conversations.selectors import ConversationItem
+
+
+def usage_dict(*, prompt_tokens: int | None, completion_tokens: int | None, counted: bool) -> dict:
+    """A reply's token counts (``counted``: the provider reported them, not estimated)."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "counted": counted}
+
+
+def metrics_dict(*, ttft_ms: float | None, tokens_per_s: float | None, total_ms: float | None) -> dict:
+    """A reply's timings: to the first token, tokens a second, in all."""
+    return {"ttft_ms": ttft_ms, "tokens_per_s": tokens_per_s, "total_ms": total_ms}
+
+
+def usage_to_dict(message: Message) -> dict:
+    """:func:`usage_dict` of a stored reply."""
+    return usage_dict(
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+        counted=message.usage_counted,
+    )
+
+
+def metrics_to_dict(message: Message) -> dict:
+    """:func:`metrics_dict` of a stored reply."""
+    return metrics_dict(ttft_ms=message.ttft_ms, tokens_per_s=message.tokens_per_s, total_ms=message.total_ms)
+
+
+def message_error_words(message: Message) -> str | None:
+    """What a reply's failure says to a person: the words saved with it, else
+    (an imported reply with a kind and no words) the words of its kind."""
+    if message.error_message:
+        return message.error_message
+    if message.status != Message.Status.ERROR:
+        return None
+    return errors.error_describe(
+        kind=message.error_kind or "internal", has_text=bool(message.content.strip())
+    )
+
+
+def message_to_dict(message: Message) -> dict:
+    """A message as the chat shows it; ``versions`` when the read set ``sibling_ids``
+    (``selectors.message_list``)."""
+    data: dict = {
+        "id": str(message.id),
+        "role": message.role,
+        "content": message.content,
+        "created_at": message.created_at.isoformat(),
+        "parent": str(message.parent_id) if message.parent_id else None,
+    }
+    sibling_ids = getattr(message, "sibling_ids", None)
+    if sibling_ids is not None:
+        data["versions"] = [str(pk) for pk in sibling_ids]
+    if message.role == Message.Role.ASSISTANT:
+        data.update(
+            status=message.status,
+            error_kind=message.error_kind or None,
+            error=message_error_words(message),
+            last_seq=message.last_seq,
+            provider=message.provider,
+            model=message.model,
+            finish_reason=message.finish_reason or None,
+            usage=usage_to_dict(message),
+            metrics=metrics_to_dict(message),
+            segments=message.segments,
+            omitted_messages=message.omitted_messages,
+            context_tokens=message.context_tokens,
+        )
+    return data
+
+
+def message_to_reply_end(*, message: Message) -> ReplyEnd:
+    """A saved reply's final state, as its ``reply_finished`` tells it (the
+    frame's builder applies the same rules to it as to a live reply's end)."""
+    return ReplyEnd(
+        conversation=str(message.conversation_id),
+        reply=str(message.pk),
+        status=message.status,
+        error_kind=message.error_kind or None,
+        error=message_error_words(message),
+        last_seq=message.last_seq,
+        finish_reason=message.finish_reason or None,
+        usage=usage_to_dict(message),
+        metrics=metrics_to_dict(message),
+        omitted_messages=message.omitted_messages,
+        context_tokens=message.context_tokens,
+    )
+
+
+def _list_fields(conversation: Conversation) -> dict:
+    """What the list shows of a conversation (``selectors.LIST_FIELDS``)."""
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "model": conversation.model,
+        "updated_at": conversation.updated_at.isoformat(),
+        "pinned": conversation.pinned,
+        "archived": conversation.archived,
+    }
+
+
+def conversation_to_dict(conversation: Conversation) -> dict:
+    """A conversation with its settings (system prompt, sampling)."""
+    return {
+        **_list_fields(conversation),
+        "system_prompt": conversation.system_prompt,
+        "temperature": conversation.temperature,
+        "max_tokens": conversation.max_tokens,
+    }
+
+
+def conversation_item_to_dict(item: ConversationItem) -> dict:
+    """A conversation as the list shows it: LIST_FIELDS and its sidebar group
+    (not its settings: a page of the list stays small)."""
+    return {**_list_fields(item.conversation), "group": item.group}

@@ -1,0 +1,391 @@
+"""A send, a regenerate, a continue: the user's message and an empty streaming
+reply stored together, and the prompt the reply is written from."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+
+from conversations import tree
+from conversations.exceptions import NotContinuable, NotFound, Refusal, ReplyRunning
+from conversations.models import Conversation, Message
+from conversations.providers import ChatMessage
+from conversations.services.conversations import title_auto
+from conversations.services.limits import limits_check, limits_refusal, limits_usage
+from conversations.services.workers import WORKER_ID
+
+
+@dataclass(frozen=True, slots=True)
+class StartedExchange:
+    conversation: Conversation
+    user_message: Message
+    reply: Message
+    created: bool  # False: the client id was seen before; nothing new was stored
+    prompt: list[ChatMessage]
+
+
+def branch_path(*, conversation: Conversation, leaf_id: uuid.UUID | None) -> list[Message]:
+    """The messages from the first one down to ``leaf_id``, following parents."""
+    if leaf_id is None:
+        return []
+    messages = conversation.messages.only("id", "parent_id", "role", "content", "error_kind")
+    return tree.branch_path(messages=messages, leaf_id=leaf_id)
+
+
+def _prompt_for(conversation: Conversation, leaf_id: uuid.UUID) -> list[ChatMessage]:
+    """The branch ending at ``leaf_id`` as the model should see it: the system
+    prompt first, empty replies dropped, consecutive messages of one role merged,
+    so every API accepts it."""
+    prompt: list[ChatMessage] = []
+    if conversation.system_prompt.strip():
+        prompt.append(ChatMessage("system", conversation.system_prompt))
+    path = branch_path(conversation=conversation, leaf_id=leaf_id)
+    for i, message in enumerate(path):
+        if not message.content:
+            continue
+        after = path[i + 1] if i + 1 < len(path) else None
+        if after is not None and not after.content and after.error_kind == "context_length":
+            # A message too long for the model: sending it again would fail
+            # every later reply of the conversation the same way.
+            continue
+        if prompt and prompt[-1].role == message.role:
+            prompt[-1] = ChatMessage(message.role, prompt[-1].content + "\n\n" + message.content)
+        else:
+            prompt.append(ChatMessage(message.role, message.content))
+    return prompt
+
+
+def exchange_start(
+    *,
+    user: AbstractBaseUser,
+    conversation_id: uuid.UUID | None,
+    client_id: str,
+    text: str,
+    model: str,
+    provider: str,
+    edit_of: uuid.UUID | None = None,
+) -> StartedExchange:
+    """Store the user's message and an empty streaming reply, in one transaction.
+
+    The message continues the branch the user is looking at; with ``edit_of``
+    (a user message of the conversation) it becomes that message's sibling
+    instead, starting a new branch. A client id seen before returns what was
+    stored then (``created=False``).
+    """
+    kwargs = dict(
+        user=user,
+        conversation_id=conversation_id,
+        client_id=client_id,
+        text=text,
+        model=model,
+        provider=provider,
+        edit_of=edit_of,
+    )
+    try:
+        return _exchange_start(**kwargs)
+    except IntegrityError:
+        # A concurrent send with the same client id won the race; return its result.
+        return _exchange_start(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRequest:
+    """One ``send``: the arguments of :func:`exchange_start`."""
+
+    user: AbstractBaseUser
+    conversation_id: uuid.UUID | None
+    client_id: str
+    text: str
+    model: str
+    provider: str
+    edit_of: uuid.UUID | None = None
+
+
+def exchange_start_many(*, requests: list[ExchangeRequest]) -> list[StartedExchange | Refusal]:
+    """Store many sends at once (a group commit): the result or the refusal of each, in order.
+
+    Sends that start a new conversation are stored together: one query for
+    the client ids seen before, one for every sender's limits, then one
+    ``INSERT`` of all the conversations and one of all their messages, in one
+    transaction. Other sends (and, should the batch fail, every send) go
+    through :func:`exchange_start` one by one, each in its own transaction.
+    A refusal is returned, not raised, so one send cannot fail the others.
+    """
+    results: list[StartedExchange | Refusal | None] = [None] * len(requests)
+    fresh = [i for i, r in enumerate(requests) if r.conversation_id is None and r.edit_of is None]
+    if fresh:
+        try:
+            for i, result in _exchange_start_new_many([requests[i] for i in fresh]).items():
+                results[fresh[i]] = result
+        except IntegrityError:
+            # A concurrent send with one of these client ids won a race: one by one.
+            pass
+    for i, request in enumerate(requests):
+        if results[i] is not None:
+            continue
+        try:
+            args = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+            results[i] = exchange_start(**args)
+        except Refusal as exc:
+            results[i] = exc
+    return results  # type: ignore[return-value]
+
+
+def _exchange_start_new_many(requests: list[ExchangeRequest]) -> dict[int, StartedExchange | Refusal]:
+    """New conversations for many sends (see :func:`exchange_start_many`)."""
+    out: dict[int, StartedExchange | Refusal] = {}
+    with transaction.atomic():
+        seen = {
+            (c.user_id, c.client_id): c
+            for c in Conversation.objects.filter(
+                user__in={r.user.pk for r in requests}, client_id__in={r.client_id for r in requests}
+            )
+        }
+        usage = limits_usage(user_ids={r.user.pk for r in requests})
+        conversations: list[Conversation] = []
+        messages: list[Message] = []
+        batch_keys: set[tuple[int, str]] = set()
+        for i, request in enumerate(requests):
+            key = (request.user.pk, request.client_id)
+            if key in seen or key in batch_keys:
+                continue  # a retried send: answered one by one, below
+            recent, streaming = usage.get(request.user.pk, (0, 0))
+            refusal = limits_refusal(recent=recent, streaming=streaming)
+            if refusal is not None:
+                out[i] = refusal
+                continue
+            usage[request.user.pk] = (recent + 1, streaming + 1)
+            batch_keys.add(key)
+            conversation = Conversation(
+                user=request.user,
+                client_id=request.client_id,
+                model=request.model,
+                title=title_auto(text=request.text),
+            )
+            user_message = Message(
+                conversation=conversation,
+                role=Message.Role.USER,
+                content=request.text,
+                client_id=request.client_id,
+            )
+            reply = _reply_for(conversation, user_message, model=request.model, provider=request.provider)
+            # The circular reference is fine: both foreign keys are checked at commit.
+            conversation.active_leaf = reply
+            conversations.append(conversation)
+            messages += [user_message, reply]
+            prompt = [ChatMessage("user", request.text)]
+            out[i] = StartedExchange(conversation, user_message, reply, True, prompt)
+        if conversations:
+            Conversation.objects.bulk_create(conversations)
+            Message.objects.bulk_create(messages)
+    return out
+
+
+def _existing(conversation: Conversation, message: Message) -> StartedExchange:
+    if message.role == Message.Role.ASSISTANT:  # a regenerated reply carries the client id
+        return StartedExchange(conversation, message.parent, message, False, [])
+    reply = message.children.filter(role=Message.Role.ASSISTANT).order_by("created_at").first()
+    if reply is None:  # pragma: no cover - both are always written together
+        raise NotFound("the reply to this message is missing")
+    return StartedExchange(conversation, message, reply, False, [])
+
+
+def _locked_conversation(user: AbstractBaseUser, conversation_id: uuid.UUID) -> Conversation:
+    # Locked, so two processes cannot both start a reply in it.
+    conversation = Conversation.objects.select_for_update().filter(pk=conversation_id, user=user).first()
+    if conversation is None:
+        raise NotFound("no such conversation")
+    return conversation
+
+
+def _reply_for(
+    conversation: Conversation, parent: Message, *, model: str, provider: str, client_id: str = ""
+) -> Message:
+    """An empty streaming reply (not saved yet)."""
+    return Message(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        provider=provider,
+        model=model.partition("/")[2],
+        worker=WORKER_ID,
+        client_id=client_id,
+    )
+
+
+def _new_reply(
+    conversation: Conversation, parent: Message, *, model: str, provider: str, client_id: str = ""
+) -> Message:
+    reply = _reply_for(conversation, parent, model=model, provider=provider, client_id=client_id)
+    reply.save(force_insert=True)
+    conversation.model = model
+    conversation.active_leaf = reply
+    conversation.save(update_fields=["model", "active_leaf", "updated_at"])
+    return reply
+
+
+def _exchange_start(
+    *,
+    user: AbstractBaseUser,
+    conversation_id: uuid.UUID | None,
+    client_id: str,
+    text: str,
+    model: str,
+    provider: str,
+    edit_of: uuid.UUID | None,
+) -> StartedExchange:
+    # The hot path of every reply start: keep its statements few.
+    with transaction.atomic():
+        conversation = None
+        if conversation_id is None:
+            conversation = Conversation.objects.filter(user=user, client_id=client_id).first()
+            new = conversation is None
+            if new:
+                limits_check(user=user)
+                conversation = Conversation.objects.create(
+                    user=user, client_id=client_id, model=model, title=title_auto(text=text)
+                )
+        else:
+            new = False
+            conversation = _locked_conversation(user, conversation_id)
+        parent_id = None
+        if not new:
+            seen = conversation.messages.filter(client_id=client_id).first()
+            if seen is not None:
+                return _existing(conversation, seen)
+            parent_id = conversation.active_leaf_id
+            if edit_of is not None:
+                edited = conversation.messages.filter(pk=edit_of, role=Message.Role.USER).first()
+                if edited is None:
+                    raise NotFound("no such message")
+                parent_id = edited.parent_id
+            if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+                raise ReplyRunning()
+            limits_check(user=user)
+        user_message = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=text,
+            client_id=client_id,
+            parent_id=parent_id,
+        )
+        reply = _new_reply(conversation, user_message, model=model, provider=provider)
+        if new:  # nothing before it: no need to read the branch back
+            prompt = [ChatMessage("user", text)]
+        else:
+            prompt = _prompt_for(conversation, user_message.pk)
+    return StartedExchange(conversation, user_message, reply, True, prompt)
+
+
+def reply_regenerate(
+    *, user: AbstractBaseUser, reply_id: uuid.UUID, client_id: str, model: str, provider: str
+) -> StartedExchange:
+    """A new reply to the same message, kept as a sibling of ``reply_id``."""
+    with transaction.atomic():
+        old = Message.objects.filter(
+            pk=reply_id, role=Message.Role.ASSISTANT, conversation__user=user
+        ).first()
+        if old is None or old.parent_id is None:
+            raise NotFound("no such reply")
+        conversation = _locked_conversation(user, old.conversation_id)
+        seen = conversation.messages.filter(client_id=client_id).first()
+        if seen is not None:
+            return _existing(conversation, seen)
+        if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+            raise ReplyRunning()
+        limits_check(user=user, count_message=False)
+        parent = old.parent
+        reply = _new_reply(conversation, parent, model=model, provider=provider, client_id=client_id)
+        prompt = _prompt_for(conversation, parent.pk)
+    return StartedExchange(conversation, parent, reply, True, prompt)
+
+
+CONTINUE_INSTRUCTION = (
+    "Continue your previous message exactly where it stopped. Do not repeat any of it "
+    "and do not add a preamble."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    conversation: Conversation
+    reply: Message
+    prompt: list[ChatMessage]
+    keep_last: int = 1  # the newest turn: always sent, however long the history
+
+
+def reply_continue(*, user: AbstractBaseUser, reply_id: uuid.UUID, prefill: bool) -> Continuation:
+    """Reopen a stopped, interrupted or cut reply so the model can go on.
+
+    The earlier part's metrics move to ``segments``; the text and ``last_seq``
+    stay, and the continuation is appended to them. With ``prefill`` the
+    partial reply is the last message of the prompt (APIs that continue it);
+    otherwise an instruction to continue follows it.
+    """
+    with transaction.atomic():
+        reply = Message.objects.filter(
+            pk=reply_id, role=Message.Role.ASSISTANT, conversation__user=user
+        ).first()
+        if reply is None:
+            raise NotFound("no such reply")
+        conversation = _locked_conversation(user, reply.conversation_id)
+        if not reply_is_continuable(status=reply.status, content=reply.content):
+            raise NotContinuable(has_text=bool(reply.content.strip()))
+        if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+            raise ReplyRunning()
+        limits_check(user=user, count_message=False)
+        segments = [*reply.segments, _segment_of(reply)]
+        Message.objects.filter(pk=reply.pk).update(
+            status=Message.Status.STREAMING,
+            worker=WORKER_ID,
+            segments=segments,
+            error_kind="",
+            error_message="",
+            finished_at=None,
+        )
+        reply.refresh_from_db()
+        conversation.active_leaf = reply
+        conversation.save(update_fields=["active_leaf", "updated_at"])
+        prompt = _prompt_for(conversation, reply.parent_id) if reply.parent_id else []
+        keep_last = 1  # the message replied to
+        if reply.content:
+            if prefill:
+                prompt.append(ChatMessage("assistant", reply.content.rstrip()))
+                keep_last = 2
+            else:
+                prompt.append(ChatMessage("assistant", reply.content))
+                prompt.append(ChatMessage("user", CONTINUE_INSTRUCTION))
+                keep_last = 3
+    return Continuation(conversation, reply, prompt, keep_last)
+
+
+def _segment_of(reply: Message) -> dict:
+    return {
+        "status": reply.status,
+        "error_kind": reply.error_kind or None,
+        "last_seq": reply.last_seq,
+        "chars": len(reply.content),
+        "ttft_ms": reply.ttft_ms,
+        "tokens_per_s": reply.tokens_per_s,
+        "total_ms": reply.total_ms,
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "finish_reason": reply.finish_reason or None,
+    }
+
+
+#: The statuses of a reply that can be continued (when it has text).
+CONTINUABLE_STATUSES = frozenset({Message.Status.STOPPED, Message.Status.INTERRUPTED, Message.Status.ERROR})
+
+
+def reply_is_continuable(*, status: str, content: str) -> bool:
+    """Whether "Continue" can go on with a reply: it ended early (stopped,
+    interrupted or failed) and has text to go on from. A reply with no text has
+    nothing to continue; it can be regenerated. The page applies the same rule
+    (``static/chat/app.js``, ``updateMessageActions``)."""
+    return status in CONTINUABLE_STATUSES and bool(content.strip())
