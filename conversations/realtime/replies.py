@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from conversations import errors
+from conversations import errors, serializers
 from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult
 from conversations.providers.base import PromptFit, context_length_error, prompt_fit
 from conversations.realtime import protocol
@@ -447,8 +447,10 @@ class Reply:
         finish_reason = self.result.finish_reason or ""
         if status == "stopped":
             finish_reason = "stopped"
-        metrics = {"ttft_ms": ttft_ms, "tokens_per_s": tpot, "total_ms": total_ms}
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "counted": counted}
+        metrics = serializers.metrics_dict(ttft_ms=ttft_ms, tokens_per_s=tpot, total_ms=total_ms)
+        usage = serializers.usage_dict(
+            prompt_tokens=prompt_tokens, completion_tokens=completion, counted=counted
+        )
         omitted = fit.omitted if fit is not None else 0
         context_tokens = fit.context_tokens if fit is not None else self._window
         save = asyncio.ensure_future(
