@@ -16,7 +16,7 @@ from django.test import Client
 
 from conversations import selectors, services
 from conversations.models import Conversation, Message
-from conversations.realtime.replies import registry
+from conversations.realtime.registry import registry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

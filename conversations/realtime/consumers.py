@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import json
 import logging
 import random
 import time
 import weakref
+from collections.abc import Collection
+from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -23,7 +24,9 @@ from conversations import selectors
 from conversations.realtime import cluster, protocol
 from conversations.realtime import commands as actions
 from conversations.realtime.outbox import outbox
-from conversations.realtime.replies import Reply, reply_for_user
+from conversations.realtime.registry import reply_for_user
+from conversations.realtime.replies import Reply
+from conversations.realtime.subscribers import RemoteFollows, Resync
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,12 @@ def user_group(user_id: int) -> str:
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    """One chat socket; a :class:`~conversations.realtime.subscribers.Follower`
+    of the replies it asks for, here or in another process."""
+
+    #: Where frames from other processes reach it (None: no channel layer).
+    channel_name: str | None = None
+
     async def __call__(self, scope, receive, send) -> None:
         """Channels' ``AsyncConsumer.__call__``, with the wait on this socket's
         layer channel guarded: when the layer (Redis) fails, the socket stays
@@ -71,9 +80,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.following: weakref.WeakSet[Reply] = weakref.WeakSet()
-        self.following_remote: dict[str, str] = {}  # reply id -> owner's channel
-        # reply id -> [last seq passed on, a catch-up may come next, asked again]
-        self._remote_seq: dict[str, list] = {}
+        self.remote = RemoteFollows()
         self._session_checked_at = time.monotonic()  # just authenticated
         if self.channel_layer is not None:
             try:
@@ -82,9 +89,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 log.warning("could not join the user group (%s)", type(exc).__name__)
         await self.accept()
 
+    # --- the Follower contract (subscribers.py) ------------------------------
     def deliver(self, frame: str) -> None:
         """Queue a server frame; replies call this and never wait on a socket."""
         outbox.put(self.base_send, frame)
+
+    def reply_ended(self, reply_id: str) -> None:
+        for reply in [r for r in self.following if r.key == reply_id]:
+            self.following.discard(reply)
+
+    def follow_remote(self, reply_id: str, owner: str) -> None:
+        self.remote.follow(reply_id, owner)
+
+    def unfollow_remote(self, reply_id: str) -> None:
+        self.remote.unfollow(reply_id)
+
+    def remote_followed(self) -> Collection[str]:
+        return self.remote.owners.keys()
+
+    def remote_ended(self, reply_id: str, frame: str) -> None:
+        if self.remote.unfollow(reply_id) is not None:
+            self.deliver(frame)
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, without its per-message ``aclose_old_connections()``:
@@ -117,7 +142,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.deliver(protocol.PONG)
             return
         if isinstance(frame, protocol.Stop):
-            live = reply_for_user(str(frame.reply), self.user.pk)
+            live = reply_for_user(reply_id=str(frame.reply), user_id=self.user.pk)
             if live is not None:
                 # Only ever the socket's own user's reply, and it changes nothing
                 # else, so no session check either (the session timer closes a
@@ -248,63 +273,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self._session_over = True
         self.deliver(protocol.error_frame("session_ended", "you were logged out; log in again"))
-        await asyncio.sleep(0)  # let the outbox send it
+        await outbox.flush()  # the frame goes out before the close
         await self.close(code=CLOSE_SESSION_ENDED)
 
     # --- channel layer events ---------------------------------------------------
-    async def chat_frame(self, event: dict) -> None:
-        """A frame from a reply that runs in another process.
-
-        The frames come in order, but a Redis that dies loses those it held:
-        a delta whose ``seq`` skips one is a gap. This socket then asks the owner
-        again from the last ``seq`` it passed on, and drops that reply's deltas
-        until the answer's ``reply_started``, whose catch-up delta carries the
-        missing text: every piece of text still reaches the client exactly once.
-        """
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        """A frame from a reply that runs in another process (see :class:`RemoteFollows`)."""
         text = event["text"]
-        position = protocol.delta_position(text)
-        if position is not None:
-            reply_id, seq = position
-            track = self._remote_seq.get(reply_id)
-            if track is not None:
-                last, catching_up, resyncing = track
-                if resyncing or seq <= last:
-                    return  # the catch-up after the next reply_started carries it / a repeat
-                if seq > last + 1 and not catching_up:
-                    track[2] = True
-                    log.warning("frames of reply %s were lost on the way; asking its owner again", reply_id)
-                    await self._resubscribe(reply_id, last)
-                    return
-                track[0], track[1] = seq, False
-        elif '"type":"reply_started"' in text[:40]:
-            frame = json.loads(text)
-            track = self._remote_seq.get(frame["reply"])
-            resynced = track is not None and track[2] and frame["after_seq"] == track[0]
-            self._remote_seq[frame["reply"]] = [frame["after_seq"], True, False]
-            if resynced:
-                return  # the client has all up to after_seq already: it needs no new start
-        elif '"type":"reply_finished"' in text[:40]:
-            reply_id = json.loads(text).get("reply")
-            self._remote_seq.pop(reply_id, None)
-            if self.following_remote.pop(reply_id, None) is None:
-                return  # already told how it ended (its process died, or it came late)
-        self.deliver(text)
-
-    async def _resubscribe(self, reply_id: str, after_seq: int) -> None:
-        owner = self.following_remote.get(reply_id)
-        if owner is None or not await cluster.send_command(
-            owner,
-            {
-                "type": "reply.subscribe",
-                "reply": reply_id,
-                "user": self.user.pk,
-                "channel": self.channel_name,
-                "after_seq": after_seq,
-            },
-        ):
-            # Its deltas stay dropped; its reply_finished (last_seq beyond what the
-            # client has) makes the client fetch the saved text.
-            log.warning("could not ask again for reply %s", reply_id)
+        verdict = self.remote.receive(text)
+        if verdict == "deliver":
+            self.deliver(text)
+        elif isinstance(verdict, Resync):
+            # Its deltas stay dropped until the answer; if there is none, its
+            # reply_finished (last_seq beyond what the client has) makes the
+            # client fetch the saved text.
+            if (
+                verdict.owner is None
+                or self.channel_name is None
+                or not await cluster.reply_subscribe_remote(
+                    owner=verdict.owner,
+                    reply_id=verdict.reply_id,
+                    user_id=self.user.pk,
+                    channel=self.channel_name,
+                    after_seq=verdict.after_seq,
+                )
+            ):
+                log.warning("could not ask again for reply %s", verdict.reply_id)
 
     async def session_ended(self, event: dict) -> None:
         session = self.scope.get("session")
@@ -315,18 +309,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for reply in list(getattr(self, "following", ())):
             reply.unsubscribe(self)
-        following_remote = getattr(self, "following_remote", {})
-        remote, self.following_remote = list(following_remote.items()), {}  # nothing more to tell it
-        for reply_id, owner in remote:
-            await cluster.send_command(
-                owner,
-                {
-                    "type": "reply.unsubscribe",
-                    "reply": reply_id,
-                    "user": self.user.pk,
-                    "channel": self.channel_name,
-                },
-            )
+        remote = getattr(self, "remote", None)
+        if remote is not None and self.channel_name is not None:
+            for reply_id, owner in remote.clear():  # nothing more to tell it
+                await cluster.reply_unsubscribe_remote(
+                    owner=owner, reply_id=reply_id, user_id=self.user.pk, channel=self.channel_name
+                )
         user = getattr(self, "user", None)
         if user is not None and self.channel_layer is not None:
             try:

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from conversations import search, selectors, services
 from conversations.realtime import commands as actions
 from conversations.realtime import protocol
-from conversations.realtime.replies import registry
+from conversations.realtime.registry import registry
 
 log = logging.getLogger(__name__)
 
