@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from conversations import selectors, services
 from conversations.catalog import model_list_settled
 from conversations.models import Conversation, Message
-from conversations.providers import ModelInfo, get_provider, split_model_id
+from conversations.providers import ChatMessage, ModelInfo, get_provider, split_model_id
 from conversations.realtime import cluster, protocol
 from conversations.realtime.batching import Batcher
 from conversations.realtime.registry import registry, reply_for_user
@@ -26,13 +26,14 @@ from conversations.realtime.subscribers import Follower, Subscriber
 
 def model_default(*, models: list[ModelInfo]) -> str | None:
     """CHATSITE_DEFAULT_MODEL, else the first of ``models``."""
-    if settings.CHATSITE_DEFAULT_MODEL:
-        return settings.CHATSITE_DEFAULT_MODEL
+    configured: str | None = settings.CHATSITE_DEFAULT_MODEL
+    if configured:
+        return configured
     return models[0].id if models else None
 
 
 async def _resolve_model(
-    requested: str | None, conversation_id: uuid.UUID | None, user, client_id: str
+    requested: str | None, conversation_id: uuid.UUID | None, user: AbstractBaseUser, client_id: str
 ) -> str:
     model = requested
     if model is None and conversation_id is not None:
@@ -156,7 +157,7 @@ def _launch(
     message: Message,
     conversation: Conversation,
     model: str,
-    prompt: list,
+    prompt: list[ChatMessage],
     client_id: str = "",
     keep_last: int = 1,
 ) -> Reply:

@@ -9,7 +9,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -23,7 +23,8 @@ from django.conf import settings
 from conversations import selectors
 from conversations.realtime import cluster, protocol
 from conversations.realtime import commands as actions
-from conversations.realtime.outbox import outbox
+from conversations.realtime.middleware import Receive, Scope
+from conversations.realtime.outbox import Send, outbox
 from conversations.realtime.registry import reply_for_user
 from conversations.realtime.replies import Reply
 from conversations.realtime.subscribers import RemoteFollows, Resync
@@ -38,21 +39,21 @@ def user_group(user_id: int) -> str:
     return f"chatsite-user.{user_id}"
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels has no type information
     """One chat socket; a :class:`~conversations.realtime.subscribers.Follower`
     of the replies it asks for, here or in another process."""
 
     #: Where frames from other processes reach it (None: no channel layer).
     channel_name: str | None = None
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Channels' ``AsyncConsumer.__call__``, with the wait on this socket's
         layer channel guarded: when the layer (Redis) fails, the socket stays
         open and keeps its own process's replies; the wait resumes when it is back."""
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
-        sources = [receive]
+        sources: list[Callable[[], Awaitable[dict[str, Any]]]] = [receive]
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()  # a name; no trip to Redis
             sources.append(self._layer_receive)
@@ -61,11 +62,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
 
-    async def _layer_receive(self) -> dict:
+    async def _layer_receive(self) -> dict[str, Any]:
         backoff = 0.1
         while True:
             try:
-                return await self.channel_layer.receive(self.channel_name)
+                message: dict[str, Any] = await self.channel_layer.receive(self.channel_name)
+                return message
             except Exception as exc:  # the layer is down: try again, it may come back
                 log.warning(
                     "channel layer receive failed (%s); retrying in %.1fs", type(exc).__name__, backoff
@@ -111,7 +113,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.remote.unfollow(reply_id) is not None:
             self.deliver(frame)
 
-    async def dispatch(self, message: dict) -> None:
+    async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its per-message ``aclose_old_connections()``:
         that is a trip to the database thread for every frame received, and every
         database call here goes through ``database_sync_to_async``, which closes
@@ -157,19 +159,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._worker = self._spawn(self._work())
 
     @functools.cached_property
-    def _queue(self) -> collections.deque:
+    def _queue(self) -> collections.deque[protocol.ClientFrame | protocol.ProtocolError]:
         return collections.deque()
 
     @functools.cached_property
-    def _tasks(self) -> set[asyncio.Task]:
+    def _tasks(self) -> set[asyncio.Task[None]]:
         """Work started by this socket's frames (held, so that it is not collected)."""
         return set()
 
     @functools.cached_property
-    def _stopping(self) -> set[asyncio.Task]:
+    def _stopping(self) -> set[asyncio.Task[None]]:
         return set()
 
-    def _spawn(self, work) -> asyncio.Task:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -219,7 +221,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except protocol.ProtocolError as exc:
             self.deliver(protocol.error_frame(exc.code, exc.message, exc.ref))
 
-    async def accept(self, subprotocol: str | None = None, headers=None) -> None:
+    async def accept(
+        self, subprotocol: str | None = None, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         await super().accept(subprotocol, headers)
         self._session_timer = asyncio.create_task(self._session_watch())
 
@@ -241,7 +245,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 log.warning("could not re-check a socket's session (%s)", type(exc).__name__)
                 self._session_checked_at = time.monotonic()
 
-    async def websocket_disconnect(self, message: dict) -> None:
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Frames received before the socket closed are handled before it is let go,
         as when they were handled one at a time."""
         timer = getattr(self, "_session_timer", None)
@@ -300,7 +304,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             ):
                 log.warning("could not ask again for reply %s", verdict.reply_id)
 
-    async def session_ended(self, event: dict) -> None:
+    async def session_ended(self, event: dict[str, Any]) -> None:
         session = self.scope.get("session")
         key = getattr(session, "session_key", None)
         if event.get("session_key") in (None, key):

@@ -17,10 +17,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[dict], Awaitable[None]]
+#: An ASGI ``send`` callable.
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Outbox:

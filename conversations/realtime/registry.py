@@ -34,7 +34,7 @@ class Registry:
         self.by_id: dict[str, Reply] = {}
         self.by_conversation: dict[uuid.UUID, Reply] = {}
         self.starting: dict[uuid.UUID, int] = {}  # conversation -> user, while storing
-        self._checkpointer: asyncio.Task | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         # Held frames are sent on a shared 5 ms grid: one timer for all the
         # replies due in a slot instead of one per frame.
         self._slots: dict[int, list[Reply]] = {}

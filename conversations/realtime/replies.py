@@ -98,7 +98,7 @@ class Reply:
         self.pending_chars = 0
         self.piece_count = 0
         self.result = StreamResult()
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
         self.finished = False
         self.status: str | None = None
         self.checkpointed_seq = base_seq
