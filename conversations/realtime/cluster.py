@@ -357,7 +357,7 @@ async def _handle(state: WorkerState, message: dict[str, Any]) -> None:
 
 async def reply_stop_remote(*, owner: str, reply_id: str, user_id: int) -> bool:
     """Ask the process at channel ``owner`` to stop the user's reply."""
-    return await send_command(owner, {"type": "reply.stop", "reply": reply_id, "user": user_id})
+    return await _send_command(owner, {"type": "reply.stop", "reply": reply_id, "user": user_id})
 
 
 async def reply_subscribe_remote(
@@ -365,7 +365,7 @@ async def reply_subscribe_remote(
 ) -> bool:
     """Ask the process at channel ``owner`` to stream the user's reply to the
     socket at ``channel``, which has its deltas up to ``after_seq``."""
-    return await send_command(
+    return await _send_command(
         owner,
         {
             "type": "reply.subscribe",
@@ -379,12 +379,12 @@ async def reply_subscribe_remote(
 
 async def reply_unsubscribe_remote(*, owner: str, reply_id: str, user_id: int, channel: str) -> bool:
     """Tell the process at channel ``owner`` that the socket at ``channel`` is gone."""
-    return await send_command(
+    return await _send_command(
         owner, {"type": "reply.unsubscribe", "reply": reply_id, "user": user_id, "channel": channel}
     )
 
 
-async def send_command(channel: str, message: dict[str, Any]) -> bool:
+async def _send_command(channel: str, message: dict[str, Any]) -> bool:
     state = current()
     log.debug("routing %s to %s", message.get("type"), channel)
     if state is None or state.layer is None:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import weakref
 from collections.abc import Awaitable, Callable
 
 from conversations.realtime.outbox import outbox
@@ -24,7 +25,7 @@ from conversations.realtime.registry import registry
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 10.0
-_installed: set[int] = set()
+_installed: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # loops it is on
 
 
 Drain = Callable[[], Awaitable[None]]
@@ -35,13 +36,13 @@ def install_sigterm_handler(*, drain: Drain | None = None) -> None:
     interrupts every live reply, waits until this process's sockets were handed
     their last frames, and then for ``drain`` (if given)."""
     loop = asyncio.get_running_loop()
-    if id(loop) in _installed or os.environ.get("CHATSITE_SIGTERM_HANDLER") == "0":
+    if loop in _installed or os.environ.get("CHATSITE_SIGTERM_HANDLER") == "0":
         return
     try:
         loop.add_signal_handler(signal.SIGTERM, _on_sigterm, loop, drain)
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
         return
-    _installed.add(id(loop))
+    _installed.add(loop)
 
 
 def _on_sigterm(loop: asyncio.AbstractEventLoop, drain: Drain | None) -> None:
