@@ -25,28 +25,32 @@ log = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+class _Flush:
+    """A place in the queue: its future resolves once the sender got past it."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+
+
+async def _flushed(message: dict[str, Any]) -> None:
+    """The ``send`` of a flush's place in the queue (never called)."""
+
+
 class Outbox:
     def __init__(self) -> None:
-        self._queue: deque[tuple[Send, str]] = deque()
+        self._queue: deque[tuple[Send, str | _Flush]] = deque()
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queued = 0  # frames put since the loop began
-        self._handled = 0  # of those, handed to their socket's send (or dropped)
-        # (frames handled by then, resolved then), in the order flush() was called
-        self._flushes: deque[tuple[int, asyncio.Future[None]]] = deque()
-
-    def _on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        if loop is not self._loop:  # a new event loop (tests run one per test)
-            self._loop, self._queue, self._task, self._wake = loop, deque(), None, None
-            self._queued, self._handled, self._flushes = 0, 0, deque()
 
     def put(self, send: Send, frame: str) -> None:
         """Queue ``frame`` for the socket behind ``send`` (an ASGI send callable)."""
         loop = asyncio.get_running_loop()
-        self._on_loop(loop)
+        if loop is not self._loop:  # a new event loop (tests run one per test)
+            self._loop, self._queue, self._task, self._wake = loop, deque(), None, None
         self._queue.append((send, frame))
-        self._queued += 1
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="outbox")
         elif self._wake is not None and not self._wake.done():
@@ -57,30 +61,31 @@ class Outbox:
         handed to its socket's ``send`` (or dropped, its socket gone); frames
         queued later do not hold it up. ``await outbox.flush()``."""
         loop = asyncio.get_running_loop()
-        self._on_loop(loop)
         done: asyncio.Future[None] = loop.create_future()
-        if self._handled >= self._queued:
-            done.set_result(None)
-        else:
-            self._flushes.append((self._queued, done))
+        idle = self._loop is loop and not self._queue and self._wake is not None and not self._wake.done()
+        if self._loop is not loop or self._task is None or self._task.done() or idle:
+            done.set_result(None)  # nothing queued, nothing on its way
+            return done
+        self._queue.append((_flushed, _Flush(done)))  # the sender is running: it gets there
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
         return done
 
     async def _run(self) -> None:
         assert self._loop is not None
         queue = self._queue
-        flushes = self._flushes
         while True:
             while queue:
                 send, frame = queue.popleft()
+                if send is _flushed:
+                    assert isinstance(frame, _Flush)
+                    if not frame.done.done():  # its caller may have been cancelled
+                        frame.done.set_result(None)
+                    continue
                 try:
                     await send({"type": "websocket.send", "text": frame})
                 except Exception:  # a socket that went away: its frames are moot
                     log.debug("sending a frame failed", exc_info=True)
-                self._handled += 1
-                while flushes and flushes[0][0] <= self._handled:
-                    _, done = flushes.popleft()
-                    if not done.done():  # its caller may have been cancelled
-                        done.set_result(None)
             self._wake = self._loop.create_future()
             await self._wake
             self._wake = None
