@@ -2,7 +2,10 @@
 
 The consumer validates frames and calls these; they own the decisions
 (ownership, idempotency, one running reply per conversation) and raise
-:class:`protocol.ProtocolError` with the answer for the client.
+:class:`protocol.ProtocolError` with the answer for the client. They talk to
+the socket only through the :class:`~conversations.realtime.subscribers.Follower`
+contract, read through :mod:`conversations.selectors` and write through
+:mod:`conversations.services`.
 """
 
 from __future__ import annotations
