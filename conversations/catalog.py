@@ -23,6 +23,7 @@ from django.core.signals import setting_changed
 
 from conversations.errors import error_describe
 from conversations.providers.base import BaseProvider, ModelInfo, ProviderError
+from conversations.realtime.registry import registry
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,6 @@ def _current() -> _Catalog:
 
 
 def _streaming(provider: BaseProvider) -> bool:
-    from conversations.realtime.replies import registry
-
     return any(r.provider is provider and not r.finished for r in list(registry.by_id.values()))
 
 

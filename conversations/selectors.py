@@ -213,6 +213,23 @@ def conversation_streaming_reply_ids(
     )
 
 
+def reply_get(*, user_id: int, reply_id: uuid.UUID | str) -> Message | None:
+    """The user's reply (an assistant message), or None for a missing id and for
+    another user's alike."""
+    return Message.objects.filter(
+        pk=reply_id, role=Message.Role.ASSISTANT, conversation__user_id=user_id
+    ).first()
+
+
+def conversation_last_reply(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> Message | bool | None:
+    """The newest reply of the user's conversation; None if it has none, and
+    False if there is no such conversation of the user's."""
+    conversation = conversation_get(user=user, conversation_id=conversation_id)
+    if conversation is None:
+        return False
+    return conversation.messages.filter(role=Message.Role.ASSISTANT).order_by("-created_at").first()
+
+
 def message_list(*, conversation: Conversation) -> list[Message]:
     """The branch the user is looking at, first message first; each message of
     it carries ``sibling_ids``, its versions (regenerated replies, edited

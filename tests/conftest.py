@@ -13,7 +13,7 @@ from django.test import Client
 
 from conversations.providers.http import close_client
 from conversations.realtime import protocol
-from conversations.realtime.replies import registry
+from conversations.realtime.registry import registry
 from conversations.testing.fakeupstream import FakeUpstream
 
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from conversations.realtime.replies import Registry, registry
+from conversations.realtime.registry import Registry, registry
 
 from .conftest import deltas_text
 

@@ -13,7 +13,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from conversations.models import Conversation, Message
-from conversations.realtime.replies import registry
+from conversations.realtime.registry import registry
 
 from .conftest import deltas_text
 

@@ -17,7 +17,7 @@ from django.test import Client
 from conversations import selectors, serializers
 from conversations.exceptions import NotFound
 from conversations.models import Conversation, Message
-from conversations.realtime.replies import registry
+from conversations.realtime.registry import registry
 from conversations.services import conversations as conversation_services
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,6 +8,7 @@ it passed on, and the client still gets every piece of text exactly once.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -15,7 +16,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from conversations.models import Conversation, Message, Worker
-from conversations.realtime import protocol
+from conversations.realtime import cluster, protocol
 
 from .conftest import deltas_text
 
@@ -37,6 +38,12 @@ def reply_running_elsewhere(user, owner_channel: str) -> Message:
         provider="openai",
         model="fake",
     )
+
+
+@sync_to_async
+def owner_died_and_was_swept(reply: Message) -> None:
+    Worker.objects.filter(pk=OWNER).update(heartbeat_at=timezone.now() - timedelta(days=1))
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.INTERRUPTED)
 
 
 def finished(reply: Message, last_seq: int) -> str:
@@ -113,4 +120,37 @@ async def test_frames_lost_between_processes_are_asked_for_again_and_arrive_exac
         ("reply_finished", None),
     ]
     assert deltas_text(frames) == "abcdef"
+    assert await socket.nothing()
+
+
+async def test_a_closed_socket_tells_the_owner_it_is_gone(connect, alice):
+    layer = get_channel_layer()
+    owner_channel = await layer.new_channel()
+    reply = await reply_running_elsewhere(alice, owner_channel)
+    socket = await connect(alice)
+    await socket.send(type="subscribe", conversation=str(reply.conversation_id), after_seq=0)
+    ask = await asyncio.wait_for(layer.receive(owner_channel), 5)
+    assert ask["type"] == "reply.subscribe"
+    await socket.close()
+    gone = await asyncio.wait_for(layer.receive(owner_channel), 5)
+    assert gone == {
+        "type": "reply.unsubscribe",
+        "reply": str(reply.pk),
+        "user": alice.pk,
+        "channel": ask["channel"],
+    }
+
+
+async def test_a_followed_reply_whose_owner_died_is_told_once_from_the_database(connect, alice):
+    layer = get_channel_layer()
+    owner_channel = await layer.new_channel()
+    reply = await reply_running_elsewhere(alice, owner_channel)
+    socket = await connect(alice)
+    await socket.send(type="subscribe", conversation=str(reply.conversation_id), after_seq=0)
+    await asyncio.wait_for(layer.receive(owner_channel), 5)
+    await owner_died_and_was_swept(reply)
+    await cluster._tell_followers_of_ended_replies(cluster.current())
+    (finished,) = await socket.recv_until("reply_finished")
+    assert (finished["reply"], finished["status"]) == (str(reply.pk), "interrupted")
+    await cluster._tell_followers_of_ended_replies(cluster.current())  # not told twice
     assert await socket.nothing()

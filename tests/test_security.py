@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from conversations.models import Conversation, Message
-from conversations.realtime.replies import registry
+from conversations.realtime.registry import registry
 
 from .test_consumer import counts, start
 

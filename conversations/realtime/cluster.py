@@ -21,8 +21,9 @@ import asyncio
 import logging
 import sys
 import time
+import uuid
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
@@ -30,7 +31,10 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations.realtime.replies import registry
+from conversations.realtime.registry import registry
+from conversations.realtime.replies import Reply, finished_frame, finished_frame_for
+from conversations.realtime.shutdown import install_sigterm_handler
+from conversations.realtime.subscribers import Follower
 from conversations.services import replies as reply_services
 from conversations.services import workers as worker_services
 
@@ -50,18 +54,28 @@ async def layer_call(awaitable: Awaitable[T]) -> T:
 
 
 class RemoteSubscriber:
-    """A subscriber in another process: frames go to its consumer's channel, in order."""
+    """A subscriber in another process: the frames of ``reply`` go to its
+    consumer's channel, in order, until the reply says it ended."""
 
-    def __init__(self, channel: str, layer: Any, on_done: Any = None) -> None:
+    def __init__(
+        self, channel: str, layer: Any, reply: Reply, on_done: Callable[[], object] | None = None
+    ) -> None:
         self.channel = channel
+        self.reply = reply
         self._layer = layer
         self._on_done = on_done
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._task = asyncio.create_task(self._pump(), name=f"remote-subscriber-{channel}")
-        self.reply: Any = None
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()  # None: the reply ended
+        self.task = asyncio.create_task(self._pump(), name=f"remote-subscriber-{channel}")
+
+    @property
+    def channel_name(self) -> str:
+        return self.channel
 
     def deliver(self, frame: str) -> None:
         self._queue.put_nowait(frame)
+
+    def reply_ended(self, reply_id: str) -> None:
+        self._queue.put_nowait(None)  # after its last frame: sent, then this one is done
 
     async def _pump(self) -> None:
         try:
@@ -73,11 +87,10 @@ class RemoteSubscriber:
     async def _pump_frames(self) -> None:
         while True:
             frame = await self._queue.get()
-            if not await self._send(frame):
-                if self.reply is not None:
-                    self.reply.unsubscribe(self)
+            if frame is None:
                 return
-            if '"type":"reply_finished"' in frame[:40]:
+            if not await self._send(frame):
+                self.reply.unsubscribe(self)
                 return
 
     async def _send(self, frame: str) -> bool:
@@ -106,25 +119,36 @@ class RemoteSubscriber:
             backoff = min(backoff * 2, 1.0)
 
     def close(self) -> None:
-        self._task.cancel()
+        self.task.cancel()
 
 
 class WorkerState:
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.channel: str | None = None
-        self.listener: asyncio.Task | None = None
+        self.listener: asyncio.Task[None] | None = None
+        #: (reply id, viewer's channel) -> who forwards that reply's frames there.
         self.remote: dict[tuple[str, str], RemoteSubscriber] = {}
         #: Sockets of this process that follow a reply owned by another one.
-        self.following_remote: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.following_remote: weakref.WeakSet[Follower] = weakref.WeakSet()
+
+    async def remote_drain(self) -> None:
+        """Wait until every viewer in another process was sent its replies' last
+        frames (at shutdown, once every reply here has ended)."""
+        tasks = {subscriber.task for subscriber in self.remote.values()}
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 _states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WorkerState] = weakref.WeakKeyDictionary()
-_starting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future] = weakref.WeakKeyDictionary()
+_starting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[WorkerState]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def ensure_started() -> WorkerState | None:
-    """Register this process (once per event loop) and start its loops."""
+    """Register this process (once per event loop), start its loops, and
+    install its SIGTERM handling (:mod:`~conversations.realtime.shutdown`)."""
     loop = asyncio.get_running_loop()
     state = _states.get(loop)
     if state is not None:
@@ -132,7 +156,7 @@ async def ensure_started() -> WorkerState | None:
     pending = _starting.get(loop)
     if pending is not None:
         return await asyncio.shield(pending)
-    future: asyncio.Future = loop.create_future()
+    future: asyncio.Future[WorkerState] = loop.create_future()
     _starting[loop] = future
     try:
         layer = get_channel_layer()
@@ -146,9 +170,7 @@ async def ensure_started() -> WorkerState | None:
         if swept:
             log.warning("marked %d reply(ies) of dead workers as interrupted", len(swept))
         state.listener = asyncio.create_task(_run(state), name="chatsite-worker")
-        from conversations.realtime.shutdown import install_sigterm_handler
-
-        install_sigterm_handler()
+        install_sigterm_handler(drain=state.remote_drain)
         _states[loop] = state
         future.set_result(state)
         return state
@@ -188,7 +210,7 @@ def start_with_server() -> None:
     loop.call_soon(start)
 
 
-_background: set[asyncio.Task] = set()
+_background: set[asyncio.Task[None]] = set()
 
 
 async def _start_retrying() -> None:
@@ -236,12 +258,13 @@ async def _heartbeat_loop(state: WorkerState) -> None:
             log.warning("heartbeat failed (%s)", type(exc).__name__)
 
 
-def follow_remote(subscriber: Any, reply_id: str, owner: str) -> None:
-    """``subscriber`` (a socket here) follows ``reply_id``, which ``owner`` runs."""
-    subscriber.following_remote[reply_id] = owner
+def follow_remote(follower: Follower, *, reply_id: str, owner: str) -> None:
+    """``follower`` (a socket here) follows ``reply_id``, which ``owner`` runs;
+    the heartbeat tells it if that process dies before saying how it ended."""
+    follower.follow_remote(reply_id, owner)
     state = current()
     if state is not None:
-        state.following_remote.add(subscriber)
+        state.following_remote.add(follower)
 
 
 async def _tell_followers_of_ended_replies(state: WorkerState) -> None:
@@ -250,18 +273,15 @@ async def _tell_followers_of_ended_replies(state: WorkerState) -> None:
     this process or any other), or its frames stopped coming (the layer was down
     too long). Never per token: one query per heartbeat, and only while some
     socket here follows a remote reply."""
-    followers = [s for s in list(state.following_remote) if s.following_remote]
+    followers = [s for s in list(state.following_remote) if s.remote_followed()]
     if not followers:
         return
-    from conversations.realtime.commands import finished_frame
-
-    followed = {reply_id for s in followers for reply_id in s.following_remote}
+    followed = {reply_id for s in followers for reply_id in s.remote_followed()}
     ended = await database_sync_to_async(reply_services.reply_ended_unannounced)(reply_ids=followed)
     for message in ended:
         frame = finished_frame(message)
-        for subscriber in followers:
-            if subscriber.following_remote.pop(str(message.pk), None) is not None:
-                subscriber.deliver(frame)
+        for follower in followers:
+            follower.remote_ended(str(message.pk), frame)
 
 
 async def _listen(state: WorkerState) -> None:
@@ -284,11 +304,21 @@ async def _listen(state: WorkerState) -> None:
             log.exception("handling a worker command failed")
 
 
-async def _handle(state: WorkerState, message: dict) -> None:
+async def _handle(state: WorkerState, message: dict[str, Any]) -> None:
+    """One command from another process. Each acts only for the user the reply
+    belongs to, whatever the sender claims."""
     kind = message.get("type")
     log.debug("worker command %s for reply %s", kind, message.get("reply"))
     reply_id = str(message.get("reply", ""))
     user_id = message.get("user")
+    try:
+        uuid.UUID(reply_id)
+    except ValueError:
+        log.warning("worker command %s without a valid reply id: ignored", kind)
+        return
+    if not isinstance(user_id, int):
+        log.warning("worker command %s without a user: ignored", kind)
+        return
     reply = registry.get(reply_id)
     if reply is not None and reply.user_id != user_id:
         return  # never act on another user's reply, whatever the sender claims
@@ -302,27 +332,60 @@ async def _handle(state: WorkerState, message: dict) -> None:
             subscriber = state.remote.get(key)
             if subscriber is None:
                 subscriber = RemoteSubscriber(
-                    channel, state.layer, on_done=lambda: state.remote.pop(key, None)
+                    channel, state.layer, reply, on_done=lambda: state.remote.pop(key, None)
                 )
-                subscriber.reply = reply
                 state.remote[key] = subscriber
             reply.subscribe(subscriber, int(message.get("after_seq", 0)))
         else:
-            # Finished between the lookup and now: send its final state from the database.
-            from conversations.realtime.commands import finished_frame_for
-
-            frame = await finished_frame_for(reply_id)
+            # Finished between the lookup and now: send its final state from the
+            # database (the user's own reply only, as above).
+            frame = await finished_frame_for(user_id=user_id, reply_id=reply_id)
             if frame is not None:
                 await layer_call(state.layer.send(channel, {"type": "chat.frame", "text": frame}))
     elif kind == "reply.unsubscribe":
-        subscriber = state.remote.pop((reply_id, message.get("channel", "")), None)
-        if subscriber is not None:
-            if reply is not None:
-                reply.unsubscribe(subscriber)
-            subscriber.close()
+        key = (reply_id, message.get("channel", ""))
+        subscriber = state.remote.get(key)
+        if subscriber is None or subscriber.reply.user_id != user_id:
+            return
+        del state.remote[key]
+        subscriber.reply.unsubscribe(subscriber)
+        subscriber.close()
 
 
-async def send_command(channel: str, message: dict) -> bool:
+# The commands one process sends another about a reply the other owns: built
+# by these three and read by ``_handle``, nowhere else.
+
+
+async def reply_stop_remote(*, owner: str, reply_id: str, user_id: int) -> bool:
+    """Ask the process at channel ``owner`` to stop the user's reply."""
+    return await _send_command(owner, {"type": "reply.stop", "reply": reply_id, "user": user_id})
+
+
+async def reply_subscribe_remote(
+    *, owner: str, reply_id: str, user_id: int, channel: str, after_seq: int
+) -> bool:
+    """Ask the process at channel ``owner`` to stream the user's reply to the
+    socket at ``channel``, which has its deltas up to ``after_seq``."""
+    return await _send_command(
+        owner,
+        {
+            "type": "reply.subscribe",
+            "reply": reply_id,
+            "user": user_id,
+            "channel": channel,
+            "after_seq": after_seq,
+        },
+    )
+
+
+async def reply_unsubscribe_remote(*, owner: str, reply_id: str, user_id: int, channel: str) -> bool:
+    """Tell the process at channel ``owner`` that the socket at ``channel`` is gone."""
+    return await _send_command(
+        owner, {"type": "reply.unsubscribe", "reply": reply_id, "user": user_id, "channel": channel}
+    )
+
+
+async def _send_command(channel: str, message: dict[str, Any]) -> bool:
     state = current()
     log.debug("routing %s to %s", message.get("type"), channel)
     if state is None or state.layer is None:

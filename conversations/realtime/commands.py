@@ -2,7 +2,10 @@
 
 The consumer validates frames and calls these; they own the decisions
 (ownership, idempotency, one running reply per conversation) and raise
-:class:`protocol.ProtocolError` with the answer for the client.
+:class:`protocol.ProtocolError` with the answer for the client. They talk to
+the socket only through the :class:`~conversations.realtime.subscribers.Follower`
+contract, read through :mod:`conversations.selectors` and write through
+:mod:`conversations.services`.
 """
 
 from __future__ import annotations
@@ -13,27 +16,30 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
-from conversations import selectors, serializers
+from conversations import selectors
 from conversations.catalog import model_list_settled
 from conversations.exceptions import Refusal, ReplyRunning, refusal_answer
 from conversations.models import Conversation, Message
-from conversations.providers import ModelInfo, get_provider, split_model_id
+from conversations.providers import ChatMessage, ModelInfo, get_provider, split_model_id
 from conversations.realtime import cluster, protocol
 from conversations.realtime.batching import Batcher
-from conversations.realtime.replies import Reply, Subscriber, registry, reply_for_user
+from conversations.realtime.registry import registry, reply_for_user
+from conversations.realtime.replies import Reply, finished_frame
+from conversations.realtime.subscribers import Follower, Subscriber
 from conversations.services import exchanges as exchange_services
 from conversations.services import workers as worker_services
 
 
 def model_default(*, models: list[ModelInfo]) -> str | None:
     """CHATSITE_DEFAULT_MODEL, else the first of ``models``."""
-    if settings.CHATSITE_DEFAULT_MODEL:
-        return settings.CHATSITE_DEFAULT_MODEL
+    configured: str | None = settings.CHATSITE_DEFAULT_MODEL
+    if configured:
+        return configured
     return models[0].id if models else None
 
 
 async def _resolve_model(
-    requested: str | None, conversation_id: uuid.UUID | None, user, client_id: str
+    requested: str | None, conversation_id: uuid.UUID | None, user: AbstractBaseUser, client_id: str
 ) -> str:
     model = requested
     if model is None and conversation_id is not None:
@@ -83,7 +89,7 @@ def _ack(subscriber: Subscriber, client_id: str, exchange: exchange_services.Sta
     )
 
 
-async def _follow_existing(message: Message, user: AbstractBaseUser, subscriber: Subscriber) -> Reply | None:
+async def _follow_existing(message: Message, user: AbstractBaseUser, subscriber: Follower) -> Reply | None:
     """A retried request: follow the reply it started, wherever it runs."""
     live = registry.get(str(message.pk))
     if live is not None:
@@ -95,7 +101,7 @@ async def _follow_existing(message: Message, user: AbstractBaseUser, subscriber:
 
 async def _answer(
     user: AbstractBaseUser,
-    subscriber: Subscriber,
+    subscriber: Follower,
     client_id: str,
     exchange: exchange_services.StartedExchange,
     model: str,
@@ -123,7 +129,7 @@ def _launch(
     message: Message,
     conversation: Conversation,
     model: str,
-    prompt: list,
+    prompt: list[ChatMessage],
     client_id: str = "",
     keep_last: int = 1,
 ) -> Reply:
@@ -132,6 +138,7 @@ def _launch(
     if provider is None:  # configured away since the reply was stored
         raise protocol.ProtocolError("unknown_model", f"unknown model {model[:80]!r}", ref=client_id or None)
     reply = Reply(
+        registry=registry,
         reply_id=message.pk,
         conversation_id=conversation.pk,
         user_id=user.pk,
@@ -163,9 +170,7 @@ _starts: Batcher[exchange_services.ExchangeRequest, exchange_services.StartedExc
 )
 
 
-async def reply_start(
-    *, user: AbstractBaseUser, frame: protocol.Send, subscriber: Subscriber
-) -> Reply | None:
+async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscriber: Follower) -> Reply | None:
     """Store the user's message and start the reply; ``subscriber`` follows it."""
     model = await _resolve_model(frame.model, frame.conversation, user, frame.client_id)
     provider_name = split_model_id(model)[0]
@@ -197,10 +202,10 @@ async def reply_start(
 
 
 async def reply_regenerate(
-    *, user: AbstractBaseUser, frame: protocol.Regenerate, subscriber: Subscriber
+    *, user: AbstractBaseUser, frame: protocol.Regenerate, subscriber: Follower
 ) -> Reply | None:
     """A new reply to the same message; the old one stays as its sibling."""
-    old = await database_sync_to_async(_reply_of_user)(user=user, reply_id=frame.reply)
+    old = await database_sync_to_async(selectors.reply_get)(user_id=user.pk, reply_id=frame.reply)
     if old is None:
         raise protocol.ProtocolError("not_found", "no such reply", ref=frame.client_id)
     model = await _resolve_model(frame.model, old.conversation_id, user, frame.client_id)
@@ -217,11 +222,9 @@ async def reply_regenerate(
     return await _answer(user, subscriber, frame.client_id, exchange, model)
 
 
-async def reply_continue(
-    *, user: AbstractBaseUser, frame: protocol.Continue, subscriber: Subscriber
-) -> Reply:
+async def reply_continue(*, user: AbstractBaseUser, frame: protocol.Continue, subscriber: Follower) -> Reply:
     """Go on with a stopped, interrupted or cut reply, appending to its text."""
-    old = await database_sync_to_async(_reply_of_user)(user=user, reply_id=frame.reply)
+    old = await database_sync_to_async(selectors.reply_get)(user_id=user.pk, reply_id=frame.reply)
     if old is None:
         raise protocol.ProtocolError("not_found", "no such reply", ref=str(frame.reply))
     model = f"{old.provider}/{old.model}"
@@ -250,17 +253,17 @@ async def reply_continue(
 
 async def reply_stop(*, user: AbstractBaseUser, reply_id: uuid.UUID) -> None:
     """Stop a live reply, wherever it runs. A finished one: no-op."""
-    reply = reply_for_user(str(reply_id), user.pk)
+    reply = reply_for_user(reply_id=str(reply_id), user_id=user.pk)
     if reply is not None:
         await reply.stop()  # here: wait until it is saved
         return
-    message = await database_sync_to_async(_reply_of_user)(user=user, reply_id=reply_id)
+    message = await database_sync_to_async(selectors.reply_get)(user_id=user.pk, reply_id=reply_id)
     if message is None:
         raise protocol.ProtocolError("not_found", "no such reply", ref=str(reply_id))
     if message.status == Message.Status.STREAMING:
         channel = await database_sync_to_async(worker_services.worker_channel)(worker_id=message.worker)
-        if channel is not None and not await cluster.send_command(
-            channel, {"type": "reply.stop", "reply": str(reply_id), "user": user.pk}
+        if channel is not None and not await cluster.reply_stop_remote(
+            owner=channel, reply_id=str(reply_id), user_id=user.pk
         ):
             raise _unreachable(str(reply_id))
 
@@ -274,15 +277,11 @@ def _unreachable(ref: str) -> protocol.ProtocolError:
     )
 
 
-def _reply_of_user(*, user: AbstractBaseUser, reply_id: uuid.UUID) -> Message | None:
-    return Message.objects.filter(pk=reply_id, role=Message.Role.ASSISTANT, conversation__user=user).first()
-
-
 async def _subscribe_remote(
-    message: Message, user: AbstractBaseUser, subscriber: Subscriber, after_seq: int
+    message: Message, user: AbstractBaseUser, subscriber: Follower, after_seq: int
 ) -> bool:
     """Ask the process that owns a streaming reply to stream it to ``subscriber``."""
-    channel_name = getattr(subscriber, "channel_name", None)
+    channel_name = subscriber.channel_name
     if message.status != Message.Status.STREAMING or not channel_name:
         return False
     owner = await database_sync_to_async(worker_services.worker_channel)(worker_id=message.worker)
@@ -290,26 +289,19 @@ async def _subscribe_remote(
         return False
     reply_id = str(message.pk)
     # Followed before asking, so that no frame of the answer can find it unknown.
-    cluster.follow_remote(subscriber, reply_id, owner)
-    ok = await cluster.send_command(
-        owner,
-        {
-            "type": "reply.subscribe",
-            "reply": reply_id,
-            "user": user.pk,
-            "channel": channel_name,
-            "after_seq": after_seq,
-        },
+    cluster.follow_remote(subscriber, reply_id=reply_id, owner=owner)
+    ok = await cluster.reply_subscribe_remote(
+        owner=owner, reply_id=reply_id, user_id=user.pk, channel=channel_name, after_seq=after_seq
     )
     if not ok:
-        subscriber.following_remote.pop(reply_id, None)  # type: ignore[attr-defined]
+        subscriber.unfollow_remote(reply_id)
         # Not "interrupted": it streams on; this process just cannot reach it now.
         raise _unreachable(str(message.conversation_id))
     return True
 
 
 async def conversation_subscribe(
-    *, user: AbstractBaseUser, conversation_id: uuid.UUID, after_seq: int, subscriber: Subscriber
+    *, user: AbstractBaseUser, conversation_id: uuid.UUID, after_seq: int, subscriber: Follower
 ) -> Reply | None:
     """Follow the conversation's live reply from ``after_seq``; if none is live,
     send the last reply's final state so the client can tell if it is behind."""
@@ -317,25 +309,11 @@ async def conversation_subscribe(
     if live is not None and live.user_id == user.pk and not live.finished:
         live.subscribe(subscriber, after_seq)
         return live
-    last = await database_sync_to_async(_last_reply)(user=user, conversation_id=conversation_id)
+    last = await database_sync_to_async(selectors.conversation_last_reply)(
+        user=user, conversation_id=conversation_id
+    )
     if last is False:
         raise protocol.ProtocolError("not_found", "no such conversation", ref=str(conversation_id))
     if last is not None and not await _subscribe_remote(last, user, subscriber, after_seq):
         subscriber.deliver(finished_frame(last))
     return None
-
-
-def _last_reply(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> Message | bool | None:
-    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
-    if conversation is None:
-        return False
-    return conversation.messages.filter(role=Message.Role.ASSISTANT).order_by("-created_at").first()
-
-
-async def finished_frame_for(reply_id: str) -> str | None:
-    message = await database_sync_to_async(Message.objects.filter(pk=reply_id).first)()
-    return finished_frame(message) if message is not None else None
-
-
-def finished_frame(message: Message) -> str:
-    return protocol.frame_reply_finished(end=serializers.message_to_reply_end(message=message))

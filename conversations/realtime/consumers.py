@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import json
 import logging
 import random
 import time
 import weakref
+from collections.abc import Awaitable, Callable, Collection, Coroutine
+from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -22,8 +23,11 @@ from django.conf import settings
 from conversations import selectors
 from conversations.realtime import cluster, protocol
 from conversations.realtime import commands as actions
-from conversations.realtime.outbox import outbox
-from conversations.realtime.replies import Reply, reply_for_user
+from conversations.realtime.middleware import Receive, Scope
+from conversations.realtime.outbox import Send, outbox
+from conversations.realtime.registry import reply_for_user
+from conversations.realtime.replies import Reply
+from conversations.realtime.subscribers import RemoteFollows, Resync
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +39,21 @@ def user_group(user_id: int) -> str:
     return f"chatsite-user.{user_id}"
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
-    async def __call__(self, scope, receive, send) -> None:
+class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels has no type information
+    """One chat socket; a :class:`~conversations.realtime.subscribers.Follower`
+    of the replies it asks for, here or in another process."""
+
+    #: Where frames from other processes reach it (None: no channel layer).
+    channel_name: str | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Channels' ``AsyncConsumer.__call__``, with the wait on this socket's
         layer channel guarded: when the layer (Redis) fails, the socket stays
         open and keeps its own process's replies; the wait resumes when it is back."""
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
-        sources = [receive]
+        sources: list[Callable[[], Awaitable[dict[str, Any]]]] = [receive]
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()  # a name; no trip to Redis
             sources.append(self._layer_receive)
@@ -52,11 +62,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
 
-    async def _layer_receive(self) -> dict:
+    async def _layer_receive(self) -> dict[str, Any]:
         backoff = 0.1
         while True:
             try:
-                return await self.channel_layer.receive(self.channel_name)
+                message: dict[str, Any] = await self.channel_layer.receive(self.channel_name)
+                return message
             except Exception as exc:  # the layer is down: try again, it may come back
                 log.warning(
                     "channel layer receive failed (%s); retrying in %.1fs", type(exc).__name__, backoff
@@ -71,9 +82,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.following: weakref.WeakSet[Reply] = weakref.WeakSet()
-        self.following_remote: dict[str, str] = {}  # reply id -> owner's channel
-        # reply id -> [last seq passed on, a catch-up may come next, asked again]
-        self._remote_seq: dict[str, list] = {}
+        self.remote = RemoteFollows()
         self._session_checked_at = time.monotonic()  # just authenticated
         if self.channel_layer is not None:
             try:
@@ -82,11 +91,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 log.warning("could not join the user group (%s)", type(exc).__name__)
         await self.accept()
 
+    # --- the Follower contract (subscribers.py) ------------------------------
     def deliver(self, frame: str) -> None:
         """Queue a server frame; replies call this and never wait on a socket."""
         outbox.put(self.base_send, frame)
 
-    async def dispatch(self, message: dict) -> None:
+    def reply_ended(self, reply_id: str) -> None:
+        for reply in [r for r in self.following if r.key == reply_id]:
+            self.following.discard(reply)
+
+    def follow_remote(self, reply_id: str, owner: str) -> None:
+        self.remote.follow(reply_id, owner)
+
+    def unfollow_remote(self, reply_id: str) -> None:
+        self.remote.unfollow(reply_id)
+
+    def remote_followed(self) -> Collection[str]:
+        return self.remote.owners.keys()
+
+    def remote_ended(self, reply_id: str, frame: str) -> None:
+        if self.remote.unfollow(reply_id) is not None:
+            self.deliver(frame)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its per-message ``aclose_old_connections()``:
         that is a trip to the database thread for every frame received, and every
         database call here goes through ``database_sync_to_async``, which closes
@@ -117,7 +144,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.deliver(protocol.frame_pong())
             return
         if isinstance(frame, protocol.Stop):
-            live = reply_for_user(str(frame.reply), self.user.pk)
+            live = reply_for_user(reply_id=str(frame.reply), user_id=self.user.pk)
             if live is not None:
                 # Only ever the socket's own user's reply, and it changes nothing
                 # else, so no session check either (the session timer closes a
@@ -132,19 +159,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._worker = self._spawn(self._work())
 
     @functools.cached_property
-    def _queue(self) -> collections.deque:
+    def _queue(self) -> collections.deque[protocol.ClientFrame | protocol.ProtocolError]:
         return collections.deque()
 
     @functools.cached_property
-    def _tasks(self) -> set[asyncio.Task]:
+    def _tasks(self) -> set[asyncio.Task[None]]:
         """Work started by this socket's frames (held, so that it is not collected)."""
         return set()
 
     @functools.cached_property
-    def _stopping(self) -> set[asyncio.Task]:
+    def _stopping(self) -> set[asyncio.Task[None]]:
         return set()
 
-    def _spawn(self, work) -> asyncio.Task:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -196,7 +223,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except protocol.ProtocolError as exc:
             self.deliver(protocol.frame_error(code=exc.code, message=exc.message, ref=exc.ref))
 
-    async def accept(self, subprotocol: str | None = None, headers=None) -> None:
+    async def accept(
+        self, subprotocol: str | None = None, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         await super().accept(subprotocol, headers)
         self._session_timer = asyncio.create_task(self._session_watch())
 
@@ -218,7 +247,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 log.warning("could not re-check a socket's session (%s)", type(exc).__name__)
                 self._session_checked_at = time.monotonic()
 
-    async def websocket_disconnect(self, message: dict) -> None:
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Frames received before the socket closed are handled before it is let go,
         as when they were handled one at a time."""
         timer = getattr(self, "_session_timer", None)
@@ -250,65 +279,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self._session_over = True
         self.deliver(protocol.frame_error(code="session_ended", message="you were logged out; log in again"))
-        await asyncio.sleep(0)  # let the outbox send it
+        await outbox.flush()  # the frame goes out before the close
         await self.close(code=CLOSE_SESSION_ENDED)
 
     # --- channel layer events ---------------------------------------------------
-    async def chat_frame(self, event: dict) -> None:
-        """A frame from a reply that runs in another process.
-
-        The frames come in order, but a Redis that dies loses those it held:
-        a delta whose ``seq`` skips one is a gap. This socket then asks the owner
-        again from the last ``seq`` it passed on, and drops that reply's deltas
-        until the answer's ``reply_started``, whose catch-up delta carries the
-        missing text: every piece of text still reaches the client exactly once.
-        """
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        """A frame from a reply that runs in another process (see :class:`RemoteFollows`)."""
         text = event["text"]
-        position = protocol.delta_position(text)
-        if position is not None:
-            reply_id, seq = position
-            track = self._remote_seq.get(reply_id)
-            if track is not None:
-                last, catching_up, resyncing = track
-                if resyncing or seq <= last:
-                    return  # the catch-up after the next reply_started carries it / a repeat
-                if seq > last + 1 and not catching_up:
-                    track[2] = True
-                    log.warning("frames of reply %s were lost on the way; asking its owner again", reply_id)
-                    await self._resubscribe(reply_id, last)
-                    return
-                track[0], track[1] = seq, False
-        elif protocol.frame_type(text) == "reply_started":
-            frame = json.loads(text)
-            track = self._remote_seq.get(frame["reply"])
-            resynced = track is not None and track[2] and frame["after_seq"] == track[0]
-            self._remote_seq[frame["reply"]] = [frame["after_seq"], True, False]
-            if resynced:
-                return  # the client has all up to after_seq already: it needs no new start
-        elif protocol.frame_type(text) == "reply_finished":
-            reply_id = json.loads(text).get("reply")
-            self._remote_seq.pop(reply_id, None)
-            if self.following_remote.pop(reply_id, None) is None:
-                return  # already told how it ended (its process died, or it came late)
-        self.deliver(text)
+        verdict = self.remote.receive(text)
+        if verdict == "deliver":
+            self.deliver(text)
+        elif isinstance(verdict, Resync):
+            # Its deltas stay dropped until the answer; if there is none, its
+            # reply_finished (last_seq beyond what the client has) makes the
+            # client fetch the saved text.
+            if (
+                verdict.owner is None
+                or self.channel_name is None
+                or not await cluster.reply_subscribe_remote(
+                    owner=verdict.owner,
+                    reply_id=verdict.reply_id,
+                    user_id=self.user.pk,
+                    channel=self.channel_name,
+                    after_seq=verdict.after_seq,
+                )
+            ):
+                log.warning("could not ask again for reply %s", verdict.reply_id)
 
-    async def _resubscribe(self, reply_id: str, after_seq: int) -> None:
-        owner = self.following_remote.get(reply_id)
-        if owner is None or not await cluster.send_command(
-            owner,
-            {
-                "type": "reply.subscribe",
-                "reply": reply_id,
-                "user": self.user.pk,
-                "channel": self.channel_name,
-                "after_seq": after_seq,
-            },
-        ):
-            # Its deltas stay dropped; its reply_finished (last_seq beyond what the
-            # client has) makes the client fetch the saved text.
-            log.warning("could not ask again for reply %s", reply_id)
-
-    async def session_ended(self, event: dict) -> None:
+    async def session_ended(self, event: dict[str, Any]) -> None:
         session = self.scope.get("session")
         key = getattr(session, "session_key", None)
         if event.get("session_key") in (None, key):
@@ -317,18 +315,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for reply in list(getattr(self, "following", ())):
             reply.unsubscribe(self)
-        following_remote = getattr(self, "following_remote", {})
-        remote, self.following_remote = list(following_remote.items()), {}  # nothing more to tell it
-        for reply_id, owner in remote:
-            await cluster.send_command(
-                owner,
-                {
-                    "type": "reply.unsubscribe",
-                    "reply": reply_id,
-                    "user": self.user.pk,
-                    "channel": self.channel_name,
-                },
-            )
+        remote = getattr(self, "remote", None)
+        if remote is not None and self.channel_name is not None:
+            for reply_id, owner in remote.clear():  # nothing more to tell it
+                await cluster.reply_unsubscribe_remote(
+                    owner=owner, reply_id=reply_id, user_id=self.user.pk, channel=self.channel_name
+                )
         user = getattr(self, "user", None)
         if user is not None and self.channel_layer is not None:
             try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import import_module
+from typing import Any
 from urllib.parse import urlsplit
 
 from channels.auth import AuthMiddleware
@@ -10,6 +12,12 @@ from channels.security.websocket import WebsocketDenier
 from channels.sessions import CookieMiddleware
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
+
+from conversations.realtime.outbox import Send
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class ReadOnlySessionMiddleware:
@@ -21,20 +29,21 @@ class ReadOnlySessionMiddleware:
     chat socket never changes its session, so this one leaves ``send`` alone.
     """
 
-    def __init__(self, inner):
+    def __init__(self, inner: App) -> None:
         self.inner = inner
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if "session" not in scope:
             key = scope["cookies"].get(settings.SESSION_COOKIE_NAME)
             store = import_module(settings.SESSION_ENGINE).SessionStore
             scope = dict(scope, session=store(key))
-        return await self.inner(scope, receive, send)
+        await self.inner(scope, receive, send)
 
 
-def WebSocketAuthStack(inner):
+def WebSocketAuthStack(inner: App) -> App:
     """Cookies, the session (read only) and ``scope["user"]``, as ``AuthMiddlewareStack`` gives."""
-    return CookieMiddleware(ReadOnlySessionMiddleware(AuthMiddleware(inner)))
+    stack: App = CookieMiddleware(ReadOnlySessionMiddleware(AuthMiddleware(inner)))
+    return stack
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -53,14 +62,16 @@ def _origin_parts(value: str) -> tuple[str, str, int] | None:
     return scheme, host, port if port is not None else _DEFAULT_PORTS[scheme]
 
 
-def _header(scope, name: bytes) -> str | None:
+def _header(scope: Scope, name: bytes) -> str | None:
+    key: bytes
+    value: bytes
     for key, value in scope.get("headers", ()):
         if key == name:
             return value.decode("latin-1")
     return None
 
 
-def site_origin(scope) -> tuple[str, str, int] | None:
+def site_origin(scope: Scope) -> tuple[str, str, int] | None:
     """The origin the handshake was addressed to, as Django sees a request: its
     scheme (``wss``, or ``SECURE_PROXY_SSL_HEADER`` behind a proxy) and its ``Host``
     (``X-Forwarded-Host`` with ``USE_X_FORWARDED_HOST``), which must be allowed by
@@ -106,16 +117,17 @@ class OriginValidator:
     visitor's cookies.
     """
 
-    def __init__(self, inner):
+    def __init__(self, inner: App) -> None:
         self.inner = inner
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and not origin_allowed(scope):
-            return await WebsocketDenier()(scope, receive, send)
-        return await self.inner(scope, receive, send)
+            await WebsocketDenier()(scope, receive, send)
+            return
+        await self.inner(scope, receive, send)
 
 
-def origin_allowed(scope) -> bool:
+def origin_allowed(scope: Scope) -> bool:
     raw = _header(scope, b"origin")
     origin = _origin_parts(raw) if raw else None
     if origin is None:

@@ -1,7 +1,7 @@
 """Assistant replies as server-owned tasks.
 
 A :class:`Reply` runs in its own asyncio task, owned by this process (the
-:data:`registry`), not by any socket: sockets start a reply, subscribe to it
+:data:`~conversations.realtime.registry.registry`), not by any socket: sockets start a reply, subscribe to it
 and ask it to stop. The reply numbers what it sends (``seq``), keeps every
 piece it sent so a late subscriber can catch up, coalesces fast tokens into
 fewer frames, and checkpoints its partial text on a timer (one batched write
@@ -23,29 +23,43 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from conversations import errors, serializers
+from conversations import errors, selectors, serializers
+from conversations.models import Message
 from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult
 from conversations.providers.base import PromptFit, context_length_error, prompt_fit
 from conversations.realtime import protocol
 from conversations.realtime.batching import Batcher
+from conversations.realtime.subscribers import Subscriber
 from conversations.services import replies as reply_services
 
 log = logging.getLogger(__name__)
 
 LENGTH_FINISH_REASONS = frozenset({"length", "max_tokens"})
-FLUSH_GRID = 0.005  # seconds
 
 
-class Subscriber(Protocol):
-    """Anything that takes encoded server frames; ``deliver`` must not block."""
+class Host(Protocol):
+    """What a reply needs of the registry that holds it while it is live
+    (:class:`~conversations.realtime.registry.Registry`)."""
 
-    def deliver(self, frame: str) -> None: ...
+    @property
+    def window(self) -> float:
+        """The coalescing window, in seconds, for the reply's next frame."""
+        ...
+
+    def flush_later(self, reply: Reply, when: float) -> None:
+        """Call ``reply.flush_held`` at ``when`` (``time.monotonic()``), or a little sooner."""
+        ...
+
+    def discard(self, reply: Reply) -> None:
+        """The reply is saved: it is not live any more."""
+        ...
 
 
 class Reply:
     def __init__(
         self,
         *,
+        registry: Host,
         reply_id: uuid.UUID,
         conversation_id: uuid.UUID,
         user_id: int,
@@ -60,6 +74,7 @@ class Reply:
         keep_last: int = 1,
     ) -> None:
         self.id = reply_id
+        self.registry = registry
         self.client_id = client_id  # of the user message this replies to
         self.temperature = temperature
         self.max_tokens = max_tokens or settings.CHATSITE_MAX_TOKENS or None
@@ -84,16 +99,16 @@ class Reply:
         self.pending_chars = 0
         self.piece_count = 0
         self.result = StreamResult()
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
         self.finished = False
         self.status: str | None = None
         self.checkpointed_seq = base_seq
         self._length_hit = False
 
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._max_chars = settings.CHATSITE_MAX_REPLY_CHARS
         self._next_flush_at = 0.0
-        self._flush_due = False  # waiting in registry.flush_later
+        self._flush_due = False  # waiting in self.registry.flush_later
         self._watchdog: asyncio.TimerHandle | None = None
         self._orphan_handle: asyncio.TimerHandle | None = None
         self._cancel_reason: str | None = None  # "stop" | a timeout error kind
@@ -138,7 +153,7 @@ class Reply:
         grace = settings.CHATSITE_DISCONNECT_GRACE
         if not self.subscribers and grace is not None and not self.finished:
             if self._orphan_handle is None:
-                self._orphan_handle = self._loop.call_later(grace, self._stop_if_orphaned)
+                self._orphan_handle = self.loop.call_later(grace, self._stop_if_orphaned)
 
     def _stop_if_orphaned(self) -> None:
         self._orphan_handle = None
@@ -175,7 +190,7 @@ class Reply:
             self._flush(now)
         elif not self._flush_due:
             self._flush_due = True
-            registry.flush_later(self, self._next_flush_at)
+            self.registry.flush_later(self, self._next_flush_at)
         return True
 
     def _flush(self, now: float) -> None:
@@ -187,8 +202,14 @@ class Reply:
         self.seq += 1
         self.parts.append(text)
         self.sent_chars += len(text)
-        self._next_flush_at = now + registry.window
+        self._next_flush_at = now + self.registry.window
         self._emit(protocol.frame_delta(reply=self.key, seq=self.seq, text=text))
+
+    def flush_held(self, now: float) -> None:
+        """Send the tokens held back for coalescing (the registry's flush grid calls it)."""
+        self._flush_due = False
+        if not self.finished:
+            self._flush(now)
 
     @property
     def text(self) -> str:
@@ -216,7 +237,7 @@ class Reply:
     def _arm_watchdog(self) -> None:
         deadline = self._deadline()
         if deadline is not None:
-            self._watchdog = self._loop.call_at(deadline[0], self._check_deadlines)
+            self._watchdog = self.loop.call_at(deadline[0], self._check_deadlines)
 
     def _check_deadlines(self) -> None:
         self._watchdog = None
@@ -229,7 +250,7 @@ class Reply:
         if time.monotonic() >= when:
             self.request_cancel(kind)
         else:
-            self._watchdog = self._loop.call_at(when, self._check_deadlines)
+            self._watchdog = self.loop.call_at(when, self._check_deadlines)
 
     # --- control ---------------------------------------------------------------
     def start(self) -> None:
@@ -247,7 +268,7 @@ class Reply:
             # Cancelled before its first step, the task would end without running a
             # line of _run: no save, no reply_finished. Cancel it once it is inside
             # (its first step was scheduled before this one).
-            self._loop.call_soon(self.task.cancel)
+            self.loop.call_soon(self.task.cancel)
 
     async def stop(self) -> None:
         """Stop the reply and wait until it is saved. Idempotent."""
@@ -480,7 +501,7 @@ class Reply:
                 await asyncio.shield(save)
             except asyncio.CancelledError:
                 cancelled = True
-        registry.discard(self)
+        self.registry.discard(self)
         try:
             save.result()
         except Exception:
@@ -502,7 +523,9 @@ class Reply:
                 )
             )
         )
-        self.subscribers.clear()
+        ended_for, self.subscribers = self.subscribers, []
+        for subscriber in ended_for:
+            subscriber.reply_ended(self.key)
         if cancelled:
             raise asyncio.CancelledError
 
@@ -524,120 +547,13 @@ _TIMEOUT_SETTINGS = {
 }
 
 
-class Registry:
-    """This process's live replies, by reply id and by conversation."""
-
-    def __init__(self) -> None:
-        self.by_id: dict[str, Reply] = {}
-        self.by_conversation: dict[uuid.UUID, Reply] = {}
-        self.starting: dict[uuid.UUID, int] = {}  # conversation -> user, while storing
-        self._checkpointer: asyncio.Task | None = None
-        # Held frames are sent on a shared 5 ms grid: one timer for all the
-        # replies due in a slot instead of one per frame.
-        self._slots: dict[int, list[Reply]] = {}
-        self._slots_loop: asyncio.AbstractEventLoop | None = None
-        #: The coalescing window, in seconds, for every live reply's next frame.
-        self.window = 0.0
-        self._update_window()
-
-    def _update_window(self) -> None:
-        """Widen the coalescing window when many replies stream at once.
-
-        Each frame costs the server about as much as reading the token did,
-        so under load fewer, fuller frames are what keeps it fast. The
-        window is ``CHATSITE_COALESCE_MS`` until the live replies, each
-        sending a frame per window, would exceed
-        ``CHATSITE_COALESCE_FRAMES_PER_S``; then it grows with their number
-        (to at most ``CHATSITE_COALESCE_MAX_MS``). The first token of a
-        reply is never held.
-        """
-        base = (settings.CHATSITE_COALESCE_MS or 0) / 1000.0
-        budget = settings.CHATSITE_COALESCE_FRAMES_PER_S
-        widest = max(base, (settings.CHATSITE_COALESCE_MAX_MS or 0) / 1000.0)
-        self.window = base if not budget else min(widest, max(base, len(self.by_id) / budget))
-
-    def flush_later(self, reply: Reply, when: float) -> None:
-        """Send ``reply``'s held tokens at ``when`` (``time.monotonic()``), or
-        up to one grid step sooner."""
-        loop = reply._loop
-        if loop is not self._slots_loop:
-            self._slots_loop, self._slots = loop, {}
-        slot = int(when / FLUSH_GRID)
-        due = self._slots.get(slot)
-        if due is None:
-            self._slots[slot] = [reply]
-            # asyncio's loop clock is time.monotonic() too.
-            loop.call_at(slot * FLUSH_GRID, self._flush_slot, slot)
-        else:
-            due.append(reply)
-
-    def _flush_slot(self, slot: int) -> None:
-        now = time.monotonic()
-        for reply in self._slots.pop(slot, ()):
-            reply._flush_due = False
-            if not reply.finished:
-                reply._flush(now)
-
-    def get(self, reply_id: str) -> Reply | None:
-        return self.by_id.get(reply_id)
-
-    def for_conversation(self, conversation_id: uuid.UUID) -> Reply | None:
-        return self.by_conversation.get(conversation_id)
-
-    def add(self, reply: Reply) -> None:
-        self.by_id[reply.key] = reply
-        self.by_conversation[reply.conversation_id] = reply
-        self._update_window()
-        from conversations.realtime.shutdown import install_sigterm_handler
-
-        install_sigterm_handler()
-        if self._checkpointer is None or self._checkpointer.done():
-            self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
-
-    def discard(self, reply: Reply) -> None:
-        self.by_id.pop(reply.key, None)
-        if self.by_conversation.get(reply.conversation_id) is reply:
-            del self.by_conversation[reply.conversation_id]
-        self._update_window()
-
-    def __len__(self) -> int:
-        return len(self.by_id)
-
-    async def _checkpoint_loop(self) -> None:
-        interval = settings.CHATSITE_CHECKPOINT_INTERVAL or 1.0
-        while self.by_id:
-            await asyncio.sleep(interval)
-            batch = [
-                (reply, reply.seq)
-                for reply in list(self.by_id.values())
-                if not reply.finished and reply.seq > reply.checkpointed_seq
-            ]
-            if not batch:
-                continue
-            rows = [(reply.id, reply.text_up_to(seq), seq) for reply, seq in batch]
-            try:
-                await database_sync_to_async(reply_services.reply_checkpoint_many)(checkpoints=rows)
-            except Exception as exc:  # a locked database: try again next interval
-                log.warning("checkpoint of %d replies failed (%s)", len(rows), type(exc).__name__)
-                continue
-            for reply, seq in batch:
-                reply.checkpointed_seq = seq
-
-    async def stop_all(self) -> None:
-        """Interrupt every live reply and wait until each is saved (shutdown)."""
-        replies = list(self.by_id.values())
-        for reply in replies:
-            reply.request_cancel("interrupted")
-        tasks = {r.task for r in replies if r.task is not None}
-        if tasks:
-            await asyncio.wait(tasks)
+async def finished_frame_for(*, user_id: int, reply_id: str) -> str | None:
+    """The ``reply_finished`` of the user's reply, from its saved state (None if
+    there is no such reply of the user's)."""
+    message = await database_sync_to_async(selectors.reply_get)(user_id=user_id, reply_id=reply_id)
+    return finished_frame(message) if message is not None else None
 
 
-registry = Registry()
-
-
-def reply_for_user(reply_id: str, user_id: int) -> Reply | None:
-    reply = registry.get(reply_id)
-    if reply is None or reply.user_id != user_id:
-        return None
-    return reply
+def finished_frame(message: Message) -> str:
+    """A reply's ``reply_finished``, from its saved state."""
+    return protocol.frame_reply_finished(end=serializers.message_to_reply_end(message=message))

@@ -27,7 +27,7 @@ from conversations.exceptions import (
 )
 from conversations.realtime import commands as actions
 from conversations.realtime import protocol
-from conversations.realtime.replies import registry
+from conversations.realtime.registry import registry
 from conversations.services import conversations as conversation_services
 from conversations.views.errors import json_methods, json_refusal
 

@@ -1,0 +1,142 @@
+"""This process's live replies: who they are, when their held tokens go out,
+and the timer that checkpoints their partial text.
+
+The :data:`registry` holds every :class:`~conversations.realtime.replies.Reply`
+this process runs, from its start until its terminal state is saved, by reply
+id and by conversation. It is also the replies' shared clock: tokens a reply
+holds back for coalescing are sent on one 5 ms grid for all of them
+(:meth:`Registry.flush_later`), and one loop checkpoints the partial text of
+every live reply each ``CHATSITE_CHECKPOINT_INTERVAL``, in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from conversations.realtime.replies import Reply
+from conversations.services import replies as reply_services
+
+log = logging.getLogger(__name__)
+
+FLUSH_GRID = 0.005  # seconds
+
+
+class Registry:
+    """This process's live replies, by reply id and by conversation."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Reply] = {}
+        self.by_conversation: dict[uuid.UUID, Reply] = {}
+        self.starting: dict[uuid.UUID, int] = {}  # conversation -> user, while storing
+        self._checkpointer: asyncio.Task[None] | None = None
+        # Held frames are sent on a shared 5 ms grid: one timer for all the
+        # replies due in a slot instead of one per frame.
+        self._slots: dict[int, list[Reply]] = {}
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
+        #: The coalescing window, in seconds, for every live reply's next frame.
+        self.window = 0.0
+        self._update_window()
+
+    def _update_window(self) -> None:
+        """Widen the coalescing window when many replies stream at once.
+
+        Each frame costs the server about as much as reading the token did,
+        so under load fewer, fuller frames are what keeps it fast. The
+        window is ``CHATSITE_COALESCE_MS`` until the live replies, each
+        sending a frame per window, would exceed
+        ``CHATSITE_COALESCE_FRAMES_PER_S``; then it grows with their number
+        (to at most ``CHATSITE_COALESCE_MAX_MS``). The first token of a
+        reply is never held.
+        """
+        base = (settings.CHATSITE_COALESCE_MS or 0) / 1000.0
+        budget = settings.CHATSITE_COALESCE_FRAMES_PER_S
+        widest = max(base, (settings.CHATSITE_COALESCE_MAX_MS or 0) / 1000.0)
+        self.window = base if not budget else min(widest, max(base, len(self.by_id) / budget))
+
+    def flush_later(self, reply: Reply, when: float) -> None:
+        """Send ``reply``'s held tokens at ``when`` (``time.monotonic()``), or
+        up to one grid step sooner."""
+        loop = reply.loop
+        if loop is not self._slots_loop:
+            self._slots_loop, self._slots = loop, {}
+        slot = int(when / FLUSH_GRID)
+        due = self._slots.get(slot)
+        if due is None:
+            self._slots[slot] = [reply]
+            # asyncio's loop clock is time.monotonic() too.
+            loop.call_at(slot * FLUSH_GRID, self._flush_slot, slot)
+        else:
+            due.append(reply)
+
+    def _flush_slot(self, slot: int) -> None:
+        now = time.monotonic()
+        for reply in self._slots.pop(slot, ()):
+            reply.flush_held(now)
+
+    def get(self, reply_id: str) -> Reply | None:
+        return self.by_id.get(reply_id)
+
+    def for_conversation(self, conversation_id: uuid.UUID) -> Reply | None:
+        return self.by_conversation.get(conversation_id)
+
+    def add(self, reply: Reply) -> None:
+        self.by_id[reply.key] = reply
+        self.by_conversation[reply.conversation_id] = reply
+        self._update_window()
+        if self._checkpointer is None or self._checkpointer.done():
+            self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
+
+    def discard(self, reply: Reply) -> None:
+        self.by_id.pop(reply.key, None)
+        if self.by_conversation.get(reply.conversation_id) is reply:
+            del self.by_conversation[reply.conversation_id]
+        self._update_window()
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    async def _checkpoint_loop(self) -> None:
+        interval = settings.CHATSITE_CHECKPOINT_INTERVAL or 1.0
+        while self.by_id:
+            await asyncio.sleep(interval)
+            batch = [
+                (reply, reply.seq)
+                for reply in list(self.by_id.values())
+                if not reply.finished and reply.seq > reply.checkpointed_seq
+            ]
+            if not batch:
+                continue
+            rows = [(reply.id, reply.text_up_to(seq), seq) for reply, seq in batch]
+            try:
+                await database_sync_to_async(reply_services.reply_checkpoint_many)(checkpoints=rows)
+            except Exception as exc:  # a locked database: try again next interval
+                log.warning("checkpoint of %d replies failed (%s)", len(rows), type(exc).__name__)
+                continue
+            for reply, seq in batch:
+                reply.checkpointed_seq = seq
+
+    async def stop_all(self) -> None:
+        """Interrupt every live reply and wait until each is saved (shutdown)."""
+        replies = list(self.by_id.values())
+        for reply in replies:
+            reply.request_cancel("interrupted")
+        tasks = {r.task for r in replies if r.task is not None}
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+registry = Registry()
+
+
+def reply_for_user(*, reply_id: str, user_id: int) -> Reply | None:
+    """The live reply ``reply_id`` if it is ``user_id``'s, else None."""
+    reply = registry.get(reply_id)
+    if reply is None or reply.user_id != user_id:
+        return None
+    return reply
