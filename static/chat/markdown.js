@@ -2,9 +2,9 @@
 //
 // Pipeline: marked (raw HTML in the markdown is escaped and shown as text,
 // except a bare <br>) → DOMPurify into an inert DocumentFragment with a small
-// allow-list → our own pass over links and images → highlight.js on code
-// blocks. Nothing here ever assigns model text to innerHTML of a live node;
-// the fragment is only attached by the caller once it is clean.
+// allow-list (the policy below) → our own pass over links and images →
+// highlight.js on code blocks. Nothing here ever assigns model text to
+// innerHTML of a live node; a fragment is only attached once it is clean.
 
 import { Lexer, Marked } from '../vendor/marked/marked.esm.js';
 import DOMPurify from '../vendor/dompurify/purify.es.mjs';
@@ -156,7 +156,7 @@ function highlight(root, { autodetect }) {
  *   a language are not auto-detected (it is costly and flickers).
  * @returns {DocumentFragment}
  */
-export function renderMarkdown(text, options = {}) {
+function renderMarkdown(text, options = {}) {
   const streaming = Boolean(options.streaming);
   let html;
   try {

@@ -1,5 +1,5 @@
 // DOM helpers for the chat page. Model text only ever reaches the DOM through
-// textContent or through renderMarkdown's sanitized fragment.
+// textContent or through markdown.js's sanitized fragments (renderMarkdownInto).
 
 import { renderMarkdownInto } from './markdown.js';
 
@@ -374,18 +374,4 @@ export async function copyText(text, button) {
     setTimeout(() => delete button.dataset.copied, 1500);
   }
   return ok;
-}
-
-// --- sidebar ----------------------------------------------------------------
-
-export function conversationItem(conv, current) {
-  const link = el('a', { href: `/c/${conv.id}/`, className: 'conversation-link', title: conv.title || 'Untitled' }, [
-    el('span', { className: 'conversation-title', text: conv.title || 'Untitled' }),
-  ]);
-  link.dataset.id = conv.id;
-  if (current) {
-    link.classList.add('current');
-    link.setAttribute('aria-current', 'page');
-  }
-  return el('li', {}, [link]);
 }
