@@ -1,7 +1,7 @@
 // What the user asks for: send a message, stop, regenerate, continue, edit a
 // message (a new version), switch between versions, copy.
 
-import { send } from './connection.js';
+import { send } from './socket.js';
 import { postJSON } from './http.js';
 import { continueFrame, regenerateFrame, sendFrame, stopFrame } from './protocol.js';
 import {

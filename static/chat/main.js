@@ -1,14 +1,15 @@
 // The chat page, wired: the page's data into the state, the parts started in
 // order, the socket opened last. See docs/protocol.md.
 //
-//   socket.js / connection.js  the socket          protocol.js  client frames
-//   receive.js                 server frames        state.js     what the page knows (no DOM)
-//   render.js, ui.js           the DOM              markdown.js  model text → safe DOM
-//   composer.js                what the user asks   models.js    the model picker
-//   sidebar.js                 the conversation list, search, import     http.js  JSON over HTTP
+//   socket.js     the socket (the page's one)    protocol.js  client frames
+//   receive.js    what each server frame does    state.js     what the page knows (no DOM)
+//   render.js     the message list, controls     ui.js        elements, times, formatting
+//   markdown.js   model text → safe DOM          composer.js  what the user asks
+//   models.js     the model picker               sidebar.js   the list, search, import
+//   settings.js   the settings dialog            http.js      JSON over HTTP
 
 import { initComposer, stopReply } from './composer.js';
-import { socket, socketOpen } from './connection.js';
+import { socket, socketOpen } from './socket.js';
 import { initModels } from './models.js';
 import { socketUrl } from './protocol.js';
 import { initReceive, receiveFrame, socketOpened } from './receive.js';

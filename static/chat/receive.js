@@ -3,7 +3,7 @@
 // frames are dispatched.
 
 import { promptRestore } from './composer.js';
-import { send } from './connection.js';
+import { send } from './socket.js';
 import { getJSON } from './http.js';
 import { modelsDeferred, modelsRefresh } from './models.js';
 import { SEND_ERRORS, stopFrame, subscribeFrame } from './protocol.js';
