@@ -295,7 +295,8 @@ def report(results: dict[str, list[dict]], info: dict, command: str, args, size:
         "lays it out under the page's stylesheet, and the finished reply is rendered once more. "
         "*Before* renders the whole reply every frame, so a frame costs as much as the text so far and "
         "the stream as much as the square of its length; *after* keeps the finished blocks and "
-        "renders only the last, still open one (`static/chat/markdown.js`). "
+        "renders only the last, still open one (`static/chat/markdown.js`); a single block that grows "
+        "for the whole reply (one 200 KB code block or list) would still be rendered whole each frame. "
         f"{args.repeat} run(s) of each, alternating, in one browser. Long tasks are the browser's own "
         "`longtask` entries (it reports tasks of 50 ms and more).",
         "",
