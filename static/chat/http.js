@@ -1,7 +1,7 @@
 // JSON over HTTP with the session: the CSRF token, one POST helper, one GET helper.
-// Every endpoint answers an error as {"error": code, "message": text} (docs/protocol.md);
-// the helpers throw an Error whose message is the text for people and whose
-// `code` is the machine's kind.
+// An error answer ({"error": code, "message": text}, docs/protocol.md) becomes a
+// thrown Error whose message is the text for people (the code when there is no
+// text, else the HTTP status) and whose `code` and `status` stay in the data.
 
 export function csrfToken() {
   const input = document.querySelector('input[name=csrfmiddlewaretoken]');
