@@ -100,7 +100,7 @@ def message_to_reply_end(*, message: Message) -> ReplyEnd:
     )
 
 
-def _list_fields(conversation: Conversation) -> dict:
+def conversation_summary_dict(conversation: Conversation) -> dict:
     """What the list shows of a conversation (``selectors.LIST_FIELDS``)."""
     return {
         "id": str(conversation.id),
@@ -115,7 +115,7 @@ def _list_fields(conversation: Conversation) -> dict:
 def conversation_to_dict(conversation: Conversation) -> dict:
     """A conversation with its settings (system prompt, sampling)."""
     return {
-        **_list_fields(conversation),
+        **conversation_summary_dict(conversation),
         "system_prompt": conversation.system_prompt,
         "temperature": conversation.temperature,
         "max_tokens": conversation.max_tokens,
@@ -125,4 +125,4 @@ def conversation_to_dict(conversation: Conversation) -> dict:
 def conversation_item_to_dict(item: ConversationItem) -> dict:
     """A conversation as the list shows it: LIST_FIELDS and its sidebar group
     (not its settings: a page of the list stays small)."""
-    return {**_list_fields(item.conversation), "group": item.group}
+    return {**conversation_summary_dict(item.conversation), "group": item.group}

@@ -173,7 +173,7 @@ def test_the_import_map_names_every_module_under_its_hashed_name(production):
     for plain, hashed in mapping.items():
         assert _collected(root, hashed).is_file(), hashed
         assert hashed != plain and re.search(r"\.[0-9a-f]{12}\.m?js$", hashed), hashed
-    for module in ("chat/app.js", "chat/ui.js", "chat/sidebar.js", "vendor/marked/marked.esm.js"):
+    for module in ("chat/main.js", "chat/ui.js", "chat/sidebar.js", "vendor/marked/marked.esm.js"):
         assert STATIC_URL + module in mapping, module
 
 

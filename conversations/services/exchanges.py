@@ -387,5 +387,5 @@ def reply_is_continuable(*, status: str, content: str) -> bool:
     """Whether "Continue" can go on with a reply: it ended early (stopped,
     interrupted or failed) and has text to go on from. A reply with no text has
     nothing to continue; it can be regenerated. The page applies the same rule
-    (``static/chat/app.js``, ``updateMessageActions``)."""
+    (``static/chat/render.js``, ``updateMessageActions``)."""
     return status in CONTINUABLE_STATUSES and bool(content.strip())

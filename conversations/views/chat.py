@@ -49,10 +49,15 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
             serializers.message_to_dict(m)
             for m in await sync_to_async(selectors.message_list)(conversation=conversation)
         ]
-    conversations = [
-        serializers.conversation_to_dict(c)
-        for c in await sync_to_async(selectors.conversation_list)(user=user)
-    ]
+    # The sidebar's first page, exactly as GET /api/history/ answers it, so the page
+    # need not ask again; groups are left to the browser, which knows its time zone.
+    first_page = await sync_to_async(selectors.conversation_list)(user=user)
+    history = {
+        "conversations": [
+            serializers.conversation_summary_dict(item.conversation) for item in first_page.items
+        ],
+        "next_cursor": first_page.next_cursor,
+    }
     # The last good lists, at once: listing happens in the background (providers.catalog).
     listed = model_list()
     context = {
@@ -60,7 +65,7 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
         "page_data": {
             "conversation": serializers.conversation_to_dict(conversation) if conversation else None,
             "messages": messages,
-            "conversations": conversations,
+            "history": history,
             "models": [m.as_dict() for m in listed],
             "default_model": model_default(models=listed),
             "model_providers": provider_state_list(),

@@ -2,11 +2,11 @@
 //
 // Pipeline: marked (raw HTML in the markdown is escaped and shown as text,
 // except a bare <br>) → DOMPurify into an inert DocumentFragment with a small
-// allow-list → our own pass over links and images → highlight.js on code
-// blocks. Nothing here ever assigns model text to innerHTML of a live node;
-// the fragment is only attached by the caller once it is clean.
+// allow-list (the policy below) → our own pass over links and images →
+// highlight.js on code blocks. Nothing here ever assigns model text to
+// innerHTML of a live node; a fragment is only attached once it is clean.
 
-import { Marked } from '../vendor/marked/marked.esm.js';
+import { Lexer, Marked } from '../vendor/marked/marked.esm.js';
 import DOMPurify from '../vendor/dompurify/purify.es.mjs';
 import hljs from '../vendor/highlightjs/highlight.min.js';
 
@@ -32,25 +32,33 @@ const marked = new Marked({
   },
 });
 
-const ALLOWED_TAGS = [
-  'a', 'b', 'blockquote', 'br', 'caption', 'code', 'dd', 'del', 'details', 'dl', 'dt', 'em',
-  'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'hr', 'i', 'img', 'ins', 'kbd', 'li', 'mark', 'ol', 'p',
-  'pre', 's', 'span', 'strong', 'sub', 'summary', 'sup', 'table', 'tbody', 'td', 'tfoot', 'th',
-  'thead', 'tr', 'ul',
-];
-const ALLOWED_ATTR = ['href', 'title', 'alt', 'src', 'class', 'start', 'align', 'colspan', 'rowspan'];
-const FORBID_TAGS = [
-  'style', 'script', 'iframe', 'frame', 'frameset', 'form', 'input', 'button', 'textarea',
-  'select', 'option', 'object', 'embed', 'applet', 'svg', 'math', 'link', 'meta', 'base',
-  'template', 'noscript', 'audio', 'video', 'source', 'track', 'canvas', 'dialog', 'portal',
-];
-const FORBID_ATTR = ['style', 'id', 'name', 'srcset', 'formaction', 'action', 'ping', 'background', 'xlink:href'];
+// The sanitizer's policy, written once: every element the rendered markdown may
+// contain, and the attributes each may keep (`class` only where its rule says).
+// Everything else is dropped: other elements (the content of script, style and
+// the like with them), other attributes, event handlers, data-* and aria-*.
+const ELEMENTS = {
+  a: ['href', 'title'],
+  img: ['src', 'alt', 'title'],
+  ol: ['start'],
+  th: ['align'],
+  td: ['align'],
+  code: ['class'],
+  span: ['class'],
+  ...Object.fromEntries(
+    [
+      'b', 'blockquote', 'br', 'caption', 'dd', 'del', 'details', 'dl', 'dt', 'em', 'h1', 'h2', 'h3',
+      'h4', 'h5', 'h6', 'hr', 'i', 'ins', 'kbd', 'li', 'mark', 'p', 'pre', 's', 'strong', 'sub',
+      'summary', 'sup', 'table', 'tbody', 'tfoot', 'thead', 'tr', 'ul',
+    ].map((tag) => [tag, []]),
+  ),
+};
+// Classes are only kept where marked puts them; model-written HTML is
+// escaped anyway, but this keeps content from borrowing the app's classes.
+const CLASSES = { code: /^language-[\w+#.-]{1,40}$/, span: /^task-box$/ };
 
 const PURIFY_CONFIG = {
-  ALLOWED_TAGS,
-  ALLOWED_ATTR,
-  FORBID_TAGS,
-  FORBID_ATTR,
+  ALLOWED_TAGS: Object.keys(ELEMENTS),
+  ALLOWED_ATTR: [...new Set(Object.values(ELEMENTS).flat())],
   ALLOW_DATA_ATTR: false,
   ALLOW_ARIA_ATTR: false,
   ALLOW_UNKNOWN_PROTOCOLS: false,
@@ -58,19 +66,10 @@ const PURIFY_CONFIG = {
   RETURN_DOM_FRAGMENT: true,
 };
 
-// Classes are only kept where marked puts them; model-written HTML is
-// escaped anyway, but this keeps content from borrowing the app's classes.
-const CODE_CLASS = /^language-[\w+#.-]{1,40}$/;
 DOMPurify.addHook('uponSanitizeAttribute', (node, data) => {
-  const name = data.attrName;
-  if (name.startsWith('on')) {
-    data.keepAttr = false;
-  } else if (name === 'class') {
-    const ok =
-      (node.nodeName === 'CODE' && CODE_CLASS.test(data.attrValue)) ||
-      (node.nodeName === 'SPAN' && data.attrValue === 'task-box');
-    if (!ok) data.keepAttr = false;
-  }
+  const tag = node.nodeName.toLowerCase();
+  const allowed = Object.hasOwn(ELEMENTS, tag) && ELEMENTS[tag].includes(data.attrName);
+  if (!allowed || (data.attrName === 'class' && !CLASSES[tag].test(data.attrValue))) data.keepAttr = false;
 });
 
 const LINK_PROTOCOLS = new Set(['http:', 'https:', 'mailto:']);
@@ -157,7 +156,7 @@ function highlight(root, { autodetect }) {
  *   a language are not auto-detected (it is costly and flickers).
  * @returns {DocumentFragment}
  */
-export function renderMarkdown(text, options = {}) {
+function renderMarkdown(text, options = {}) {
   const streaming = Boolean(options.streaming);
   let html;
   try {
@@ -172,7 +171,105 @@ export function renderMarkdown(text, options = {}) {
   return document.importNode(fragment, true);
 }
 
-/** Replace the children of `element` with the rendered markdown. */
-export function renderMarkdownInto(element, text, options = {}) {
-  element.replaceChildren(renderMarkdown(text, options));
+// --- rendering a reply as it streams ---------------------------------------------
+//
+// A streaming reply is rendered on every animation frame. Rendering all of it
+// each time costs the square of its length, so an element keeps the blocks
+// that are done (their DOM stays) and renders again only what follows them:
+// the last block, which may still be open (a code fence, a list, a table).
+// A block is done once the markdown after it, in complete lines, has begun
+// another block after it: what comes later can only change the last block.
+// When the reply is finished, the result is exactly a full render's.
+
+/** Per element: {done: the text of the finished blocks, blocks: [{text, nodes, plainCode}], tail: nodes}. */
+const streams = new WeakMap();
+
+/** The top-level blocks of `text` (no inline parsing: cheap), and its link definitions. */
+function blockTokens(text) {
+  const lexer = new Lexer(marked.defaults);
+  const tokens = lexer.blockTokens(text, []);
+  return { tokens, links: lexer.tokens.links };
+}
+
+function fragmentFor(text, streaming, decorate) {
+  const fragment = renderMarkdown(text, { streaming });
+  if (decorate) decorate(fragment);
+  return fragment;
+}
+
+// A code block without a language is highlighted by guessing, which a
+// streaming render skips: such a block is rendered again at the end.
+const hasPlainCode = (fragment) =>
+  Array.from(fragment.querySelectorAll('pre > code')).some((code) => !/(?:^|\s)language-/.test(code.className));
+
+/** The text of the blocks before the last one, in the complete lines of `rest` ('' if none is done). */
+function finishedPrefix(rest) {
+  const complete = rest.slice(0, rest.lastIndexOf('\n') + 1);
+  if (!complete) return '';
+  const { tokens } = blockTokens(complete);
+  let last = tokens.length - 1;
+  while (last > 0 && tokens[last].type === 'space') last -= 1;
+  if (last <= 0) return '';
+  const prefix = tokens
+    .slice(0, last)
+    .map((t) => t.raw)
+    .join('');
+  return complete.startsWith(prefix) ? prefix : '';
+}
+
+/** Does rendering the blocks one by one give what rendering `text` at once gives? */
+function blocksAgree(text, stream) {
+  const { tokens, links } = blockTokens(text);
+  if (Object.keys(links).length > 0) return false; // a later definition can change earlier links
+  const boundaries = new Set();
+  let at = 0;
+  for (const t of tokens) boundaries.add((at += t.raw.length));
+  let end = 0;
+  return stream.blocks.every((b) => boundaries.has((end += b.text.length)));
+}
+
+/**
+ * Render markdown into `element`, replacing what it showed. While `streaming`,
+ * the finished blocks from the previous call are kept when `text` goes on from
+ * them; the final (not streaming) call gives exactly a full render's DOM.
+ * `decorate(fragment)` is applied to every rendered piece before it is shown.
+ */
+export function renderMarkdownInto(element, text, { streaming = false, decorate = null } = {}) {
+  text = String(text ?? '').replace(/\r\n|\r/g, '\n'); // as marked reads it: offsets stay exact
+  let stream = streams.get(element);
+  if (stream && !text.startsWith(stream.done)) stream = null;
+  if (!streaming) {
+    streams.delete(element);
+    if (!stream || stream.blocks.length === 0 || !blocksAgree(text, stream)) {
+      element.replaceChildren(fragmentFor(text, false, decorate));
+      return;
+    }
+    for (const block of stream.blocks) {
+      if (!block.plainCode) continue;
+      const fresh = fragmentFor(block.text, false, decorate);
+      block.nodes[0].before(fresh);
+      for (const node of block.nodes) node.remove();
+    }
+    for (const node of stream.tail) node.remove();
+    element.append(fragmentFor(text.slice(stream.done.length), false, decorate));
+    return;
+  }
+  if (!stream) {
+    stream = { done: '', blocks: [], tail: [] };
+    streams.set(element, stream);
+    element.replaceChildren();
+  }
+  for (const node of stream.tail) node.remove();
+  const finished = finishedPrefix(text.slice(stream.done.length));
+  if (finished) {
+    const fragment = fragmentFor(finished, true, decorate);
+    const block = { text: finished, nodes: Array.from(fragment.childNodes), plainCode: hasPlainCode(fragment) };
+    if (block.nodes.length === 0) block.nodes.push(document.createTextNode(''));
+    element.append(...block.nodes);
+    stream.blocks.push(block);
+    stream.done += finished;
+  }
+  const tail = fragmentFor(text.slice(stream.done.length), true, decorate);
+  stream.tail = Array.from(tail.childNodes);
+  element.append(tail);
 }

@@ -1,6 +1,6 @@
 // The conversation settings dialog: system prompt, temperature, max tokens.
 // Saved through POST /api/conversations/<id>/update/; used by the next reply.
-import { postJSON } from './sidebar.js';
+import { postJSON } from './http.js';
 
 const $ = (selector) => document.querySelector(selector);
 

@@ -2,6 +2,7 @@
 // per-conversation actions, the archive view, search, export and import.
 // Server text reaches the DOM through textContent only.
 
+import { csrfToken, getJSON, postJSON } from './http.js';
 import { $, el, timeEl } from './ui.js';
 
 const GROUP_LABELS = {
@@ -13,34 +14,6 @@ const GROUP_LABELS = {
 };
 const GROUP_ORDER = Object.keys(GROUP_LABELS);
 const tzOffset = () => -new Date().getTimezoneOffset();
-
-export function csrfToken() {
-  const input = document.querySelector('input[name=csrfmiddlewaretoken]');
-  if (input && input.value) return input.value;
-  const m = /(?:^|;\s*)csrftoken=([^;]+)/.exec(document.cookie);
-  return m ? decodeURIComponent(m[1]) : '';
-}
-
-export async function postJSON(url, body) {
-  const response = await fetch(url, {
-    method: 'POST',
-    credentials: 'same-origin',
-    headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'X-CSRFToken': csrfToken() },
-    body: JSON.stringify(body),
-  });
-  let data = null;
-  try {
-    data = await response.json();
-  } catch {
-    data = null;
-  }
-  if (!response.ok) {
-    // The error envelope: {"error": code, "message": words for people} (docs/protocol.md).
-    const message = (data && data.message) || `HTTP ${response.status}`;
-    throw new Error(message);
-  }
-  return data;
-}
 
 /** The group a conversation falls in, by the local date of its last activity. */
 export function groupOf(conv) {
@@ -161,12 +134,7 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
   async function fetchPage(cursor) {
     const params = new URLSearchParams({ archived: s.archived ? '1' : '0', tz_offset: String(tzOffset()) });
     if (cursor) params.set('cursor', cursor);
-    const response = await fetch(`/api/history/?${params}`, {
-      credentials: 'same-origin',
-      headers: { Accept: 'application/json' },
-    });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    return response.json();
+    return getJSON(`/api/history/?${params}`);
   }
 
   async function reload() {
@@ -519,12 +487,15 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
   });
 
   return {
-    /** Show the conversations the page came with, then load the list for real. */
-    start(initial) {
-      s.items = (initial || []).map((c) => ({ ...c, group: c.group || groupOf(c) }));
+    /** Show the first page of the list, which the page came with (`{conversations,
+     * next_cursor}`, as /api/history/ answers it); later pages load on scrolling. */
+    start(page) {
+      const first = page && Array.isArray(page.conversations) ? page.conversations : [];
+      // Grouped by this browser's clock (the server did not know its time zone).
+      s.items = first.map((c) => ({ ...c, group: groupOf(c) }));
+      s.cursor = (page && page.next_cursor) || null;
       sortItems();
       render();
-      reload();
     },
     render,
     reload,

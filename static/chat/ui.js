@@ -1,7 +1,7 @@
 // DOM helpers for the chat page. Model text only ever reaches the DOM through
-// textContent or through renderMarkdown's sanitized fragment.
+// textContent or through markdown.js's sanitized fragments (renderMarkdownInto).
 
-import { renderMarkdown } from './markdown.js';
+import { renderMarkdownInto } from './markdown.js';
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -246,9 +246,8 @@ export function assistantMessageEl({ id = null, status = 'streaming', model = nu
 /** (Re)render the markdown body of an assistant message. */
 export function renderAssistant(node, text, { streaming = false } = {}) {
   node.chatsiteText = text;
-  const body = node.querySelector('.message-body');
-  body.replaceChildren(renderMarkdown(text, { streaming }));
-  addCodeCopyButtons(body);
+  // While it streams, only the reply's last block is rendered again (markdown.js).
+  renderMarkdownInto(node.querySelector('.message-body'), text, { streaming, decorate: addCodeCopyButtons });
 }
 
 /** "3 earlier messages were not sent to the model: they don't fit its 2,048-token window" (or ''). */
@@ -375,18 +374,4 @@ export async function copyText(text, button) {
     setTimeout(() => delete button.dataset.copied, 1500);
   }
   return ok;
-}
-
-// --- sidebar ----------------------------------------------------------------
-
-export function conversationItem(conv, current) {
-  const link = el('a', { href: `/c/${conv.id}/`, className: 'conversation-link', title: conv.title || 'Untitled' }, [
-    el('span', { className: 'conversation-title', text: conv.title || 'Untitled' }),
-  ]);
-  link.dataset.id = conv.id;
-  if (current) {
-    link.classList.add('current');
-    link.setAttribute('aria-current', 'page');
-  }
-  return el('li', {}, [link]);
 }

@@ -611,3 +611,23 @@ def test_a_conversation_of_2000_messages_opens_at_its_end_and_scrolls_up(page, s
     page.wait_for_selector(f"#m-{conv['message_ids'][0]}")
     assert page.is_hidden("#load-earlier")
     assert page.problems == []
+
+
+def test_the_sidebar_shows_the_embedded_first_page_and_asks_only_for_later_ones(page, server):
+    seed(server, [{"title": f"Paged conversation {i}", "messages": chat(2)} for i in range(55)])
+    asked: list[str] = []
+    page.on("request", lambda r: "/api/history/" in r.url and asked.append(r.url))
+    login(page, server)
+    page.wait_for_selector("#conversation-list li.conversation-item")
+    total = server.query("select count(*) from conversations_conversation where archived = 0")[0][0]
+    assert total > 50
+    poll(
+        page,
+        """() => { const nav = document.getElementById('conversation-nav'); nav.scrollTop = nav.scrollHeight;
+                   return document.querySelectorAll('#conversation-list li.conversation-item').length; }""",
+        lambda n: n == total,
+        what="all pages",
+    )
+    # The first page came with the page; every request was for a later one.
+    assert asked and all("cursor=" in url for url in asked), asked
+    assert page.problems == []

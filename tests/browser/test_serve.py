@@ -80,7 +80,7 @@ def test_serve_on_a_fresh_machine_runs_the_production_page_and_it_works(browser,
     url, data = served
     key_file = data / "secret_key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert not httpx.get(f"{url}/static/chat/app.js").is_error  # collected by serve itself
+    assert not httpx.get(f"{url}/static/chat/main.js").is_error  # collected by serve itself
 
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
@@ -99,7 +99,8 @@ def test_serve_on_a_fresh_machine_runs_the_production_page_and_it_works(browser,
         page.wait_for_selector("body[data-socket=open]", state="attached")
         # The page's modules came under their hashed names.
         scripts = page.eval_on_selector_all("script[type=module]", "els => els.map(e => e.src)")
-        assert scripts and all(re.search(r"/static/chat/app\.[0-9a-f]{12}\.js$", s) for s in scripts), scripts
+        hashed = r"/static/chat/main\.[0-9a-f]{12}\.js$"
+        assert scripts and all(re.search(hashed, s) for s in scripts), scripts
         page.fill("#prompt", "Hello from a fresh machine")
         page.press("#prompt", "Enter")
         page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]", timeout=20_000)

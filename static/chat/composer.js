@@ -1,0 +1,210 @@
+// What the user asks for: send a message, stop, regenerate, continue, edit a
+// message (a new version), switch between versions, copy.
+
+import { send } from './socket.js';
+import { postJSON } from './http.js';
+import { continueFrame, regenerateFrame, sendFrame, stopFrame } from './protocol.js';
+import {
+  announce,
+  appendMessage,
+  clearError,
+  dom,
+  followBottom,
+  renderEarlier,
+  showError,
+  showMessages,
+  updateControls,
+} from './render.js';
+import { busy, isCurrent, newClientId, state } from './state.js';
+import { copyText, el, userMessageEl } from './ui.js';
+
+let maxPromptChars = 32000;
+
+export function autosize() {
+  dom.prompt.style.height = 'auto';
+  dom.prompt.style.height = `${Math.min(dom.prompt.scrollHeight + 2, 320)}px`;
+}
+
+/** A message that could not be sent goes back into the box, before what is there now. */
+export function promptRestore(text) {
+  const current = dom.prompt.value;
+  dom.prompt.value = current.trim() ? `${text}\n\n${current}` : text;
+  autosize();
+  dom.prompt.focus();
+}
+
+function submit() {
+  if (sendText(dom.prompt.value)) {
+    dom.prompt.value = '';
+    autosize();
+  }
+}
+
+/** Send a user message (editOf: the id of the message it replaces as a new version). */
+function sendText(text, { editOf = null } = {}) {
+  if (!text.trim() || busy()) return false;
+  if (text.length > maxPromptChars) {
+    showError(`A message is limited to ${maxPromptChars.toLocaleString()} characters (this one has ${text.length.toLocaleString()}).`);
+    return false;
+  }
+  clearError();
+  // A message that failed to send was put back in the box; this replaces it.
+  for (const failed of dom.messages.querySelectorAll('.message[data-role="user"][data-status="failed"]')) failed.remove();
+  const clientId = newClientId();
+  const frame = sendFrame({
+    clientId,
+    conversation: state.conversation ? state.conversation.id : null,
+    text,
+    model: dom.model.value || null,
+    editOf,
+  });
+  if (editOf) state.refreshNext = true;
+  const node = userMessageEl({ text, status: 'pending', clientId });
+  state.pending.set(clientId, { frame, node, text });
+  state.awaiting = clientId;
+  appendMessage(node);
+  updateControls();
+  followBottom(true);
+  send(frame); // if the socket is down, it goes out when it reconnects
+  return true;
+}
+
+function regenerate(node) {
+  if (busy() || !node.dataset.id) return;
+  clearError();
+  const clientId = newClientId();
+  const frame = regenerateFrame({ clientId, reply: node.dataset.id, model: dom.model.value || null });
+  state.actions.set(clientId, { kind: 'regenerate', node, frame });
+  state.awaiting = clientId;
+  state.refreshNext = true;
+  node.dataset.replacing = 'true';
+  updateControls();
+  announce('Regenerating the reply');
+  send(frame);
+}
+
+function continueReply(node) {
+  if (busy() || !node.dataset.id) return;
+  clearError();
+  const id = node.dataset.id;
+  state.awaiting = `continue:${id}`;
+  state.refreshNext = true;
+  updateControls();
+  send(continueFrame({ reply: id }));
+}
+
+function startEdit(node) {
+  if (busy() || !node.dataset.id || node.querySelector('.edit-form')) return;
+  const bubble = node.querySelector('.bubble');
+  const area = el('textarea', { className: 'edit-area', 'aria-label': 'Edit your message', rows: '3' });
+  area.value = node.chatsiteText || '';
+  const save = el('button', { type: 'submit', className: 'send-button edit-save', text: 'Save & send' });
+  const cancel = el('button', { type: 'button', className: 'ghost-button edit-cancel', text: 'Cancel' });
+  const form = el('form', { className: 'edit-form' }, [area, el('div', { className: 'edit-buttons' }, [cancel, save])]);
+  const close = () => {
+    form.remove();
+    bubble.hidden = false;
+    node.querySelector('.message-actions').hidden = false;
+  };
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = area.value;
+    if (!text.trim() || busy()) return;
+    // The branch after the edited message leaves the view; the old one stays reachable by its switcher.
+    let next = node.nextElementSibling;
+    while (next) {
+      const after = next.nextElementSibling;
+      next.remove();
+      next = after;
+    }
+    const editOf = node.dataset.id;
+    node.remove();
+    sendText(text, { editOf });
+  });
+  cancel.addEventListener('click', () => {
+    close();
+    node.querySelector('.edit-message').focus();
+  });
+  area.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') {
+      event.preventDefault();
+      event.stopPropagation();
+      close();
+      node.querySelector('.edit-message').focus();
+    } else if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  bubble.hidden = true;
+  node.querySelector('.message-actions').hidden = true;
+  node.append(form);
+  area.focus();
+}
+
+async function switchVersion(target) {
+  if (busy() || !state.conversation) return;
+  const id = state.conversation.id;
+  try {
+    const body = await postJSON(`/api/conversations/${id}/branch/`, { message: target });
+    if (!isCurrent(id)) return;
+    const top = dom.scroller.scrollTop;
+    showMessages(body.messages || []);
+    const index = state.messages.findIndex((m) => m.id === target);
+    if (index !== -1 && index < state.firstRendered) renderEarlier(state.firstRendered - index);
+    dom.scroller.scrollTop = top;
+    const node = document.getElementById(`m-${target}`);
+    if (node) {
+      node.scrollIntoView({ block: 'nearest' });
+      const again = node.querySelector('.version-button:not([disabled])');
+      if (again) again.focus();
+    }
+    announce('Showing another version');
+  } catch (err) {
+    showError(`Could not show that version: ${err.message}`);
+  }
+}
+
+export function stopReply() {
+  if (state.active === null) return;
+  state.stopRequested = state.active;
+  send(stopFrame({ reply: state.active }));
+  updateControls();
+}
+
+export function initComposer({ data }) {
+  maxPromptChars = (data.limits && data.limits.max_prompt_chars) || 32000;
+  dom.composer.addEventListener('submit', (event) => {
+    event.preventDefault();
+    submit();
+  });
+  dom.prompt.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.ctrlKey && !event.altKey && !event.metaKey && !event.isComposing) {
+      event.preventDefault();
+      submit();
+    }
+  });
+  dom.prompt.addEventListener('input', autosize);
+  dom.stop.addEventListener('click', stopReply);
+  dom.messages.addEventListener('click', (event) => {
+    const button = event.target.closest('button');
+    if (!button) return;
+    if (button.classList.contains('copy-code')) {
+      const pre = button.closest('.code-block').querySelector('pre');
+      copyText(pre.textContent, button);
+    } else if (button.classList.contains('copy-message')) {
+      copyText(button.closest('.message').chatsiteText || '', button).then((ok) =>
+        announce(ok ? 'Copied' : 'Could not copy'),
+      );
+    } else if (button.classList.contains('regenerate-reply')) {
+      regenerate(button.closest('.message'));
+    } else if (button.classList.contains('continue-reply')) {
+      continueReply(button.closest('.message'));
+    } else if (button.classList.contains('edit-message')) {
+      startEdit(button.closest('.message'));
+    } else if (button.classList.contains('version-button') && button.dataset.target) {
+      switchVersion(button.dataset.target);
+    }
+  });
+  autosize();
+}

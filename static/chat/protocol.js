@@ -1,0 +1,29 @@
+// The socket's frames as the page sends them (docs/protocol.md): one builder
+// per client frame. What the page does with each server frame is receive.js.
+
+/** Error codes that can only answer a `send`: an error frame with one of these
+ * and no `ref` is taken to be about the send that is still waiting. */
+export const SEND_ERRORS = new Set(['unknown_model', 'prompt_too_long', 'reply_running']);
+
+/** The socket's URL on this page's host. */
+export function socketUrl(path) {
+  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path || '/ws/chat/'}`;
+}
+
+/** A user message (conversation null: a new conversation; editOf: the message it is a new version of). */
+export function sendFrame({ clientId, conversation, text, model = null, editOf = null }) {
+  const frame = { type: 'send', client_id: clientId, conversation, text };
+  if (model) frame.model = model;
+  if (editOf) frame.edit_of = editOf;
+  return frame;
+}
+
+export function regenerateFrame({ clientId, reply, model = null }) {
+  const frame = { type: 'regenerate', client_id: clientId, reply };
+  if (model) frame.model = model;
+  return frame;
+}
+
+export const continueFrame = ({ reply }) => ({ type: 'continue', reply });
+export const stopFrame = ({ reply }) => ({ type: 'stop', reply });
+export const subscribeFrame = ({ conversation, afterSeq }) => ({ type: 'subscribe', conversation, after_seq: afterSeq });

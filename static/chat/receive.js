@@ -1,0 +1,263 @@
+// What the page does with each server frame (docs/protocol.md), and what it
+// sends again when the socket opens. receiveFrame is the one place received
+// frames are dispatched.
+
+import { promptRestore } from './composer.js';
+import { send } from './socket.js';
+import { getJSON } from './http.js';
+import { modelsDeferred, modelsRefresh } from './models.js';
+import { SEND_ERRORS, stopFrame, subscribeFrame } from './protocol.js';
+import {
+  announce,
+  appendMessage,
+  cancelRender,
+  followBottom,
+  scheduleRender,
+  setTitle,
+  showError,
+  showMessages,
+  updateControls,
+} from './render.js';
+import { busy, isCurrent, latestSeq, modelLabel, replyAppend, replyRewind, replyState, state } from './state.js';
+import {
+  assistantMessageEl,
+  finishAssistant,
+  firstLineTitle,
+  renderAssistant,
+  reopenAssistant,
+  setMessageId,
+  setUserStatus,
+} from './ui.js';
+
+let sidebar = null;
+let conversationShown = () => {};
+
+/** sidebar: the conversation list; onConversation: the page now shows a conversation it made. */
+export function initReceive({ sidebar: list, onConversation }) {
+  sidebar = list;
+  conversationShown = onConversation;
+}
+
+const fetchConversation = (id) => getJSON(`/api/conversations/${id}/`);
+
+/** Reload the whole conversation over HTTP and follow its live reply, if any. */
+export async function reloadConversation() {
+  if (!state.conversation) return;
+  const id = state.conversation.id;
+  try {
+    const body = await fetchConversation(id);
+    if (!isCurrent(id)) return;
+    showMessages(body.messages || []);
+    followBottom();
+    if (state.active) send(subscribeFrame({ conversation: id, afterSeq: latestSeq() }));
+  } catch {
+    showError('Could not reload the conversation. Reload the page to see the latest messages.');
+  }
+}
+
+let bumpTimer = 0;
+
+function bumpConversation(id) {
+  if (!sidebar.has(id)) {
+    // Unknown here (another tab made it): ask the server for the list.
+    clearTimeout(bumpTimer);
+    bumpTimer = setTimeout(() => sidebar.reload(), 300);
+    return;
+  }
+  sidebar.bump({ id });
+}
+
+function onAck(f) {
+  const action = state.actions.get(f.client_id);
+  if (action) {
+    bumpConversation(f.conversation);
+    return;
+  }
+  const p = state.pending.get(f.client_id);
+  if (!p) return;
+  state.pending.delete(f.client_id);
+  setMessageId(p.node, f.message);
+  setUserStatus(p.node, 'stored');
+  if (p.frame.conversation === null && !isCurrent(f.conversation)) {
+    const conv = {
+      id: f.conversation,
+      title: firstLineTitle(p.text),
+      model: p.frame.model || null,
+      updated_at: new Date().toISOString(),
+    };
+    state.conversation = conv;
+    history.replaceState(null, '', `/c/${conv.id}/`);
+    setTitle(conv.title);
+    sidebar.bump(conv);
+    conversationShown(conv);
+  } else {
+    bumpConversation(f.conversation);
+  }
+  if (state.awaiting === f.client_id) state.latestReply = null; // its reply comes next
+}
+
+function onReplyStarted(f) {
+  if (!isCurrent(f.conversation)) {
+    bumpConversation(f.conversation);
+    return;
+  }
+  if (state.refreshNext) {
+    state.refreshNext = false;
+    state.refreshOnFinish.add(f.reply);
+  }
+  let r = state.replies.get(f.reply);
+  if (!r) {
+    const node = assistantMessageEl({ id: f.reply, status: 'streaming', model: f.model });
+    r = replyState(node, f.reply, '', 0);
+    // A regenerated reply streams in place of the one it replaces.
+    const action = [...state.actions.values()].find((a) => a.kind === 'regenerate' && a.node.isConnected);
+    if (action) action.node.replaceWith(node);
+    else appendMessage(node);
+    state.actions.clear();
+  } else if (f.after_seq < r.seq) {
+    // The server replays from after_seq: drop what it will send again.
+    replyRewind(r, f.after_seq);
+  }
+  if (f.after_seq > r.seq) r.gap = true; // text in between is missing here; refetched at the end
+  r.finished = false;
+  reopenAssistant(r.node);
+  announce('Reply started');
+  if (f.model) r.node.dataset.model = f.model;
+  state.active = f.reply;
+  state.latestReply = f.reply;
+  state.awaiting = null;
+  updateControls();
+  scheduleRender(r);
+  followBottom();
+}
+
+function onDelta(f) {
+  const r = state.replies.get(f.reply);
+  if (r && replyAppend(r, f)) scheduleRender(r);
+}
+
+async function onReplyFinished(f) {
+  if (!isCurrent(f.conversation)) {
+    bumpConversation(f.conversation);
+    return;
+  }
+  const r = state.replies.get(f.reply);
+  if (state.active === f.reply) state.active = null;
+  if (state.stopRequested === f.reply) state.stopRequested = null;
+  if (!r) {
+    // A reply this page never saw start (e.g. it ran while the socket was down).
+    state.awaiting = null;
+    updateControls();
+    await reloadConversation();
+    return;
+  }
+  cancelRender(r);
+  r.finished = true;
+  announce(
+    { complete: 'Reply finished', stopped: 'Reply stopped', interrupted: 'Reply interrupted' }[f.status] ||
+      'Reply failed',
+  );
+  // Saved is exactly deltas 1…last_seq (e.g. the server died after its last
+  // checkpoint): show that, not the text past it, which a reload would lose.
+  if (f.last_seq < r.seq) replyRewind(r, f.last_seq); // a gap, if unknown here: refetched below
+  const label = modelLabel(null, r.node.dataset.model);
+  if (f.last_seq > r.seq || r.gap) {
+    renderAssistant(r.node, r.text);
+    finishAssistant(r.node, { ...f, model: label });
+    updateControls();
+    try {
+      const body = await fetchConversation(f.conversation);
+      const m = (body.messages || []).find((x) => x.id === f.reply);
+      if (m) {
+        r.text = m.content || '';
+        r.seq = m.last_seq || f.last_seq;
+        r.gap = false;
+        renderAssistant(r.node, r.text);
+        finishAssistant(r.node, { ...f, model: label });
+      }
+    } catch {
+      showError('Part of the reply could not be loaded. Reload the page to see all of it.');
+    }
+  } else {
+    renderAssistant(r.node, r.text);
+    finishAssistant(r.node, { ...f, model: label, segments: r.node.chatsiteSegments });
+    updateControls();
+  }
+  followBottom();
+  if (state.refreshOnFinish.delete(f.reply) && !busy()) {
+    // New versions (switchers) and continued parts (metrics) come from the server.
+    await reloadConversation();
+  }
+}
+
+function onError(f) {
+  showError(f.message || `Error: ${f.code}`);
+  const action = f.ref ? state.actions.get(f.ref) : null;
+  if (action || (state.awaiting && state.awaiting.startsWith('continue:') && (!f.ref || state.awaiting === `continue:${f.ref}`))) {
+    // A regenerate or continue that was refused: nothing changed.
+    if (action) {
+      delete action.node.dataset.replacing;
+      state.actions.delete(f.ref);
+    }
+    state.awaiting = null;
+    state.refreshNext = false;
+    updateControls();
+    return;
+  }
+  let ref = f.ref;
+  if (!ref && SEND_ERRORS.has(f.code) && state.awaiting !== null && state.pending.has(state.awaiting)) {
+    ref = state.awaiting;
+  }
+  const p = ref ? state.pending.get(ref) : null;
+  if (p) {
+    state.pending.delete(ref);
+    setUserStatus(p.node, 'failed', 'Not sent');
+    if (state.awaiting === ref) state.awaiting = null;
+    promptRestore(p.text);
+    updateControls();
+    if (p.frame.edit_of) {
+      state.refreshNext = false;
+      reloadConversation(); // the branch that left the view comes back
+      return;
+    }
+    // Another tab may be streaming in this conversation: show and follow it.
+    if (f.code === 'reply_running' && p.frame.conversation && isCurrent(p.frame.conversation)) reloadConversation();
+    return;
+  }
+  if (f.ref && f.ref === state.stopRequested) {
+    state.stopRequested = null;
+    updateControls();
+  }
+}
+
+const HANDLERS = {
+  ack: onAck,
+  reply_started: onReplyStarted,
+  delta: onDelta,
+  reply_finished: onReplyFinished,
+  error: onError,
+};
+
+/** Every frame the socket receives comes here; a kind the page does not act on is ignored. */
+export function receiveFrame(frame) {
+  const handler = Object.hasOwn(HANDLERS, frame.type) ? HANDLERS[frame.type] : null;
+  if (handler) handler(frame);
+}
+
+/** The socket opened (first time or again): send what is still unanswered, follow the live reply. */
+export function socketOpened({ reconnect }) {
+  // Sends that were never acknowledged go out again with the same client_id;
+  // the server stores each client_id once, so a retry never duplicates.
+  for (const p of state.pending.values()) send(p.frame);
+  for (const a of state.actions.values()) send(a.frame);
+  const conv = state.conversation;
+  const retrying = conv && [...state.pending.values()].some((p) => p.frame.conversation === conv.id);
+  if (conv && !retrying && (reconnect || state.active !== null)) {
+    send(subscribeFrame({ conversation: conv.id, afterSeq: latestSeq() }));
+  }
+  if (state.stopRequested !== null && state.stopRequested === state.active) {
+    send(stopFrame({ reply: state.stopRequested }));
+  }
+  // A server that was away may have restarted: its model lists start again.
+  if (reconnect || modelsDeferred()) modelsRefresh();
+}
