@@ -12,8 +12,7 @@ from asgiref.sync import sync_to_async
 from conversations import errors, selectors
 from conversations.models import Conversation, Message
 from conversations.realtime import protocol
-
-from .test_consumer import get_reply, start
+from tests.realtime.test_consumer import get_reply, start
 
 APP = Path(__file__).resolve().parent.parent / "conversations"
 

@@ -26,7 +26,7 @@ import websockets
 
 from tests.processes import Daphne, RedisServer, recv, text_of, two_daphnes, until
 from tests.processes import open_socket as _open
-from tests.test_scale_out import database, saved  # noqa: F401 (a fixture)
+from tests.realtime.test_scale_out import database, saved  # noqa: F401 (a fixture)
 
 pytestmark = [
     pytest.mark.slow,

@@ -19,7 +19,7 @@ from conversations.models import Conversation, Message
 from conversations.transfer import importing
 from conversations.transfer.exporting import conversation_export_json, user_export_json_chunks
 
-FIXTURES = Path(__file__).parent / "fixtures" / "chatgpt"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "chatgpt"
 BASE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 

@@ -14,8 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from conversations import services
 from conversations.models import Conversation, Message
 from conversations.realtime.batching import Batcher
-
-from .conftest import deltas_text
+from tests.conftest import deltas_text
 
 pytestmark = pytest.mark.usefixtures("clean_loop_state")
 

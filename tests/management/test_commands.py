@@ -14,8 +14,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Message
 from conversations.transfer import importing
-
-from .test_transfer import branchy, normalized, plain
+from tests.transfer.test_transfer import branchy, normalized, plain
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from asgiref.sync import sync_to_async
 
 from conversations.models import Conversation, Message
 from conversations.realtime.replies import registry
-
-from .conftest import deltas_text
+from tests.conftest import deltas_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_loop_state")]
 
