@@ -17,12 +17,6 @@ from conversations.realtime.replies import registry
 from conversations.testing.fakeupstream import FakeUpstream
 
 
-def pytest_collection_modifyitems(config, items):
-    # Browser tests last: the async tests must not share a thread with a live
-    # Playwright session.
-    items.sort(key=lambda item: "tests/browser/" in str(item.fspath))
-
-
 @pytest.fixture(scope="session")
 def fake_upstream():
     with FakeUpstream() as fake:
