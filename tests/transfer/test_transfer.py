@@ -1026,8 +1026,17 @@ def test_a_failure_while_writing_rolls_back_the_whole_file(ann, monkeypatch):
 # --- The size limit -------------------------------------------------------------------------
 
 
-def test_the_size_limit_defaults_to_50_mb(settings):
-    assert settings.CHATSITE_MAX_IMPORT_BYTES == 50 * 1024 * 1024
+def test_by_default_a_50_mb_file_is_read_and_one_byte_more_is_refused():
+    fifty_mb = 50 * 1024 * 1024
+    # A ZIP archive's signature: the check right after the size, so nothing is parsed.
+    at_the_limit = b"PK\x03\x04" + b"\0" * (fifty_mb - 4)
+    with pytest.raises(importing.ImportRejected) as read:
+        importing.parse_file(at_the_limit)
+    assert read.value.code == "zip"
+    with pytest.raises(importing.ImportRejected) as refused:
+        importing.parse_file(at_the_limit + b"\0")
+    assert refused.value.code == "too_large"
+    assert str(refused.value).endswith("the largest file this server imports is 50.0 MB.")
 
 
 def test_a_file_over_the_size_limit_is_refused(ann, settings):
