@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from conversations.models import Conversation, Message
 from conversations.realtime.replies import FLUSH_GRID, registry
 from tests.conftest import deltas_text
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_loop_state")]
 
@@ -24,6 +25,12 @@ def _reply(reply_id: str) -> Message:
 
 
 get_reply = sync_to_async(_reply)
+
+
+async def finished(reply_id: str) -> Message | None:
+    """The reply, once it is no longer streaming."""
+    reply = await get_reply(reply_id)
+    return reply if reply.status != "streaming" else None
 
 
 @sync_to_async
@@ -321,10 +328,15 @@ async def test_length_limit_ends_the_reply_at_the_setting(connect, alice, upstre
 async def test_partial_text_is_checkpointed_while_streaming(connect, alice, upstream):
     socket = await connect(alice)
     _, started = await start(socket, model="openai/fake?tokens=40&rate=40")
-    await asyncio.sleep(0.7)
-    reply = await get_reply(started["reply"])
+
+    async def checkpointed() -> Message | None:
+        reply = await get_reply(started["reply"])
+        return reply if reply.last_seq > 0 else None
+
+    # A second of streaming, checkpointed every 0.2 s: the first checkpoint lands mid-reply.
+    reply = await eventually(checkpointed, what="a checkpoint of the streaming reply")
     assert reply.status == "streaming"
-    assert reply.last_seq > 0 and len(reply.content) > 0
+    assert len(reply.content) > 0
     frames = await socket.recv_until("reply_finished")
     assert deltas_text(socket.frames).startswith(reply.content)
     assert frames[-1]["status"] == "complete"
@@ -336,11 +348,7 @@ async def test_reply_keeps_going_after_the_browser_leaves(connect, alice, upstre
     await socket.close()
     (record,) = await upstream.wait_for_requests_async(1)
     assert await asyncio.to_thread(record.wait_completed, 5.0)
-    for _ in range(50):
-        reply = await get_reply(started["reply"])
-        if reply.status != "streaming":
-            break
-        await asyncio.sleep(0.05)
+    reply = await eventually(lambda: finished(started["reply"]), what="the reply to be saved as finished")
     assert reply.status == "complete" and reply.content == record.text_sent
 
 
@@ -351,11 +359,7 @@ async def test_disconnect_grace_setting_stops_an_unwatched_reply(connect, alice,
     await socket.recv()
     await socket.close()
     assert await asyncio.to_thread(upstream.requests[-1].wait_disconnected, 3.0)
-    for _ in range(50):
-        reply = await get_reply(started["reply"])
-        if reply.status != "streaming":
-            break
-        await asyncio.sleep(0.05)
+    reply = await eventually(lambda: finished(started["reply"]), what="the reply to be saved as finished")
     assert reply.status == "stopped"
 
 
