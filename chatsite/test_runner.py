@@ -93,9 +93,9 @@ class PytestTestRunner:
             codes.append(self.pytest([*self.options(), *session]))
             if self.failfast and codes[-1] not in (OK, NO_TESTS):
                 break
-        failed = [code for code in codes if code not in (OK, NO_TESTS)]
-        if failed:
-            return failed[0]
+        failures = [code for code in codes if code not in (OK, NO_TESTS)]
+        if failures:
+            return failures[0]
         # With -k, one session may match nothing; only both matching nothing says so.
         return NO_TESTS if all(code == NO_TESTS for code in codes) else OK
 

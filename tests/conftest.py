@@ -67,6 +67,7 @@ class Socket:
 
     def __init__(self, communicator: WebsocketCommunicator) -> None:
         self.c = communicator
+        self.connected = False  # whether the handshake was accepted
         self.frames: list[dict] = []
 
     async def send(self, **frame) -> None:

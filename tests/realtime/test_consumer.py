@@ -8,6 +8,7 @@ import json
 import sqlite3
 import threading
 import uuid
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -497,6 +498,7 @@ def database_locked():
 
     def hold() -> None:
         try:
+            conn: Any
             if connection.vendor == "sqlite":
                 conn = sqlite3.connect(connection.settings_dict["NAME"], timeout=10)
                 conn.execute("BEGIN IMMEDIATE")

@@ -176,7 +176,7 @@ def test_a_reply_exported_while_streaming_comes_back_interrupted(ann):
     assert copy_.messages.get(role="assistant").status == "interrupted"
 
 
-def _doc(*conversations: dict) -> dict:
+def _doc(*conversations: object) -> dict:
     return {
         "format": "chatsite",
         "version": 1,
