@@ -277,6 +277,16 @@ def csrf_token(html: str) -> str:
     return found.group(1)
 
 
+def saved(server: Daphne, reply_id: str):
+    """(content, status, last_seq) of a reply in ``server``'s PostgreSQL database."""
+    import psycopg
+
+    with psycopg.connect(server.env["DATABASE_URL"]) as conn:
+        return conn.execute(
+            "select content, status, last_seq from conversations_message where id = %s", (reply_id,)
+        ).fetchone()
+
+
 # --- WebSocket clients for the process tests -----------------------------------
 
 

@@ -23,9 +23,8 @@ import httpx
 import pytest
 import websockets
 
-from tests.processes import Daphne, RedisServer, csrf_token, recv, text_of, two_daphnes, until
+from tests.processes import Daphne, RedisServer, csrf_token, recv, saved, text_of, two_daphnes, until
 from tests.processes import open_socket as _open
-from tests.realtime.test_scale_out import database, saved  # noqa: F401 (a fixture)
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,7 +50,7 @@ def redis_server():
 
 
 @pytest.fixture
-def two_servers(fake_upstream, database, redis_server):  # noqa: F811
+def two_servers(fake_upstream, database, redis_server):
     env = {
         "DATABASE_URL": database,
         "REDIS_URL": redis_server.url,
