@@ -8,19 +8,13 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from conversations.providers.http import close_client
 from conversations.realtime import protocol
 from conversations.realtime.registry import registry
 from conversations.testing.fakeupstream import FakeUpstream
-
-
-def pytest_collection_modifyitems(config, items):
-    # Browser tests last: the async tests must not share a thread with a live
-    # Playwright session.
-    items.sort(key=lambda item: "tests/browser/" in str(item.fspath))
+from tests import factories
 
 
 @pytest.fixture(scope="session")
@@ -58,18 +52,14 @@ async def clean_loop_state():
     assert not leftover, f"replies left running: {[r.key for r in leftover]}"
 
 
-def _make_user(username: str):
-    return get_user_model().objects.create_user(username, password="pw-" + username + "-123")
-
-
 @pytest.fixture
 def alice(transactional_db):
-    return _make_user("alice")
+    return factories.user("alice")
 
 
 @pytest.fixture
 def bob(transactional_db):
-    return _make_user("bob")
+    return factories.user("bob")
 
 
 class Socket:
@@ -77,6 +67,7 @@ class Socket:
 
     def __init__(self, communicator: WebsocketCommunicator) -> None:
         self.c = communicator
+        self.connected = False  # whether the handshake was accepted
         self.frames: list[dict] = []
 
     async def send(self, **frame) -> None:

@@ -119,6 +119,7 @@ class Daphne:
             )
         else:
             self.spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -153,7 +154,7 @@ class Daphne:
         """Log in through the real form; returns the Cookie header value."""
         with httpx.Client(base_url=self.url) as client:
             page = client.get("/accounts/login/")
-            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+            token = csrf_token(page.text)
             response = client.post(
                 "/accounts/login/",
                 data={"username": username, "password": password, "csrfmiddlewaretoken": token},
@@ -219,9 +220,11 @@ class RedisServer:
             self.proc.wait(5)
 
     def freeze(self) -> None:
+        assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
+        assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
@@ -265,6 +268,23 @@ def postgres_database(server_url: str, prefix: str):
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the form in ``html`` (the login page)."""
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def saved(server: Daphne, reply_id: str):
+    """(content, status, last_seq) of a reply in ``server``'s PostgreSQL database."""
+    import psycopg
+
+    with psycopg.connect(server.env["DATABASE_URL"]) as conn:
+        return conn.execute(
+            "select content, status, last_seq from conversations_message where id = %s", (reply_id,)
+        ).fetchone()
 
 
 # --- WebSocket clients for the process tests -----------------------------------

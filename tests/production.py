@@ -18,6 +18,7 @@ where a test machine must differ:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -219,7 +220,7 @@ class ProductionStack:
         self.redis = RedisServer()
         self.daphnes: list[Daphne] = []
         self.nginx: subprocess.Popen | None = None
-        self._database = None
+        self._database: contextlib.AbstractContextManager[str] | None = None
         self.env: dict[str, str] = {}
 
     # --- lifecycle -------------------------------------------------------------

@@ -12,9 +12,9 @@ from django.test import Client
 from conversations import selectors, serializers
 from conversations.models import Conversation, Message
 from conversations.services.exchanges import CONTINUE_INSTRUCTION
+from tests.realtime.test_consumer import counts, start
 
 from .conftest import deltas_text
-from .test_consumer import counts, start
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_loop_state")]
 FAST = "openai/fake?tokens=6&rate=0"

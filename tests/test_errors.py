@@ -12,8 +12,7 @@ from asgiref.sync import sync_to_async
 from conversations import errors, serializers
 from conversations.models import Conversation, Message
 from conversations.realtime import protocol
-
-from .test_consumer import get_reply, start
+from tests.realtime.test_consumer import get_reply, start
 
 APP = Path(__file__).resolve().parent.parent / "conversations"
 
@@ -31,9 +30,9 @@ def _kinds_raised_in_the_code() -> set[str]:
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
             args = [a.value for a in node.args if isinstance(a, ast.Constant)]
             if name == "ProviderError" and args:
-                kinds.add(args[0])
+                kinds.add(str(args[0]))
             elif name == "_finish" and len(args) >= 2 and args[0] == "error":
-                kinds.add(args[1])
+                kinds.add(str(args[1]))
     from conversations.realtime.replies import _TIMEOUT_SETTINGS
 
     return kinds | set(_TIMEOUT_SETTINGS)

@@ -8,7 +8,6 @@ import uuid
 
 import pytest
 from django.db import connection
-from django.test import Client
 
 from conversations import search
 from conversations.exceptions import QueryTooLong
@@ -16,20 +15,11 @@ from conversations.models import Conversation, Message
 from conversations.services import conversations as conversation_services
 from conversations.services import exchanges as exchange_services
 from conversations.services import replies as reply_services
+from tests.factories import conversation, logged_in, message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FILLER = "the quick brown fox jumps over the lazy dog while we talk about nothing in particular. "
-
-
-def conversation(user, title="untitled", **fields) -> Conversation:
-    return Conversation.objects.create(
-        user=user, title=title, model="openai/fake", client_id=uuid.uuid4().hex, **fields
-    )
-
-
-def message(conv: Conversation, content: str, role: str = "user", **fields) -> Message:
-    return Message.objects.create(conversation=conv, role=role, content=content, **fields)
 
 
 def find(user, query: str, **kwargs) -> list[search.SearchHit]:
@@ -42,12 +32,6 @@ def matched_words(hit: search.SearchHit) -> list[str]:
 
 def snippet_text(hit: search.SearchHit) -> str:
     return "".join(part["text"] for part in hit.snippet)
-
-
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_finds_a_word_deep_in_a_long_reply_with_a_highlighted_snippet(alice):
@@ -118,7 +102,7 @@ def test_never_returns_another_users_content(alice, bob):
     assert hits and {h.conversation_id for h in hits} == {mine.pk}
     assert find(alice, "bobsecret") == []
     assert find(alice, "secrets") == []
-    body = client_for(alice).get("/api/search/", {"q": "alpha"}).json()
+    body = logged_in(alice).get("/api/search/", {"q": "alpha"}).json()
     assert {r["conversation"] for r in body["results"]} == {str(mine.pk)}
     assert "bob" not in str(body)
 
@@ -182,7 +166,7 @@ def test_hostile_queries_never_fail(alice, bob):
     conv = conversation(alice, "near or and not")
     message(conv, 'near or and not: "quoted" a*b title:x owner u1 (x) 日本語 🙂 שלום \ue000mark\ue001')
     message(conversation(bob), "word b a x u1 near or and not")
-    client = client_for(alice)
+    client = logged_in(alice)
     for query in HOSTILE:
         hits = find(alice, query)  # must not raise
         assert all(h.conversation_id == conv.pk for h in hits), query
@@ -233,14 +217,14 @@ def test_empty_and_blank_queries_find_nothing_without_error(alice):
     message(conversation(alice, "anything"), "anything at all")
     for query in ("", "   ", "\n\t", "-- !! **"):
         assert find(alice, query) == []
-        response = client_for(alice).get("/api/search/", {"q": query})
+        response = logged_in(alice).get("/api/search/", {"q": query})
         assert response.status_code == 200
         assert response.json() == {"query": query, "results": [], "next_offset": None}
-    assert client_for(alice).get("/api/search/").json()["results"] == []
+    assert logged_in(alice).get("/api/search/").json()["results"] == []
 
 
 def test_a_very_long_query_is_a_clear_400(alice):
-    response = client_for(alice).get("/api/search/", {"q": "a" * 1000})
+    response = logged_in(alice).get("/api/search/", {"q": "a" * 1000})
     assert response.status_code == 400
     body = response.json()
     assert body["error"] == "query_too_long"
@@ -252,7 +236,7 @@ def test_a_very_long_query_is_a_clear_400(alice):
 def test_results_page_with_offset(alice):
     conv = conversation(alice)
     made = {message(conv, f"pagination entry number {i}").pk for i in range(7)}
-    client = client_for(alice)
+    client = logged_in(alice)
     seen, offset = [], 0
     while offset is not None:
         body = client.get("/api/search/", {"q": "pagination", "limit": 3, "offset": offset}).json()
@@ -266,7 +250,7 @@ def test_results_page_with_offset(alice):
 def test_the_json_shape(alice):
     conv = conversation(alice, "shape")
     msg = message(conv, "json shape check")
-    (hit,) = client_for(alice).get("/api/search/", {"q": "check"}).json()["results"]
+    (hit,) = logged_in(alice).get("/api/search/", {"q": "check"}).json()["results"]
     assert hit == {
         "kind": "message",
         "conversation": str(conv.pk),

@@ -11,8 +11,7 @@ from django.test import Client
 
 from conversations.models import Conversation, Message
 from conversations.realtime.registry import registry
-
-from .test_consumer import counts, start
+from tests.realtime.test_consumer import counts, start
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_loop_state")]
 

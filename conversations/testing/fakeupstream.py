@@ -31,7 +31,7 @@ non-empty ``messages`` list; Anthropic requests need ``model``, a non-empty
 a real API never produces are refused for it (400): the Anthropic API always
 reports usage and only sends its own stop reasons, and it never answers with an
 empty stream or ``[DONE]``. The official ``openai`` and ``anthropic`` SDKs parse
-every stream the fake sends for their API (``tests/test_fakeupstream_sdks.py``).
+every stream the fake sends for their API (``tests/testing/test_fakeupstream_sdks.py``).
 
 Server options, for what real servers do: ``models`` sets the ids
 ``/v1/models`` lists (llama.cpp lists path-shaped ones, ``/srv/models/x.gguf``);

@@ -110,13 +110,19 @@ def test_enter_sends_and_shift_enter_makes_a_new_line(page, server):
     page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]", timeout=15000)
 
 
-def test_escape_stops_a_streaming_reply(page, server):
+def test_escape_stops_a_streaming_reply(page, server, fake_upstream):
     login(page, server)
+    before = len(fake_upstream.requests)
     send(page, "Go on and on", SLOW_MARKDOWN)
     wait_for_reply_length(page, 20)
+    assert page.is_disabled("#send") and page.is_visible("#stop")
     page.keyboard.press("Escape")
     page.wait_for_selector(f"{LAST_REPLY}[data-status=stopped]")
-    assert page.is_enabled("#send") or page.input_value("#prompt") == ""
+    assert page.inner_text(f"{LAST_REPLY} .badge").strip() == "Stopped"
+    assert fake_upstream.requests[before].wait_disconnected(5), "Escape did not close the upstream connection"
+    # The composer is back: no Stop button, and Send takes the next message.
+    page.wait_for_selector("#stop", state="hidden")
+    page.wait_for_selector("#send:enabled")
 
 
 def test_logged_out_visitor_is_sent_to_login(page, server):

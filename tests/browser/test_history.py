@@ -128,7 +128,9 @@ def wait_status(page, status: str, timeout: float = 20.0) -> None:
 
 
 def conversation_id(page) -> str:
-    return re.search(r"/c/([0-9a-f-]{36})/", page.url).group(1)
+    found = re.search(r"/c/([0-9a-f-]{36})/", page.url)
+    assert found, page.url
+    return found.group(1)
 
 
 def api_messages(page, conv_id: str) -> list[dict]:

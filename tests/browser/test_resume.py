@@ -188,7 +188,9 @@ def start_reply(page, server, fake_upstream, model: str, text: str = "Tell me ab
     send(page, text, model)
     page.wait_for_selector(f"{LAST_REPLY}[data-status=streaming]")
     page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
-    conversation = re.search(r"/c/([0-9a-f-]{36})/", page.url).group(1)
+    found = re.search(r"/c/([0-9a-f-]{36})/", page.url)
+    assert found, page.url
+    conversation = found.group(1)
     reply = page.get_attribute(LAST_REPLY, "data-id")
     assert reply
     deadline = time.monotonic() + 5

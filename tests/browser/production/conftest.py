@@ -87,9 +87,12 @@ def watch(page) -> None:
         page.problems.append(problem)  # the list open_page gives the page, looked up now
 
     page.on("requestfailed", lambda r: note(f"requestfailed: {r.method} {r.url} {r.failure}"))
-    page.on(
-        "response", lambda r: r.status >= 400 and note(f"response {r.status}: {r.request.method} {r.url}")
-    )
+
+    def note_failure(response) -> None:
+        if response.status >= 400:
+            note(f"response {response.status}: {response.request.method} {response.url}")
+
+    page.on("response", note_failure)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from tests.processes import Daphne, postgres_database, recv, text_of, two_daphnes, until
 from tests.processes import open_socket as _open
+from tests.processes import recv, saved, text_of, two_daphnes, until
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,13 +23,6 @@ pytestmark = [
     ),
 ]
 USER, PASSWORD = "sam", "scale-out-pass-1"
-
-
-@pytest.fixture
-def database():
-    """A database of its own on the real server, dropped afterwards."""
-    with postgres_database(os.environ["DATABASE_URL"], "chatsite_scaleout") as url:
-        yield url
 
 
 @pytest.fixture
@@ -47,15 +40,6 @@ def two_servers(fake_upstream, database):
 
 async def open_socket(server):
     return await _open(server, USER, PASSWORD)
-
-
-def saved(server: Daphne, reply_id: str):
-    import psycopg
-
-    with psycopg.connect(server.env["DATABASE_URL"]) as conn:
-        return conn.execute(
-            "select content, status, last_seq from conversations_message where id = %s", (reply_id,)
-        ).fetchone()
 
 
 async def test_subscribe_and_stop_reach_the_owning_process(two_servers):

@@ -21,9 +21,8 @@ from conversations import catalog
 from conversations.models import Message
 from conversations.providers.base import ChatMessage, StreamResult
 from conversations.providers.openai import OpenAIProvider
-
-from .conftest import deltas_text
-from .llama_server import LlamaServer, llama_server_available
+from tests.conftest import deltas_text
+from tests.llama_server import LlamaServer, llama_server_available
 
 pytestmark = [
     pytest.mark.slow,

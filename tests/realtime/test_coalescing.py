@@ -7,8 +7,7 @@ import uuid
 import pytest
 
 from conversations.realtime.registry import Registry, registry
-
-from .conftest import deltas_text
+from tests.conftest import deltas_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_loop_state")]
 

@@ -10,8 +10,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from conversations.models import Conversation
-
-from .test_consumer import start
+from tests.realtime.test_consumer import start
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_loop_state")]
 

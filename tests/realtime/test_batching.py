@@ -16,8 +16,8 @@ from conversations.models import Conversation, Message
 from conversations.realtime.batching import Batcher
 from conversations.services import exchanges as exchange_services
 from conversations.services import replies as reply_services
-
-from .conftest import deltas_text
+from tests.conftest import deltas_text
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("clean_loop_state")
 
@@ -48,7 +48,7 @@ async def test_items_arriving_during_a_batch_go_together_in_the_next(transaction
     first = asyncio.ensure_future(batcher.submit(0))
     await asyncio.get_running_loop().run_in_executor(None, store.entered.wait, 5)
     later = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 4, 6)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(batcher._queue) == 3, what="the three items to queue behind the batch")
     store.release.set()
     assert await first == 0
     assert [await f for f in later] == [20, 40, 60]

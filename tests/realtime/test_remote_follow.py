@@ -17,8 +17,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Message, Worker
 from conversations.realtime import cluster, protocol
-
-from .conftest import deltas_text
+from tests.conftest import deltas_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_loop_state")]
 OWNER = "elsewhere:1:1"

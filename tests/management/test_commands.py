@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from conversations.models import Conversation, Message
 from conversations.transfer import importing
-
-from .test_transfer import branchy, normalized, plain
+from tests import factories
+from tests.factories import branchy_conversation, plain_conversation
+from tests.transfer.test_transfer import normalized
 
 
 @pytest.fixture
 def ann(db):
-    return get_user_model().objects.create_user("ann", password="pw-ann-123")
+    return factories.user("ann")
 
 
 @pytest.fixture
 def ben(db):
-    return get_user_model().objects.create_user("ben", password="pw-ben-123")
+    return factories.user("ben")
 
 
 def run(*args, **options) -> tuple[str, str]:
@@ -38,9 +37,9 @@ def run(*args, **options) -> tuple[str, str]:
 
 
 def test_export_user_data_writes_the_users_conversations_to_stdout(ann, ben):
-    branchy(ann)
-    plain(ann, title="Archived", minutes=30, archived=True)
-    plain(ben, title="Not ann's", minutes=10)
+    branchy_conversation(ann)
+    plain_conversation(ann, title="Archived", minutes=30, archived=True)
+    plain_conversation(ben, title="Not ann's", minutes=10)
     out, err = run("export_user_data", "ann")
     document = json.loads(out)  # stdout holds the JSON and nothing else
     assert document["format"] == "chatsite" and document["version"] == 1
@@ -54,7 +53,7 @@ def test_export_user_data_writes_the_users_conversations_to_stdout(ann, ben):
 
 
 def test_export_user_data_to_a_file(ann, tmp_path):
-    branchy(ann)
+    branchy_conversation(ann)
     target = tmp_path / "ann.json"
     out, err = run("export_user_data", "ann", "--output", str(target))
     assert out == ""
@@ -75,7 +74,7 @@ def test_export_user_data_of_an_unknown_user(db):
 
 
 def test_export_user_data_to_an_unwritable_place_leaves_nothing(ann, tmp_path):
-    branchy(ann)
+    branchy_conversation(ann)
     with pytest.raises(FileNotFoundError):
         run("export_user_data", "ann", "--output", str(tmp_path / "missing-dir" / "ann.json"))
     assert list(tmp_path.iterdir()) == []
@@ -86,19 +85,13 @@ def test_export_user_data_to_an_unwritable_place_leaves_nothing(ann, tmp_path):
 
 def aged(user, *, title: str, days: float, archived: bool = True, message_days: float | None = None, **reply):
     """A conversation last active ``days`` ago (its messages ``message_days`` ago)."""
-    c = Conversation.objects.create(
-        user=user, client_id=f"c-{uuid.uuid4().hex}", title=title, model="openai/fake", archived=archived
-    )
+    c = factories.conversation(user, title, archived=archived)
     when = timezone.now() - timedelta(days=message_days if message_days is not None else days)
-    u = Message.objects.create(conversation=c, role="user", content="question")
-    a = Message.objects.create(
-        conversation=c, parent=u, role="assistant", content="answer", status=reply.get("status", "complete")
+    u = factories.message(c, "question", created_at=when)
+    a = factories.message(
+        c, "answer", "assistant", parent=u, created_at=when, status=reply.get("status", "complete")
     )
-    Message.objects.filter(conversation=c).update(created_at=when)
-    Conversation.objects.filter(pk=c.pk).update(
-        active_leaf=a, created_at=when, updated_at=timezone.now() - timedelta(days=days)
-    )
-    return c
+    return factories.lead_to(a, created_at=when, updated_at=timezone.now() - timedelta(days=days))
 
 
 @pytest.fixture
@@ -159,7 +152,7 @@ def test_purge_respects_the_number_of_days(aging):
 
 
 def test_purge_handles_branches_and_active_leaves(ann):
-    c = branchy(ann)
+    c = branchy_conversation(ann)
     Conversation.objects.filter(pk=c.pk).update(archived=True)  # branchy's dates are in 2025
     out, _ = run("purge_archived", "--days", "30")
     assert "Deleted 1 archived conversation(s) (8 message(s))" in out

@@ -9,6 +9,8 @@ one the real API never produces, and the fake must not offer it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import openai
 import pytest
@@ -47,9 +49,9 @@ def openai_client(fake) -> openai.OpenAI:
 
 def openai_stream(fake, model: str, **extra):
     """Stream with the SDK: (text, finish reason of the last choice seen, usage, chunks)."""
-    stream = openai_client(fake).chat.completions.create(
-        model=model, messages=HI, stream=True, stream_options={"include_usage": True}, **extra
-    )
+    # Typed loosely: the SDK's overloads cannot tell what ``extra`` holds.
+    create: Any = openai_client(fake).chat.completions.create
+    stream = create(model=model, messages=HI, stream=True, stream_options={"include_usage": True}, **extra)
     text, finish, usage, chunks = "", None, None, []
     for chunk in stream:
         chunks.append(chunk)

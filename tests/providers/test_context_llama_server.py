@@ -9,8 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from conversations.models import Message
-
-from .llama_server import LlamaServer, llama_server_available
+from tests.llama_server import LlamaServer, llama_server_available
 
 pytestmark = [
     pytest.mark.slow,

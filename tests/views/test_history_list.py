@@ -19,6 +19,8 @@ from conversations.exceptions import NotFound
 from conversations.models import Conversation, Message
 from conversations.realtime.registry import registry
 from conversations.services import conversations as conversation_services
+from tests import factories
+from tests.factories import logged_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,22 +28,13 @@ T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def make(user, title="chat", *, at=None, pinned=False, archived=False, messages=0) -> Conversation:
-    conversation = Conversation.objects.create(
-        user=user, title=title, model="openai/fake", client_id=uuid.uuid4().hex
-    )
+    conversation = factories.conversation(user, title, pinned=pinned, archived=archived)
     for i in range(messages):
-        Message.objects.create(conversation=conversation, role="user", content=f"{title} message {i}")
-    Conversation.objects.filter(pk=conversation.pk).update(
-        updated_at=at or T0, pinned=pinned, archived=archived
-    )
+        factories.message(conversation, f"{title} message {i}")
+    # Last: adding messages moves updated_at.
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=at or T0)
     conversation.refresh_from_db()
     return conversation
-
-
-def client_for(user, **kwargs) -> Client:
-    client = Client(**kwargs)
-    client.force_login(user)
-    return client
 
 
 def list_order_key(c: Conversation):
@@ -111,7 +104,7 @@ def test_archived_are_hidden_from_the_list_and_shown_in_the_archive(alice):
     assert [c.id for c in selectors.conversation_list(user=alice)] == [kept.id]
     assert [c.id for c in selectors.conversation_list(user=alice, archived=True)] == [gone.id]
 
-    client = client_for(alice)
+    client = logged_in(alice)
     body = client.get("/api/history/").json()
     assert [c["id"] for c in body["conversations"]] == [str(kept.id)]
     body = client.get("/api/history/?archived=1").json()
@@ -142,7 +135,7 @@ def test_groups_follow_the_clients_day_not_the_servers():
 def test_the_list_endpoint_pages_with_an_opaque_cursor(alice, bob):
     made = [make(alice, f"c{i}", at=T0 - timedelta(minutes=i % 3)) for i in range(7)]
     make(bob, "not alice's")
-    client = client_for(alice)
+    client = logged_in(alice)
     seen, cursor = [], ""
     while True:
         response = client.get("/api/history/", {"limit": 3, "cursor": cursor, "tz_offset": 60})
@@ -173,7 +166,7 @@ def test_the_list_endpoint_pages_with_an_opaque_cursor(alice, bob):
     ],
 )
 def test_bad_list_parameters_are_a_400_not_a_500(alice, query):
-    response = client_for(alice).get("/api/history/", query)
+    response = logged_in(alice).get("/api/history/", query)
     assert response.status_code == 400
     assert response.json()["error"] in {"invalid", "invalid_cursor"}
 
@@ -195,9 +188,9 @@ def test_the_old_callers_of_conversation_list_still_work(alice):
     make(alice, "hidden", archived=True)
     page = selectors.conversation_list(user=alice)
     assert [serializers.conversation_to_dict(c)["id"] for c in page] == [str(conversation.id)]
-    body = client_for(alice).get("/api/conversations/").json()
+    body = logged_in(alice).get("/api/conversations/").json()
     assert [c["id"] for c in body["conversations"]] == [str(conversation.id)]
-    assert client_for(alice).get("/").status_code == 200
+    assert logged_in(alice).get("/").status_code == 200
 
 
 def test_a_page_costs_the_same_few_queries_however_it_is_serialized(alice):
@@ -250,7 +243,7 @@ def test_rename_trims_and_makes_the_title_the_users(alice):
     conversation = make(alice, "auto title")
     assert conversation.title_is_auto
     response = post_json(
-        client_for(alice),
+        logged_in(alice),
         f"/api/conversations/{conversation.pk}/update/?tz_offset=0",
         {"title": "  My   trip\nplans  "},
     )
@@ -267,7 +260,7 @@ def test_rename_trims_and_makes_the_title_the_users(alice):
 @pytest.mark.parametrize("title", ["", "   \n\t ", "x" * 201, 42, None, ["a"]])
 def test_invalid_titles_are_refused_and_change_nothing(alice, title):
     conversation = make(alice, "keep me")
-    response = post_json(client_for(alice), f"/api/conversations/{conversation.pk}/update/", {"title": title})
+    response = post_json(logged_in(alice), f"/api/conversations/{conversation.pk}/update/", {"title": title})
     assert response.status_code == 400
     assert response.json()["error"] in {"invalid", "invalid_title"}
     conversation.refresh_from_db()
@@ -286,7 +279,7 @@ def test_a_title_of_exactly_200_characters_is_fine(alice):
 def test_pin_unpin_archive_unarchive(alice):
     conversation = make(alice, "x")
     other = make(alice, "newer", at=T0 + timedelta(hours=1))
-    client = client_for(alice)
+    client = logged_in(alice)
     url = f"/api/conversations/{conversation.pk}/update/"
 
     body = post_json(client, url, {"pinned": True}).json()["conversation"]
@@ -313,7 +306,7 @@ def test_pin_unpin_archive_unarchive(alice):
 )
 def test_malformed_action_bodies_are_a_400(alice, body):
     conversation = make(alice)
-    response = post_json(client_for(alice), f"/api/conversations/{conversation.pk}/update/", body)
+    response = post_json(logged_in(alice), f"/api/conversations/{conversation.pk}/update/", body)
     assert response.status_code == 400
     conversation.refresh_from_db()
     assert (conversation.pinned, conversation.archived, conversation.title) == (False, False, "chat")
@@ -326,16 +319,16 @@ def test_the_body_limit_leaves_room_for_the_longest_settings(alice):
     prompt = "é🙂" * (views_history.MAX_SYSTEM_PROMPT_CHARS // 2)
     body = json.dumps({"title": "t" * 200, "system_prompt": prompt})  # ASCII-escaped: 6-12 bytes a char
     url = f"/api/conversations/{conversation.pk}/update/"
-    response = client_for(alice).post(url, body, content_type="application/json")
+    response = logged_in(alice).post(url, body, content_type="application/json")
     assert response.status_code == 200, response.content
     too_big = json.dumps({"title": "x" * (views_history.MAX_BODY_BYTES + 1)})
-    response = client_for(alice).post(url, too_big, content_type="application/json")
+    response = logged_in(alice).post(url, too_big, content_type="application/json")
     assert response.status_code == 400
 
 
 def test_a_body_that_is_not_json_is_a_400(alice):
     conversation = make(alice)
-    response = client_for(alice).post(
+    response = logged_in(alice).post(
         f"/api/conversations/{conversation.pk}/update/", b"\xff{", content_type="application/json"
     )
     assert response.status_code == 400
@@ -343,7 +336,7 @@ def test_a_body_that_is_not_json_is_a_400(alice):
 
 def test_actions_are_post_only(alice):
     conversation = make(alice)
-    client = client_for(alice)
+    client = logged_in(alice)
     assert client.get(f"/api/conversations/{conversation.pk}/update/").status_code == 405
     assert client.get(f"/api/conversations/{conversation.pk}/delete/").status_code == 405
     assert Conversation.objects.filter(pk=conversation.pk).exists()
@@ -351,7 +344,7 @@ def test_actions_are_post_only(alice):
 
 def test_actions_need_the_csrf_token(alice):
     conversation = make(alice)
-    client = client_for(alice, enforce_csrf_checks=True)
+    client = logged_in(alice, enforce_csrf_checks=True)
     url = f"/api/conversations/{conversation.pk}/update/"
     assert post_json(client, url, {"pinned": True}).status_code == 403
     assert client.post(f"/api/conversations/{conversation.pk}/delete/").status_code == 403
@@ -368,7 +361,7 @@ def test_actions_need_the_csrf_token(alice):
 
 def test_another_users_conversation_is_a_404_exactly_like_a_missing_one(alice, bob):
     theirs = make(bob, "bob's secret", messages=2)
-    client = client_for(alice)
+    client = logged_in(alice)
     answers = []
     for conversation_id in (theirs.pk, uuid.uuid4()):
         for url, body in [
@@ -394,13 +387,13 @@ def test_another_users_conversation_is_a_404_exactly_like_a_missing_one(alice, b
 def test_delete_removes_the_conversation_and_its_messages_only(alice):
     doomed = make(alice, "doomed", messages=3)
     kept = make(alice, "kept", messages=2)
-    response = client_for(alice).post(f"/api/conversations/{doomed.pk}/delete/")
+    response = logged_in(alice).post(f"/api/conversations/{doomed.pk}/delete/")
     assert response.status_code == 200
     assert response.json() == {"deleted": str(doomed.pk)}
     assert not Conversation.objects.filter(pk=doomed.pk).exists()
     assert not Message.objects.filter(conversation_id=doomed.pk).exists()
     assert Message.objects.filter(conversation=kept).count() == 2
-    assert client_for(alice).post(f"/api/conversations/{doomed.pk}/delete/").status_code == 404
+    assert logged_in(alice).post(f"/api/conversations/{doomed.pk}/delete/").status_code == 404
 
 
 def test_delete_with_a_reply_left_streaming_by_a_dead_process(alice):
@@ -410,7 +403,7 @@ def test_delete_with_a_reply_left_streaming_by_a_dead_process(alice):
     Message.objects.create(
         conversation=conversation, role="assistant", status="streaming", worker="gone-host:1:1"
     )
-    assert client_for(alice).post(f"/api/conversations/{conversation.pk}/delete/").status_code == 200
+    assert logged_in(alice).post(f"/api/conversations/{conversation.pk}/delete/").status_code == 200
     assert not Message.objects.filter(conversation_id=conversation.pk).exists()
 
 

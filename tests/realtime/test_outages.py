@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import tempfile
@@ -24,9 +23,8 @@ import httpx
 import pytest
 import websockets
 
-from tests.processes import Daphne, RedisServer, recv, text_of, two_daphnes, until
+from tests.processes import Daphne, RedisServer, csrf_token, recv, saved, text_of, two_daphnes, until
 from tests.processes import open_socket as _open
-from tests.test_scale_out import database, saved  # noqa: F401 (a fixture)
 
 pytestmark = [
     pytest.mark.slow,
@@ -52,7 +50,7 @@ def redis_server():
 
 
 @pytest.fixture
-def two_servers(fake_upstream, database, redis_server):  # noqa: F811
+def two_servers(fake_upstream, database, redis_server):
     env = {
         "DATABASE_URL": database,
         "REDIS_URL": redis_server.url,
@@ -226,7 +224,7 @@ async def test_redis_killed_mid_stream_keeps_sockets_and_own_replies_and_recover
 def login(server: Daphne) -> httpx.Client:
     client = httpx.Client(base_url=server.url, timeout=5)
     page = client.get("/accounts/login/")
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    token = csrf_token(page.text)
     response = client.post(
         "/accounts/login/",
         data={"username": USER, "password": PASSWORD, "csrfmiddlewaretoken": token},

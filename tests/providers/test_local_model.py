@@ -11,8 +11,7 @@ from asgiref.sync import sync_to_async
 from conversations.models import Message
 from conversations.providers import ChatMessage, StreamResult
 from conversations.providers.local import MODEL_NAME, LocalProvider, bundled_model_path
-
-from .conftest import deltas_text
+from tests.conftest import deltas_text
 
 pytestmark = pytest.mark.slow
 

@@ -23,6 +23,7 @@ import websockets
 
 from tests.processes import Daphne, RedisServer, recv, text_of, until
 from tests.processes import open_socket as _open
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 USER, PASSWORD = "flo", "fault-suite-pass-1"
@@ -56,6 +57,15 @@ def reply_row(server: Daphne, reply_id: str):
         "select content, status, last_seq from conversations_message where id = ?", uuid.UUID(reply_id).hex
     )
     return row
+
+
+async def ws_is_quiet(ws, seconds: float) -> bool:
+    """No frame arrives for ``seconds`` (a frame that does is a failure to show)."""
+    try:
+        frame = await recv(ws, timeout=seconds)
+    except TimeoutError:
+        return True
+    raise AssertionError(f"expected no frame, got {frame}")
 
 
 def assert_no_reply_streaming(server: Daphne) -> None:
@@ -94,9 +104,11 @@ async def test_kill_9_mid_reply_loses_at_most_a_checkpoint_and_is_swept_at_resta
     restarted = make_server(data_dir, fake_upstream)
     restarted.start()
     try:
-        ws = await open_socket(restarted)  # the first socket registers the worker and sweeps
-        await asyncio.sleep(0.5)
-        content_after, status_after, _ = reply_row(restarted, reply_id)
+        ws = await open_socket(restarted)
+        content_after, status_after, _ = await eventually(
+            lambda: (row := reply_row(restarted, reply_id))[1] != "streaming" and row,
+            what="the restarted process to sweep the reply",
+        )
         assert (content_after, status_after) == (content, "interrupted")
         assert_no_reply_streaming(restarted)
         await ws.close()
@@ -128,18 +140,25 @@ async def test_a_database_locked_longer_than_the_busy_timeout_loses_nothing(data
         )
         frames = await until(ws, "delta")
         reply_id = frames[-1]["reply"]
+        record = fake_upstream.requests[-1]
         holder = threading.Thread(target=hold_write_lock)
         holder.start()
-        locked.wait(5)
-        # Checkpoints fail meanwhile; the stream goes on, and ends while still locked.
-        while frames[-1]["type"] != "reply_finished":
-            try:
-                frames.append(await recv(ws, timeout=1.0))
-            except TimeoutError:
-                break
+        assert locked.wait(5)
+        # Checkpoints fail meanwhile; the stream goes on, and ends while still locked:
+        # every token reaches the socket, and the reply is not finished.
+        assert await record.wait_completed_async(15)
+        while text_of(frames) != record.text_sent:
+            frames.append(await recv(ws))
+            assert frames[-1]["type"] == "delta", frames[-1]
         assert len([f for f in frames if f["type"] == "delta"]) > 5
-        assert frames[-1]["type"] != "reply_finished"  # its save waits for the lock
-        await asyncio.sleep(1.0)
+        await eventually(
+            lambda: "checkpoint of 1 replies failed (OperationalError)" in server.log.read_text(),
+            what="a checkpoint to fail on the lock",
+        )
+        # The fault: the lock outlasts the end of the stream by five busy timeouts,
+        # so the terminal save has to wait and retry; nothing is finished meanwhile.
+        assert await ws_is_quiet(ws, 1.0)
+        assert reply_row(server, reply_id)[1] == "streaming"
         release.set()
         holder.join()
         frames += await until(ws, "reply_finished")
@@ -179,16 +198,15 @@ async def test_redis_going_away_and_back_needs_no_restart_and_loses_no_text(
         )
         frames = await until(ws, "delta")
         reply_id = frames[-1]["reply"]
-        own_redis.kill()
-        await asyncio.sleep(2.5)  # the reply finishes while Redis is away
-        own_redis.start()
         record = fake_upstream.requests[-1]
-        assert await record.wait_completed_async(5)
-        for _ in range(50):
-            content, status, _ = reply_row(server, reply_id)
-            if status != "streaming":
-                break
-            await asyncio.sleep(0.1)
+        own_redis.kill()
+        # The reply finishes while Redis is away.
+        assert await record.wait_completed_async(10)
+        content, status, _ = await eventually(
+            lambda: (row := reply_row(server, reply_id))[1] != "streaming" and row,
+            what="the reply to be saved as finished",
+        )
+        own_redis.start()
         assert (content, status) == (record.text_sent, "complete")
         # New connections work again without restarting daphne.
         for _ in range(30):

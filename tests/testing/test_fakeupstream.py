@@ -17,7 +17,7 @@ import pytest
 
 from conversations.testing.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream, Scenario
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HI = [{"role": "user", "content": "hi"}]
 ANTHROPIC_HEADERS = {"x-api-key": "sk-ant-test-not-secret", "anthropic-version": "2023-06-01"}
 

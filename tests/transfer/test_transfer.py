@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
-from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
 from django.test import AsyncClient, Client
@@ -19,129 +18,23 @@ from conversations.exceptions import ImportRejected
 from conversations.models import Conversation, Message
 from conversations.transfer import importing
 from conversations.transfer.exporting import conversation_export_json, user_export_json_chunks
+from tests import factories
+from tests.factories import at, branchy_conversation, logged_in, plain_conversation
 
-FIXTURES = Path(__file__).parent / "fixtures" / "chatgpt"
-BASE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def at(minutes: float) -> datetime:
-    return BASE + timedelta(minutes=minutes)
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "chatgpt"
 
 
-# --- Building conversations --------------------------------------------------------
+# --- Building conversations (tests/factories.py) --------------------------------------------
 
 
 @pytest.fixture
 def ann(db):
-    return get_user_model().objects.create_user("ann", password="pw-ann-123")
+    return factories.user("ann")
 
 
 @pytest.fixture
 def ben(db):
-    return get_user_model().objects.create_user("ben", password="pw-ben-123")
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def add(conversation: Conversation, *, minutes: float, parent: Message | None = None, **fields) -> Message:
-    message = Message.objects.create(conversation=conversation, parent=parent, **fields)
-    Message.objects.filter(pk=message.pk).update(created_at=at(minutes))
-    message.created_at = at(minutes)
-    return message
-
-
-def branchy(user, *, title: str = "Sorting in Python", minutes: float = 0) -> Conversation:
-    """A regenerated reply (three versions: complete, error, stopped) and an edited
-    message (two versions), every status but streaming, metrics, usage, segments."""
-    c = Conversation.objects.create(
-        user=user,
-        client_id=f"c-{uuid.uuid4().hex}",
-        title=title,
-        title_is_auto=False,
-        model="openai/fake",
-        system_prompt="You are terse.",
-        temperature=0.7,
-        max_tokens=512,
-        pinned=True,
-    )
-    reply = {"role": "assistant", "provider": "openai", "model": "fake"}
-    u1 = add(c, minutes=minutes, role="user", content="How do I sort a list?", client_id="u1")
-    add(
-        c,
-        minutes=minutes + 1,
-        parent=u1,
-        content="Use `sorted()`.",
-        status="complete",
-        finish_reason="stop",
-        ttft_ms=120.5,
-        total_ms=900.0,
-        tokens_per_s=42.25,
-        prompt_tokens=12,
-        completion_tokens=4,
-        usage_counted=True,
-        last_seq=3,
-        finished_at=at(minutes + 1.5),
-        **reply,
-    )
-    add(
-        c,
-        minutes=minutes + 2,
-        parent=u1,
-        content="Call `list.sort",
-        status="error",
-        error_kind="timeout_idle",
-        error_message="no token for 30 s",
-        last_seq=2,
-        **reply,
-    )
-    a1c = add(
-        c,
-        minutes=minutes + 3,
-        parent=u1,
-        content="`sorted(xs)` returns a new list; `xs.sort()` sorts in place, and",
-        status="stopped",
-        segments=[
-            {
-                "status": "stopped",
-                "error_kind": None,
-                "last_seq": 2,
-                "chars": 10,
-                "ttft_ms": 80.0,
-                "tokens_per_s": 30.5,
-                "total_ms": 400.0,
-                "prompt_tokens": 12,
-                "completion_tokens": 3,
-                "finish_reason": None,
-            }
-        ],
-        **reply,
-    )
-    u2 = add(c, minutes=minutes + 4, parent=a1c, role="user", content="And in reverse?", client_id="u2")
-    add(c, minutes=minutes + 5, parent=u2, content="Pass `reverse=True`.", status="complete", **reply)
-    u2b = add(c, minutes=minutes + 6, parent=a1c, role="user", content="And by length?", client_id="u2b")
-    a2b = add(c, minutes=minutes + 7, parent=u2b, content="Use `key=len`", status="interrupted", **reply)
-    Conversation.objects.filter(pk=c.pk).update(
-        active_leaf=a2b, created_at=at(minutes), updated_at=at(minutes + 7.5)
-    )
-    c.refresh_from_db()
-    return c
-
-
-def plain(user, *, title: str, minutes: float, archived: bool = False) -> Conversation:
-    c = Conversation.objects.create(
-        user=user, client_id=f"c-{uuid.uuid4().hex}", title=title, model="openai/fake", archived=archived
-    )
-    u = add(c, minutes=minutes, role="user", content=f"{title}?")
-    a = add(c, minutes=minutes + 1, parent=u, role="assistant", content=f"{title}!", status="complete")
-    Conversation.objects.filter(pk=c.pk).update(
-        active_leaf=a, created_at=at(minutes), updated_at=at(minutes + 1)
-    )
-    c.refresh_from_db()
-    return c
+    return factories.user("ben")
 
 
 def export_of(user) -> dict:
@@ -189,7 +82,7 @@ def dumps(document) -> bytes:
 
 
 def test_the_json_export_holds_every_branch_in_a_documented_shape(ann):
-    c = branchy(ann)
+    c = branchy_conversation(ann)
     document = json.loads(conversation_export_json(conversation=c))
     assert document["format"] == "chatsite" and document["version"] == 1
     datetime.fromisoformat(document["exported_at"])
@@ -242,8 +135,8 @@ def test_the_json_export_holds_every_branch_in_a_documented_shape(ann):
 
 
 def test_export_then_import_round_trips_exactly_branches_included(ann, ben):
-    branchy(ann)
-    plain(ann, title="Archived one", minutes=60, archived=True)
+    branchy_conversation(ann)
+    plain_conversation(ann, title="Archived one", minutes=60, archived=True)
     empty = Conversation.objects.create(user=ann, client_id="empty", title="Nothing yet", model="openai/fake")
     Conversation.objects.filter(pk=empty.pk).update(created_at=at(90), updated_at=at(90))
     original = export_of(ann)
@@ -268,7 +161,7 @@ def test_export_then_import_round_trips_exactly_branches_included(ann, ben):
 
 
 def test_importing_the_same_file_twice_makes_two_copies(ann):
-    branchy(ann)
+    branchy_conversation(ann)
     data = dumps(export_of(ann))
     importing.conversations_import(user=ann, data=data)
     importing.conversations_import(user=ann, data=data)
@@ -277,14 +170,14 @@ def test_importing_the_same_file_twice_makes_two_copies(ann):
 
 
 def test_a_reply_exported_while_streaming_comes_back_interrupted(ann):
-    c = plain(ann, title="Live", minutes=0)
+    c = plain_conversation(ann, title="Live", minutes=0)
     Message.objects.filter(conversation=c, role="assistant").update(status="streaming")
     importing.conversations_import(user=ann, data=conversation_export_json(conversation=c).encode())
     copy_ = Conversation.objects.get(user=ann, title="Live", client_id__startswith="import-")
     assert copy_.messages.get(role="assistant").status == "interrupted"
 
 
-def _doc(*conversations: dict) -> dict:
+def _doc(*conversations: object) -> dict:
     return {
         "format": "chatsite",
         "version": 1,
@@ -356,7 +249,7 @@ def test_messages_may_come_in_any_order_and_times_are_kept(ann):
 
 
 def test_markdown_shows_the_active_branch_with_notes_and_other_versions(ann):
-    c = branchy(ann)
+    c = branchy_conversation(ann)
     response = logged_in(ann).get(f"/c/{c.pk}/export.md")
     assert response.status_code == 200
     assert response["Content-Type"] == "text/markdown; charset=utf-8"
@@ -380,7 +273,7 @@ def test_markdown_shows_the_active_branch_with_notes_and_other_versions(ann):
 
 
 def test_markdown_of_a_reply_that_ended_in_an_error(ann):
-    c = branchy(ann)
+    c = branchy_conversation(ann)
     c.active_leaf = c.messages.get(status="error")
     c.save(update_fields=["active_leaf"])
     text = logged_in(ann).get(f"/c/{c.pk}/export.md").content.decode()
@@ -389,9 +282,9 @@ def test_markdown_of_a_reply_that_ended_in_an_error(ann):
 
 
 def test_export_all_markdown_and_json_hold_only_the_users_conversations(ann, ben):
-    branchy(ann)
-    plain(ann, title="Second", minutes=30)
-    plain(ben, title="Bens secret", minutes=10)
+    branchy_conversation(ann)
+    plain_conversation(ann, title="Second", minutes=30)
+    plain_conversation(ben, title="Bens secret", minutes=10)
     client = logged_in(ann)
     markdown = streamed(client.get("/export/all.md")).decode()
     assert markdown.count("\n---\n") == 1 and "# Second" in markdown and "Bens secret" not in markdown
@@ -407,9 +300,9 @@ async def test_export_all_streams_through_the_asgi_stack(ann):
     # open in a worker thread when the test database is dropped).
     from channels.db import database_sync_to_async
 
-    await database_sync_to_async(branchy)(ann)
+    await database_sync_to_async(branchy_conversation)(ann)
     for n in range(3):
-        await database_sync_to_async(plain)(ann, title=f"Chat {n}", minutes=100 + n)
+        await database_sync_to_async(plain_conversation)(ann, title=f"Chat {n}", minutes=100 + n)
     client = AsyncClient()
     await database_sync_to_async(client.force_login)(ann)
     response = await client.get("/export/all.json")
@@ -433,7 +326,7 @@ async def test_export_all_streams_through_the_asgi_stack(ann):
 
 @pytest.mark.parametrize("suffix", ["export.json", "export.md"])
 def test_another_users_conversation_is_exactly_as_missing_as_a_missing_one(ann, ben, suffix):
-    theirs = branchy(ben)
+    theirs = branchy_conversation(ben)
     client = logged_in(ann)
     foreign = client.get(f"/c/{theirs.pk}/{suffix}")
     missing = client.get(f"/c/{uuid.uuid4()}/{suffix}")
@@ -444,7 +337,7 @@ def test_another_users_conversation_is_exactly_as_missing_as_a_missing_one(ann, 
 
 
 def test_exports_need_a_login_and_import_needs_one_too(ann):
-    c = branchy(ann)
+    c = branchy_conversation(ann)
     anonymous = Client()
     for url in (f"/c/{c.pk}/export.json", f"/c/{c.pk}/export.md", "/export/all.json", "/export/all.md"):
         response = anonymous.get(url)
@@ -455,14 +348,14 @@ def test_exports_need_a_login_and_import_needs_one_too(ann):
 
 
 def test_import_only_accepts_post_and_export_only_get(ann):
-    c = branchy(ann)
+    c = branchy_conversation(ann)
     client = logged_in(ann)
     assert client.get("/import/").status_code == 405
     assert client.post(f"/c/{c.pk}/export.json").status_code == 405
 
 
 def test_the_import_is_csrf_protected(ann):
-    c = branchy(ann)
+    c = branchy_conversation(ann)
     data = conversation_export_json(conversation=c).encode()
     client = Client(enforce_csrf_checks=True)
     client.force_login(ann)
@@ -478,20 +371,20 @@ def test_the_import_is_csrf_protected(ann):
 
 
 def test_download_names_are_safe(ann):
-    c = plain(ann, title='../../etc/passwd"\r\nX-Evil: 1 <script>', minutes=0)
+    c = plain_conversation(ann, title='../../etc/passwd"\r\nX-Evil: 1 <script>', minutes=0)
     response = logged_in(ann).get(f"/c/{c.pk}/export.json")
     assert response["Content-Disposition"] == (
         f'attachment; filename="etcpasswd-x-evil-1-script-{str(c.pk)[:8]}.json"'
     )
     assert "X-Evil" not in response.headers
-    untitled = plain(ann, title="", minutes=5)
+    untitled = plain_conversation(ann, title="", minutes=5)
     response = logged_in(ann).get(f"/c/{untitled.pk}/export.md")
     assert response["Content-Disposition"] == f'attachment; filename="conversation-{str(untitled.pk)[:8]}.md"'
 
 
 def test_the_import_endpoint_answers_with_the_new_ids(ann, ben):
-    branchy(ben)
-    plain(ben, title="Other", minutes=20)
+    branchy_conversation(ben)
+    plain_conversation(ben, title="Other", minutes=20)
     data = dumps(export_of(ben))
     response = upload(logged_in(ann), data)
     assert response.status_code == 200
@@ -506,7 +399,7 @@ def test_the_import_endpoint_answers_with_the_new_ids(ann, ben):
 
 
 def test_a_file_naming_someone_elses_ids_still_only_creates_the_importers_own(ann, ben):
-    theirs = branchy(ben)
+    theirs = branchy_conversation(ben)
     document = json.loads(conversation_export_json(conversation=theirs))
     document["conversations"][0]["messages"][0]["content"] = "Overwritten?"
     upload(logged_in(ann), dumps(document))
@@ -961,7 +854,7 @@ UNREADABLE = [
 
 @pytest.mark.parametrize(("what", "data", "code", "words"), HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_a_bad_file_gets_a_clear_error_and_imports_nothing(ann, ben, what, data, code, words):
-    branchy(ben)
+    branchy_conversation(ben)
     before = everything()
     response = upload(logged_in(ann), data)
     assert response.status_code == 400, response.content
@@ -976,7 +869,7 @@ def test_a_bad_file_gets_a_clear_error_and_imports_nothing(ann, ben, what, data,
 def test_a_chatgpt_conversation_that_cannot_be_read_is_skipped_and_the_rest_imported(
     ann, ben, what, data, code, words
 ):
-    branchy(ben)
+    branchy_conversation(ben)
     before = everything()
     response = upload(logged_in(ann), data)
     assert response.status_code == 200, response.content
@@ -1027,8 +920,17 @@ def test_a_failure_while_writing_rolls_back_the_whole_file(ann, monkeypatch):
 # --- The size limit -------------------------------------------------------------------------
 
 
-def test_the_size_limit_defaults_to_50_mb(settings):
-    assert settings.CHATSITE_MAX_IMPORT_BYTES == 50 * 1024 * 1024
+def test_by_default_a_50_mb_file_is_read_and_one_byte_more_is_refused():
+    fifty_mb = 50 * 1024 * 1024
+    # A ZIP archive's signature: the check right after the size, so nothing is parsed.
+    at_the_limit = b"PK\x03\x04" + b"\0" * (fifty_mb - 4)
+    with pytest.raises(importing.ImportRejected) as read:
+        importing.parse_file(at_the_limit)
+    assert read.value.code == "zip"
+    with pytest.raises(importing.ImportRejected) as refused:
+        importing.parse_file(at_the_limit + b"\0")
+    assert refused.value.code == "too_large"
+    assert str(refused.value).endswith("the largest file this server imports is 50.0 MB.")
 
 
 def test_a_file_over_the_size_limit_is_refused(ann, settings):
