@@ -18,7 +18,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from conversations.models import Conversation, Message
-from conversations.providers import ChatMessage
+from conversations.prompt import ChatMessage
 
 #: Identifies this process on replies it runs (host:pid:start).
 WORKER_ID = f"{socket.gethostname()[:30]}:{os.getpid()}:{int(time.time())}"

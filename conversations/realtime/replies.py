@@ -24,8 +24,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from conversations import errors, services
-from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult
-from conversations.providers.base import PromptFit, context_length_error, prompt_fit
+from conversations.prompt import ChatMessage, PromptFit
+from conversations.providers import BaseProvider, ProviderError, StreamResult
+from conversations.providers.base import prompt_fit
+from conversations.providers.failures import context_length_error
 from conversations.realtime import protocol
 from conversations.realtime.batching import Batcher
 

@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 
+from django.conf import settings
+
 from conversations.realtime.replies import registry
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ _installed: set[int] = set()
 def install_sigterm_handler() -> None:
     """Install the handler on the running loop (once per loop)."""
     loop = asyncio.get_running_loop()
-    if id(loop) in _installed or os.environ.get("CHATSITE_SIGTERM_HANDLER") == "0":
+    if id(loop) in _installed or not settings.CHATSITE_SIGTERM_HANDLER:
         return
     try:
         loop.add_signal_handler(signal.SIGTERM, _on_sigterm, loop)
