@@ -4,7 +4,8 @@ A provider turns a conversation into a stream of text. ``stream`` is an async
 generator yielding plain ``str`` pieces (the hot path carries nothing else);
 usage and the finish reason are written onto the :class:`StreamResult` the
 caller passes in. Anything that goes wrong is raised as :class:`ProviderError`
-with a named ``kind``; the reply runner decides about retries and statuses.
+(``failures.py``) with a named ``kind``; the reply runner decides about retries
+and statuses.
 
 Cancelling the task that iterates ``stream`` must close the upstream at once:
 backends open their HTTP streams with ``async with`` (or, for the local model,
