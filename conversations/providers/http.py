@@ -17,8 +17,9 @@ from httpx_aiohttp import AiohttpTransport
 
 @dataclass(frozen=True, slots=True)
 class HttpOptions:
-    #: Seconds to connect, to write a request, and to wait for a free connection.
-    timeout: float = 10.0
+    #: Seconds to connect, to write a request, and to wait for a free connection
+    #: (None: no limit).
+    timeout: float | None = 10.0
     #: The shared pool's size (every provider's upstream streams together).
     max_connections: int = 1000
 
