@@ -11,7 +11,7 @@ import asyncio
 import importlib.util
 import logging
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
@@ -192,7 +192,7 @@ class LocalProvider(BaseProvider):
         result: StreamResult,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         if model != MODEL_NAME or not self.available:
             raise ProviderError("model_unavailable", f"the offline model {model!r} is not installed")
         loop = asyncio.get_running_loop()

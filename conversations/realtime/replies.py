@@ -370,7 +370,7 @@ class Reply:
                     max_tokens=self.max_tokens,
                     temperature=self.temperature,
                 )
-                async with aclosing(stream):  # type: ignore[type-var]
+                async with aclosing(stream):
                     on_piece = self._on_piece
                     async for piece in stream:
                         if not on_piece(piece):
