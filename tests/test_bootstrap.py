@@ -71,3 +71,39 @@ def test_it_installs_again_for_a_new_pyproject_or_a_group_not_installed_yet():
     assert not bootstrap.install_needed("abc\ndev,local\n", digest="abc", groups=frozenset({"local"}))
     # A stamp of the bootstrap before groups: installed again once.
     assert bootstrap.install_needed("abc", digest="abc", groups=groups)
+
+
+@pytest.fixture
+def venv(monkeypatch, tmp_path):
+    """ensure_environment() with a stamp of its own, an install that only records
+    what it would install, and no re-exec (as if already in the venv)."""
+    monkeypatch.setattr(bootstrap, "STAMP", tmp_path / "stamp")
+    monkeypatch.setattr(bootstrap, "_in_venv", lambda: True)
+    monkeypatch.delenv("CHATSITE_NO_BOOTSTRAP", raising=False)
+    installs: list[frozenset[str]] = []
+
+    def install(groups: frozenset[str]) -> None:
+        installs.append(groups)
+        bootstrap.stamp_write(groups)
+
+    monkeypatch.setattr(bootstrap, "install", install)
+    return installs
+
+
+def test_a_server_installed_once_then_manage_py_test_brings_the_test_tools(venv):
+    bootstrap.ensure_environment(["manage.py", "serve"])
+    bootstrap.ensure_environment(["manage.py", "migrate"])
+    bootstrap.ensure_environment(["manage.py", "test"])
+    bootstrap.ensure_environment(["manage.py", "serve"])
+    assert venv == [{"local"}, {"local", "test"}]
+
+
+def test_no_bootstrap_installs_nothing_and_a_removed_variable_stops_before_any_install(venv, monkeypatch):
+    monkeypatch.setenv("CHATSITE_NO_BOOTSTRAP", "yes")
+    bootstrap.ensure_environment(["manage.py", "test"])
+    assert venv == []
+    monkeypatch.delenv("CHATSITE_NO_BOOTSTRAP")
+    monkeypatch.setenv("CHATSITE_SKIP_LOCAL_MODEL", "1")
+    with pytest.raises(SystemExit, match="CHATSITE_SKIP_LOCAL_MODEL: set CHATSITE_LOCAL_MODEL=off instead"):
+        bootstrap.ensure_environment(["manage.py", "serve"])
+    assert venv == []
