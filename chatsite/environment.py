@@ -1,8 +1,18 @@
 """The process environment: how settings read it, and what ``manage.py`` adds first.
 
-Settings read every value through the ``env_*`` helpers here. Before settings are
-loaded, ``manage.py`` calls :func:`prepare`, which fills in what a command needs
-on a machine nobody has configured:
+Settings read every value through the ``env_*`` helpers here (standard library
+only: ``chatsite/bootstrap.py`` reads its few variables with them too, before
+Django is installed). One vocabulary turns things on and off everywhere:
+:data:`TRUE_WORDS` and :data:`FALSE_WORDS` for a yes/no variable, and
+:data:`OFF_WORDS` for a number or a model that can be turned off (there ``0`` is
+the number zero, not "off").
+
+A variable chatsite no longer reads stops the process at start-up with the
+name of what replaced it (:data:`REMOVED`, :func:`removed_check`): an operator
+upgrading with an old env file is told, rather than silently ignored.
+
+Before settings are loaded, ``manage.py`` calls :func:`prepare`, which fills in
+what a command needs on a machine nobody has configured:
 
 - ``manage.py serve`` (the newcomer's command) creates a secret key on first run,
   keeps it in the data directory (``secret_key``, mode 0600) and reuses it; it
@@ -21,14 +31,64 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-
-from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY_FILE = "secret_key"
+#: "Off" wherever something can be turned off: a number (a timeout, a grace
+#: period, a frame budget), the local model, a yes/no variable.
+OFF_WORDS = frozenset({"off", "false", "no", "none", "never"})
+#: A yes/no variable (and the local model) also takes ``0`` for off...
+FALSE_WORDS = OFF_WORDS | {"0"}
+#: ...and these for on.
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+#: Variables chatsite read once, and what to set instead.
+REMOVED: dict[str, str] = {
+    **dict.fromkeys(
+        ("CHATSITE_HTTP_CONNECT_TIMEOUT", "CHATSITE_HTTP_WRITE_TIMEOUT", "CHATSITE_HTTP_POOL_TIMEOUT"),
+        "set CHATSITE_HTTP_TIMEOUT instead (one timeout for connecting to an upstream, "
+        "writing to it and waiting for a free connection)",
+    ),
+    "ANTHROPIC_MAX_TOKENS": "set CHATSITE_MAX_TOKENS instead (it applies to every provider; "
+    "left at 0, Anthropic requests still ask for 4096)",
+    "CHATSITE_SKIP_LOCAL_MODEL": "set CHATSITE_LOCAL_MODEL=off instead (the bootstrap then "
+    "installs no offline model either)",
+    "CHATSITE_MAX_FRAME_BYTES": "remove it: the frame limit now follows CHATSITE_MAX_PROMPT_CHARS "
+    "(docs/configuration.md), and daphne gets it from `python -m chatsite.daphne`",
+    **dict.fromkeys(
+        (
+            "CHATSITE_COALESCE_FRAMES_PER_S",
+            "CHATSITE_COALESCE_MAX_MS",
+            "CHATSITE_RETRY_BACKOFF",
+            "CHATSITE_RETRY_MAX_WAIT",
+            "CHATSITE_SESSION_RECHECK",
+            "CHATSITE_WORKER_HEARTBEAT",
+            "CHATSITE_WORKER_STALE",
+            "CHATSITE_HTTP_MAX_CONNECTIONS",
+        ),
+        "remove it: this is now a Django setting of the same name, "
+        'for a settings module of your own (docs/configuration.md, "Django-only settings")',
+    ),
+}
+
+
+class SettingError(Exception):
+    """A variable whose value chatsite cannot use (the message says what to set)."""
+
+
+def removed_check(environ: Mapping[str, str] | None = None) -> None:
+    """Stop, naming the replacement, when a removed variable is set (an empty value is no setting)."""
+    env = os.environ if environ is None else environ
+    found = [f"{name}: {REMOVED[name]}" for name in sorted(REMOVED) if env.get(name, "").strip()]
+    if found:
+        raise SettingError(
+            "chatsite no longer reads "
+            + ("this variable" if len(found) == 1 else "these variables")
+            + ":\n  "
+            + "\n  ".join(found)
+        )
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -44,21 +104,21 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if value in FALSE_WORDS:
         return False
-    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+    raise SettingError(f"{name} must be on or off (true or false, 1 or 0), not {raw!r}")
 
 
 def env_float(name: str, default: float | None) -> float | None:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
-    if raw.strip().lower() in {"none", "off", "never"}:
+    if raw.strip().lower() in OFF_WORDS:
         return None
     try:
         value = float(raw)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from exc
+        raise SettingError(f"{name} must be a number, not {raw!r}") from exc
     if value < 0:
-        raise ImproperlyConfigured(f"{name} must not be negative")
+        raise SettingError(f"{name} must not be negative")
     return value
 
 
@@ -69,9 +129,9 @@ def env_int(name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from exc
+        raise SettingError(f"{name} must be a whole number, not {raw!r}") from exc
     if value < 0:
-        raise ImproperlyConfigured(f"{name} must not be negative")
+        raise SettingError(f"{name} must not be negative")
     return value
 
 

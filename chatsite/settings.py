@@ -1,11 +1,16 @@
 """chatsite settings.
 
-Every value comes from the environment (see ``.env.example`` and
-``docs/configuration.md``), read by the helpers in ``chatsite/environment.py``.
-The defaults are the embedded ones (SQLite, the in-memory channel layer, the
-bundled offline model) in the production configuration: DEBUG is off unless
-``DJANGO_DEBUG`` turns it on, and then a missing secret stops the process at
-start-up instead of running insecurely (``manage.py serve`` makes one).
+What an operator decides comes from the environment (see ``.env.example`` and
+``docs/configuration.md``), read by the helpers in ``chatsite/environment.py``;
+nothing else in chatsite reads the environment. The defaults are the embedded
+ones (SQLite, the in-memory channel layer, the bundled offline model) in the
+production configuration: DEBUG is off unless ``DJANGO_DEBUG`` turns it on, and
+then a missing secret stops the process at start-up instead of running
+insecurely (``manage.py serve`` makes one). A variable chatsite no longer reads
+stops it too, naming its replacement.
+
+Tuning internals are plain Django settings (the "Django-only" section below):
+a settings module of your own, or a test's ``settings`` fixture, changes them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chatsite.environment import (
     BASE_DIR,
+    FALSE_WORDS,
     SECRET_KEY_FILE,
     data_dir,
     env_bool,
@@ -26,7 +32,10 @@ from chatsite.environment import (
     env_int,
     env_list,
     env_str,
+    removed_check,
 )
+
+removed_check()
 
 # Production unless DJANGO_DEBUG turns development on.
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -193,11 +202,10 @@ OPENAI_SINGLE_STREAM = env_bool("OPENAI_SINGLE_STREAM", False)
 ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 ANTHROPIC_MODELS = env_list("ANTHROPIC_MODELS", [])
-ANTHROPIC_MAX_TOKENS = env_int("ANTHROPIC_MAX_TOKENS", 4096)
 CHATSITE_LOCAL_MODEL = env_str("CHATSITE_LOCAL_MODEL", "bundled")
 
 _providers: dict[str, dict] = {}
-if CHATSITE_LOCAL_MODEL.lower() not in {"off", "none", "0", "false"}:
+if CHATSITE_LOCAL_MODEL.lower() not in FALSE_WORDS:
     _providers["local"] = {
         "BACKEND": "conversations.providers.local.LocalProvider",
         "MODEL_PATH": CHATSITE_LOCAL_MODEL,
@@ -216,7 +224,6 @@ if ANTHROPIC_BASE_URL or ANTHROPIC_API_KEY:
         "BASE_URL": ANTHROPIC_BASE_URL or "https://api.anthropic.com",
         "API_KEY": ANTHROPIC_API_KEY,
         "MODELS": ANTHROPIC_MODELS,
-        "MAX_TOKENS": ANTHROPIC_MAX_TOKENS,
     }
 if _providers.get("openai") is not None and env_str("OPENAI_TOKENIZE_URL"):
     _providers["openai"]["TOKENIZE_URL"] = env_str("OPENAI_TOKENIZE_URL")
@@ -250,21 +257,15 @@ CHATSITE_CONTEXT_TOKENS_MODELS = env_context_tokens("CHATSITE_CONTEXT_TOKENS_MOD
 CHATSITE_FIRST_TOKEN_TIMEOUT = env_float("CHATSITE_FIRST_TOKEN_TIMEOUT", 60.0)
 CHATSITE_IDLE_TIMEOUT = env_float("CHATSITE_IDLE_TIMEOUT", 30.0)
 CHATSITE_TOTAL_TIMEOUT = env_float("CHATSITE_TOTAL_TIMEOUT", 600.0)
-CHATSITE_HTTP_CONNECT_TIMEOUT = env_float("CHATSITE_HTTP_CONNECT_TIMEOUT", 10.0)
-CHATSITE_HTTP_WRITE_TIMEOUT = env_float("CHATSITE_HTTP_WRITE_TIMEOUT", 10.0)
-CHATSITE_HTTP_POOL_TIMEOUT = env_float("CHATSITE_HTTP_POOL_TIMEOUT", 10.0)
-CHATSITE_HTTP_MAX_CONNECTIONS = env_int("CHATSITE_HTTP_MAX_CONNECTIONS", 1000)
+# Connecting to an upstream, writing a request to it, waiting for a free connection.
+CHATSITE_HTTP_TIMEOUT = env_float("CHATSITE_HTTP_TIMEOUT", 10.0)
 CHATSITE_COALESCE_MS = env_float("CHATSITE_COALESCE_MS", 30.0)
-CHATSITE_COALESCE_FRAMES_PER_S = env_float("CHATSITE_COALESCE_FRAMES_PER_S", 3300.0)
-CHATSITE_COALESCE_MAX_MS = env_float("CHATSITE_COALESCE_MAX_MS", 250.0)
 CHATSITE_CHECKPOINT_INTERVAL = env_float("CHATSITE_CHECKPOINT_INTERVAL", 1.0)
 CHATSITE_MAX_REPLY_CHARS = env_int("CHATSITE_MAX_REPLY_CHARS", 100_000)
 CHATSITE_MAX_PROMPT_CHARS = env_int("CHATSITE_MAX_PROMPT_CHARS", 32_000)
-CHATSITE_MAX_FRAME_BYTES = env_int("CHATSITE_MAX_FRAME_BYTES", 256 * 1024)
-CHATSITE_MAX_TOKENS = env_int("CHATSITE_MAX_TOKENS", 0)  # 0: the provider's default
+# 0: the provider's default (Anthropic, which requires one: 4096; the offline model: 512).
+CHATSITE_MAX_TOKENS = env_int("CHATSITE_MAX_TOKENS", 0)
 CHATSITE_RETRY_ATTEMPTS = env_int("CHATSITE_RETRY_ATTEMPTS", 3)
-CHATSITE_RETRY_BACKOFF = env_float("CHATSITE_RETRY_BACKOFF", 0.5)
-CHATSITE_RETRY_MAX_WAIT = env_float("CHATSITE_RETRY_MAX_WAIT", 10.0)
 # None: a reply whose viewers all left keeps going and is saved. A number:
 # it is stopped that many seconds after the last viewer left.
 CHATSITE_DISCONNECT_GRACE = env_float("CHATSITE_DISCONNECT_GRACE", None)
@@ -272,19 +273,47 @@ CHATSITE_ALLOW_SIGNUP = env_bool("CHATSITE_ALLOW_SIGNUP", False)
 # Per user, counted across every process (from the database).
 CHATSITE_MAX_MESSAGES_PER_MINUTE = env_int("CHATSITE_MAX_MESSAGES_PER_MINUTE", 20)
 CHATSITE_MAX_CONCURRENT_REPLIES = env_int("CHATSITE_MAX_CONCURRENT_REPLIES", 3)
-# A socket re-checks its session on a frame at most this often (a logout closes
-# the session's sockets at once through the channel layer anyway).
-CHATSITE_SESSION_RECHECK = env_float("CHATSITE_SESSION_RECHECK", 10.0)
 CHATSITE_HEARTBEAT = env_float("CHATSITE_HEARTBEAT", 25.0)
-# Each process writes a heartbeat this often; one silent for CHATSITE_WORKER_STALE
-# seconds is dead, and its streaming replies become "interrupted".
-CHATSITE_WORKER_HEARTBEAT = env_float("CHATSITE_WORKER_HEARTBEAT", 5.0)
-CHATSITE_WORKER_STALE = env_float("CHATSITE_WORKER_STALE", 30.0)
 # Every channel-layer call on a request path (a handshake, a routed stop or
 # subscribe, a logout) gives up after this long: a frozen Redis holds up nothing.
 CHATSITE_LAYER_TIMEOUT = env_float("CHATSITE_LAYER_TIMEOUT", 1.0)
 # Largest file accepted by the conversation import (bytes; 0: no limit).
 CHATSITE_MAX_IMPORT_BYTES = env_int("CHATSITE_MAX_IMPORT_BYTES", 50 * 1024 * 1024)
+# Off: no SIGTERM handler of chatsite's own (the server's shutdown path alone).
+CHATSITE_SIGTERM_HANDLER = env_bool("CHATSITE_SIGTERM_HANDLER", True)
+# Where `manage.py serve` listens.
+CHATSITE_HOST = env_str("CHATSITE_HOST", "127.0.0.1")
+CHATSITE_PORT = env_int("CHATSITE_PORT", 8000)
+
+
+def frame_bytes_limit(max_prompt_chars: int) -> int:
+    """The largest WebSocket frame a client may send: a ``send`` of the longest
+    prompt fits even with every character written as a 6-byte JSON escape, and
+    never less than 256 KiB (the limit before it was derived)."""
+    return max(256 * 1024, 6 * max_prompt_chars + 16 * 1024)
+
+
+# --- Django-only settings (tuning internals; no environment variable) ----------
+# A settings module of your own (``from chatsite.settings import *``) or a
+# test's ``settings`` fixture changes them.
+CHATSITE_MAX_FRAME_BYTES = frame_bytes_limit(CHATSITE_MAX_PROMPT_CHARS)
+# Size of the shared upstream connection pool (one httpx client per process).
+CHATSITE_HTTP_MAX_CONNECTIONS = 1000
+# The coalescing window widens past CHATSITE_COALESCE_MS when a process sends
+# more frames a second than this (None: a fixed window), up to the widest.
+CHATSITE_COALESCE_FRAMES_PER_S: float | None = 3300.0
+CHATSITE_COALESCE_MAX_MS = 250.0
+# Before a reply's first token: the first backoff (doubling each try), and the
+# longest Retry-After (or backoff) waited for.
+CHATSITE_RETRY_BACKOFF = 0.5
+CHATSITE_RETRY_MAX_WAIT = 10.0
+# A socket re-checks its session on a frame at most this often (a logout closes
+# the session's sockets at once through the channel layer anyway).
+CHATSITE_SESSION_RECHECK = 10.0
+# Each process writes a heartbeat this often; one silent for CHATSITE_WORKER_STALE
+# seconds is dead, and its streaming replies become "interrupted".
+CHATSITE_WORKER_HEARTBEAT = 5.0
+CHATSITE_WORKER_STALE = 30.0
 
 # --- Logging -----------------------------------------------------------------
 LOGGING = {

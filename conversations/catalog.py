@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 
 from conversations.errors import error_describe
-from conversations.providers.base import BaseProvider, ModelInfo, ProviderError
+from conversations.providers import BaseProvider, ModelInfo, ProviderError, get_providers
 from conversations.realtime.registry import registry
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,6 @@ _catalog: _Catalog | None = None
 
 def _current() -> _Catalog:
     global _catalog
-    from conversations.providers import get_providers
-
     providers = get_providers()
     if _catalog is None or _catalog.providers is not providers:
         if _catalog is not None:

@@ -8,7 +8,7 @@ said, the timeout that ran out). The page shows these words as the server
 sends them and keeps no copy of its own.
 
 The host is the provider's ``host:port`` (never the user info of its URL), and
-whatever the upstream said has been redacted (``providers.base.redact``): no
+whatever the upstream said has been redacted (``providers.failures.redact``): no
 sentence made here contains a secret.
 """
 

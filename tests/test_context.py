@@ -11,8 +11,17 @@ from django.core.exceptions import ImproperlyConfigured
 
 from conversations import errors, serializers
 from conversations.models import Message
-from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult, get_provider
-from conversations.providers.base import http_error, listed_context_tokens, prompt_fit
+from conversations.prompt import ChatMessage
+from conversations.providers import (
+    BaseProvider,
+    CommonOptions,
+    ProviderError,
+    StreamResult,
+    common_options,
+    get_provider,
+)
+from conversations.providers.base import listed_context_tokens, prompt_fit
+from conversations.providers.failures import http_error
 from conversations.providers.local import MODEL_NAME, LocalProvider
 from conversations.testing.fakeupstream import MODELS
 
@@ -22,8 +31,10 @@ from .conftest import deltas_text
 class Window(BaseProvider):
     """A provider double with a fixed window; counts are the base estimate."""
 
-    def __init__(self, context_tokens: int, default_max_tokens: int | None = None) -> None:
-        super().__init__("stub", {"CONTEXT_TOKENS": context_tokens})
+    def __init__(
+        self, context_tokens: int, default_max_tokens: int | None = None, common: CommonOptions | None = None
+    ) -> None:
+        super().__init__("stub", {"CONTEXT_TOKENS": context_tokens}, common)
         self.default_max_tokens = default_max_tokens
 
 
@@ -96,7 +107,7 @@ def test_per_model_windows_come_from_the_environment(monkeypatch):
 
 async def test_a_model_window_setting_overrides_the_default(settings):
     settings.CHATSITE_CONTEXT_TOKENS_MODELS = {"stub/big": 100_000}
-    provider = Window(0)
+    provider = Window(0, common=common_options())  # as get_providers() builds it
     provider.options = {}
     assert await provider.context_tokens(model="big") == 100_000
     assert await provider.context_tokens(model="other") == settings.CHATSITE_CONTEXT_TOKENS
@@ -116,6 +127,9 @@ async def test_a_window_the_servers_model_list_names_is_used_and_a_setting_still
         assert await provider.context_tokens(model="vllm-served") == 2048
         assert await provider.context_tokens(model="plain") == settings.CHATSITE_CONTEXT_TOKENS
         settings.CHATSITE_CONTEXT_TOKENS_MODELS = {"openai/vllm-served": 1024}
+        provider = get_provider("openai")  # built again with the new setting
+        await provider.list_models()  # which lists 2048 again
+        assert provider._listed_context["vllm-served"] == 2048
         assert await provider.context_tokens(model="vllm-served") == 1024
     finally:
         upstream.model_windows = {}

@@ -138,7 +138,7 @@ async def test_another_users_ids_get_no_byte_of_their_data_on_any_route_or_frame
 
 
 def test_upstream_errors_that_echo_a_key_are_redacted(settings):
-    from conversations.providers.base import http_error
+    from conversations.providers.failures import http_error
 
     settings.CHATSITE_PROVIDERS = {"openai": {"BACKEND": "x", "API_KEY": "sk-live-abcdefghijklmnop"}}
     error = http_error(

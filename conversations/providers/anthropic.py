@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
+from typing import Any
 
-from conversations.providers.base import (
-    BaseProvider,
-    ChatMessage,
-    ModelInfo,
-    ProviderError,
-    StreamResult,
-    context_error_from,
-)
+from conversations.prompt import ChatMessage
+from conversations.providers.base import BaseProvider, CommonOptions, ModelInfo, StreamResult
+from conversations.providers.failures import ProviderError, context_error_from
 from conversations.providers.sse import load_object, sse_events
 
 log = logging.getLogger(__name__)
@@ -26,8 +22,8 @@ class AnthropicProvider(BaseProvider):
     #: Every current Claude model's window; CHATSITE_CONTEXT_TOKENS_MODELS overrides it.
     default_context_tokens = 200_000
 
-    def __init__(self, name: str, options: dict) -> None:
-        super().__init__(name, options)
+    def __init__(self, name: str, options: Mapping[str, Any], common: CommonOptions | None = None) -> None:
+        super().__init__(name, options, common)
         self.base_url = options["BASE_URL"].rstrip("/")
         self._api_key = options.get("API_KEY") or ""
         self._configured = list(options.get("MODELS") or [])
@@ -39,7 +35,7 @@ class AnthropicProvider(BaseProvider):
     async def list_models(self) -> list[ModelInfo]:
         return await self._list_remote_models(f"{self.base_url}/v1/models", self._headers(), self._configured)
 
-    async def stream(  # type: ignore[override]
+    async def stream(
         self,
         *,
         model: str,
@@ -47,9 +43,9 @@ class AnthropicProvider(BaseProvider):
         result: StreamResult,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         system = "\n\n".join(m.content for m in messages if m.role == "system")
-        body: dict = {
+        body: dict[str, Any] = {
             "model": model,
             "max_tokens": max_tokens or self.default_max_tokens,
             "messages": [{"role": m.role, "content": m.content} for m in messages if m.role != "system"],

@@ -4,32 +4,35 @@ A provider turns a conversation into a stream of text. ``stream`` is an async
 generator yielding plain ``str`` pieces (the hot path carries nothing else);
 usage and the finish reason are written onto the :class:`StreamResult` the
 caller passes in. Anything that goes wrong is raised as :class:`ProviderError`
-with a named ``kind``; the reply runner decides about retries and statuses.
+(``failures.py``) with a named ``kind``; the reply runner decides about retries
+and statuses.
 
 Cancelling the task that iterates ``stream`` must close the upstream at once:
 backends open their HTTP streams with ``async with`` (or, for the local model,
 stop generating at the next token).
+
+Nothing here knows Django: ``providers/__init__.py`` reads the settings and hands
+each backend its own options (a dict, from ``CHATSITE_PROVIDERS``) and the
+:class:`CommonOptions` every backend shares.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from conversations.prompt import ChatMessage, PromptCount, PromptFit
+from conversations.providers.failures import ProviderError, context_length_error, http_error
+from conversations.providers.http import get_client
+from conversations.providers.sse import connect_cause
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    role: str  # "system" | "user" | "assistant"
-    content: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,63 +60,17 @@ class StreamResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: Things that look like API keys in upstream error text ("sk-...", "sk-ant-...").
-_KEY_LIKE = re.compile(r"\b(sk|key|api|tok)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
+@dataclass(frozen=True, slots=True)
+class CommonOptions:
+    """What every backend is told besides its own options (from settings, by
+    ``providers/__init__.py``; the defaults are the settings' defaults)."""
 
-
-def redact(text: str) -> str:
-    """Remove configured API keys (and anything key-shaped) from text that may be
-    shown to users or logged: upstreams sometimes echo a key back in errors."""
-    from django.conf import settings
-
-    for options in getattr(settings, "CHATSITE_PROVIDERS", {}).values():
-        key = options.get("API_KEY") or ""
-        if len(key) >= 8:
-            text = text.replace(key, "[redacted]").replace(key[:8], "[redacted]")
-    return _KEY_LIKE.sub("[redacted]", text)
-
-
-class ProviderError(Exception):
-    """An upstream failure with a named kind (see ``protocol.ERROR_KINDS``).
-
-    ``message`` is for logs and tests (technical); the words a user reads are
-    made from ``kind``, ``cause``, ``detail``, ``status_code`` and the window
-    figures by ``conversations.errors``. ``cause`` is a finer reason within the
-    kind (for ``upstream_connect``: ``errors.CONNECT_CAUSES``); ``detail`` is what
-    the upstream itself said. Both texts are redacted.
-
-    ``empty_stream``: the upstream answered 200 and then sent no event at all
-    (llama.cpp's answer to a prompt longer than its window). ``context_tokens``:
-    the model's window, when known (an overflow error may name it);
-    ``prompt_tokens``: how long the prompt was counted to be.
-    """
-
-    def __init__(
-        self,
-        kind: str,
-        message: str,
-        *,
-        retryable: bool = False,
-        retry_after: float | None = None,
-        status_code: int | None = None,
-        cause: str = "",
-        detail: str = "",
-        empty_stream: bool = False,
-        context_tokens: int | None = None,
-        prompt_tokens: int | None = None,
-    ) -> None:
-        message = redact(message)
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.status_code = status_code
-        self.cause = cause
-        self.detail = redact(detail)
-        self.empty_stream = empty_stream
-        self.context_tokens = context_tokens
-        self.prompt_tokens = prompt_tokens
+    #: The window of a model nobody names (``CHATSITE_CONTEXT_TOKENS``).
+    context_tokens: int = 8192
+    #: Windows by ``<provider>/<model>`` (``CHATSITE_CONTEXT_TOKENS_MODELS``).
+    context_tokens_models: Mapping[str, int] = field(default_factory=dict)
+    #: Seconds a model listing may take (``CHATSITE_MODELS_TIMEOUT``).
+    list_timeout: float = 5.0
 
 
 def listed_context_tokens(item: dict[str, Any]) -> int | None:
@@ -131,45 +88,6 @@ def listed_context_tokens(item: dict[str, Any]) -> int | None:
     return None
 
 
-def context_length_error(
-    *, context_tokens: int | None, prompt_tokens: int | None = None, upstream: bool = False
-) -> ProviderError:
-    """The ``context_length`` error: the prompt does not fit the model's window.
-
-    ``upstream``: the upstream refused it (chatsite's count said it fits; the
-    window it learns from the refusal leaves out more of the history next time);
-    its cause is ``conversation``, else ``message`` (the newest turn alone is too
-    long). The words are ``errors``'."""
-    return ProviderError(
-        "context_length",
-        f"the prompt ({prompt_tokens or '?'} tokens) does not fit the window "
-        f"({context_tokens or '?'} tokens)",
-        cause="conversation" if upstream else "message",
-        context_tokens=context_tokens,
-        prompt_tokens=prompt_tokens,
-    )
-
-
-#: How upstreams word a prompt over the window (OpenAI, vLLM, llama.cpp,
-#: llama-cpp-python, Anthropic, Ollama).
-_CONTEXT_ERROR = re.compile(
-    r"context[_ ]length|context window|maximum context|prompt is too long|too many tokens"
-    r"|exceeds? (the )?(model'?s? )?(context|maximum)",
-    re.IGNORECASE,
-)
-_WINDOW_IN_ERROR = re.compile(r"(?:maximum context length is|context window of)\s+(\d+)", re.IGNORECASE)
-
-
-def context_error_from(detail: str) -> ProviderError | None:
-    """A ``context_length`` error if an upstream's error text says the prompt is over the window."""
-    if not _CONTEXT_ERROR.search(detail):
-        return None
-    found = _WINDOW_IN_ERROR.search(detail)
-    error = context_length_error(context_tokens=int(found.group(1)) if found else None, upstream=True)
-    error.detail = redact(detail)[:300]
-    return error
-
-
 # --- Context windows and token counts -----------------------------------------
 
 #: Per message, what a chat template adds around the text (role markers,
@@ -182,25 +100,6 @@ def estimate_tokens(text: str) -> int:
     """A deliberately generous estimate: about 3 characters a token (English
     prose is nearer 4; code and other languages are less)."""
     return math.ceil(len(text) / 3)
-
-
-@dataclass(frozen=True, slots=True)
-class PromptCount:
-    tokens: int
-    exact: bool  # counted with the model's own tokenizer and template
-
-
-@dataclass(frozen=True, slots=True)
-class PromptFit:
-    """What is sent: the prompt after leaving out what does not fit."""
-
-    messages: list[ChatMessage]
-    omitted: int  # earlier messages left out
-    prompt_tokens: int
-    exact: bool  # prompt_tokens counted with the model's tokenizer (else estimated)
-    context_tokens: int  # the model's window
-    max_tokens: int | None  # to request (None: the server's own default)
-    capped: bool  # max_tokens was lowered so the reply fits the window
 
 
 class BaseProvider:
@@ -216,9 +115,10 @@ class BaseProvider:
     #: The window of a model this backend cannot ask about, before the settings.
     default_context_tokens: int | None = None
 
-    def __init__(self, name: str, options: dict[str, Any]) -> None:
+    def __init__(self, name: str, options: Mapping[str, Any], common: CommonOptions | None = None) -> None:
         self.name = name
         self.options = options
+        self.common = common or CommonOptions()
         #: Windows the upstream named in an overflow error, by model.
         self._learned_context: dict[str, int] = {}
         #: Windows the server's model list names, by model (see :func:`listed_context_tokens`).
@@ -228,20 +128,20 @@ class BaseProvider:
         """The model's context window in tokens: what the upstream showed (see
         :meth:`learn_context_tokens`), else ``CHATSITE_CONTEXT_TOKENS_MODELS``,
         else the provider's ``CONTEXT_TOKENS`` option, else what the server's
-        model list says, else the backend's default, else ``CHATSITE_CONTEXT_TOKENS``."""
-        from django.conf import settings
-
+        model list says, else the backend's default, else ``CHATSITE_CONTEXT_TOKENS``
+        (those two settings come in :attr:`common`)."""
         learned = self._learned_context.get(model)
         if learned:
             return learned
-        per_model = getattr(settings, "CHATSITE_CONTEXT_TOKENS_MODELS", {}) or {}
-        configured = per_model.get(f"{self.name}/{model}") or self.options.get("CONTEXT_TOKENS")
+        configured = self.common.context_tokens_models.get(f"{self.name}/{model}") or self.options.get(
+            "CONTEXT_TOKENS"
+        )
         if configured:
             return int(configured)
         listed = self._listed_context.get(model)
         if listed:
             return listed
-        return int(self.default_context_tokens or getattr(settings, "CHATSITE_CONTEXT_TOKENS", 8192))
+        return int(self.default_context_tokens or self.common.context_tokens)
 
     def learn_context_tokens(self, *, model: str, context_tokens: int) -> None:
         """Remember a window the upstream showed (named in its overflow error, or
@@ -288,12 +188,7 @@ class BaseProvider:
         """Configured models plus those the server lists at ``url`` (OpenAI-style
         ``{"data": [{"id", "display_name"?}]}``). A server that cannot be listed
         raises :class:`ProviderError`; ``catalog`` keeps the last good list."""
-        from django.conf import settings
-
-        from conversations.providers.http import get_client
-        from conversations.providers.sse import connect_cause
-
-        timeout = settings.CHATSITE_MODELS_TIMEOUT
+        timeout = self.common.list_timeout
         try:
             response = await get_client().get(url, headers=headers, timeout=timeout)
         except httpx.ReadTimeout:
@@ -326,7 +221,7 @@ class BaseProvider:
         """The models offered before the first listing succeeds (``MODELS``)."""
         return [ModelInfo(self.name, name, name) for name in self.options.get("MODELS") or []]
 
-    def stream(
+    async def stream(
         self,
         *,
         model: str,
@@ -334,57 +229,13 @@ class BaseProvider:
         result: StreamResult,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
+        """The reply's text, piece by piece (an async generator in every backend)."""
         raise NotImplementedError
+        yield ""  # an async generator, like the backends' own
 
     async def aclose(self) -> None:  # pragma: no cover - optional hook
         return None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form); None if absent."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        from datetime import UTC, datetime
-        from email.utils import parsedate_to_datetime
-
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds)
-
-
-def http_error(status_code: int, detail: str, retry_after: str | None = None) -> ProviderError:
-    """Map an upstream HTTP error status to a ProviderError."""
-    detail = detail.strip()[:300]
-    if status_code == 429:
-        return ProviderError(
-            "rate_limited",
-            f"the upstream is rate limiting requests (HTTP 429){': ' + detail if detail else ''}",
-            retryable=True,
-            retry_after=parse_retry_after(retry_after),
-            status_code=429,
-            detail=detail,
-        )
-    if status_code in (400, 413, 422):
-        overflow = context_error_from(detail)
-        if overflow is not None:
-            overflow.status_code = status_code
-            return overflow
-    retryable = status_code >= 500 or status_code in (408, 409)
-    return ProviderError(
-        "upstream_http",
-        f"the upstream answered HTTP {status_code}{': ' + detail if detail else ''}",
-        retryable=retryable,
-        retry_after=parse_retry_after(retry_after),
-        status_code=status_code,
-        detail=detail,
-    )
 
 
 async def prompt_fit(

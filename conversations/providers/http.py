@@ -1,17 +1,39 @@
-"""One shared httpx.AsyncClient per process (per event loop)."""
+"""One shared httpx.AsyncClient per process (per event loop).
+
+Its timeout and pool size are the process's (``CHATSITE_HTTP_TIMEOUT``,
+``CHATSITE_HTTP_MAX_CONNECTIONS``): ``providers/__init__.py`` hands them over
+with :func:`http_configure`; a client made afterwards uses them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from dataclasses import dataclass
 
 import httpx
-from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    #: Seconds to connect, to write a request, and to wait for a free connection
+    #: (None: no limit).
+    timeout: float | None = 10.0
+    #: The shared pool's size (every provider's upstream streams together).
+    max_connections: int = 1000
+
+
+_options = HttpOptions()
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def http_configure(*, options: HttpOptions) -> None:
+    """The options of every client made from now on."""
+    global _options
+    _options = options
 
 
 def timeouts() -> httpx.Timeout:
@@ -20,12 +42,7 @@ def timeouts() -> httpx.Timeout:
     # kind). A read timeout would cost a timer per chunk read: aiohttp
     # re-arms it on every chunk, about 5 % of the CPU of streaming under load.
     # Other requests (listing models) pass a timeout of their own.
-    return httpx.Timeout(
-        connect=settings.CHATSITE_HTTP_CONNECT_TIMEOUT,
-        read=None,
-        write=settings.CHATSITE_HTTP_WRITE_TIMEOUT,
-        pool=settings.CHATSITE_HTTP_POOL_TIMEOUT,
-    )
+    return httpx.Timeout(connect=_options.timeout, read=None, write=_options.timeout, pool=_options.timeout)
 
 
 def get_client() -> httpx.AsyncClient:
@@ -33,7 +50,7 @@ def get_client() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
-        limit = settings.CHATSITE_HTTP_MAX_CONNECTIONS
+        limit = _options.max_connections
         limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
         client = httpx.AsyncClient(
             # Same httpx API, aiohttp underneath: about half the CPU per SSE event.

@@ -11,20 +11,14 @@ import asyncio
 import importlib.util
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from conversations.providers.base import (
-    BaseProvider,
-    ChatMessage,
-    ModelInfo,
-    PromptCount,
-    ProviderError,
-    StreamResult,
-    context_error_from,
-)
+from conversations.prompt import ChatMessage, PromptCount
+from conversations.providers.base import BaseProvider, CommonOptions, ModelInfo, StreamResult
+from conversations.providers.failures import ProviderError, context_error_from
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +46,8 @@ def runtime_available() -> bool:
 class LocalProvider(BaseProvider):
     label = "Offline"
 
-    def __init__(self, name: str, options: dict) -> None:
-        super().__init__(name, options)
+    def __init__(self, name: str, options: Mapping[str, Any], common: CommonOptions | None = None) -> None:
+        super().__init__(name, options, common)
         configured = options.get("MODEL_PATH") or "bundled"
         self.model_path = bundled_model_path() if configured == "bundled" else Path(configured)
         self.n_ctx = int(options.get("N_CTX") or 2048)
@@ -171,7 +165,7 @@ class LocalProvider(BaseProvider):
             skeleton = self._skeleton
             for i in range(len(messages)):
                 # The template's tokens for message i, given the first role.
-                key = (first, messages[i]["role"]) if i else (first,)
+                key: tuple[str, ...] = (first, messages[i]["role"]) if i else (first,)
                 n = skeleton.get(key)
                 if n is None:
                     one = [{"role": first, "content": ""}]
@@ -190,7 +184,7 @@ class LocalProvider(BaseProvider):
         prompt = [{"role": m.role, "content": m.content} for m in messages]
         return PromptCount(await asyncio.to_thread(self._count, prompt), exact=True)
 
-    async def stream(  # type: ignore[override]
+    async def stream(
         self,
         *,
         model: str,
@@ -198,11 +192,11 @@ class LocalProvider(BaseProvider):
         result: StreamResult,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         if model != MODEL_NAME or not self.available:
             raise ProviderError("model_unavailable", f"the offline model {model!r} is not installed")
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()
         prompt = [{"role": m.role, "content": m.content} for m in messages]
         limit = max_tokens or self.default_max_tokens
@@ -266,7 +260,7 @@ class LocalProvider(BaseProvider):
                     break
                 if isinstance(item, ProviderError):
                     raise item
-                yield item  # type: ignore[misc]
+                yield cast(str, item)
         finally:
             # Cancelled or closed early: the worker stops before its next token.
             stop.set()

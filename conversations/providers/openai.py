@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
+from typing import Any
 
 import httpx
 
+from conversations.prompt import ChatMessage, PromptCount
 from conversations.providers.base import (
     TEMPLATE_TOKENS_PER_MESSAGE,
     TEMPLATE_TOKENS_PER_PROMPT,
     BaseProvider,
-    ChatMessage,
+    CommonOptions,
     ModelInfo,
-    PromptCount,
-    ProviderError,
     StreamResult,
-    context_error_from,
 )
+from conversations.providers.failures import ProviderError, context_error_from
+from conversations.providers.http import get_client
 from conversations.providers.sse import load_json, sse_events
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 class OpenAIProvider(BaseProvider):
     label = "OpenAI-compatible"
 
-    def __init__(self, name: str, options: dict) -> None:
-        super().__init__(name, options)
+    def __init__(self, name: str, options: Mapping[str, Any], common: CommonOptions | None = None) -> None:
+        super().__init__(name, options, common)
         self.base_url = options["BASE_URL"].rstrip("/")
         self._api_key = options.get("API_KEY") or ""
         self._configured = list(options.get("MODELS") or [])
@@ -44,8 +45,6 @@ class OpenAIProvider(BaseProvider):
         cached = self._token_cache.get(key)
         if cached is not None:
             return cached
-        from conversations.providers.http import get_client
-
         response = await get_client().post(
             self.tokenize_url,
             json={"input": text, "content": text, "model": model, "add_special": False},
@@ -85,7 +84,7 @@ class OpenAIProvider(BaseProvider):
     async def list_models(self) -> list[ModelInfo]:
         return await self._list_remote_models(f"{self.base_url}/models", self._headers(), self._configured)
 
-    async def stream(  # type: ignore[override]
+    async def stream(
         self,
         *,
         model: str,
@@ -93,8 +92,8 @@ class OpenAIProvider(BaseProvider):
         result: StreamResult,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
-        body: dict = {
+    ) -> AsyncGenerator[str, None]:
+        body: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "stream": True,

@@ -6,14 +6,14 @@ import errno
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-from conversations.providers.base import ProviderError, http_error
+from conversations.providers.failures import ProviderError, http_error
 from conversations.providers.http import get_client
 
 MAX_ERROR_BODY = 2000
@@ -21,7 +21,7 @@ MAX_ERROR_BODY = 2000
 
 async def sse_events(
     url: str, *, body: dict[str, Any], headers: dict[str, str]
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncGenerator[ServerSentEvent, None]:
     """POST ``body`` as JSON and yield the response's server-sent events.
 
     The stream is opened with ``async with``: cancelling the task that
@@ -121,11 +121,11 @@ def _error_detail(raw: bytes) -> str:
     if isinstance(data, dict):
         err = data.get("error")
         if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"][:300]
+            return str(err["message"])[:300]
         if isinstance(err, str):
             return err[:300]
         if isinstance(data.get("message"), str):
-            return data["message"][:300]
+            return str(data["message"])[:300]
     return text[:300]
 
 

@@ -25,8 +25,10 @@ from django.conf import settings
 
 from conversations import errors, selectors, serializers
 from conversations.models import Message
-from conversations.providers import BaseProvider, ChatMessage, ProviderError, StreamResult
-from conversations.providers.base import PromptFit, context_length_error, prompt_fit
+from conversations.prompt import ChatMessage, PromptFit
+from conversations.providers import BaseProvider, ProviderError, StreamResult
+from conversations.providers.base import prompt_fit
+from conversations.providers.failures import context_length_error
 from conversations.realtime import protocol
 from conversations.realtime.batching import Batcher
 from conversations.realtime.subscribers import Subscriber
@@ -389,7 +391,7 @@ class Reply:
                     max_tokens=self.max_tokens,
                     temperature=self.temperature,
                 )
-                async with aclosing(stream):  # type: ignore[type-var]
+                async with aclosing(stream):
                     on_piece = self._on_piece
                     async for piece in stream:
                         if not on_piece(piece):

@@ -20,6 +20,8 @@ import signal
 import weakref
 from collections.abc import Awaitable, Callable
 
+from django.conf import settings
+
 from conversations.realtime.outbox import outbox
 from conversations.realtime.registry import registry
 
@@ -36,7 +38,7 @@ def install_sigterm_handler(*, drain: Drain | None = None) -> None:
     interrupts every live reply, waits until this process's sockets were handed
     their last frames, and then for ``drain`` (if given)."""
     loop = asyncio.get_running_loop()
-    if loop in _installed or os.environ.get("CHATSITE_SIGTERM_HANDLER") == "0":
+    if loop in _installed or not settings.CHATSITE_SIGTERM_HANDLER:
         return
     try:
         loop.add_signal_handler(signal.SIGTERM, _on_sigterm, loop, drain)

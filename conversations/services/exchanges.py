@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from conversations import tree
 from conversations.exceptions import NotContinuable, NotFound, Refusal, ReplyRunning
 from conversations.models import Conversation, Message
-from conversations.providers import ChatMessage
+from conversations.prompt import ChatMessage
 from conversations.services.conversations import title_auto
 from conversations.services.limits import limits_check, limits_refusal, limits_usage
 from conversations.services.workers import WORKER_ID

@@ -85,3 +85,99 @@ def test_an_operator_key_is_never_replaced_by_the_file(clean_env, monkeypatch):
     monkeypatch.setenv("DJANGO_SECRET_KEY", "from-the-operator")
     environment.prepare(["manage.py", "serve"])
     assert os.environ["DJANGO_SECRET_KEY"] == "from-the-operator"
+
+
+def _settings_of(env: dict[str, str], *expressions: str) -> subprocess.CompletedProcess:
+    """``expressions`` over a fresh process's ``settings``, one repr a line (``env``
+    over a DEBUG configuration)."""
+    show = "; ".join(f"print(repr({expression}))" for expression in expressions)
+    full = {k: v for k, v in os.environ.items() if k not in environment.REMOVED}
+    full.update({"CHATSITE_NO_BOOTSTRAP": "1", "DJANGO_SETTINGS_MODULE": "chatsite.settings"})
+    full.update({"DJANGO_DEBUG": "true", **env})
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); from django.conf import settings; {show}"],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "replacement"),
+    [
+        ("CHATSITE_HTTP_CONNECT_TIMEOUT", "CHATSITE_HTTP_TIMEOUT"),
+        ("ANTHROPIC_MAX_TOKENS", "CHATSITE_MAX_TOKENS"),
+        ("CHATSITE_SKIP_LOCAL_MODEL", "CHATSITE_LOCAL_MODEL=off"),
+        ("CHATSITE_MAX_FRAME_BYTES", "CHATSITE_MAX_PROMPT_CHARS"),
+        ("CHATSITE_WORKER_HEARTBEAT", "Django setting"),
+    ],
+)
+def test_a_removed_variable_still_set_stops_start_up_and_names_its_replacement(tmp_path, name, replacement):
+    result = _settings_of({name: "5", "CHATSITE_DATA_DIR": str(tmp_path)}, "settings.DEBUG")
+    assert result.returncode != 0
+    assert f"chatsite no longer reads this variable:\n  {name}: " in result.stderr
+    assert replacement in result.stderr
+
+
+def test_removed_variables_are_all_named_at_once_and_an_empty_one_is_no_setting():
+    environment.removed_check({"CHATSITE_RETRY_BACKOFF": " ", "CHATSITE_PORT": "8001"})  # nothing removed set
+    with pytest.raises(environment.SettingError) as info:
+        environment.removed_check({"CHATSITE_HTTP_POOL_TIMEOUT": "3", "CHATSITE_COALESCE_MAX_MS": "100"})
+    message = str(info.value)
+    assert message.startswith("chatsite no longer reads these variables:")
+    assert "CHATSITE_HTTP_POOL_TIMEOUT: set CHATSITE_HTTP_TIMEOUT instead" in message
+    assert "CHATSITE_COALESCE_MAX_MS: remove it" in message
+
+
+@pytest.mark.parametrize("word", ["off", "OFF", "false", "no", "0", " Off "])
+def test_every_off_word_turns_a_yes_no_variable_off(monkeypatch, word):
+    monkeypatch.setenv("X_SWITCH", word)
+    assert environment.env_bool("X_SWITCH", True) is False
+
+
+@pytest.mark.parametrize("word", ["on", "true", "yes", "1", "TRUE"])
+def test_every_on_word_turns_a_yes_no_variable_on(monkeypatch, word):
+    monkeypatch.setenv("X_SWITCH", word)
+    assert environment.env_bool("X_SWITCH", False) is True
+
+
+@pytest.mark.parametrize("word", ["off", "false", "no", "none", "never"])
+def test_the_same_words_turn_a_number_off_while_0_stays_the_number_zero(monkeypatch, word):
+    monkeypatch.setenv("X_SECONDS", word)
+    assert environment.env_float("X_SECONDS", 5.0) is None
+    monkeypatch.setenv("X_SECONDS", "0")
+    assert environment.env_float("X_SECONDS", 5.0) == 0.0
+
+
+def test_a_word_that_is_neither_on_nor_off_stops_with_the_words_it_takes(monkeypatch):
+    monkeypatch.setenv("X_SWITCH", "maybe")
+    with pytest.raises(environment.SettingError, match=r"X_SWITCH must be on or off .* not 'maybe'"):
+        environment.env_bool("X_SWITCH", True)
+
+
+def test_the_local_model_is_turned_off_by_the_same_words_and_the_sigterm_handler_too(tmp_path):
+    for word in ("off", "no", "0", "false"):
+        env = {
+            "CHATSITE_LOCAL_MODEL": word,
+            "CHATSITE_SIGTERM_HANDLER": word,
+            "CHATSITE_DATA_DIR": str(tmp_path),
+        }
+        result = _settings_of(
+            env, "'local' in settings.CHATSITE_PROVIDERS", "settings.CHATSITE_SIGTERM_HANDLER"
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["False", "False"], word
+    result = _settings_of({"CHATSITE_DATA_DIR": str(tmp_path)}, "'local' in settings.CHATSITE_PROVIDERS")
+    assert result.stdout.split() == ["True"]
+
+
+def test_the_frame_limit_follows_the_prompt_limit(tmp_path):
+    default = _settings_of({"CHATSITE_DATA_DIR": str(tmp_path)}, "settings.CHATSITE_MAX_FRAME_BYTES")
+    larger = _settings_of(
+        {"CHATSITE_MAX_PROMPT_CHARS": "100000", "CHATSITE_DATA_DIR": str(tmp_path)},
+        "settings.CHATSITE_MAX_FRAME_BYTES",
+    )
+    assert default.stdout.split() == ["262144"], default.stderr
+    # A send of the longest prompt, every character a 6-byte \u escape, fits.
+    assert larger.stdout.split() == [str(6 * 100_000 + 16 * 1024)], larger.stderr

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conversations.providers import ChatMessage, ProviderError, StreamResult
+from conversations.prompt import ChatMessage
+from conversations.providers import ProviderError, StreamResult
 
 
 async def collect(provider, model: str, messages: list[ChatMessage], **kwargs):

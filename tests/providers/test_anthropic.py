@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
+from conversations.prompt import ChatMessage
+from conversations.providers import ProviderError, StreamResult
 from conversations.providers.anthropic import API_VERSION, AnthropicProvider
-from conversations.providers.base import ChatMessage, ProviderError, StreamResult
 from conversations.testing.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS
 
 from .streaming import collect as collect_from

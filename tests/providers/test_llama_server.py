@@ -19,7 +19,8 @@ from django.test import AsyncClient
 
 from conversations import catalog
 from conversations.models import Message
-from conversations.providers.base import ChatMessage, StreamResult
+from conversations.prompt import ChatMessage
+from conversations.providers import StreamResult
 from conversations.providers.openai import OpenAIProvider
 from tests.conftest import deltas_text
 from tests.llama_server import LlamaServer, llama_server_available

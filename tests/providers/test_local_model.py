@@ -9,7 +9,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from conversations.models import Message
-from conversations.providers import ChatMessage, StreamResult
+from conversations.prompt import ChatMessage
+from conversations.providers import StreamResult
 from conversations.providers.local import MODEL_NAME, LocalProvider, bundled_model_path
 from tests.conftest import deltas_text
 

@@ -9,7 +9,8 @@ from contextlib import aclosing
 import pytest
 
 from conversations import errors
-from conversations.providers.base import ChatMessage, ProviderError, StreamResult
+from conversations.prompt import ChatMessage
+from conversations.providers import ProviderError, StreamResult
 from conversations.providers.openai import OpenAIProvider
 from conversations.testing.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream
 
@@ -284,7 +285,7 @@ def stalled_port_url():
 
 
 async def test_a_port_that_never_accepts_is_reported_as_a_connect_timeout(stalled_port_url, settings):
-    settings.CHATSITE_HTTP_CONNECT_TIMEOUT = 0.3
+    settings.CHATSITE_HTTP_TIMEOUT = 0.3
     provider = make_provider(stalled_port_url + "/v1")
     _, _, error = await collect(provider, "fake")
 

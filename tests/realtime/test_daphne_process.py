@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import websockets
 
+from chatsite.settings import frame_bytes_limit
 from conversations.realtime import protocol
 from tests.processes import Daphne, until
 from tests.processes import open_socket as _open
@@ -127,8 +128,10 @@ async def test_only_the_sites_own_origin_opens_a_socket(daphne):
 
 
 async def test_the_frame_limit_is_daphnes_own_and_a_frame_over_it_closes_the_socket_with_1009(tmp_path):
-    limit = 1_500_000  # above daphne's own default cap (1 MiB)
-    server = Daphne(tmp_path, {"CHATSITE_MAX_FRAME_BYTES": str(limit)})
+    prompt_chars = 250_000  # the frame limit follows the prompt limit
+    limit = frame_bytes_limit(prompt_chars)
+    assert limit > 1_200_000 > 1024 * 1024  # above daphne's own default cap (1 MiB)
+    server = Daphne(tmp_path, {"CHATSITE_MAX_PROMPT_CHARS": str(prompt_chars)})
     try:
         server.start(serve=True)  # as `manage.py serve` runs it
         server.create_user(USER, PASSWORD)

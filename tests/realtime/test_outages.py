@@ -57,7 +57,7 @@ def two_servers(fake_upstream, database, redis_server):
         "OPENAI_BASE_URL": fake_upstream.openai_base_url,
         "OPENAI_MODELS": "fake",
         "CHATSITE_CHECKPOINT_INTERVAL": "0.3",
-        "CHATSITE_WORKER_HEARTBEAT": "0.5",
+        "DJANGO_SETTINGS_MODULE": "tests.settings_fast_heartbeat",  # a heartbeat every 0.5 s
         "CHATSITE_LAYER_TIMEOUT": "0.5",
     }
     with two_daphnes(env, prefix="chatsite-outage-", user=(USER, PASSWORD)) as servers:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 from django.conf import settings
@@ -10,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from chatsite import daphne
 from conversations.providers.local import bundled_model_path, runtime_available
 from conversations.services import replies as reply_services
 
@@ -18,8 +18,8 @@ class Command(BaseCommand):
     help = "Migrate, then serve chatsite with daphne (HTTP and WebSocket)."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--host", default=os.environ.get("CHATSITE_HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("CHATSITE_PORT", "8000")))
+        parser.add_argument("--host", default=settings.CHATSITE_HOST)
+        parser.add_argument("--port", type=int, default=settings.CHATSITE_PORT)
 
     def handle(self, *args, host: str, port: int, **options) -> None:
         call_command("migrate", interactive=False, verbosity=0)
@@ -48,16 +48,5 @@ class Command(BaseCommand):
         for name in ("openai", "anthropic"):
             if name in settings.CHATSITE_PROVIDERS:
                 self.stdout.write(f"Provider configured: {name}")
-        from daphne.cli import CommandLineInterface
-
-        CommandLineInterface().run(
-            ["-b", host, "-p", str(port), *daphne_frame_limit(), "chatsite.asgi:application"]
-        )
-
-
-def daphne_frame_limit() -> list[str]:
-    """daphne's own cap on a received WebSocket message (and frame), set to
-    CHATSITE_MAX_FRAME_BYTES: one limit, enforced before a byte of a larger frame is
-    buffered (docs/protocol.md says what a client gets above it)."""
-    size = str(settings.CHATSITE_MAX_FRAME_BYTES)
-    return ["--websocket-max-message-size", size, "--websocket-max-frame-size", size]
+        # daphne with the app's frame limit as its own (chatsite/daphne.py).
+        daphne.main(["-b", host, "-p", str(port), "chatsite.asgi:application"])

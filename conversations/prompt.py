@@ -1,0 +1,36 @@
+"""The prompt's types, shared by the services that assemble a prompt and the
+providers that send it (no Django here).
+
+A prompt is a list of :class:`ChatMessage`; a provider counts it
+(:class:`PromptCount`) and ``providers.base.prompt_fit`` fits it into the model's
+window (:class:`PromptFit`: what is sent, and what was left out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCount:
+    tokens: int
+    exact: bool  # counted with the model's own tokenizer and template
+
+
+@dataclass(frozen=True, slots=True)
+class PromptFit:
+    """What is sent: the prompt after leaving out what does not fit."""
+
+    messages: list[ChatMessage]
+    omitted: int  # earlier messages left out
+    prompt_tokens: int
+    exact: bool  # prompt_tokens counted with the model's tokenizer (else estimated)
+    context_tokens: int  # the model's window
+    max_tokens: int | None  # to request (None: the server's own default)
+    capped: bool  # max_tokens was lowered so the reply fits the window
