@@ -20,7 +20,8 @@ from conversations import selectors
 from conversations.catalog import model_list_settled
 from conversations.exceptions import Refusal, ReplyRunning, refusal_answer
 from conversations.models import Conversation, Message
-from conversations.providers import ChatMessage, ModelInfo, get_provider, split_model_id
+from conversations.prompt import ChatMessage
+from conversations.providers import ModelInfo, get_provider, split_model_id
 from conversations.realtime import cluster, protocol
 from conversations.realtime.batching import Batcher
 from conversations.realtime.registry import registry, reply_for_user

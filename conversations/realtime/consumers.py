@@ -21,8 +21,7 @@ from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from conversations import selectors
-from conversations.realtime import cluster, protocol
-from conversations.realtime import commands as actions
+from conversations.realtime import cluster, commands, protocol
 from conversations.realtime.middleware import Receive, Scope
 from conversations.realtime.outbox import Send, outbox
 from conversations.realtime.registry import reply_for_user
@@ -204,15 +203,15 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         try:
             reply: Reply | None = None
             if isinstance(frame, protocol.Send):
-                reply = await actions.reply_start(user=self.user, frame=frame, subscriber=self)
+                reply = await commands.reply_start(user=self.user, frame=frame, subscriber=self)
             elif isinstance(frame, protocol.Regenerate):
-                reply = await actions.reply_regenerate(user=self.user, frame=frame, subscriber=self)
+                reply = await commands.reply_regenerate(user=self.user, frame=frame, subscriber=self)
             elif isinstance(frame, protocol.Continue):
-                reply = await actions.reply_continue(user=self.user, frame=frame, subscriber=self)
+                reply = await commands.reply_continue(user=self.user, frame=frame, subscriber=self)
             elif isinstance(frame, protocol.Stop):
-                await actions.reply_stop(user=self.user, reply_id=frame.reply)
+                await commands.reply_stop(user=self.user, reply_id=frame.reply)
             elif isinstance(frame, protocol.Subscribe):
-                reply = await actions.conversation_subscribe(
+                reply = await commands.conversation_subscribe(
                     user=self.user,
                     conversation_id=frame.conversation,
                     after_seq=frame.after_seq,

@@ -25,8 +25,7 @@ from conversations.exceptions import (
     NotFound,
     QueryTooLong,
 )
-from conversations.realtime import commands as actions
-from conversations.realtime import protocol
+from conversations.realtime import commands, protocol
 from conversations.realtime.registry import registry
 from conversations.services import conversations as conversation_services
 from conversations.views.errors import json_methods, json_refusal
@@ -204,7 +203,7 @@ async def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) 
     for reply_id in reply_ids:
         # Here: waits until the reply is saved. Elsewhere: routed to its process.
         try:
-            await actions.reply_stop(user=user, reply_id=reply_id)
+            await commands.reply_stop(user=user, reply_id=reply_id)
         except protocol.ProtocolError:
             pass  # gone in between
     try:
