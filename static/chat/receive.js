@@ -22,7 +22,7 @@ import { busy, isCurrent, latestSeq, modelLabel, replyAppend, replyRewind, reply
 import {
   assistantMessageEl,
   finishAssistant,
-  firstLineTitle,
+  autoTitle,
   renderAssistant,
   reopenAssistant,
   setMessageId,
@@ -81,7 +81,7 @@ function onAck(f) {
   if (p.frame.conversation === null && !isCurrent(f.conversation)) {
     const conv = {
       id: f.conversation,
-      title: firstLineTitle(p.text),
+      title: autoTitle(p.text),
       model: p.frame.model || null,
       updated_at: new Date().toISOString(),
     };

@@ -125,10 +125,14 @@ export function refreshTimes(root = document) {
   }
 }
 
-export function firstLineTitle(text) {
-  const line = (String(text).split('\n').find((l) => l.trim() !== '') || '').replace(/\s+/g, ' ').trim();
+/** A new conversation's title until the server's arrives: the server's own rule
+ * (``title_auto`` in conversations/services/conversations.py): the text's words on
+ * one line, at most 60 characters (counted as code points, as Python does). */
+export function autoTitle(text) {
+  const line = String(text).split(/\s+/).filter(Boolean).join(' ');
   if (!line) return 'New chat';
-  return line.length <= 60 ? line : `${line.slice(0, 59).trimEnd()}…`;
+  const chars = Array.from(line);
+  return chars.length <= 60 ? line : `${chars.slice(0, 59).join('').trimEnd()}…`;
 }
 
 // --- messages ---------------------------------------------------------------

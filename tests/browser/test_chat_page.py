@@ -167,3 +167,20 @@ def test_pages_carry_a_strict_content_security_policy(page, server):
     csp = response.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "img-src 'self' data:" in csp
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+
+
+def test_a_new_conversation_is_titled_on_the_page_as_the_server_titles_it(page, server):
+    """The page names a new conversation the moment it is stored, before any
+    reload; the name must be the server's (one rule: ``title_auto``), not a
+    guess that changes on the next visit."""
+    login(page, server)
+    text = "  Plan the trip\n\nto   Lisbon: flights, a hotel near the river, three museums and 🍷 tasting"
+    send(page, text, FAST_MARKDOWN)
+    page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
+    shown = page.inner_text("#conversation-title")
+    page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]", timeout=15000)
+    page.reload()
+    stored = page.inner_text("#conversation-title")
+    assert shown == stored
+    assert stored.startswith("Plan the trip to Lisbon:") and stored.endswith("…")
+    assert page.problems == []
