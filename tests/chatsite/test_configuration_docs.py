@@ -9,7 +9,7 @@ from pathlib import Path
 
 from chatsite import environment
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VARIABLE_TABLE = "| variable | default | meaning |"
 
 
