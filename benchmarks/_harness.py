@@ -260,6 +260,13 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
         proc.wait(5)
 
 
+def child_pipes(proc: asyncio.subprocess.Process) -> tuple[asyncio.StreamWriter, asyncio.StreamReader]:
+    """The stdin and stdout of a child started with ``stdin=PIPE, stdout=PIPE``."""
+    if proc.stdin is None or proc.stdout is None:
+        raise RuntimeError(f"process {proc.pid} was not started with stdin and stdout pipes")
+    return proc.stdin, proc.stdout
+
+
 class FakeUpstreamProcess:
     """The fake upstream in a child process, with its request records reachable.
 
@@ -270,6 +277,7 @@ class FakeUpstreamProcess:
 
     def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
         self.proc = proc
+        self.stdin, self.stdout = child_pipes(proc)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.openai_base_url = self.url + "/v1"
@@ -294,7 +302,7 @@ class FakeUpstreamProcess:
             log.close()
         try:
             async with asyncio.timeout(timeout):
-                line = await proc.stdout.readline()
+                line = await child_pipes(proc)[1].readline()
             ready = json.loads(line)
             return cls(proc, int(ready["port"]))
         except BaseException:
@@ -305,9 +313,9 @@ class FakeUpstreamProcess:
 
     async def call(self, timeout: float = 30.0, **request: Any) -> Any:
         async with self._lock, asyncio.timeout(timeout):
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            await self.proc.stdin.drain()
-            line = await self.proc.stdout.readline()
+            self.stdin.write((json.dumps(request) + "\n").encode())
+            await self.stdin.drain()
+            line = await self.stdout.readline()
         if not line:
             raise RuntimeError("the fake upstream process went away")
         answer = json.loads(line)
@@ -349,8 +357,8 @@ class FakeUpstreamProcess:
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
-                self.proc.stdin.write(b'{"op": "quit"}\n')
-                await self.proc.stdin.drain()
+                self.stdin.write(b'{"op": "quit"}\n')
+                await self.stdin.drain()
                 await self.proc.wait()
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -518,6 +526,13 @@ class ChatApp:
         return [f"ws://{self.host}:{port}/ws/chat/" for port in self.ports]
 
     @property
+    def pid(self) -> int:
+        """The first (or only) daphne process's pid."""
+        if self.proc is None:
+            raise RuntimeError("chatsite is not running: start() it first")
+        return self.proc.pid
+
+    @property
     def pids(self) -> list[int]:
         return [proc.pid for proc in self.procs]
 
@@ -627,7 +642,7 @@ class ChatApp:
 
     def stop(self) -> None:
         try:
-            for proc in self.procs or [self.proc]:
+            for proc in self.procs:  # self.proc is the first of them
                 stop_process(proc)
         finally:
             self.proc = None
@@ -660,10 +675,11 @@ class ChatSocket:
     @classmethod
     async def connect(cls, app: ChatApp, timeout: float = 10.0) -> ChatSocket:
         from websockets.asyncio.client import connect
+        from websockets.typing import Origin
 
         ws = await connect(
             app.ws_url,
-            origin=app.origin,
+            origin=Origin(app.origin),
             additional_headers={"Cookie": app.cookie},
             open_timeout=timeout,
             max_size=2**22,

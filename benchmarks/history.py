@@ -243,7 +243,8 @@ def seed(args, log) -> dict:
                 f"VALUES ({', '.join('?' * len(msg_cols))})"
             )
             for user_id, n_conv, n_msg, counts in batches:
-                convs, msgs = [], []
+                convs: list[tuple] = []
+                msgs: list[tuple] = []
                 for conversation, messages in _rows(user_id, n_conv, n_msg, rng, text, counts):
                     convs.append(full(conversation, conv_cols, conv_defaults, _sqlite_value))
                     msgs.extend(full(m, msg_cols, msg_defaults, _sqlite_value) for m in messages)

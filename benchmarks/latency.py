@@ -336,7 +336,7 @@ async def run(args: argparse.Namespace) -> tuple[Results, dict]:
             ws = await ChatSocket.connect(app)
             info["ws_extensions"] = ws.extensions
             print(
-                f"fake upstream pid {fake.proc.pid} on {fake.url}; daphne pid {app.proc.pid} on {app.url}; "
+                f"fake upstream pid {fake.proc.pid} on {fake.url}; daphne pid {app.pid} on {app.url}; "
                 f"{args.warmup} warm-up + {args.runs} runs per figure",
                 file=sys.stderr,
                 flush=True,

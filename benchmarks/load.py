@@ -83,6 +83,7 @@ from benchmarks._harness import (
     FakeUpstreamProcess,
     Stats,
     check_monotonic_clock,
+    child_pipes,
     git_revision,
     loadavg,
     machine_cpu,
@@ -178,6 +179,7 @@ class ClientWorker:
     ) -> dict:
         """Have exactly ``n`` logged-in sockets open; socket j logs in with ``cookies[j]`` at ``ws_urls[j]``."""
         from websockets.asyncio.client import connect
+        from websockets.typing import Origin
 
         while len(self.sockets) > n:
             ws = self.sockets.pop()
@@ -194,7 +196,9 @@ class ClientWorker:
                         ws_url,
                         # The page of the process it connects to: the socket's own origin
                         # (the first process's origin would be refused by the others).
-                        origin=origin if len(set(ws_urls)) == 1 else "http" + ws_url[2:].split("/ws/")[0],
+                        origin=Origin(
+                            origin if len(set(ws_urls)) == 1 else "http" + ws_url[2:].split("/ws/")[0]
+                        ),
                         additional_headers={"Cookie": cookie},
                         open_timeout=30,
                         ping_interval=None,  # browsers do not ping
@@ -393,6 +397,7 @@ class WorkerProc:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.pid = proc.pid
+        self.stdin, self.stdout = child_pipes(proc)
 
     @classmethod
     async def start(cls, log_path: Path) -> WorkerProc:
@@ -414,7 +419,7 @@ class WorkerProc:
         worker = cls(proc)
         try:
             async with asyncio.timeout(30):
-                ready = json.loads(await proc.stdout.readline())
+                ready = json.loads(await worker.stdout.readline())
             assert ready["ready"] == proc.pid
         except BaseException:
             await worker.stop()
@@ -423,9 +428,9 @@ class WorkerProc:
 
     async def call(self, timeout: float, **request: Any) -> Any:
         async with asyncio.timeout(timeout):
-            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
-            await self.proc.stdin.drain()
-            line = await self.proc.stdout.readline()
+            self.stdin.write(json.dumps(request).encode() + b"\n")
+            await self.stdin.drain()
+            line = await self.stdout.readline()
         if not line:
             raise RuntimeError("a client process went away")
         answer = json.loads(line)
@@ -438,8 +443,8 @@ class WorkerProc:
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(15):
-                self.proc.stdin.write(b'{"op": "quit"}\n')
-                await self.proc.stdin.drain()
+                self.stdin.write(b'{"op": "quit"}\n')
+                await self.stdin.drain()
                 await self.proc.wait()
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -589,7 +594,7 @@ class Bench:
         )
         opened = sum(i["open"] for i in infos)
         if opened < total:
-            errors = Counter()
+            errors: Counter[str] = Counter()
             for i in infos:
                 errors.update(i["errors"])
             raise RuntimeError(f"only {opened} of {total} sockets opened: {dict(errors)}")
@@ -599,6 +604,8 @@ class Bench:
         await asyncio.gather(*(w.call(timeout=60, op="close") for w in self.workers))
 
     def sample(self, app: ChatApp | None) -> Sample:
+        if self.fake is None:
+            raise RuntimeError("the fake upstream is not running: start() the bench first")
         cpu = {"fake": proc_cpu_seconds(self.fake.proc.pid)}
         for i, w in enumerate(self.workers):
             cpu[f"client{i}"] = proc_cpu_seconds(w.pid)
@@ -697,7 +704,7 @@ class Bench:
         out: dict[str, Any] = {}
         app = await self.start_app(max(args.idle_sockets))
         try:
-            pid = app.proc.pid
+            pid = app.pid
             await asyncio.sleep(2)
             out["idle"] = proc_rss_kib(pid)
             out["sockets"] = {}
@@ -711,7 +718,7 @@ class Bench:
             await asyncio.to_thread(app.stop)
         app = await self.start_app(args.cpu_streams)
         try:
-            pid = app.proc.pid
+            pid = app.pid
             await self.phase("memwarm", "app", 10, 10, app=app)
             await asyncio.sleep(1)
             out["stream_idle"] = proc_rss_kib(pid)
@@ -746,8 +753,8 @@ class Bench:
             if found is None:
                 raise RuntimeError("--profile needs py-spy (.venv/bin/pip install py-spy)")
             spy = Path(found)
-        assert self.app is not None and self.app.proc is not None
-        pid = self.app.proc.pid
+        assert self.app is not None
+        pid = self.app.pid
         streams, tokens = args.cpu_streams, args.cpu_tokens
         start_seconds = max(1, math.ceil(args.spread + 0.5))
         steady_seconds = max(1, int((tokens - 1) / args.rate - args.spread - 1.5))
@@ -1502,9 +1509,9 @@ def report(res: dict, info: dict, command: str, args: argparse.Namespace) -> str
             ]
             selfs, incl = part["self"][:20], part["inclusive"][:30]
             for i in range(max(len(selfs), len(incl))):
-                a = f"`{selfs[i][0]}` | {100 * selfs[i][1] / total:.1f}" if i < len(selfs) else " | "
-                b = f"`{incl[i][0]}` | {100 * incl[i][1] / total:.1f}" if i < len(incl) else " | "
-                lines.append(f"| {a} | {b} |")
+                own = f"`{selfs[i][0]}` | {100 * selfs[i][1] / total:.1f}" if i < len(selfs) else " | "
+                within = f"`{incl[i][0]}` | {100 * incl[i][1] / total:.1f}" if i < len(incl) else " | "
+                lines.append(f"| {own} | {within} |")
             lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -1553,9 +1560,9 @@ async def run(args: argparse.Namespace) -> tuple[dict, dict]:
             if args.profile:
                 res["profile"] = await bench.profile()
         except BaseException:
-            for name, path in (("daphne", bench.app.log_path if bench.app else None),):
-                if path is not None and path.exists():
-                    log(f"--- {name} log (tail) ---\n" + bench.app.log_tail())
+            app = bench.app
+            if app is not None and app.log_path is not None and app.log_path.exists():
+                log("--- daphne log (tail) ---\n" + app.log_tail())
             for path in sorted(Path(tmp).glob("*.log")):  # noqa: ASYNC240 - on the way out, after an error
                 text = path.read_text(errors="replace").strip()
                 if text:

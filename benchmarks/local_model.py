@@ -45,6 +45,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ from benchmarks._harness import (
     ChatSocket,
     Stats,
     check_monotonic_clock,
+    child_pipes,
     git_revision,
     loadavg,
     machine_cpu,
@@ -100,12 +102,16 @@ def _direct_main() -> None:
         sent = now()
         times: list[float] = []
         finish = None
-        for chunk in llm.create_chat_completion(
+        chunks = llm.create_chat_completion(
             messages=[{"role": "user", "content": request["prompt"]}],
             stream=True,
             max_tokens=request["max_tokens"],
             temperature=TEMPERATURE,
-        ):
+        )
+        # Typed as a whole completion or a stream, whatever ``stream`` is: stream=True gives chunks.
+        if not isinstance(chunks, Iterator):
+            raise TypeError("llama-cpp gave a whole completion for stream=True")
+        for chunk in chunks:
             choice = chunk["choices"][0]
             if choice.get("delta", {}).get("content"):
                 times.append(now())
@@ -117,6 +123,8 @@ def _direct_main() -> None:
 class DirectProc:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
+        self.stdin, self.stdout = child_pipes(proc)
+        self.n_threads: int | None = None  # llama.cpp's, once started
 
     @classmethod
     async def start(cls) -> DirectProc:
@@ -133,7 +141,7 @@ class DirectProc:
         self = cls(proc)
         try:
             async with asyncio.timeout(120):
-                ready = json.loads(await proc.stdout.readline())
+                ready = json.loads(await self.stdout.readline())
         except BaseException:
             await self.stop()
             raise
@@ -145,9 +153,9 @@ class DirectProc:
 
     async def run(self, prompt: str, max_tokens: int, timeout: float) -> dict:
         async with asyncio.timeout(timeout):
-            self.proc.stdin.write(json.dumps({"prompt": prompt, "max_tokens": max_tokens}).encode() + b"\n")
-            await self.proc.stdin.drain()
-            line = await self.proc.stdout.readline()
+            self.stdin.write(json.dumps({"prompt": prompt, "max_tokens": max_tokens}).encode() + b"\n")
+            await self.stdin.drain()
+            line = await self.stdout.readline()
         if not line:
             raise RuntimeError("the direct llama-cpp process went away")
         return json.loads(line)
@@ -157,8 +165,8 @@ class DirectProc:
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
-                self.proc.stdin.write(b'{"op": "quit"}\n')
-                await self.proc.stdin.drain()
+                self.stdin.write(b'{"op": "quit"}\n')
+                await self.stdin.drain()
                 await self.proc.wait()
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -227,7 +235,7 @@ async def run(args: argparse.Namespace) -> tuple[dict, dict]:
         direct = await DirectProc.start()
         info["n_threads"] = direct.n_threads
         ws = await ChatSocket.connect(app)
-        print(f"daphne pid {app.proc.pid}; direct pid {direct.proc.pid}", file=sys.stderr, flush=True)
+        print(f"daphne pid {app.pid}; direct pid {direct.proc.pid}", file=sys.stderr, flush=True)
         async with asyncio.timeout(args.time_limit):
             # Warm-up: the app loads the model on its first reply.
             await app_run(ws, args.prompt, 300)
@@ -235,7 +243,7 @@ async def run(args: argparse.Namespace) -> tuple[dict, dict]:
             for i in range(args.runs):
                 pair: dict[str, dict] = {}
                 for which in ("direct", "app") if i % 2 == 0 else ("app", "direct"):
-                    pid = direct.proc.pid if which == "direct" else app.proc.pid
+                    pid = direct.proc.pid if which == "direct" else app.pid
                     cpu0, (b0, t0) = proc_cpu_seconds(pid), machine_cpu()
                     if which == "direct":
                         raw = await direct.run(args.prompt, args.max_tokens, 300)

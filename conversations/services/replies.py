@@ -23,7 +23,7 @@ def reply_checkpoint_many(*, checkpoints: list[tuple[uuid.UUID, str, int]]) -> N
     table = connection.ops.quote_name(Message._meta.db_table)
     id_field = Message._meta.pk
     rows = [
-        (content, last_seq, id_field.get_db_prep_value(reply_id, connection), Message.Status.STREAMING.value)
+        (content, last_seq, id_field.get_db_prep_value(reply_id, connection), str(Message.Status.STREAMING))
         for reply_id, content, last_seq in checkpoints
     ]
     with transaction.atomic(), connection.cursor() as cursor:

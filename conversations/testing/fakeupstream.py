@@ -241,6 +241,11 @@ def _field_types() -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(Scenario)}
 
 
+def _converter(name: str, hint: Any) -> Callable[[str], Any]:
+    """An argparse ``type`` reading the scenario key ``name``."""
+    return lambda raw: _convert(name, hint, raw)
+
+
 def _convert(name: str, hint: Any, raw: str) -> Any:
     optional = False
     args = typing.get_args(hint)
@@ -1302,7 +1307,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
-            type=lambda raw, name=name, hint=hint: _convert(name, hint, raw),
+            type=_converter(name, hint),
             default=getattr(defaults, name),
             metavar=name.upper(),
             help=f"default {getattr(defaults, name)!r}",

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -231,9 +231,25 @@ def _get(obj: dict, key: str, where: str, required: bool) -> Any:
     return value
 
 
+@overload
+def _text(
+    obj: dict,
+    key: str,
+    where: str,
+    *,
+    limit: int,
+    default: str | None = None,
+    nullable: Literal[False] = False,
+) -> str: ...
+@overload
+def _text(
+    obj: dict, key: str, where: str, *, limit: int, default: str | None = None, nullable: Literal[True]
+) -> str | None: ...
 def _text(
     obj: dict, key: str, where: str, *, limit: int, default: str | None = None, nullable: bool = False
 ) -> str | None:
+    """A text field; missing, it is ``default`` (required when there is none); ``None``
+    only when ``nullable`` (a null in the file, or missing without a default)."""
     value = _get(obj, key, where, required=default is None and not nullable)
     if value is _MISSING or (value is None and nullable):
         return default if value is _MISSING else None
@@ -253,6 +269,14 @@ def _flag(obj: dict, key: str, where: str, default: bool) -> bool:
     return value
 
 
+@overload
+def _number(
+    obj: dict, key: str, where: str, *, low: float, high: float, integer: Literal[False] = False
+) -> float | None: ...
+@overload
+def _number(
+    obj: dict, key: str, where: str, *, low: float, high: float, integer: Literal[True]
+) -> int | None: ...
 def _number(
     obj: dict, key: str, where: str, *, low: float, high: float, integer: bool = False
 ) -> float | int | None:
@@ -271,6 +295,10 @@ def _figure(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
 
 
+@overload
+def _moment(obj: dict, key: str, where: str, *, required: Literal[True]) -> datetime: ...
+@overload
+def _moment(obj: dict, key: str, where: str, *, required: Literal[False]) -> datetime | None: ...
 def _moment(obj: dict, key: str, where: str, *, required: bool) -> datetime | None:
     value = _get(obj, key, where, required)
     if value is _MISSING or (value is None and not required):
@@ -303,6 +331,10 @@ def _epoch(obj: dict, key: str, where: str) -> datetime | None:
     return moment
 
 
+@overload
+def _object(value: Any, where: str, *, nullable: Literal[False] = False) -> dict: ...
+@overload
+def _object(value: Any, where: str, *, nullable: Literal[True]) -> dict | None: ...
 def _object(value: Any, where: str, *, nullable: bool = False) -> dict | None:
     if value is None and nullable:
         return None
@@ -828,7 +860,7 @@ def _chatgpt_reply(message: dict, metadata: dict, at: str) -> dict:
 
 # --- Writing --------------------------------------------------------------------------
 
-_REPLY_DEFAULTS = {
+_REPLY_DEFAULTS: dict[str, object] = {
     "status": "complete",
     "error_kind": "",
     "error_message": "",

@@ -70,12 +70,16 @@ def conversation_export_markdown(request: HttpRequest, conversation_id: uuid.UUI
 async def _stream(make: Callable[[], Iterator[str]]) -> AsyncIterator[bytes]:
     """Run a synchronous chunk generator (it queries the database) a chunk at a time."""
     chunks = await sync_to_async(make)()
-    done = object()
     while True:
-        chunk = await sync_to_async(next)(chunks, done)
-        if chunk is done:
+        chunk = await sync_to_async(_next_chunk)(chunks)
+        if chunk is None:
             return
         yield chunk.encode()
+
+
+def _next_chunk(chunks: Iterator[str]) -> str | None:
+    """The next chunk, or None once there are no more."""
+    return next(chunks, None)
 
 
 async def _export_all(request: HttpRequest, extension: str, content_type: str, make) -> HttpResponse:

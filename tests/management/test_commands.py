@@ -1,16 +1,21 @@
-"""Operator commands: export_user_data and purge_archived."""
+"""Operator commands: export_user_data, purge_archived and serve."""
 
 from __future__ import annotations
 
 import io
 import json
+import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from daphne.cli import CommandLineInterface
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from conversations.management.commands import serve
 from conversations.models import Conversation, Message
+from conversations.providers.local import LocalProvider
 from conversations.transfer import importing
 from tests import factories
 from tests.factories import branchy_conversation, plain_conversation
@@ -164,3 +169,25 @@ def test_purge_needs_a_sensible_number_of_days(db):
         run("purge_archived", "--days", "-1")
     with pytest.raises(CommandError):
         run("purge_archived")
+
+
+# --- serve --------------------------------------------------------------------------------
+
+
+def test_serve_preloads_the_offline_model_in_the_background_then_runs_daphne(db, settings, monkeypatch):
+    settings.CHATSITE_PROVIDERS = {
+        "local": {"BACKEND": "conversations.providers.local.LocalProvider", "MODEL_PATH": "bundled"}
+    }
+    loaded = threading.Event()
+    monkeypatch.setattr(LocalProvider, "preload", lambda self: loaded.set())
+    monkeypatch.setattr(serve, "bundled_model_path", lambda: Path("model.gguf"))
+    monkeypatch.setattr(serve, "runtime_available", lambda: True)
+    monkeypatch.setattr(serve, "call_command", lambda *args, **options: None)  # no migrate, no collectstatic
+    daphne_argv: list[list[str]] = []
+    monkeypatch.setattr(CommandLineInterface, "run", lambda self, argv: daphne_argv.append(argv))
+
+    out, _ = run("serve", "--port", "8123")
+
+    assert "Offline model: SmolLM2-135M-Instruct" in out
+    assert loaded.wait(timeout=10)
+    assert daphne_argv and daphne_argv[0][-1] == "chatsite.asgi:application"

@@ -10,7 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from chatsite import daphne
-from conversations.providers.local import bundled_model_path, runtime_available
+from conversations.providers import get_provider
+from conversations.providers.local import LocalProvider, bundled_model_path, runtime_available
 from conversations.services import replies as reply_services
 
 
@@ -39,10 +40,9 @@ class Command(BaseCommand):
             if bundled_model_path() and runtime_available():
                 self.stdout.write("Offline model: SmolLM2-135M-Instruct (a tiny demo model, no key needed).")
                 # Load it now, off the main thread, so the first reply does not wait for it.
-                from conversations.providers import get_provider
-
                 provider = get_provider("local")
-                threading.Thread(target=provider.preload, name="preload-local-model", daemon=True).start()
+                if isinstance(provider, LocalProvider):
+                    threading.Thread(target=provider.preload, name="preload-local-model", daemon=True).start()
             else:
                 self.stdout.write(self.style.WARNING("The bundled offline model is not installed."))
         for name in ("openai", "anthropic"):
