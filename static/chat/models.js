@@ -93,7 +93,9 @@ export async function modelsRefresh() {
     renderModels();
     if (hadNone && state.models.length > 0) clearError();
   } catch {
-    // Keep what the picker shows; the next poll or visit asks again.
+    // Keep what the picker shows; the next poll or visit asks again. A request
+    // the server's end cut off (its socket had not closed yet, so the check above
+    // let it through) is asked again once the socket is back (socketOpened).
   }
   pollModelsWhilePending();
 }

@@ -66,6 +66,8 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
 
   // --- the list -------------------------------------------------------------
 
+  // The last item of a list with more pages; when it comes within 200 px of the
+  // view, the next page loads. It is observed afresh at each render (`render`).
   const sentinel = el('li', { className: 'list-sentinel', 'aria-hidden': 'true' });
   const observer = new IntersectionObserver(
     (entries) => {
@@ -73,7 +75,6 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
     },
     { root: dom.nav, rootMargin: '200px' },
   );
-  observer.observe(sentinel);
 
   function itemEl(conv) {
     const current = conv.id === getCurrentId();
@@ -118,6 +119,12 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
     }
     if (s.cursor) nodes.push(sentinel);
     dom.list.replaceChildren(...nodes);
+    // An observer reports changes only, but a new observe() reports where the
+    // sentinel is now. So a sentinel still in view after this render (a page
+    // that did not fill the view, or one scrolled to its end while the list was
+    // loading, when loadMore had to decline) asks for the next page.
+    observer.unobserve(sentinel);
+    if (s.cursor) observer.observe(sentinel);
     dom.empty.hidden = s.items.length > 0 || s.loading;
     dom.empty.textContent = s.archived ? 'No archived conversations.' : 'No conversations yet.';
     s.openMenu = null;
@@ -168,13 +175,7 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
     } finally {
       if (generation === s.generation) s.loading = false;
     }
-    if (generation === s.generation) {
-      render();
-      // Still short of the bottom (a tall screen): keep going.
-      requestAnimationFrame(() => {
-        if (s.cursor && dom.nav.scrollHeight <= dom.nav.clientHeight + 200) loadMore();
-      });
-    }
+    if (generation === s.generation) render();
   }
 
   /** Activity in a conversation: it moves to the top of its group. */

@@ -16,6 +16,7 @@ from .conftest import FAST_MARKDOWN, SLOW_MARKDOWN, USERNAME, login
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LAST_REPLY = ".message[data-role=assistant]:last-of-type"
+CHATGPT_BRANCHES = Path(__file__).resolve().parent.parent / "fixtures" / "chatgpt" / "branches.json"
 
 SEED_SCRIPT = """
 import json
@@ -632,4 +633,44 @@ def test_the_sidebar_shows_the_embedded_first_page_and_asks_only_for_later_ones(
     )
     # The first page came with the page; every request was for a later one.
     assert asked and all("cursor=" in url for url in asked), asked
+    assert page.problems == []
+
+
+def test_a_list_scrolled_to_its_end_while_it_reloads_goes_on_to_later_pages(page, server, tmp_path):
+    seed(server, [{"title": f"Reloading list {i}", "messages": chat(2)} for i in range(55)])
+    # A one-conversation ChatGPT file of its own title: an import reloads the list.
+    (imported,) = json.loads(CHATGPT_BRANCHES.read_text())[1:2]
+    imported["title"] = f"Imported while scrolled {uuid.uuid4().hex[:8]}"
+    upload = tmp_path / "one.json"
+    upload.write_text(json.dumps([imported]))
+    login(page, server)
+    page.wait_for_selector("#conversation-list li.conversation-item")
+    first_page = page.locator("#conversation-list li.conversation-item").count()
+    assert first_page == 50
+
+    # The reload's answer is held until the list has been scrolled to its end.
+    held: list = []
+    page.route("**/api/history/**", lambda route: held.append(route))
+    page.click(".sidebar-tools summary")
+    page.set_input_files("#import-file", str(upload))
+    page.wait_for_selector("#import-status:has-text('Imported 1 conversation')")
+    poll(page, "() => null", lambda _: len(held) == 1, what="the list's reload")
+    assert "cursor=" not in held[0].request.url
+    page.evaluate(
+        "() => { const n = document.getElementById('conversation-nav'); n.scrollTop = n.scrollHeight; }"
+    )
+    # Two frames: the observer has seen the sentinel in view while the list was loading.
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    assert len(held) == 1
+    held[0].continue_()
+    page.unroute("**/api/history/**")
+
+    # The list reloaded with the sentinel still in view: the next page comes
+    # without another scroll.
+    poll(
+        page,
+        "() => document.querySelectorAll('#conversation-list li.conversation-item').length",
+        lambda n: n > first_page,
+        what="the next page",
+    )
     assert page.problems == []
