@@ -174,9 +174,7 @@ class ClientWorker:
     def __init__(self) -> None:
         self.sockets: list[Any] = []
 
-    async def open(
-        self, n: int, ws_urls: list[str], origin: str, cookies: list[str], concurrency: int = 20
-    ) -> dict:
+    async def open(self, n: int, ws_urls: list[str], cookies: list[str], concurrency: int = 20) -> dict:
         """Have exactly ``n`` logged-in sockets open; socket j logs in with ``cookies[j]`` at ``ws_urls[j]``."""
         from websockets.asyncio.client import connect
         from websockets.typing import Origin
@@ -195,10 +193,10 @@ class ClientWorker:
                     return await connect(
                         ws_url,
                         # The page of the process it connects to: the socket's own origin
-                        # (the first process's origin would be refused by the others).
-                        origin=Origin(
-                            origin if len(set(ws_urls)) == 1 else "http" + ws_url[2:].split("/ws/")[0]
-                        ),
+                        # (another process's origin is refused). One client process may
+                        # be handed only the second process's sockets, so this is decided
+                        # per socket, never from the list as a whole.
+                        origin=Origin("http" + ws_url[2:].split("/ws/")[0]),
                         additional_headers={"Cookie": cookie},
                         open_timeout=30,
                         ping_interval=None,  # browsers do not ping
@@ -586,7 +584,6 @@ class Bench:
                     n=n,
                     # Chat i goes to daphne process i % N, as a round-robin proxy would send it.
                     ws_urls=[app.ws_urls[(j * k + w_index) % len(app.ws_urls)] for j in range(n)],
-                    origin=app.origin,
                     cookies=[cookies[(j * k + w_index) % len(cookies)] for j in range(n)],
                 )
                 for w_index, (w, n) in enumerate(zip(self.workers, shares, strict=False))
