@@ -103,10 +103,23 @@ async def during(ws, seconds: float) -> list[dict]:
     return frames
 
 
-async def alive(ws) -> None:
-    """The socket is open and answered: a ping gets its pong (after any queued frames)."""
+async def alive(ws) -> list[dict]:
+    """The socket is open and answered: a ping gets its pong (after any queued frames).
+    The frames up to and including the pong: a caller that keeps a socket's
+    frames adds them, or the deltas that arrived before the pong are lost to it."""
     await ws.send(json.dumps({"type": "ping"}))
-    await until(ws, "pong")
+    return await until(ws, "pong")
+
+
+def texts_by_seq(frames: list[dict], reply: str) -> dict[int, str]:
+    """The text a socket had of ``reply`` right after each of its deltas, by the delta's ``seq``
+    (a catch-up delta carries several seqs' text and has the last one's seq)."""
+    text, texts = "", {}
+    for frame in frames:
+        if frame["type"] == "delta" and frame["reply"] == reply:
+            text += frame["text"]
+            texts[frame["seq"]] = text
+    return texts
 
 
 def seqs(frames: list[dict], reply: str) -> list[int]:
@@ -176,7 +189,7 @@ async def test_redis_killed_mid_stream_keeps_sockets_and_own_replies_and_recover
         after = seqs(frames, reply)[-1]
         assert after > before + 5, (before, after)
         print(f"redis killed: {after - before} deltas reached an own socket in the next 2 s")
-    await alive(viewer)
+    frames_v += await alive(viewer)  # a delta already on its way when Redis died comes first
     # A stop for a reply of the other process says it cannot reach it.
     await viewer.send(json.dumps({"type": "stop", "reply": reply_a}))
     refusal = await until(viewer, "error")
@@ -205,6 +218,11 @@ async def test_redis_killed_mid_stream_keeps_sockets_and_own_replies_and_recover
     assert frames_v[-1]["last_seq"] == frames_a[-1]["last_seq"]
     seen = seqs(frames_v, reply_a)
     assert seen == sorted(set(seen))  # in order, never twice
+    # After every delta the viewer has exactly the owner's text up to that seq: a
+    # silent gap fails at the seq where it happened.
+    owner_texts = texts_by_seq(frames_a, reply_a)
+    wrong = [seq for seq, text in texts_by_seq(frames_v, reply_a).items() if text != owner_texts.get(seq)]
+    assert not wrong, f"the viewer's text differs from the owner's from seq {wrong[0]} on"
     assert text_of(frames_v) == text_of(frames_a)  # every piece of text exactly once
     print(
         f"redis back: the remote viewer's stream resumed after {resumed:.2f}s, "
