@@ -24,6 +24,15 @@ def fake_upstream():
 
 
 @pytest.fixture
+def fake(fake_upstream):
+    """The session's fake upstream with no requests recorded (the tests that speak
+    to it directly: the providers' and the fake's own)."""
+    fake_upstream.reset()
+    yield fake_upstream
+    fake_upstream.reset()
+
+
+@pytest.fixture
 def upstream(fake_upstream, settings):
     """The fake upstream as the only provider ("openai"), fast timers for tests."""
     fake_upstream.reset()

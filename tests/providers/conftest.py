@@ -1,4 +1,4 @@
-"""Shared fixtures: one fake upstream for the session, reset before each test."""
+"""The providers' fixtures (the fake upstream itself, ``fake``, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,6 @@ import socket
 import pytest
 
 from conversations.providers.http import close_client
-from conversations.testing.fakeupstream import FakeUpstream
-
-
-@pytest.fixture(scope="session")
-def fake_server():
-    with FakeUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(fake_server):
-    """The running fake upstream with no requests recorded."""
-    fake_server.reset()
-    yield fake_server
-    fake_server.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -22,19 +22,6 @@ HI = [{"role": "user", "content": "hi"}]
 ANTHROPIC_HEADERS = {"x-api-key": "sk-ant-test-not-secret", "anthropic-version": "2023-06-01"}
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeUpstream() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(server):
-    server.reset()
-    yield server
-    server.reset()
-
-
 def chat(fake, model: str, *, stream: bool = True, **extra) -> httpx.Response:
     body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}], **extra}
     return httpx.post(fake.openai_base_url + "/chat/completions", json=body, timeout=10)

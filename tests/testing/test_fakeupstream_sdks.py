@@ -23,19 +23,6 @@ HI = [{"role": "user", "content": "Say hello to the nice people"}]
 PROMPT_WORDS = 6
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeUpstream() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(server):
-    server.reset()
-    yield server
-    server.reset()
-
-
 def words(n: int) -> str:
     return "".join(f"w{i} " for i in range(n))
 
