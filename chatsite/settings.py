@@ -224,6 +224,8 @@ if ANTHROPIC_BASE_URL or ANTHROPIC_API_KEY:
         "BASE_URL": ANTHROPIC_BASE_URL or "https://api.anthropic.com",
         "API_KEY": ANTHROPIC_API_KEY,
         "MODELS": ANTHROPIC_MODELS,
+        # Extended thinking for every model of the provider (tokens; 0 is off).
+        "THINKING_BUDGET": env_int("ANTHROPIC_THINKING_BUDGET", 0),
     }
 if _providers.get("openai") is not None and env_str("OPENAI_TOKENIZE_URL"):
     _providers["openai"]["TOKENIZE_URL"] = env_str("OPENAI_TOKENIZE_URL")
@@ -235,12 +237,13 @@ CHATSITE_MODELS_REFRESH = env_float("CHATSITE_MODELS_REFRESH", 60.0) or 60.0
 CHATSITE_MODELS_TIMEOUT = env_float("CHATSITE_MODELS_TIMEOUT", 5.0) or 5.0
 
 
-def env_context_tokens(name: str) -> dict[str, int]:
+def env_context_tokens(name: str, *, allow_zero: bool = False) -> dict[str, int]:
     """``<provider>/<model>=<tokens>,…`` (a model id may hold ``/``, ``:`` and ``.``)."""
     found: dict[str, int] = {}
     for item in env_list(name, []):
         model, sep, tokens = item.rpartition("=")
-        if not sep or "/" not in model.strip() or not tokens.strip().isdigit() or int(tokens) < 1:
+        least = 0 if allow_zero else 1
+        if not sep or "/" not in model.strip() or not tokens.strip().isdigit() or int(tokens) < least:
             raise ImproperlyConfigured(
                 f"{name} must be a comma-separated list of <provider>/<model>=<tokens>, not {item!r}"
             )
@@ -252,6 +255,9 @@ def env_context_tokens(name: str) -> dict[str, int]:
 # its n_ctx; an upstream that names its window in an overflow error is believed).
 CHATSITE_CONTEXT_TOKENS = env_int("CHATSITE_CONTEXT_TOKENS", 8192) or 8192
 CHATSITE_CONTEXT_TOKENS_MODELS = env_context_tokens("CHATSITE_CONTEXT_TOKENS_MODELS")
+# Extended thinking (Anthropic): a budget in tokens per model, over the
+# provider's ANTHROPIC_THINKING_BUDGET; 0 is off.
+CHATSITE_THINKING_BUDGET_MODELS = env_context_tokens("CHATSITE_THINKING_BUDGET_MODELS", allow_zero=True)
 
 # --- Replies -----------------------------------------------------------------
 CHATSITE_FIRST_TOKEN_TIMEOUT = env_float("CHATSITE_FIRST_TOKEN_TIMEOUT", 60.0)

@@ -94,6 +94,14 @@ class Message(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # A reply continued after it stopped: the metrics of each earlier part.
     segments = models.JSONField(default=list, blank=True)
+    # The model's reasoning, kept apart from its answer (content); never sent
+    # back to the model. Redacted: the provider hid (some of) it. The signature
+    # is Anthropic's, of its thinking block.
+    reasoning = models.TextField(blank=True)
+    reasoning_ms = models.FloatField(null=True, blank=True)
+    first_answer_ms = models.FloatField(null=True, blank=True)
+    reasoning_redacted = models.BooleanField(default=False)
+    reasoning_signature = models.TextField(blank=True)
 
     class Meta:
         ordering = ["created_at"]

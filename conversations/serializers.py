@@ -20,9 +20,23 @@ def usage_dict(*, prompt_tokens: int | None, completion_tokens: int | None, coun
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "counted": counted}
 
 
-def metrics_dict(*, ttft_ms: float | None, tokens_per_s: float | None, total_ms: float | None) -> dict:
-    """A reply's timings: to the first token, tokens a second, in all."""
-    return {"ttft_ms": ttft_ms, "tokens_per_s": tokens_per_s, "total_ms": total_ms}
+def metrics_dict(
+    *,
+    ttft_ms: float | None,
+    tokens_per_s: float | None,
+    total_ms: float | None,
+    first_answer_ms: float | None = None,
+    reasoning_ms: float | None = None,
+) -> dict:
+    """A reply's timings: to the first token, tokens a second, in all; to the
+    first token of the answer and how long it reasoned (a reply that reasons)."""
+    return {
+        "ttft_ms": ttft_ms,
+        "tokens_per_s": tokens_per_s,
+        "total_ms": total_ms,
+        "first_answer_ms": first_answer_ms,
+        "reasoning_ms": reasoning_ms,
+    }
 
 
 def usage_to_dict(message: Message) -> dict:
@@ -36,7 +50,13 @@ def usage_to_dict(message: Message) -> dict:
 
 def metrics_to_dict(message: Message) -> dict:
     """:func:`metrics_dict` of a stored reply."""
-    return metrics_dict(ttft_ms=message.ttft_ms, tokens_per_s=message.tokens_per_s, total_ms=message.total_ms)
+    return metrics_dict(
+        ttft_ms=message.ttft_ms,
+        tokens_per_s=message.tokens_per_s,
+        total_ms=message.total_ms,
+        first_answer_ms=message.first_answer_ms,
+        reasoning_ms=message.reasoning_ms,
+    )
 
 
 def message_error_words(message: Message) -> str | None:
@@ -78,6 +98,10 @@ def message_to_dict(message: Message) -> dict:
             segments=message.segments,
             omitted_messages=message.omitted_messages,
             context_tokens=message.context_tokens,
+            # The model's reasoning, apart from its answer (`content`), and
+            # whether the provider hid some of it.
+            reasoning=message.reasoning,
+            reasoning_redacted=message.reasoning_redacted,
         )
     return data
 

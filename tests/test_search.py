@@ -302,7 +302,11 @@ def test_a_streaming_reply_is_searchable_once_checkpointed(alice):
     reply = exchange.reply
     assert reply.status == "streaming" and reply.content == ""
     assert find(alice, "albatross") == []
-    reply_services.reply_checkpoint_many(checkpoints=[(reply.pk, "an albatross glides", 3)])
+    reply_services.reply_checkpoint_many(
+        checkpoints=[
+            reply_services.ReplyCheckpoint(reply_id=reply.pk, content="an albatross glides", last_seq=3)
+        ]
+    )
     assert [h.message_id for h in find(alice, "albatross")] == [reply.pk]
     reply_services.reply_finish(
         reply_id=reply.pk, content="an albatross glides over the sea", last_seq=7, status="complete"

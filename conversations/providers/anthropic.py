@@ -10,10 +10,13 @@ from typing import Any
 from conversations.prompt import ChatMessage
 from conversations.providers.base import BaseProvider, CommonOptions, ModelInfo, StreamResult
 from conversations.providers.failures import ProviderError, context_error_from
+from conversations.providers.reasoning import Reasoning, RedactedReasoning
 from conversations.providers.sse import load_object, sse_events
 
 log = logging.getLogger(__name__)
 API_VERSION = "2023-06-01"
+#: The smallest thinking budget the API takes.
+MIN_THINKING_BUDGET = 1024
 
 
 class AnthropicProvider(BaseProvider):
@@ -53,9 +56,19 @@ class AnthropicProvider(BaseProvider):
         }
         if system:
             body["system"] = system
-        if temperature is not None:
+        budget = self.thinking_budget(model=model)
+        # A continuation prefills the answer, which the API refuses with thinking on.
+        continuing = bool(messages) and messages[-1].role == "assistant"
+        if budget and not continuing:
+            budget = max(budget, MIN_THINKING_BUDGET)
+            # max_tokens counts the thinking too: the answer keeps what was asked.
+            body["max_tokens"] = budget + body["max_tokens"]
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+            # With thinking on, the API takes no temperature other than 1.
+        elif temperature is not None:
             body["temperature"] = temperature
         stopped = False
+        signature: list[str] = []
         events = sse_events(f"{self.base_url}/v1/messages", body=body, headers=self._headers())
         async with aclosing(events):
             async for event in events:
@@ -65,10 +78,23 @@ class AnthropicProvider(BaseProvider):
                     continue
                 if kind == "content_block_delta":
                     delta = load_object(event).get("delta")
-                    if isinstance(delta, dict) and delta.get("type") == "text_delta":
-                        text = delta.get("text")
-                        if text:
-                            yield text
+                    if isinstance(delta, dict):
+                        delta_type = delta.get("type")
+                        if delta_type == "text_delta":
+                            text = delta.get("text")
+                            if text:
+                                yield text
+                        elif delta_type == "thinking_delta":
+                            thought = delta.get("thinking")
+                            if thought and isinstance(thought, str):
+                                yield Reasoning(thought)
+                        elif delta_type == "signature_delta" and isinstance(delta.get("signature"), str):
+                            signature.append(delta["signature"])
+                            result.extra["reasoning_signature"] = "".join(signature)
+                elif kind == "content_block_start":
+                    block = load_object(event).get("content_block")
+                    if isinstance(block, dict) and block.get("type") == "redacted_thinking":
+                        yield RedactedReasoning()
                 elif kind == "message_start":
                     message = load_object(event).get("message")
                     usage = message.get("usage") if isinstance(message, dict) else None

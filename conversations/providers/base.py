@@ -71,6 +71,8 @@ class CommonOptions:
     context_tokens_models: Mapping[str, int] = field(default_factory=dict)
     #: Seconds a model listing may take (``CHATSITE_MODELS_TIMEOUT``).
     list_timeout: float = 5.0
+    #: Extended thinking budgets by ``<provider>/<model>`` (``CHATSITE_THINKING_BUDGET_MODELS``).
+    thinking_budget_models: Mapping[str, int] = field(default_factory=dict)
 
 
 def listed_context_tokens(item: dict[str, Any]) -> int | None:
@@ -142,6 +144,15 @@ class BaseProvider:
         if listed:
             return listed
         return int(self.default_context_tokens or self.common.context_tokens)
+
+    def thinking_budget(self, *, model: str) -> int:
+        """The reasoning budget in tokens for a backend whose API turns thinking
+        on per request (Anthropic): ``CHATSITE_THINKING_BUDGET_MODELS``, else the
+        provider's ``THINKING_BUDGET`` option; 0 is off."""
+        budget = self.common.thinking_budget_models.get(f"{self.name}/{model}")
+        if budget is None:
+            budget = self.options.get("THINKING_BUDGET") or 0
+        return int(budget)
 
     def learn_context_tokens(self, *, model: str, context_tokens: int) -> None:
         """Remember a window the upstream showed (named in its overflow error, or

@@ -21,6 +21,7 @@ from conversations.providers.base import (
 )
 from conversations.providers.failures import ProviderError, context_error_from
 from conversations.providers.http import get_client
+from conversations.providers.reasoning import Reasoning, ThinkSplitter
 from conversations.providers.sse import load_json, sse_events
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ class OpenAIProvider(BaseProvider):
             body["temperature"] = temperature
         done = False
         received = False  # any event at all
+        # An answer that starts with <think>…</think> (Qwen3, R1 and the like)
+        # is split into reasoning and answer while it streams.
+        think = ThinkSplitter()
         events = sse_events(f"{self.base_url}/chat/completions", body=body, headers=self._headers())
         async with aclosing(events):
             async for event in events:
@@ -144,11 +148,24 @@ class OpenAIProvider(BaseProvider):
                         "upstream_stream", "the upstream sent a malformed event", cause="malformed"
                     )
                 delta = choice.get("delta") or {}
-                content = delta.get("content") if isinstance(delta, dict) else None
+                if not isinstance(delta, dict):
+                    delta = {}
+                # Reasoning split out by the server: reasoning_content (DeepSeek,
+                # vLLM, llama.cpp's server) or reasoning (OpenRouter and others).
+                thought = delta.get("reasoning_content") or delta.get("reasoning")
+                if thought and isinstance(thought, str):
+                    yield Reasoning(thought)
+                content = delta.get("content")
                 if content:
-                    yield content
+                    if think.done:
+                        yield content
+                    else:
+                        for piece in think.feed(content):
+                            yield piece
                 if choice.get("finish_reason"):
                     result.finish_reason = choice["finish_reason"]
+        for piece in think.end():
+            yield piece
         if not received:
             # llama.cpp's server answers a prompt over its window like this.
             raise ProviderError(

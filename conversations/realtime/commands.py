@@ -152,6 +152,9 @@ def _launch(
         base_text=message.content,
         base_seq=message.last_seq,
         keep_last=keep_last,
+        base_reasoning=message.reasoning,
+        base_reasoning_ms=message.reasoning_ms,
+        base_redacted=message.reasoning_redacted,
     )
     registry.add(reply)
     reply.subscribe(subscriber, message.last_seq)

@@ -274,6 +274,13 @@ SERVER_FRAMES: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
             "after_seq": FieldSpec("integer"),
         },
         "delta": {"reply": _ID, "seq": FieldSpec("integer"), "text": FieldSpec("string")},
+        # The model's reasoning, numbered in the same seq as the answer's deltas.
+        "reasoning_delta": {
+            "reply": _ID,
+            "seq": FieldSpec("integer"),
+            "text": FieldSpec("string"),
+            "redacted": FieldSpec("boolean"),
+        },
         "reply_finished": {
             "conversation": _ID,
             "reply": _ID,
@@ -298,6 +305,10 @@ SERVER_FRAMES: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
                     "ttft_ms": FieldSpec("number", nullable=True),
                     "tokens_per_s": FieldSpec("number", nullable=True),
                     "total_ms": FieldSpec("number", nullable=True),
+                    # Time to the first piece of the answer (after any reasoning),
+                    # and how long the model reasoned (None: it did not).
+                    "first_answer_ms": FieldSpec("number", nullable=True),
+                    "reasoning_ms": FieldSpec("number", nullable=True),
                 },
             ),
             # Earlier messages of the branch not sent to the model (they did not
@@ -432,11 +443,26 @@ def frame_delta(*, reply: str, seq: int, text: str) -> str:
     return f'{{"type":"delta","reply":"{reply}","seq":{seq},"text":{json.dumps(text, ensure_ascii=False)}}}'
 
 
+_REASONING_HEAD = '{"type":"reasoning_delta","reply":"'
+
+
+def frame_reasoning_delta(*, reply: str, seq: int, text: str, redacted: bool) -> str:
+    """A piece of the reply's reasoning (``redacted``: the provider hid some of it)."""
+    return (
+        f'{{"type":"reasoning_delta","reply":"{reply}","seq":{seq},'
+        f'"text":{json.dumps(text, ensure_ascii=False)},"redacted":{"true" if redacted else "false"}}}'
+    )
+
+
 def delta_position(frame: str) -> tuple[str, int] | None:
-    """The reply and ``seq`` of a frame made by :func:`frame_delta`; None for any other frame."""
-    if not frame.startswith(_DELTA_HEAD):
+    """The reply and ``seq`` of a frame made by :func:`frame_delta` or
+    :func:`frame_reasoning_delta`; None for any other frame."""
+    if frame.startswith(_DELTA_HEAD):
+        start = len(_DELTA_HEAD)
+    elif frame.startswith(_REASONING_HEAD):
+        start = len(_REASONING_HEAD)
+    else:
         return None
-    start = len(_DELTA_HEAD)
     end = frame.index('"', start)
     seq_at = end + len('","seq":')
     return frame[start:end], int(frame[seq_at : frame.index(",", seq_at)])
@@ -471,6 +497,9 @@ class ReplyEnd:
     context_tokens: int | None
 
 
+_NO_REASONING_METRICS = {"first_answer_ms": None, "reasoning_ms": None}
+
+
 def frame_reply_finished(*, end: ReplyEnd) -> str:
     """The one builder of ``reply_finished``. Its rules hold for every source:
     a status that is not terminal (a row still marked streaming whose process
@@ -488,7 +517,8 @@ def frame_reply_finished(*, end: ReplyEnd) -> str:
             "last_seq": end.last_seq,
             "finish_reason": end.finish_reason or None,
             "usage": dict(end.usage),
-            "metrics": dict(end.metrics),
+            # A reply that did not reason may leave out the reasoning timings.
+            "metrics": {**_NO_REASONING_METRICS, **end.metrics},
             "omitted_messages": end.omitted_messages,
             "context_tokens": end.context_tokens,
         },

@@ -112,7 +112,15 @@ class Registry:
             ]
             if not batch:
                 continue
-            rows = [(reply.id, reply.text_up_to(seq), seq) for reply, seq in batch]
+            rows = [
+                reply_services.ReplyCheckpoint(
+                    reply_id=reply.id,
+                    content=reply.text_up_to(seq),
+                    last_seq=seq,
+                    reasoning=reply.reasoning_up_to(seq),
+                )
+                for reply, seq in batch
+            ]
             try:
                 await database_sync_to_async(reply_services.reply_checkpoint_many)(checkpoints=rows)
             except Exception as exc:  # a locked database: try again next interval

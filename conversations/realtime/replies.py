@@ -29,6 +29,7 @@ from conversations.prompt import ChatMessage, PromptFit
 from conversations.providers import BaseProvider, ProviderError, StreamResult
 from conversations.providers.base import prompt_fit
 from conversations.providers.failures import context_length_error
+from conversations.providers.reasoning import RedactedReasoning
 from conversations.realtime import protocol
 from conversations.realtime.batching import Batcher
 from conversations.realtime.subscribers import Subscriber
@@ -74,6 +75,9 @@ class Reply:
         base_text: str = "",
         base_seq: int = 0,
         keep_last: int = 1,
+        base_reasoning: str = "",
+        base_reasoning_ms: float | None = None,
+        base_redacted: bool = False,
     ) -> None:
         self.id = reply_id
         self.registry = registry
@@ -99,6 +103,16 @@ class Reply:
         self.sent_chars = len(base_text)
         self.pending: list[str] = []
         self.pending_chars = 0
+        # Reasoning shares the numbering: the indexes in parts that are reasoning
+        # (empty for a reply that does not reason), and whether what is pending is.
+        self.base_reasoning = base_reasoning
+        self.reasoning_at: set[int] = set()
+        self.reasoning_chars = len(base_reasoning)
+        self.redacted = base_redacted
+        self._pending_reasoning = False
+        self._base_reasoning_ms = base_reasoning_ms
+        self.first_reasoning_at: float | None = None
+        self.first_text_at: float | None = None
         self.piece_count = 0
         self.result = StreamResult()
         self.task: asyncio.Task[None] | None = None
@@ -141,13 +155,57 @@ class Reply:
             after_seq = 0
         subscriber.deliver(self.started_frame(after_seq))
         if self.seq > after_seq:
-            missed = self.text if after_seq == 0 else "".join(self.parts[after_seq - self.base_seq :])
-            subscriber.deliver(protocol.frame_delta(reply=self.key, seq=self.seq, text=missed))
+            if self.reasoning_at or self.base_reasoning or self.redacted:
+                for frame in self._catch_up(after_seq):
+                    subscriber.deliver(frame)
+            else:
+                missed = self.text if after_seq == 0 else "".join(self.parts[after_seq - self.base_seq :])
+                subscriber.deliver(protocol.frame_delta(reply=self.key, seq=self.seq, text=missed))
         if subscriber not in self.subscribers:
             self.subscribers.append(subscriber)
         if self._orphan_handle is not None:
             self._orphan_handle.cancel()
             self._orphan_handle = None
+
+    def _catch_up(self, after_seq: int) -> list[str]:
+        """The frames that carry everything after ``after_seq`` of a reply that
+        reasons: one per run of pieces of the same kind, each with the last
+        ``seq`` of its run."""
+        frames: list[str] = []
+        start = after_seq - self.base_seq
+        if start < 0 or (after_seq == 0 and self.base_seq > 0):
+            # From the start of a continued reply: its earlier part is one
+            # reasoning and one answer text (their seqs are not told apart).
+            reasoning, text = self.reasoning, self.text
+            if text and (reasoning or self.redacted) and self.seq >= 2:
+                frames.append(self._reasoning_frame(self.seq - 1, reasoning))
+                frames.append(protocol.frame_delta(reply=self.key, seq=self.seq, text=text))
+            elif text:
+                frames.append(protocol.frame_delta(reply=self.key, seq=self.seq, text=text))
+            else:
+                frames.append(self._reasoning_frame(self.seq, reasoning))
+            return frames
+        run: list[str] = []
+        run_reasoning = False
+        for index in range(start, len(self.parts)):
+            is_reasoning = index in self.reasoning_at
+            if run and is_reasoning != run_reasoning:
+                frames.append(self._run_frame(self.base_seq + index, run, run_reasoning))
+                run = []
+            run.append(self.parts[index])
+            run_reasoning = is_reasoning
+        if run:
+            frames.append(self._run_frame(self.seq, run, run_reasoning))
+        return frames
+
+    def _run_frame(self, seq: int, run: list[str], reasoning: bool) -> str:
+        text = "".join(run)
+        if reasoning:
+            return self._reasoning_frame(seq, text)
+        return protocol.frame_delta(reply=self.key, seq=seq, text=text)
+
+    def _reasoning_frame(self, seq: int, text: str) -> str:
+        return protocol.frame_reasoning_delta(reply=self.key, seq=seq, text=text, redacted=self.redacted)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         if subscriber in self.subscribers:
@@ -168,17 +226,28 @@ class Reply:
             subscriber.deliver(frame)
 
     # --- streaming hot path ------------------------------------------------
+    def _first_piece(self, now: float) -> None:
+        self.first_piece_at = now
+        # From now on the idle deadline applies, which may be sooner.
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._arm_watchdog()
+
     def _on_piece(self, piece: str) -> bool:
         """Take one piece from the provider. Returns False once the length limit is hit."""
+        if piece.__class__ is not str:
+            return self._on_reasoning(piece)
         now = time.monotonic()
         self.last_piece_at = now
         self.piece_count += 1
-        if self.first_piece_at is None:
-            self.first_piece_at = now
-            # From now on the idle deadline applies, which may be sooner.
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-            self._arm_watchdog()
+        if self.first_text_at is None or self._pending_reasoning:
+            if self.first_piece_at is None:
+                self._first_piece(now)
+            if self._pending_reasoning:
+                self._flush(now)  # the answer's piece is a frame of its own kind
+            if self.first_text_at is None:
+                self.first_text_at = now
+                self._next_flush_at = now  # the answer's first piece is sent at once too
         room = self._max_chars - self.sent_chars - self.pending_chars
         if len(piece) >= room:
             piece = piece[: max(room, 0)]
@@ -195,16 +264,58 @@ class Reply:
             self.registry.flush_later(self, self._next_flush_at)
         return True
 
+    def _on_reasoning(self, piece: str) -> bool:
+        """A piece of reasoning: numbered and coalesced like the answer's, in
+        frames of its own kind (``reasoning_delta``)."""
+        now = time.monotonic()
+        self.last_piece_at = now
+        self.piece_count += 1
+        if self.first_piece_at is None:
+            self._first_piece(now)
+        if self.first_reasoning_at is None:
+            self.first_reasoning_at = now
+        if not self._pending_reasoning:
+            self._flush(now)  # the answer's pending text goes first, in its own frame
+            self._pending_reasoning = True
+        if isinstance(piece, RedactedReasoning):
+            self.redacted = True
+            self.pending.append("")  # a frame of its own, even with nothing pending
+            self._flush(now)
+            return True
+        room = self._max_chars - self.reasoning_chars - self.pending_chars
+        if len(piece) >= room:
+            piece = piece[: max(room, 0)]
+            if piece:
+                self.pending.append(str(piece))
+                self.pending_chars += len(piece)
+            return False
+        self.pending.append(str(piece))
+        self.pending_chars += len(piece)
+        if now >= self._next_flush_at:
+            self._flush(now)
+        elif not self._flush_due:
+            self._flush_due = True
+            self.registry.flush_later(self, self._next_flush_at)
+        return True
+
     def _flush(self, now: float) -> None:
         if not self.pending:
+            self._pending_reasoning = False
             return
         text = self.pending[0] if len(self.pending) == 1 else "".join(self.pending)
         self.pending.clear()
         self.pending_chars = 0
         self.seq += 1
+        self._next_flush_at = now + self.registry.window
+        if self._pending_reasoning:
+            self._pending_reasoning = False
+            self.reasoning_at.add(len(self.parts))
+            self.parts.append(text)
+            self.reasoning_chars += len(text)
+            self._emit(self._reasoning_frame(self.seq, text))
+            return
         self.parts.append(text)
         self.sent_chars += len(text)
-        self._next_flush_at = now + self.registry.window
         self._emit(protocol.frame_delta(reply=self.key, seq=self.seq, text=text))
 
     def flush_held(self, now: float) -> None:
@@ -215,10 +326,40 @@ class Reply:
 
     @property
     def text(self) -> str:
-        return self.base_text + "".join(self.parts)
+        if not self.reasoning_at:
+            return self.base_text + "".join(self.parts)
+        return self.base_text + self._join(len(self.parts), reasoning=False)
+
+    @property
+    def reasoning(self) -> str:
+        if not self.reasoning_at:
+            return self.base_reasoning
+        return self.base_reasoning + self._join(len(self.parts), reasoning=True)
+
+    def _join(self, count: int, *, reasoning: bool) -> str:
+        at = self.reasoning_at
+        return "".join(part for i, part in enumerate(self.parts[:count]) if (i in at) == reasoning)
 
     def text_up_to(self, seq: int) -> str:
-        return self.base_text + "".join(self.parts[: seq - self.base_seq])
+        if not self.reasoning_at:
+            return self.base_text + "".join(self.parts[: seq - self.base_seq])
+        return self.base_text + self._join(seq - self.base_seq, reasoning=False)
+
+    def reasoning_up_to(self, seq: int) -> str:
+        if not self.reasoning_at:
+            return self.base_reasoning
+        return self.base_reasoning + self._join(seq - self.base_seq, reasoning=True)
+
+    def reasoning_ms(self, ended: float) -> float | None:
+        """How long the model reasoned: from its first reasoning to its first
+        answer piece (or the end); the earlier part's for a continued reply that
+        did not reason again."""
+        if self.first_reasoning_at is None:
+            return self._base_reasoning_ms
+        until = self.first_text_at if self.first_text_at is not None else ended
+        if until < self.first_reasoning_at:  # reasoning after the answer began
+            until = self.last_piece_at
+        return (until - self.first_reasoning_at) * 1000
 
     # --- timeouts ------------------------------------------------------------
     def _deadline(self) -> tuple[float, str] | None:
@@ -460,7 +601,10 @@ class Reply:
             else:
                 counted = True
                 prompt_tokens = sum(len(m.content) for m in self.prompt) // 4
-        ttft_ms = tpot = None
+        ttft_ms = tpot = first_answer_ms = None
+        if self.first_text_at is not None:
+            first_answer_ms = (self.first_text_at - self.started_at) * 1000
+        reasoning_ms = self.reasoning_ms(ended)
         if self.first_piece_at is not None:
             ttft_ms = (self.first_piece_at - self.started_at) * 1000
             streaming_s = self.last_piece_at - self.first_piece_at
@@ -470,7 +614,13 @@ class Reply:
         finish_reason = self.result.finish_reason or ""
         if status == "stopped":
             finish_reason = "stopped"
-        metrics = serializers.metrics_dict(ttft_ms=ttft_ms, tokens_per_s=tpot, total_ms=total_ms)
+        metrics = serializers.metrics_dict(
+            ttft_ms=ttft_ms,
+            tokens_per_s=tpot,
+            total_ms=total_ms,
+            first_answer_ms=first_answer_ms,
+            reasoning_ms=reasoning_ms,
+        )
         usage = serializers.usage_dict(
             prompt_tokens=prompt_tokens, completion_tokens=completion, counted=counted
         )
@@ -494,6 +644,11 @@ class Reply:
                     usage_counted=counted,
                     omitted_messages=omitted,
                     context_tokens=context_tokens,
+                    reasoning=self.reasoning,
+                    reasoning_ms=reasoning_ms,
+                    first_answer_ms=first_answer_ms,
+                    reasoning_redacted=self.redacted,
+                    reasoning_signature=str(self.result.extra.get("reasoning_signature") or ""),
                 )
             )
         )

@@ -16,19 +16,31 @@ from conversations.models import Conversation, Message
 from conversations.services.workers import WORKER_ID, workers_dead
 
 
-def reply_checkpoint_many(*, checkpoints: list[tuple[uuid.UUID, str, int]]) -> None:
+@dataclass(frozen=True, slots=True)
+class ReplyCheckpoint:
+    """A streaming reply's partial text (answer and reasoning) up to ``last_seq``."""
+
+    reply_id: uuid.UUID
+    content: str
+    last_seq: int
+    reasoning: str = ""
+
+
+def reply_checkpoint_many(*, checkpoints: list[ReplyCheckpoint]) -> None:
     """Save the partial text of many streaming replies: one statement, one transaction."""
     if not checkpoints:
         return
     table = connection.ops.quote_name(Message._meta.db_table)
     id_field = Message._meta.pk
+    streaming = str(Message.Status.STREAMING)
     rows = [
-        (content, last_seq, id_field.get_db_prep_value(reply_id, connection), str(Message.Status.STREAMING))
-        for reply_id, content, last_seq in checkpoints
+        (c.content, c.reasoning, c.last_seq, id_field.get_db_prep_value(c.reply_id, connection), streaming)
+        for c in checkpoints
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
-            f"UPDATE {table} SET content = %s, last_seq = %s WHERE id = %s AND status = %s", rows
+            f"UPDATE {table} SET content = %s, reasoning = %s, last_seq = %s WHERE id = %s AND status = %s",
+            rows,
         )
 
 
@@ -51,6 +63,11 @@ class ReplyFinish:
     usage_counted: bool = False
     omitted_messages: int = 0
     context_tokens: int | None = None
+    reasoning: str = ""
+    reasoning_ms: float | None = None
+    first_answer_ms: float | None = None
+    reasoning_redacted: bool = False
+    reasoning_signature: str = ""
 
 
 _FINISH_FIELDS = (
@@ -68,6 +85,11 @@ _FINISH_FIELDS = (
     "usage_counted",
     "omitted_messages",
     "context_tokens",
+    "reasoning",
+    "reasoning_ms",
+    "first_answer_ms",
+    "reasoning_redacted",
+    "reasoning_signature",
     "finished_at",
 )
 

@@ -88,6 +88,15 @@ ANTHROPIC_STOP_REASONS = (
 #: Message roles the OpenAI Chat Completions API accepts.
 OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 TEXTS = ("words", "markdown", "hostile")
+#: How a reply's reasoning is sent: OpenAI-compatible servers' two delta fields,
+#: inline <think> at the start of the content, Anthropic's thinking blocks
+#: (when the request turns thinking on) and its redacted_thinking.
+REASONINGS = ("", "reasoning_content", "reasoning", "think", "thinking", "redacted")
+OPENAI_REASONINGS = ("reasoning_content", "reasoning", "think")
+ANTHROPIC_REASONINGS = ("thinking", "redacted")
+#: How <think> and </think> arrive: cut across chunks, as a tokenizer cuts them.
+THINK_OPEN = ("<thi", "nk>")
+THINK_CLOSE = ("</th", "ink>\n\n")
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -184,6 +193,8 @@ class Scenario:
     after: int = 0  # tokens before the fault
     usage: bool = True
     finish_reason: str = "stop"
+    reasoning: str = ""  # see REASONINGS: the reply reasons first, in that dialect
+    thoughts: int = 8  # reasoning tokens ("t0 ", "t1 ", ...) before the answer's
 
     @classmethod
     def from_model(cls, model: str, default: Scenario) -> Scenario:
@@ -227,6 +238,13 @@ class Scenario:
             raise ValueError(f"fault must be one of {', '.join(repr(f) for f in FAULTS)}")
         if self.fault == "drip" and self.rate <= 0:
             raise ValueError("fault=drip needs a rate > 0")
+        if self.reasoning not in REASONINGS:
+            raise ValueError(f"reasoning must be one of {', '.join(repr(r) for r in REASONINGS)}")
+        if self.thoughts < 0:
+            raise ValueError("thoughts must not be negative")
+
+    def thought(self, index: int) -> str:
+        return f"t{index} "
 
     def token(self, index: int) -> str:
         if self.text == "markdown":
@@ -292,6 +310,8 @@ class RequestRecord:
     interrupted: bool = False  # a single-stream server ended it for another request
     status: int | None = None  # the HTTP status answered
     _parts: list[str] = field(default_factory=list, repr=False)
+    thought_times: list[float] = field(default_factory=list)  # monotonic time of each reasoning token
+    _thoughts: list[str] = field(default_factory=list, repr=False)
     _disconnected: threading.Event = field(default_factory=threading.Event, repr=False)
     _completed: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -320,6 +340,15 @@ class RequestRecord:
     def _add_token(self, text: str) -> None:
         self.token_times.append(time.monotonic())
         self._parts.append(text)
+
+    def _add_thought(self, text: str) -> None:
+        self.thought_times.append(time.monotonic())
+        self._thoughts.append(text)
+
+    @property
+    def reasoning_sent(self) -> str:
+        """The reasoning tokens written so far, concatenated (not the <think> tags)."""
+        return "".join(self._thoughts)
 
     def _mark_disconnected(self) -> None:
         if self.disconnected_at is None and not self.completed:
@@ -625,7 +654,40 @@ def _anthropic_refusal(headers: dict[str, str], body: dict | None) -> tuple[int,
             )
         if role not in ("user", "assistant"):
             return 400, f"messages.{i}.role: Input should be 'user' or 'assistant'"
+    thinking = body.get("thinking")
+    if thinking is not None:
+        if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
+            return 400, "thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled'"
+        if thinking["type"] == "enabled":
+            budget = thinking.get("budget_tokens")
+            if isinstance(budget, bool) or not isinstance(budget, int):
+                return 400, "thinking.enabled.budget_tokens: Field required"
+            if budget < 1024:
+                return 400, "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+            if max_tokens <= budget:
+                return 400, "`max_tokens` must be greater than `thinking.budget_tokens`"
+            if "temperature" in body and body["temperature"] != 1:
+                return 400, (
+                    "`temperature` may only be set to 1 when thinking is enabled. "
+                    "Please consult our documentation"
+                )
+            last = messages[-1]
+            if isinstance(last, dict) and last.get("role") == "assistant":
+                content = last.get("content")
+                first = content[0] if isinstance(content, list) and content else content
+                kind = first.get("type") if isinstance(first, dict) else "text"
+                if kind not in ("thinking", "redacted_thinking"):
+                    return 400, (
+                        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                        f"`{kind}`. When `thinking` is enabled, a final `assistant` message must start "
+                        "with a thinking block."
+                    )
     return None
+
+
+def _thinking_on(body: dict) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") == "enabled"
 
 
 def _anthropic_dialect(scenario: Scenario, finish: str) -> str:
@@ -635,6 +697,11 @@ def _anthropic_dialect(scenario: Scenario, finish: str) -> str:
     if scenario.fault in OPENAI_ONLY_FAULTS:
         return (
             f"fault={scenario.fault} is an OpenAI-compatible server's mode: the Anthropic API never sends it"
+        )
+    if scenario.reasoning in OPENAI_REASONINGS:
+        return (
+            f"reasoning={scenario.reasoning} is an OpenAI-compatible server's dialect: "
+            "the Anthropic API sends thinking blocks (reasoning=thinking or redacted)"
         )
     stop = _anthropic_stop(finish)
     if stop not in ANTHROPIC_STOP_REASONS:
@@ -941,6 +1008,12 @@ class FakeUpstream:
             return await self._send_error(conn, record, api, 400, str(exc))
         if api == "anthropic" and (wrong := _anthropic_dialect(scenario, _limit(scenario, body)[1])):
             return await self._send_error(conn, record, api, 400, f"{wrong} (fake upstream)")
+        if api == "openai" and scenario.reasoning in ANTHROPIC_REASONINGS:
+            wrong = (
+                f"reasoning={scenario.reasoning} is the Anthropic API's dialect: "
+                "use reasoning_content, reasoning or think"
+            )
+            return await self._send_error(conn, record, api, 400, f"{wrong} (fake upstream)")
         record.scenario = scenario
         status = self._status_for(scenario)
         if status != 200:
@@ -1078,11 +1151,20 @@ class FakeUpstream:
         count: int,
         event: Callable[[str], str],
         interrupt: asyncio.Event | None = None,
+        prelude: list[tuple[str, str]] | None = None,
+        thought: Callable[[str, str], str] | None = None,
     ) -> str:
         """Write the text tokens, paced; return the fault to inject now ("" when none).
 
+        ``prelude``: (kind, text) pieces sent first, paced like tokens and counted
+        by ``after``: kind "thought" (a reasoning token) or "tag" (a piece of
+        <think> or </think>), written by ``thought(kind, text)``.
+
         "interrupted" when ``interrupt`` was set (a single-stream server got another request).
         """
+        prelude = prelude or []
+        lead = len(prelude)
+        count += lead
         fault = scenario.fault
         fault_at = scenario.after if fault in ("malformed", "reset", "stall", "error_event") else None
         if fault in ("no_done", "done_cut") and scenario.after:
@@ -1108,7 +1190,15 @@ class FakeUpstream:
                 return "interrupted"
             if i == fault_at:
                 return fault
-            text = scenario.token(i)
+            if i < lead:
+                assert thought is not None
+                kind, text = prelude[i]
+                await conn.send_chunk(thought(kind, text))
+                if kind == "thought":
+                    record._add_thought(text)
+                i += 1
+                continue
+            text = scenario.token(i - lead)
             await conn.send_chunk(event(text))
             record._add_token(text)
             i += 1
@@ -1155,6 +1245,12 @@ class FakeUpstream:
         def token(text: str) -> str:
             return chunk(f'[{{"index":0,"delta":{{"content":{_json(text)}}},"finish_reason":null}}]')
 
+        field = "content" if scenario.reasoning == "think" else scenario.reasoning
+
+        def thought(kind: str, text: str) -> str:
+            return chunk(f'[{{"index":0,"delta":{{"{field}":{_json(text)}}},"finish_reason":null}}]')
+
+        prelude = _prelude(scenario)
         await self._start_stream(conn, record)
         if scenario.fault == "empty":  # no events at all
             await conn.end_chunks()
@@ -1165,7 +1261,7 @@ class FakeUpstream:
             self._running.add(interrupt)
         try:
             await conn.send_chunk(chunk('[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]'))
-            fault = await self._tokens(conn, record, scenario, count, token, interrupt)
+            fault = await self._tokens(conn, record, scenario, count, token, interrupt, prelude, thought)
         finally:
             if interrupt is not None:
                 self._running.discard(interrupt)
@@ -1184,6 +1280,7 @@ class FakeUpstream:
         await conn.send_chunk(chunk(f'[{{"index":0,"delta":{{}},"finish_reason":{_json(finish)}}}]'))
         if include_usage:
             prompt = _prompt_tokens(body)
+            count += len(record._thoughts)
             usage = {"prompt_tokens": prompt, "completion_tokens": count, "total_tokens": prompt + count}
             await conn.send_chunk(chunk("[]", f',"usage":{_json(usage)}'))
         await conn.send_chunk("data: [DONE]\n\n")
@@ -1199,11 +1296,42 @@ class FakeUpstream:
         def event(name: str, data: str) -> str:
             return f"event: {name}\ndata: {data}\n\n"
 
+        # With thinking on, block 0 is the thinking (or redacted_thinking) block
+        # and the answer's text is block 1.
+        thinking = _thinking_on(body)
+        redacted = thinking and scenario.reasoning == "redacted"
+        text_index = 1 if thinking else 0
+
         def token(text: str) -> str:
             return event(
                 "content_block_delta",
-                f'{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{_json(text)}}}}}',
+                f'{{"type":"content_block_delta","index":{text_index},'
+                f'"delta":{{"type":"text_delta","text":{_json(text)}}}}}',
             )
+
+        def thought(kind: str, text: str) -> str:
+            if kind == "tag":  # the end of the thinking block, the start of the text
+                signature = {"type": "signature_delta", "signature": FAKE_SIGNATURE}
+                return (
+                    event(
+                        "content_block_delta",
+                        _json({"type": "content_block_delta", "index": 0, "delta": signature}),
+                    )
+                    + event("content_block_stop", '{"type":"content_block_stop","index":0}')
+                    + event(
+                        "content_block_start",
+                        '{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}',
+                    )
+                )
+            return event(
+                "content_block_delta",
+                f'{{"type":"content_block_delta","index":0,'
+                f'"delta":{{"type":"thinking_delta","thinking":{_json(text)}}}}}',
+            )
+
+        prelude: list[tuple[str, str]] = []
+        if thinking and not redacted:
+            prelude = [("thought", scenario.thought(i)) for i in range(scenario.thoughts)] + [("tag", "")]
 
         message: dict = {
             "id": f"msg_fake{uuid.uuid4().hex[:20]}",
@@ -1217,14 +1345,23 @@ class FakeUpstream:
         }
         await self._start_stream(conn, record)
         await conn.send_chunk(event("message_start", _json({"type": "message_start", "message": message})))
-        await conn.send_chunk(
-            event(
-                "content_block_start",
-                '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}',
+        if redacted:
+            block = {"type": "redacted_thinking", "data": FAKE_REDACTED_DATA}
+            await conn.send_chunk(
+                event(
+                    "content_block_start",
+                    _json({"type": "content_block_start", "index": 0, "content_block": block}),
+                )
             )
-        )
+            await conn.send_chunk(event("content_block_stop", '{"type":"content_block_stop","index":0}'))
+        first: dict = {"type": "content_block_start", "index": text_index}
+        first["content_block"] = {"type": "text", "text": ""}
+        if thinking and not redacted:
+            first["index"] = 0
+            first["content_block"] = {"type": "thinking", "thinking": "", "signature": ""}
+        await conn.send_chunk(event("content_block_start", _json(first)))
         await conn.send_chunk(event("ping", '{"type":"ping"}'))
-        fault = await self._tokens(conn, record, scenario, count, token)
+        fault = await self._tokens(conn, record, scenario, count, token, None, prelude, thought)
         if fault:
             error = _json(
                 {
@@ -1239,11 +1376,13 @@ class FakeUpstream:
                 event("content_block_delta", "{not json"),
                 event("error", error),
             )
-        await conn.send_chunk(event("content_block_stop", '{"type":"content_block_stop","index":0}'))
+        await conn.send_chunk(
+            event("content_block_stop", f'{{"type":"content_block_stop","index":{text_index}}}')
+        )
         delta: dict = {
             "type": "message_delta",
             "delta": {"stop_reason": _anthropic_stop(finish), "stop_sequence": None},
-            "usage": {"output_tokens": count},
+            "usage": {"output_tokens": count + len(record._thoughts)},
         }
         await conn.send_chunk(event("message_delta", _json(delta)))
         await conn.send_chunk(event("message_stop", '{"type":"message_stop"}'))
@@ -1263,6 +1402,21 @@ async def _pause(seconds: float, interrupt: asyncio.Event | None) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+#: What the fake signs a thinking block with, and the "encrypted" redacted thinking.
+FAKE_SIGNATURE = "ZmFrZSBzaWduYXR1cmU="
+FAKE_REDACTED_DATA = "ZmFrZSByZWRhY3RlZCB0aGlua2luZw=="
+
+
+def _prelude(scenario: Scenario) -> list[tuple[str, str]]:
+    """The reasoning an OpenAI-compatible stream sends before the answer."""
+    if scenario.reasoning not in OPENAI_REASONINGS:
+        return []
+    thoughts = [("thought", scenario.thought(i)) for i in range(scenario.thoughts)]
+    if scenario.reasoning != "think":
+        return thoughts
+    return [("tag", t) for t in THINK_OPEN] + thoughts + [("tag", t) for t in THINK_CLOSE]
 
 
 def _limit(scenario: Scenario, body: dict) -> tuple[int, str]:

@@ -20,6 +20,12 @@ export const SERVER_FRAMES = {
     "seq": {"type": "integer"},
     "text": {"type": "string"},
   },
+  "reasoning_delta": {
+    "reply": {"type": "string"},
+    "seq": {"type": "integer"},
+    "text": {"type": "string"},
+    "redacted": {"type": "boolean"},
+  },
   "reply_finished": {
     "conversation": {"type": "string"},
     "reply": {"type": "string"},
@@ -29,7 +35,7 @@ export const SERVER_FRAMES = {
     "last_seq": {"type": "integer"},
     "finish_reason": {"type": "string", "nullable": true},
     "usage": {"type": "object", "fields": {"prompt_tokens": {"type": "integer", "nullable": true}, "completion_tokens": {"type": "integer", "nullable": true}, "counted": {"type": "boolean"}}},
-    "metrics": {"type": "object", "fields": {"ttft_ms": {"type": "number", "nullable": true}, "tokens_per_s": {"type": "number", "nullable": true}, "total_ms": {"type": "number", "nullable": true}}},
+    "metrics": {"type": "object", "fields": {"ttft_ms": {"type": "number", "nullable": true}, "tokens_per_s": {"type": "number", "nullable": true}, "total_ms": {"type": "number", "nullable": true}, "first_answer_ms": {"type": "number", "nullable": true}, "reasoning_ms": {"type": "number", "nullable": true}}},
     "omitted_messages": {"type": "integer"},
     "context_tokens": {"type": "integer", "nullable": true},
   },

@@ -164,7 +164,13 @@ def reply_end(**changes) -> protocol.ReplyEnd:
         "last_seq": 3,
         "finish_reason": "stop",
         "usage": {"prompt_tokens": 12, "completion_tokens": 3, "counted": False},
-        "metrics": {"ttft_ms": 8.5, "tokens_per_s": 40.0, "total_ms": 120.25},
+        "metrics": {
+            "ttft_ms": 8.5,
+            "tokens_per_s": 40.0,
+            "total_ms": 120.25,
+            "first_answer_ms": None,
+            "reasoning_ms": None,
+        },
         "omitted_messages": 0,
         "context_tokens": 4096,
     }
@@ -180,6 +186,7 @@ BUILT = {
         conversation=CONVERSATION, reply=REPLY, model="openai/gpt-4o", provider="openai", after_seq=0
     ),
     "delta": protocol.frame_delta(reply=REPLY, seq=1, text="Hello"),
+    "reasoning_delta": protocol.frame_reasoning_delta(reply=REPLY, seq=2, text='Hmm, "so"', redacted=False),
     "reply_finished": protocol.frame_reply_finished(end=reply_end()),
     "error": protocol.frame_error(code="not_found", message="no such reply", ref=REPLY),
     "pong": protocol.frame_pong(),
@@ -228,9 +235,21 @@ def test_the_string_built_delta_is_exactly_the_declared_frame_json_dumps_would_m
     assert protocol.frame_type(raw) == "delta"
 
 
+@pytest.mark.parametrize("text", ["", "plain", 'quote " and \\ backslash', "unicode é 🦜 \u2028"])
+@pytest.mark.parametrize("redacted", [False, True])
+def test_the_string_built_reasoning_delta_is_exactly_the_declared_frame(text, redacted):
+    raw = protocol.frame_reasoning_delta(reply=REPLY, seq=7, text=text, redacted=redacted)
+    expected = {"type": "reasoning_delta", "reply": REPLY, "seq": 7, "text": text, "redacted": redacted}
+    assert raw == json.dumps(expected, separators=(",", ":"), ensure_ascii=False)
+    protocol.check_server_frame(json.loads(raw))
+    # Both kinds of delta share the numbering: a follower across processes reads both.
+    assert protocol.delta_position(raw) == (REPLY, 7)
+    assert protocol.frame_type(raw) == "reasoning_delta"
+
+
 def test_delta_position_and_frame_type_tell_apart_frames_that_are_not_deltas():
     for kind, raw in BUILT.items():
-        if kind != "delta":
+        if kind not in ("delta", "reasoning_delta"):
             assert protocol.delta_position(raw) is None
     assert protocol.frame_type("not a frame") is None
     assert protocol.frame_type('{"type":') is None
