@@ -18,7 +18,9 @@ THOUGHTS = "".join(f"t{i} " for i in range(8))
 
 def kinds_text(frames: list[dict]) -> tuple[str, str]:
     """(reasoning, answer) of the frames, each delta taken once by seq, in order."""
-    reasoning, answer, last = [], [], 0
+    reasoning: list[str] = []
+    answer: list[str] = []
+    last = 0
     for frame in frames:
         if frame["type"] in ("delta", "reasoning_delta") and frame["seq"] > last:
             last = frame["seq"]
