@@ -7,18 +7,30 @@ import { send } from './socket.js';
 import { getJSON } from './http.js';
 import { modelsDeferred, modelsRefresh } from './models.js';
 import { SEND_ERRORS, stopFrame, subscribeFrame } from './protocol.js';
+import { thoughtForText } from './reasoning.js';
 import {
   announce,
   appendMessage,
   cancelRender,
   followBottom,
+  renderReplyReasoning,
   scheduleRender,
   setTitle,
   showError,
   showMessages,
   updateControls,
 } from './render.js';
-import { busy, isCurrent, latestSeq, modelLabel, replyAppend, replyRewind, replyState, state } from './state.js';
+import {
+  busy,
+  isCurrent,
+  latestSeq,
+  modelLabel,
+  replyAppend,
+  replyAppendReasoning,
+  replyRewind,
+  replyState,
+  state,
+} from './state.js';
 import {
   assistantMessageEl,
   finishAssistant,
@@ -133,7 +145,24 @@ function onReplyStarted(f) {
 
 function onDelta(f) {
   const r = state.replies.get(f.reply);
-  if (r && replyAppend(r, f)) scheduleRender(r);
+  if (r && replyAppend(r, f)) {
+    if (r.thinkingMs === null && r.thinkingSince !== null) {
+      // The answer begins: the thinking is over.
+      r.thinkingMs = Date.now() - r.thinkingSince;
+      announce(thoughtForText(r.thinkingMs));
+    }
+    scheduleRender(r);
+  }
+}
+
+function onReasoningDelta(f) {
+  const r = state.replies.get(f.reply);
+  if (!r || !replyAppendReasoning(r, f)) return;
+  if (r.thinkingSince === null && r.text === '') {
+    r.thinkingSince = Date.now();
+    announce('Thinking');
+  }
+  scheduleRender(r);
 }
 
 async function onReplyFinished(f) {
@@ -161,6 +190,7 @@ async function onReplyFinished(f) {
   // checkpoint): show that, not the text past it, which a reload would lose.
   if (f.last_seq < r.seq) replyRewind(r, f.last_seq); // a gap, if unknown here: refetched below
   const label = modelLabel(null, r.node.dataset.model);
+  renderReplyReasoning(r, { ms: f.metrics.reasoning_ms });
   if (f.last_seq > r.seq || r.gap) {
     renderAssistant(r.node, r.text);
     finishAssistant(r.node, { ...f, model: label });
@@ -170,8 +200,11 @@ async function onReplyFinished(f) {
       const m = (body.messages || []).find((x) => x.id === f.reply);
       if (m) {
         r.text = m.content || '';
+        r.reasoning = m.reasoning || '';
+        r.redacted = m.reasoning_redacted === true;
         r.seq = m.last_seq || f.last_seq;
         r.gap = false;
+        renderReplyReasoning(r, { ms: f.metrics.reasoning_ms });
         renderAssistant(r.node, r.text);
         finishAssistant(r.node, { ...f, model: label });
       }
@@ -234,6 +267,7 @@ const HANDLERS = {
   ack: onAck,
   reply_started: onReplyStarted,
   delta: onDelta,
+  reasoning_delta: onReasoningDelta,
   reply_finished: onReplyFinished,
   error: onError,
 };

@@ -3,12 +3,13 @@
 // controls' enabled state, the title and the messages for people.
 
 import { postJSON } from './http.js';
-import { busy, modelLabel, replyState, state } from './state.js';
+import { busy, modelLabel, replyState, replyThinking, state } from './state.js';
 import {
   $,
   assistantMessageEl,
   finishAssistant,
   renderAssistant,
+  renderAssistantReasoning,
   setVersions,
   userMessageEl,
 } from './ui.js';
@@ -52,9 +53,25 @@ export function cancelRender(r) {
 
 function flushRenders() {
   rafHandle = 0;
-  for (const r of dirty) renderAssistant(r.node, r.text, { streaming: true });
+  for (const r of dirty) {
+    if (r.reasoning !== '' || r.redacted) renderReplyReasoning(r, { streaming: true });
+    renderAssistant(r.node, r.text, { streaming: true });
+  }
   dirty.clear();
   followBottom();
+}
+
+/** Show a reply's reasoning as its state has it: "Thinking…" while it thinks,
+ * then "Thought for …" (`ms`: the server's figure, once the reply ended). */
+export function renderReplyReasoning(r, { streaming = false, ms = null } = {}) {
+  renderAssistantReasoning(r.node, {
+    text: r.reasoning,
+    redacted: r.redacted,
+    streaming,
+    thinking: streaming && replyThinking(r),
+    ms: ms ?? r.thinkingMs,
+    startedAt: r.thinkingSince,
+  });
 }
 
 // --- the message list ---------------------------------------------------------
@@ -87,13 +104,20 @@ function messageNode(m) {
   }
   const model = m.provider && m.model ? `${m.provider}/${m.model}` : m.model;
   const node = assistantMessageEl({ id: m.id, status: m.status, model, createdAt: m.created_at });
-  const r = replyState(node, m.id, m.content || '', m.last_seq || 0);
+  const r = replyState(node, m.id, m.content || '', m.last_seq || 0, m.reasoning || '', m.reasoning_redacted === true);
   setVersions(node, m.versions);
   node.chatsiteSegments = m.segments || [];
+  const reasoningMs = m.metrics && typeof m.metrics.reasoning_ms === 'number' ? m.metrics.reasoning_ms : null;
   if (m.status === 'streaming') {
+    // Thinking since about when the reply began (this page did not see it begin).
+    const began = Date.parse(m.created_at);
+    r.thinkingSince = Number.isNaN(began) ? Date.now() : began;
+    renderReplyReasoning(r, { streaming: true });
     renderAssistant(node, r.text, { streaming: true });
   } else {
     r.finished = true;
+    r.thinkingMs = reasoningMs;
+    renderReplyReasoning(r, { ms: reasoningMs });
     renderAssistant(node, r.text);
     finishAssistant(node, { ...m, model: modelLabel(m.provider, m.model) });
   }

@@ -6,7 +6,7 @@ export const state = {
   conversation: null,
   models: [],
   pending: new Map(), // client_id -> {frame, node, text}: sent, not yet acknowledged
-  replies: new Map(), // reply id -> {id, node, text, seq, offsets, finished, gap}
+  replies: new Map(), // reply id -> {id, node, text, seq, offsets, finished, gap, reasoning, ...}
   latestReply: null, // id of the current conversation's latest reply (null: a new one is expected)
   active: null, // id of the reply streaming in the current conversation
   awaiting: null, // client_id whose reply has not started yet
@@ -44,14 +44,33 @@ export function modelLabel(provider, model) {
   return model || null;
 }
 
-/** A reply's state: its text so far and where each delta ended in it. */
-export function replyState(node, id, text, seq) {
+/** A reply's state: its text so far and where each delta ended in it; its
+ * reasoning likewise (both kinds of delta share one seq), and when it thought. */
+export function replyState(node, id, text, seq, reasoning = '', redacted = false) {
   const offsets = new Map([[0, 0]]);
   offsets.set(seq, text.length);
-  const r = { id, node, text, seq, offsets, finished: false, gap: false };
+  const reasoningOffsets = new Map([[0, 0]]);
+  reasoningOffsets.set(seq, reasoning.length);
+  const r = {
+    id,
+    node,
+    text,
+    seq,
+    offsets,
+    finished: false,
+    gap: false,
+    reasoning,
+    redacted,
+    reasoningOffsets,
+    thinkingSince: null, // Date.now() when reasoning began here (null: not seen begin)
+    thinkingMs: null, // how long it thought, once the answer began
+  };
   state.replies.set(id, r);
   return r;
 }
+
+/** The reply is thinking now: it has reasoning and no answer yet, and is streaming. */
+export const replyThinking = (r) => !r.finished && r.text === '' && (r.reasoning !== '' || r.redacted);
 
 /** The seq of the current conversation's latest reply (where a subscribe resumes). */
 export function latestSeq() {
@@ -65,13 +84,26 @@ export function replyAppend(r, { seq, text }) {
   r.text += text;
   r.seq = seq;
   r.offsets.set(seq, r.text.length);
+  r.reasoningOffsets.set(seq, r.reasoning.length);
+  return true;
+}
+
+/** Add a reasoning delta (the same rules as replyAppend, in the same seq). */
+export function replyAppendReasoning(r, { seq, text, redacted }) {
+  if (r.finished || typeof seq !== 'number' || seq <= r.seq) return false;
+  r.reasoning += text;
+  r.redacted = r.redacted || redacted === true;
+  r.seq = seq;
+  r.offsets.set(seq, r.text.length);
+  r.reasoningOffsets.set(seq, r.reasoning.length);
   return true;
 }
 
 /** Cut the text back to exactly deltas 1…seq; where that point is unknown here, mark a gap. */
 export function replyRewind(r, seq) {
-  if (r.offsets.has(seq)) {
+  if (r.offsets.has(seq) && r.reasoningOffsets.has(seq)) {
     r.text = r.text.slice(0, r.offsets.get(seq));
+    r.reasoning = r.reasoning.slice(0, r.reasoningOffsets.get(seq));
     r.seq = seq;
   } else {
     r.gap = true;

@@ -2,6 +2,7 @@
 // textContent or through markdown.js's sanitized fragments (renderMarkdownInto).
 
 import { renderMarkdownInto } from './markdown.js';
+import { reasoningEl, renderReasoning } from './reasoning.js';
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -35,10 +36,14 @@ export function formatDuration(ms) {
 
 const num = (v) => typeof v === 'number' && Number.isFinite(v);
 
-/** "84 ms to first token · 71.5 tok/s · 52 tokens" (parts missing are left out). */
+/** "84 ms to first token · 71.5 tok/s · 52 tokens" (parts missing are left out); a reply
+ * that reasoned adds "· 3.20 s to first answer token" after the first token. */
 export function metricsText(metrics, usage) {
   const parts = [];
   if (metrics && num(metrics.ttft_ms)) parts.push(`${formatDuration(metrics.ttft_ms)} to first token`);
+  if (metrics && num(metrics.reasoning_ms) && num(metrics.first_answer_ms)) {
+    parts.push(`${formatDuration(metrics.first_answer_ms)} to first answer token`);
+  }
   if (metrics && num(metrics.tokens_per_s) && metrics.tokens_per_s > 0) {
     parts.push(`${metrics.tokens_per_s.toFixed(1)} tok/s`);
   }
@@ -219,6 +224,7 @@ export function setUserStatus(node, status, note = '') {
 /** An assistant message shell; fill it with renderAssistant / finishAssistant. */
 export function assistantMessageEl({ id = null, status = 'streaming', model = null, createdAt = null }) {
   const node = el('article', { className: 'message message-assistant', 'aria-label': 'Assistant' }, [
+    reasoningEl(),
     el('div', { className: 'message-body' }),
     el('div', { className: 'message-footer' }, [
       el('span', { className: 'versions-slot' }),
@@ -252,6 +258,15 @@ export function renderAssistant(node, text, { streaming = false } = {}) {
   node.chatsiteText = text;
   // While it streams, only the reply's last block is rendered again (markdown.js).
   renderMarkdownInto(node.querySelector('.message-body'), text, { streaming, decorate: addCodeCopyButtons });
+}
+
+/**
+ * (Re)render an assistant message's reasoning block from a reply's state
+ * (state.js: reasoning, redacted, thinkingSince, thinkingMs), or a saved
+ * message's `reasoning`, `reasoning_redacted` and `metrics.reasoning_ms`.
+ */
+export function renderAssistantReasoning(node, { text, redacted, streaming = false, thinking = false, ms = null, startedAt = null }) {
+  renderReasoning(node.querySelector('.reasoning'), { text, redacted, streaming, thinking, ms, startedAt });
 }
 
 /** "3 earlier messages were not sent to the model: they don't fit its 2,048-token window" (or ''). */
