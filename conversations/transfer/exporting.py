@@ -68,6 +68,9 @@ def message_to_export(message: Message) -> dict:
             metrics=metrics_to_dict(message),
             usage=usage_to_dict(message),
             segments=message.segments or [],
+            reasoning=message.reasoning,
+            reasoning_redacted=message.reasoning_redacted,
+            reasoning_signature=message.reasoning_signature or None,
         )
     return data
 

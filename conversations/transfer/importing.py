@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -518,6 +519,14 @@ def _chatsite_reply(item: dict, at: str) -> dict:
         ),
         "usage_counted": _flag(usage, "counted", f"{at}.usage", default=False),
         "segments": _segments(item.get("segments"), f"{at}.segments"),
+        "first_answer_ms": _number(metrics, "first_answer_ms", f"{at}.metrics", low=0, high=1e12),
+        "reasoning_ms": _number(metrics, "reasoning_ms", f"{at}.metrics", low=0, high=1e12),
+        "reasoning": _text(item, "reasoning", at, limit=MAX_TEXT_CHARS, nullable=True, default="") or "",
+        "reasoning_redacted": _flag(item, "reasoning_redacted", at, default=False),
+        "reasoning_signature": _text(
+            item, "reasoning_signature", at, limit=MAX_TEXT_CHARS, nullable=True, default=""
+        )
+        or "",
     }
 
 
@@ -550,8 +559,11 @@ PLACEHOLDERS = {
     "real_time_user_audio_video_asset_pointer": "[audio]",
     "video_container_asset_pointer": "[video]",
 }
-#: Content types that are the model's hidden reasoning, never shown as the reply.
-HIDDEN_CONTENT = {"thoughts", "reasoning_recap"}
+#: Content types that are the model's reasoning (kept as the next reply's
+#: ``reasoning``, never shown as a reply of their own).
+REASONING_CONTENT = {"thoughts", "reasoning_recap"}
+#: "Thought for 1m 5s", "Thought for 12 seconds": the parts of a reasoning recap.
+RECAP_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(h|hours?|m|min|minutes?|s|sec|seconds?)\b", re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -559,10 +571,11 @@ class _Node:
     key: str
     parent: str | None
     at: str  # where, for messages
-    kind: str  # "user", "assistant", "system" or "skip"
+    kind: str  # "user", "assistant", "system", "reasoning" or "skip"
     text: str = ""
     created_at: datetime | None = None
     reply: dict = field(default_factory=dict)
+    reasoning_ms: float | None = None  # a reasoning recap's figure
 
 
 NOTHING_TO_SHOW = "it has no messages to show (only hidden, empty or tool messages)"
@@ -655,17 +668,32 @@ def _chatgpt_conversation(raw: dict, counter: _Counter) -> ParsedConversation | 
     system: list[str] = []
     parent_of: dict[str, str | None] = {}
     child_count: dict[str | None, int] = defaultdict(int)
+    # The reasoning (thoughts, a recap) on the way down to a node since the
+    # last kept message: the next reply's.
+    thought: dict[str, tuple[str, float | None]] = {}
     for key in order:
         node = nodes[key]
         above = kept_parent[node.parent] if node.parent is not None else None
+        carried = thought.get(node.parent) if node.parent is not None else None
         if node.kind == "system":
             system.append(node.text)
         if node.kind in ("user", "assistant"):
             kept_parent[key] = key
             parent_of[key] = above
             child_count[above] += 1
+            if node.kind == "assistant" and carried is not None:
+                text, ms = carried
+                node.reply = {**node.reply, "reasoning": text, "reasoning_ms": ms}
         else:
             kept_parent[key] = above
+            if node.kind == "reasoning":
+                text, ms = carried or ("", None)
+                text = f"{text}\n\n{node.text}".strip() if node.text else text
+                if len(text) > MAX_TEXT_CHARS:
+                    raise _fail(node.at, f"the reasoning is longer than {MAX_TEXT_CHARS:,} characters")
+                thought[key] = (text, node.reasoning_ms if node.reasoning_ms is not None else ms)
+            elif carried is not None:
+                thought[key] = carried
 
     # A reply that ran a tool (assistant → tool → assistant) is one reply here:
     # an assistant message that is the only child of another is merged into it.
@@ -777,10 +805,12 @@ def _chatgpt_node(key: str, node: Any, where: str) -> _Node:
         return _Node(key, parent, where, "system", _join_prompts(parts), created_at)
     hidden = metadata.get("is_visually_hidden_from_conversation") is True
     recipient = message.get("recipient")
+    if content_type in REASONING_CONTENT and role == "assistant":
+        return _chatgpt_reasoning(key, parent, where, content, content_type, created_at)
     if (
         role not in ("user", "assistant", "system")  # "tool": search results, code output, …
         or hidden
-        or content_type in HIDDEN_CONTENT
+        or content_type in REASONING_CONTENT
         or (role == "assistant" and recipient not in (None, "all") and content_type != "code")
     ):
         return _Node(key, parent, where, "skip")
@@ -791,6 +821,31 @@ def _chatgpt_node(key: str, node: Any, where: str) -> _Node:
         return _Node(key, parent, where, "system", text, created_at)
     reply = _chatgpt_reply(message, metadata, at) if role == "assistant" else {}
     return _Node(key, parent, where, role, text, created_at, reply)
+
+
+def _chatgpt_reasoning(
+    key: str, parent: str | None, where: str, content: dict, content_type: str, created_at: datetime | None
+) -> _Node:
+    """A ``thoughts`` node (its summaries and contents are the reasoning) or a
+    ``reasoning_recap`` ("Thought for 12 seconds": how long it took)."""
+    at = f"{where}.message.content"
+    if content_type == "reasoning_recap":
+        recap = _text(content, "content", at, limit=200, nullable=True, default="") or ""
+        scale = {"h": 3_600_000.0, "m": 60_000.0, "s": 1000.0}
+        parts = RECAP_PART_RE.findall(recap)
+        ms = sum(float(n) * scale[unit[0].lower()] for n, unit in parts) if parts else None
+        return _Node(key, parent, where, "reasoning", "", created_at, reasoning_ms=ms)
+    pieces: list[str] = []
+    for n, item in enumerate(_list(content.get("thoughts") or [], f"{at}.thoughts", MAX_PARTS)):
+        here = f"{at}.thoughts[{n}]"
+        item = _object(item, here)
+        summary = _text(item, "summary", here, limit=MAX_TEXT_CHARS, nullable=True, default="")
+        body = _text(item, "content", here, limit=MAX_TEXT_CHARS, nullable=True, default="")
+        if summary and summary.strip():
+            pieces.append(f"**{summary.strip()}**")
+        if body and body.strip():
+            pieces.append(body.strip())
+    return _Node(key, parent, where, "reasoning", "\n\n".join(pieces), created_at)
 
 
 def _chatgpt_text(content: dict, content_type: str, where: str) -> str:
@@ -876,6 +931,11 @@ _REPLY_DEFAULTS: dict[str, object] = {
     "completion_tokens": None,
     "usage_counted": False,
     "segments": [],
+    "reasoning": "",
+    "reasoning_ms": None,
+    "first_answer_ms": None,
+    "reasoning_redacted": False,
+    "reasoning_signature": "",
 }
 
 

@@ -114,9 +114,18 @@ def test_the_json_export_holds_every_branch_in_a_documented_shape(ann):
         "finish_reason": "stop",
         "finished_at": at(1.5).isoformat(),
         "last_seq": 3,
-        "metrics": {"ttft_ms": 120.5, "tokens_per_s": 42.25, "total_ms": 900.0},
+        "metrics": {
+            "ttft_ms": 120.5,
+            "tokens_per_s": 42.25,
+            "total_ms": 900.0,
+            "first_answer_ms": None,
+            "reasoning_ms": None,
+        },
         "usage": {"prompt_tokens": 12, "completion_tokens": 4, "counted": True},
         "segments": [],
+        "reasoning": "",
+        "reasoning_redacted": False,
+        "reasoning_signature": None,
     }
     assert messages[0] == {
         "id": messages[0]["id"],
@@ -158,6 +167,31 @@ def test_export_then_import_round_trips_exactly_branches_included(ann, ben):
     assert [s for _, _, s in shown] == ["", "stopped", "", "interrupted"]
     assert mine.client_id.startswith("import-")
     assert not mine.messages.exclude(client_id="").exists()
+
+
+def test_reasoning_is_exported_apart_from_the_answer_and_imported_back(ann, ben):
+    c = plain_conversation(ann, title="Thinking", minutes=0)
+    Message.objects.filter(conversation=c, role="assistant").update(
+        reasoning="First, **think**.",
+        reasoning_ms=12000.0,
+        first_answer_ms=12100.0,
+        reasoning_redacted=True,
+        reasoning_signature="c2ln",
+    )
+    [exported] = json.loads(conversation_export_json(conversation=c))["conversations"]
+    reply = next(m for m in exported["messages"] if m["role"] == "assistant")
+    assert reply["reasoning"] == "First, **think**." and "think" not in reply["content"]
+    assert (reply["reasoning_redacted"], reply["reasoning_signature"]) == (True, "c2ln")
+    assert reply["metrics"]["reasoning_ms"] == 12000.0 and reply["metrics"]["first_answer_ms"] == 12100.0
+    importing.conversations_import(user=ben, data=conversation_export_json(conversation=c).encode())
+    copied = Message.objects.get(conversation__user=ben, role="assistant")
+    assert (copied.reasoning, copied.reasoning_ms, copied.first_answer_ms) == (
+        "First, **think**.",
+        12000.0,
+        12100.0,
+    )
+    assert (copied.reasoning_redacted, copied.reasoning_signature) == (True, "c2ln")
+    assert normalized(export_of(ben)) == normalized(export_of(ann))
 
 
 def test_importing_the_same_file_twice_makes_two_copies(ann):
@@ -483,7 +517,10 @@ def test_chatgpt_null_root_reasoning_unfinished_replies_and_empty_conversations(
     user, reply = selectors.message_list(conversation=lisbon)
     assert user.parent_id is None and reply.parent_id == user.pk
     assert reply.content.startswith("**Day 1: Alfama") and "Thought for" not in reply.content
-    assert "Sintra" not in reply.content  # the hidden reasoning stays hidden
+    assert "Sintra" not in reply.content  # the reasoning is not the answer...
+    # ...it is the reply's reasoning (ChatGPT's thoughts), and how long it took (its recap).
+    assert reply.reasoning == "**Planning the days**\n\nDay 1 Alfama, day 2 Belém, day 3 Sintra."
+    assert reply.reasoning_ms == 9000.0
     assert (reply.status, reply.finish_reason, reply.model) == ("stopped", "interrupted", "o3")
     assert lisbon.model == "chatgpt/o3" and lisbon.messages.count() == 2
 
