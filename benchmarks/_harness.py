@@ -396,6 +396,7 @@ def _fake_child() -> None:
             "model": (record.body or {}).get("model"),
             "started_at": record.started_at,
             "token_times": list(record.token_times),
+            "thought_times": list(record.thought_times),
             "disconnected_at": record.disconnected_at,
             "completed": record.completed,
         }
