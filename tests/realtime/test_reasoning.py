@@ -149,3 +149,35 @@ async def test_a_resume_after_a_checkpoint_rebuilds_both_parts(connect, alice, u
     reasoning, answer = kinds_text(rest)
     full = kinds_text(await socket.recv_until("reply_finished"))
     assert (page["reasoning"] + reasoning, page["content"] + answer) == full
+
+
+async def test_a_continued_reply_keeps_its_reasoning_and_a_subscribe_from_0_rebuilds_both(
+    connect, alice, upstream
+):
+    socket = await connect(alice)
+    ack, started = await start(socket, model="openai/fake?fault=drip&rate=100&thoughts=3&reasoning=reasoning")
+    frames = []
+    while len([f for f in frames if f["type"] == "delta"]) < 2:
+        frames.append(await socket.recv())
+    await socket.send(type="stop", reply=started["reply"])
+    frames += await socket.recv_until("reply_finished")
+    before = await get_reply(started["reply"])
+    assert before.reasoning == "t0 t1 t2 " and before.content
+    await socket.send(type="continue", reply=started["reply"])
+    more = await socket.recv_until("delta")
+    assert more[0]["type"] == "reply_started" and more[0]["after_seq"] == before.last_seq
+    # A second tab from the start of the continued reply: the earlier part as one
+    # reasoning_delta and one delta, then the live pieces, each once.
+    second = await connect(alice)
+    await second.send(type="subscribe", conversation=ack["conversation"], after_seq=0)
+    await socket.send(type="stop", reply=started["reply"])
+    more += await socket.recv_until("reply_finished")
+    seen_second = await second.recv_until("reply_finished")
+    reply = await get_reply(started["reply"])
+    first_part = kinds_text(frames)
+    rest = kinds_text(more)
+    assert (reply.reasoning, reply.content) == (first_part[0] + rest[0], first_part[1] + rest[1])
+    assert reply.reasoning.startswith("t0 t1 t2 ")  # the earlier part's thinking is kept
+    assert kinds_text(seen_second) == (reply.reasoning, reply.content)
+    seqs = delta_seqs(seen_second)
+    assert seqs == sorted(set(seqs)) and seqs[-1] == reply.last_seq

@@ -264,3 +264,40 @@ def test_anthropic_without_a_key_or_version_the_sdk_sees_the_real_apis_errors(fa
     no_version = anthropic_client(fake, default_headers={"anthropic-version": anthropic.Omit()})
     with pytest.raises(anthropic.BadRequestError, match="anthropic-version: header is required"):
         anthropic_stream(fake, "fake", client=no_version)
+
+
+# --- Reasoning --------------------------------------------------------------------
+
+
+THOUGHTS = "".join(f"t{i} " for i in range(4))
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_the_openai_sdk_reads_reasoning_fields_of_the_fake(fake, field):
+    text, finish, usage, chunks = openai_stream(fake, f"fake?tokens=3&rate=0&reasoning={field}&thoughts=4")
+    assert text == words(3) and finish == "stop"
+    # The SDK keeps fields it does not model as extra attributes of the delta.
+    thoughts = "".join(getattr(c.choices[0].delta, field, None) or "" for c in chunks if c.choices)
+    assert thoughts == THOUGHTS
+    assert usage.completion_tokens == 3 + 4
+
+
+def test_the_openai_sdk_reads_inline_think_as_content(fake):
+    text, _, _, _ = openai_stream(fake, "fake?tokens=3&rate=0&reasoning=think&thoughts=4")
+    assert text == f"<think>{THOUGHTS}</think>\n\n{words(3)}"
+
+
+@pytest.mark.parametrize("redacted", [False, True])
+def test_the_anthropic_sdk_reads_the_fakes_thinking_blocks(fake, redacted):
+    model = f"fake?tokens=3&rate=0&reasoning={'redacted' if redacted else 'thinking'}&thoughts=4"
+    client = anthropic_client(fake)
+    thinking: dict = {"type": "enabled", "budget_tokens": 1024}
+    with client.messages.stream(model=model, max_tokens=2000, messages=HI, thinking=thinking) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == words(3)
+    kinds = [block.type for block in final.content]
+    assert kinds == ["redacted_thinking" if redacted else "thinking", "text"]
+    if not redacted:
+        assert final.content[0].thinking == THOUGHTS and final.content[0].signature
+    assert final.usage.output_tokens == 3 + (0 if redacted else 4)
