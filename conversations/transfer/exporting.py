@@ -171,6 +171,16 @@ def _versions_note(others: int, role: str) -> str:
     return f"_({versions} of this {what} {verb} in the JSON export.)_"
 
 
+def _reasoning_markdown(message: Message) -> list[str]:
+    """A reply's reasoning, quoted above its answer under "Thought for 12 s"."""
+    took = f" for {message.reasoning_ms / 1000:.0f} s" if message.reasoning_ms is not None else ""
+    lines = [f"> **Thought{took}**", ">"]
+    lines += ["> " + line if line else ">" for line in message.reasoning.strip("\n").splitlines()]
+    if message.reasoning_redacted:
+        lines += [">", "> _(Part of the reasoning was hidden by the provider.)_"]
+    return [*lines, ""]
+
+
 def _markdown(conversation: Conversation, messages: list[Message]) -> str:
     title = _one_line(conversation.title) or "Untitled conversation"
     lines = [f"# {title}", ""]
@@ -199,6 +209,9 @@ def _markdown(conversation: Conversation, messages: list[Message]) -> str:
         else:
             lines.append("## You")
         lines.append("")
+        thought = message.reasoning.strip() or message.reasoning_redacted
+        if message.role == Message.Role.ASSISTANT and thought:
+            lines += _reasoning_markdown(message)
         content = message.content.strip("\n")
         lines.append(content if content.strip() else "_(no text)_")
         lines.append("")

@@ -17,7 +17,11 @@ from conversations import selectors
 from conversations.exceptions import ImportRejected
 from conversations.models import Conversation, Message
 from conversations.transfer import importing
-from conversations.transfer.exporting import conversation_export_json, user_export_json_chunks
+from conversations.transfer.exporting import (
+    conversation_export_json,
+    conversation_export_markdown,
+    user_export_json_chunks,
+)
 from tests import factories
 from tests.factories import at, branchy_conversation, logged_in, plain_conversation
 
@@ -192,6 +196,9 @@ def test_reasoning_is_exported_apart_from_the_answer_and_imported_back(ann, ben)
     )
     assert (copied.reasoning_redacted, copied.reasoning_signature) == (True, "c2ln")
     assert normalized(export_of(ben)) == normalized(export_of(ann))
+    # The Markdown export quotes it above the answer.
+    markdown = conversation_export_markdown(conversation=c)
+    assert "> **Thought for 12 s**\n>\n> First, **think**.\n>\n> _(Part of the reasoning" in markdown
 
 
 def test_importing_the_same_file_twice_makes_two_copies(ann):
