@@ -26,6 +26,9 @@ class Conversation(models.Model):
     system_prompt = models.TextField(blank=True)
     temperature = models.FloatField(null=True, blank=True)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Extended thinking for this conversation's replies (tokens; 0: off; None:
+    # the model's, CHATSITE_THINKING_BUDGET_MODELS / ANTHROPIC_THINKING_BUDGET).
+    thinking_budget = models.PositiveIntegerField(null=True, blank=True)
     # The last message of the branch the user is looking at (messages form a tree).
     active_leaf = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

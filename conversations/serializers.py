@@ -143,6 +143,7 @@ def conversation_to_dict(conversation: Conversation) -> dict:
         "system_prompt": conversation.system_prompt,
         "temperature": conversation.temperature,
         "max_tokens": conversation.max_tokens,
+        "thinking_budget": conversation.thinking_budget,
     }
 
 

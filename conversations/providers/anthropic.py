@@ -46,6 +46,7 @@ class AnthropicProvider(BaseProvider):
         result: StreamResult,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        thinking_budget: int | None = None,
     ) -> AsyncGenerator[str, None]:
         system = "\n\n".join(m.content for m in messages if m.role == "system")
         body: dict[str, Any] = {
@@ -56,7 +57,7 @@ class AnthropicProvider(BaseProvider):
         }
         if system:
             body["system"] = system
-        budget = self.thinking_budget(model=model)
+        budget = self.thinking_budget(model=model) if thinking_budget is None else thinking_budget
         # A continuation prefills the answer, which the API refuses with thinking on.
         continuing = bool(messages) and messages[-1].role == "assistant"
         if budget and not continuing:

@@ -240,8 +240,13 @@ class BaseProvider:
         result: StreamResult,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        thinking_budget: int | None = None,
     ) -> AsyncGenerator[str, None]:
-        """The reply's text, piece by piece (an async generator in every backend)."""
+        """The reply's text, piece by piece (an async generator in every backend).
+
+        ``thinking_budget``: the conversation's own reasoning budget for a
+        backend that turns thinking on per request (0: off; None: the model's,
+        :meth:`thinking_budget`); other backends ignore it."""
         raise NotImplementedError
         yield ""  # an async generator, like the backends' own
 

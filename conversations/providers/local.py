@@ -192,6 +192,7 @@ class LocalProvider(BaseProvider):
         result: StreamResult,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        thinking_budget: int | None = None,
     ) -> AsyncGenerator[str, None]:
         if model != MODEL_NAME or not self.available:
             raise ProviderError("model_unavailable", f"the offline model {model!r} is not installed")

@@ -93,6 +93,7 @@ class OpenAIProvider(BaseProvider):
         result: StreamResult,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        thinking_budget: int | None = None,
     ) -> AsyncGenerator[str, None]:
         body: dict[str, Any] = {
             "model": model,

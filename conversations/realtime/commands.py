@@ -149,6 +149,7 @@ def _launch(
         client_id=client_id,
         temperature=conversation.temperature,
         max_tokens=conversation.max_tokens,
+        thinking_budget=conversation.thinking_budget,
         base_text=message.content,
         base_seq=message.last_seq,
         keep_last=keep_last,

@@ -78,11 +78,13 @@ class Reply:
         base_reasoning: str = "",
         base_reasoning_ms: float | None = None,
         base_redacted: bool = False,
+        thinking_budget: int | None = None,
     ) -> None:
         self.id = reply_id
         self.registry = registry
         self.client_id = client_id  # of the user message this replies to
         self.temperature = temperature
+        self.thinking_budget = thinking_budget
         self.max_tokens = max_tokens or settings.CHATSITE_MAX_TOKENS or None
         self.key = str(reply_id)
         self.conversation_id = conversation_id
@@ -531,6 +533,7 @@ class Reply:
                     result=self.result,
                     max_tokens=self.max_tokens,
                     temperature=self.temperature,
+                    thinking_budget=self.thinking_budget,
                 )
                 async with aclosing(stream):
                     on_piece = self._on_piece

@@ -88,6 +88,7 @@ def conversation_to_export(*, conversation: Conversation, messages: Iterable[Mes
         "system_prompt": conversation.system_prompt,
         "temperature": conversation.temperature,
         "max_tokens": conversation.max_tokens,
+        "thinking_budget": conversation.thinking_budget,
         "active_leaf": str(conversation.active_leaf_id) if conversation.active_leaf_id else None,
         "messages": [message_to_export(m) for m in tree_order(messages)],
     }

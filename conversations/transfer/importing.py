@@ -75,6 +75,7 @@ class ParsedConversation:
     system_prompt: str = ""
     temperature: float | None = None
     max_tokens: int | None = None
+    thinking_budget: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,6 +491,7 @@ def _chatsite_conversation(raw: Any, where: str, counter: _Counter) -> ParsedCon
         system_prompt=system_prompt,
         temperature=_number(raw, "temperature", where, low=0, high=2),
         max_tokens=_number(raw, "max_tokens", where, low=1, high=MAX_INT, integer=True),
+        thinking_budget=_number(raw, "thinking_budget", where, low=0, high=MAX_INT, integer=True),
     )
 
 
@@ -980,6 +982,7 @@ def _store(user: AbstractBaseUser, parsed: list[ParsedConversation]) -> list[Con
             system_prompt=item.system_prompt,
             temperature=item.temperature,
             max_tokens=item.max_tokens,
+            thinking_budget=item.thinking_budget,
             active_leaf_id=ids[item.active_leaf] if item.active_leaf is not None else None,
         )
         conversations.append(conversation)

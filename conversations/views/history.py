@@ -152,7 +152,9 @@ async def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) 
     return JsonResponse({"conversation": serializers.conversation_item_to_dict(item)})
 
 
-OPTION_FIELDS = ("system_prompt", "temperature", "max_tokens")
+OPTION_FIELDS = ("system_prompt", "temperature", "max_tokens", "thinking_budget")
+#: Anthropic's least and the largest budget taken (0 is off).
+THINKING_BUDGET_RANGE = (1024, 128_000)
 MAX_SYSTEM_PROMPT_CHARS = 20_000
 
 
@@ -178,6 +180,17 @@ def _options(body: dict) -> dict:
         ):
             raise ValueError("max_tokens must be a whole number from 1 to 200000, or null for the default")
         options["max_tokens"] = value
+    if "thinking_budget" in body:
+        value = body["thinking_budget"]
+        low, high = THINKING_BUDGET_RANGE
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not (value == 0 or low <= value <= high)
+        ):
+            raise ValueError(
+                f"thinking_budget must be 0 (off), a whole number from {low} to {high}, "
+                "or null for the model's default"
+            )
+        options["thinking_budget"] = value
     return options
 
 

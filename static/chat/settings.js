@@ -1,4 +1,4 @@
-// The conversation settings dialog: system prompt, temperature, max tokens.
+// The conversation settings dialog: system prompt, temperature, max tokens, thinking budget.
 // Saved through POST /api/conversations/<id>/update/; used by the next reply.
 import { postJSON } from './http.js';
 
@@ -18,6 +18,7 @@ export function initSettings({ getConversation }) {
   const system = $('#settings-system');
   const temperature = $('#settings-temperature');
   const maxTokens = $('#settings-max-tokens');
+  const thinking = $('#settings-thinking-budget');
   const error = $('#settings-error');
   if (!button || !dialog) return { update() {} };
 
@@ -32,6 +33,7 @@ export function initSettings({ getConversation }) {
     system.value = conv.system_prompt || '';
     temperature.value = conv.temperature ?? '';
     maxTokens.value = conv.max_tokens ?? '';
+    if (thinking) thinking.value = conv.thinking_budget ?? '';
     showError('');
     dialog.showModal();
     system.focus();
@@ -47,8 +49,9 @@ export function initSettings({ getConversation }) {
       temperature: numberOrNull(temperature),
       max_tokens: numberOrNull(maxTokens),
     };
-    if (Number.isNaN(body.temperature) || Number.isNaN(body.max_tokens)) {
-      showError('Temperature and max tokens must be numbers, or empty.');
+    if (thinking) body.thinking_budget = numberOrNull(thinking);
+    if (Number.isNaN(body.temperature) || Number.isNaN(body.max_tokens) || Number.isNaN(body.thinking_budget)) {
+      showError('Temperature, max tokens and the thinking budget must be numbers, or empty.');
       return;
     }
     try {
@@ -57,6 +60,7 @@ export function initSettings({ getConversation }) {
       conv.system_prompt = saved.system_prompt ?? body.system_prompt.trim();
       conv.temperature = saved.temperature ?? body.temperature;
       conv.max_tokens = saved.max_tokens ?? body.max_tokens;
+      if (thinking) conv.thinking_budget = saved.thinking_budget ?? body.thinking_budget;
       dialog.close();
     } catch (err) {
       showError(err && err.message ? err.message : 'The settings could not be saved.');
