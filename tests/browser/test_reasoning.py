@@ -204,6 +204,29 @@ def test_redacted_thinking_is_shown_as_hidden_by_the_provider(page, reasoning_se
     assert page.problems == []
 
 
+def test_the_settings_dialog_turns_a_conversations_thinking_off_and_on(page, reasoning_server, fake_upstream):
+    login(page, reasoning_server)
+    send(page, "Think first", MODELS["anthropic"])
+    page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]")
+    assert reasoning_state(page)["hidden"] is False  # the model's default: thinking on
+    page.click("#settings-button")
+    assert page.input_value("#settings-thinking-budget") == ""
+    page.fill("#settings-thinking-budget", "0")
+    page.click("#settings-save")
+    page.wait_for_selector("#settings-dialog", state="hidden")
+    before = len(fake_upstream.requests)
+    page.fill("#prompt", "Now without thinking")
+    page.press("#prompt", "Enter")
+    wait_until(page, lambda: page.locator(".message[data-role=assistant]").count() == 2, "a second reply")
+    page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]")
+    assert "thinking" not in fake_upstream.requests[before].body
+    assert reasoning_state(page)["hidden"] is True
+    page.reload()
+    page.click("#settings-button")
+    assert page.input_value("#settings-thinking-budget") == "0"
+    assert page.problems == []
+
+
 def test_screenshots_of_reasoning(page, browser, reasoning_server, fake_upstream):
     login(page, reasoning_server)
     send(page, "Think first, then answer", MODELS["think"])
