@@ -108,6 +108,7 @@ def valid_frames() -> list[dict]:
             conversation=conversation, reply=reply, model="openai/x", provider="openai", after_seq=4
         ),
         protocol.frame_delta(reply=reply, seq=5, text="x"),
+        protocol.frame_reasoning_delta(reply=reply, seq=6, text="hmm", redacted=True),
         protocol.frame_error(code="reply_running", message="wait", ref=None),
         protocol.frame_pong(),
     ]
@@ -157,6 +158,8 @@ def broken_frames() -> list[object]:
         change(("metrics", "total_ms"), "fast"),
         change(("usage",), []),
         change(("usage",), None),
+        {"type": "reasoning_delta", "reply": "r", "seq": 1, "text": "t"},  # no redacted
+        {"type": "reasoning_delta", "reply": "r", "seq": 1, "text": "t", "redacted": "no"},
         {"type": "error", "code": "made_up", "message": "m", "ref": None},
         {"type": "mystery"},
         {"reply": "r"},
