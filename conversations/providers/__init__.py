@@ -38,6 +38,7 @@ PROVIDER_SETTINGS = frozenset(
         "CHATSITE_CONTEXT_TOKENS",
         "CHATSITE_CONTEXT_TOKENS_MODELS",
         "CHATSITE_MODELS_TIMEOUT",
+        "CHATSITE_VISION_MODELS",
     }
 )
 #: The settings of the shared HTTP client.
@@ -52,6 +53,7 @@ def common_options() -> CommonOptions:
         context_tokens=settings.CHATSITE_CONTEXT_TOKENS,
         context_tokens_models=dict(settings.CHATSITE_CONTEXT_TOKENS_MODELS),
         list_timeout=settings.CHATSITE_MODELS_TIMEOUT,
+        vision_models=tuple(settings.CHATSITE_VISION_MODELS),
     )
 
 
