@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from conversations.views import chat, history, transfer
+from conversations.views import attachments, chat, history, transfer
 
 urlpatterns = [
     path("", chat.chat, name="chat"),
@@ -31,6 +31,16 @@ urlpatterns = [
         name="api-conversation-delete",
     ),
     path("api/search/", history.search_index, name="api-search"),
+    # Attachments (docs/protocol.md, "Attachments").
+    path("api/attachments/", attachments.attachment_upload, name="api-attachments"),
+    path(
+        "api/attachments/<uuid:attachment_id>/file", attachments.attachment_file, name="api-attachment-file"
+    ),
+    path(
+        "api/attachments/<uuid:attachment_id>/delete/",
+        attachments.attachment_delete,
+        name="api-attachment-delete",
+    ),
     # Export and import (docs/export-format.md).
     path(
         "c/<uuid:conversation_id>/export.json",

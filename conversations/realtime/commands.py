@@ -73,6 +73,13 @@ async def _resolve_model(
     return model
 
 
+def _sees_images(model: str) -> bool:
+    """Whether the model takes images (its provider says, else CHATSITE_VISION_MODELS)."""
+    provider_name, name = split_model_id(model)
+    provider = get_provider(provider_name)
+    return provider is not None and provider.takes_images(model=name)
+
+
 def _refusal(exc: Refusal, ref: str | None) -> protocol.ProtocolError:
     """The client's answer for a service's refusal: its own code and words."""
     code, message = refusal_answer(exc)
@@ -192,6 +199,8 @@ async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscribe
                 model=model,
                 provider=provider_name,
                 edit_of=frame.edit_of,
+                attachments=frame.attachments,
+                sees_images=_sees_images(model),
             )
         )
     except Refusal as exc:
@@ -217,6 +226,7 @@ async def reply_regenerate(
             client_id=frame.client_id,
             model=model,
             provider=split_model_id(model)[0],
+            sees_images=_sees_images(model),
         )
     except Refusal as exc:
         raise _refusal(exc, frame.client_id) from None
@@ -237,7 +247,10 @@ async def reply_continue(*, user: AbstractBaseUser, frame: protocol.Continue, su
         assert provider is not None
     try:
         continuation = await database_sync_to_async(exchange_services.reply_continue)(
-            user=user, reply_id=frame.reply, prefill=provider.supports_prefill
+            user=user,
+            reply_id=frame.reply,
+            prefill=provider.supports_prefill,
+            sees_images=_sees_images(model),
         )
     except Refusal as exc:
         raise _refusal(exc, str(frame.reply)) from None
