@@ -52,7 +52,13 @@ urlpatterns = [
         transfer.conversation_export_markdown,
         name="conversation-export-md",
     ),
+    path(
+        "c/<uuid:conversation_id>/export.zip",
+        transfer.conversation_export_zip,
+        name="conversation-export-zip",
+    ),
     path("export/all.json", transfer.user_export_json, name="export-all-json"),
+    path("export/all.zip", transfer.user_export_zip, name="export-all-zip"),
     path("export/all.md", transfer.user_export_markdown, name="export-all-md"),
     path("import/", transfer.conversations_import, name="import"),
 ]

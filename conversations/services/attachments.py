@@ -230,6 +230,11 @@ def _write(path: Path, data: bytes) -> None:
         raise
 
 
+def attachment_write(*, attachment_id: uuid.UUID, data: bytes) -> None:
+    """Keep an attachment's (checked) bytes under its id."""
+    _write(attachment_path(attachment_id=attachment_id), data)
+
+
 def attachment_create(*, user: AbstractBaseUser, name: str, data: bytes) -> Attachment:
     """Check an upload from its content, keep its bytes, and record it (bound to no message yet)."""
     max_bytes = settings.CHATSITE_ATTACHMENT_MAX_BYTES
