@@ -285,6 +285,20 @@ CHATSITE_HEARTBEAT = env_float("CHATSITE_HEARTBEAT", 25.0)
 CHATSITE_LAYER_TIMEOUT = env_float("CHATSITE_LAYER_TIMEOUT", 1.0)
 # Largest file accepted by the conversation import (bytes; 0: no limit).
 CHATSITE_MAX_IMPORT_BYTES = env_int("CHATSITE_MAX_IMPORT_BYTES", 50 * 1024 * 1024)
+# --- Attachments ----------------------------------------------------------------
+# Uploaded files live here (never under a public URL), named by their id.
+CHATSITE_ATTACHMENTS_DIR = Path(env_str("CHATSITE_ATTACHMENTS_DIR") or DATA_DIR / "attachments")
+# Largest file accepted (bytes), files per message, images' pixels (width x height:
+# a larger one, such as a decompression bomb, is refused before it is decoded),
+# characters of text taken from a text file or a PDF, uploads not yet sent per user.
+CHATSITE_ATTACHMENT_MAX_BYTES = env_int("CHATSITE_ATTACHMENT_MAX_BYTES", 20 * 1024 * 1024)
+CHATSITE_ATTACHMENTS_PER_MESSAGE = env_int("CHATSITE_ATTACHMENTS_PER_MESSAGE", 10)
+CHATSITE_ATTACHMENT_MAX_PIXELS = env_int("CHATSITE_ATTACHMENT_MAX_PIXELS", 50_000_000)
+CHATSITE_ATTACHMENT_MAX_TEXT_CHARS = env_int("CHATSITE_ATTACHMENT_MAX_TEXT_CHARS", 200_000)
+CHATSITE_ATTACHMENTS_PENDING_MAX = env_int("CHATSITE_ATTACHMENTS_PENDING_MAX", 50)
+# Models that take images when their provider does not say: <provider>/<model>
+# ids or globs ("openai/gpt-4o*"). Claude 3 and later always do; the offline model never.
+CHATSITE_VISION_MODELS = env_list("CHATSITE_VISION_MODELS", [])
 # Off: no SIGTERM handler of chatsite's own (the server's shutdown path alone).
 CHATSITE_SIGTERM_HANDLER = env_bool("CHATSITE_SIGTERM_HANDLER", True)
 # Where `manage.py serve` listens.

@@ -134,6 +134,63 @@ class ImportRejected(Refusal):
         self.code = code
 
 
+class AttachmentRejected(Refusal):
+    """An upload that is not accepted; the message says why, for the user.
+
+    ``code`` is one of ``no_file``, ``unsupported_type``, ``bad_image``,
+    ``too_many_pixels``, ``bad_text``, ``bad_pdf``, ``too_many_pending``
+    (``docs/protocol.md``, "Attachments")."""
+
+    code = "unsupported_type"
+
+    def __init__(self, message: str, code: str = "unsupported_type") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AttachmentTooLarge(AttachmentRejected):
+    """A file over CHATSITE_ATTACHMENT_MAX_BYTES."""
+
+    code = "too_large"
+
+    def __init__(self, *, max_bytes: int) -> None:
+        super().__init__(
+            f"the file is too large: files of up to {max_bytes / (1024 * 1024):.0f} MB can be attached",
+            "too_large",
+        )
+        self.max_bytes = max_bytes
+
+
+class TooManyAttachments(Refusal):
+    """More files on one message than CHATSITE_ATTACHMENTS_PER_MESSAGE."""
+
+    code = "too_many_attachments"
+
+    def __init__(self, *, limit: int) -> None:
+        super().__init__(f"at most {limit} files can be attached to one message; remove some")
+        self.limit = limit
+
+
+class AttachmentInUse(Refusal):
+    """An attachment that is on a message already (deleting it would change the history)."""
+
+    code = "attachment_in_use"
+    default_message = "this file is part of a sent message; delete the conversation to delete it"
+
+
+class ModelCannotSee(Refusal):
+    """Images sent to a model that does not take them (refused before any upstream call)."""
+
+    code = "model_cannot_see"
+
+    def __init__(self, *, model: str) -> None:
+        super().__init__(
+            f"{model[:80]} cannot see images: pick a model that can (marked 'sees images' in the "
+            "model picker), or remove the images"
+        )
+        self.model = model
+
+
 def refusal_answer(exc: Refusal) -> tuple[str, str]:
     """The (code, words) a client is answered with for ``exc``, over the socket and HTTP alike."""
     return exc.code, exc.message

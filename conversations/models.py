@@ -143,3 +143,40 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class Attachment(models.Model):
+    """A file the user attached: an image (re-encoded), a text file, or a PDF (its text taken out).
+
+    The bytes live under ``CHATSITE_ATTACHMENTS_DIR``, in a file named by the id;
+    ``name`` is the user's file name, for showing only. An upload belongs to no
+    message until a ``send`` binds it; one attachment can be on several user
+    messages of one conversation (an edited message keeps its files).
+    """
+
+    class Kind(models.TextChoices):
+        IMAGE = "image"
+        TEXT = "text"
+        PDF = "pdf"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
+    messages = models.ManyToManyField(Message, related_name="attachments", blank=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # Checked from the content, never taken from the name or the browser.
+    media_type = models.CharField(max_length=64)
+    name = models.CharField(max_length=255)
+    size = models.PositiveIntegerField()
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    # Text files and PDFs: the text the model is sent.
+    text = models.TextField(blank=True)
+    pages = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["user", "created_at"], name="attachment_user_time")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.name}"

@@ -12,9 +12,24 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image sent with a user message: its bytes (re-encoded on upload) and type."""
+
+    media_type: str  # "image/png" | "image/jpeg" | "image/webp" | "image/gif"
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str  # "system" | "user" | "assistant"
-    content: str
+    content: str  # the text, attached files' text included
+    #: Images, after the text (user messages only; only to a model that takes them).
+    images: tuple[ImagePart, ...] = ()
+
+
+#: What one image counts against the context window: about what the APIs
+#: charge for a large one (Anthropic: width x height / 750, at most ~1600).
+IMAGE_TOKENS = 1600
 
 
 @dataclass(frozen=True, slots=True)

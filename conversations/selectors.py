@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from conversations import tree
 from conversations.exceptions import InvalidCursor
-from conversations.models import Conversation, Message
+from conversations.models import Attachment, Conversation, Message
 
 
 def session_is_live(*, session_key: str, user_id: int) -> bool:
@@ -234,7 +234,7 @@ def message_list(*, conversation: Conversation) -> list[Message]:
     """The branch the user is looking at, first message first; each message of
     it carries ``sibling_ids``, its versions (regenerated replies, edited
     messages), oldest first."""
-    messages = list(conversation.messages.all())
+    messages = list(conversation.messages.prefetch_related("attachments"))
     path = tree.branch_path(messages=messages, leaf_id=conversation.active_leaf_id)
     if not path:  # no branch recorded: every message in order
         return tree.written_order(messages=messages)
@@ -243,3 +243,8 @@ def message_list(*, conversation: Conversation) -> list[Message]:
     for m in path:
         m.sibling_ids = versions.get(m.parent_id, [m.pk])
     return path
+
+
+def attachment_get(*, user: AbstractBaseUser, attachment_id: uuid.UUID) -> Attachment | None:
+    """The user's attachment, or None for a missing id and for another user's alike."""
+    return Attachment.objects.filter(pk=attachment_id, user=user).first()

@@ -10,7 +10,7 @@ values themselves, for a live reply that is not read from the database.
 from __future__ import annotations
 
 from conversations import errors
-from conversations.models import Conversation, Message
+from conversations.models import Attachment, Conversation, Message
 from conversations.realtime.protocol import ReplyEnd
 from conversations.selectors import ConversationItem
 
@@ -71,6 +71,24 @@ def message_error_words(message: Message) -> str | None:
     )
 
 
+def attachment_to_dict(attachment: Attachment) -> dict:
+    """An attachment as a message shows it: what it is, and where its bytes are
+    served (to its owner only). ``text_chars``: the text a model is sent of a
+    file (0 for an image, and for a PDF with no text in it)."""
+    return {
+        "id": str(attachment.id),
+        "kind": attachment.kind,
+        "name": attachment.name,
+        "media_type": attachment.media_type,
+        "size": attachment.size,
+        "width": attachment.width,
+        "height": attachment.height,
+        "pages": attachment.pages,
+        "text_chars": len(attachment.text),
+        "url": f"/api/attachments/{attachment.id}/file",
+    }
+
+
 def message_to_dict(message: Message) -> dict:
     """A message as the chat shows it; ``versions`` when the read set ``sibling_ids``
     (``selectors.message_list``)."""
@@ -84,6 +102,8 @@ def message_to_dict(message: Message) -> dict:
     sibling_ids = getattr(message, "sibling_ids", None)
     if sibling_ids is not None:
         data["versions"] = [str(pk) for pk in sibling_ids]
+    if message.role == Message.Role.USER:
+        data["attachments"] = [attachment_to_dict(a) for a in message.attachments.all()]
     if message.role == Message.Role.ASSISTANT:
         data.update(
             status=message.status,

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from conversations.views import chat, history, transfer
+from conversations.views import attachments, chat, history, transfer
 
 urlpatterns = [
     path("", chat.chat, name="chat"),
@@ -31,6 +31,16 @@ urlpatterns = [
         name="api-conversation-delete",
     ),
     path("api/search/", history.search_index, name="api-search"),
+    # Attachments (docs/protocol.md, "Attachments").
+    path("api/attachments/", attachments.attachment_upload, name="api-attachments"),
+    path(
+        "api/attachments/<uuid:attachment_id>/file", attachments.attachment_file, name="api-attachment-file"
+    ),
+    path(
+        "api/attachments/<uuid:attachment_id>/delete/",
+        attachments.attachment_delete,
+        name="api-attachment-delete",
+    ),
     # Export and import (docs/export-format.md).
     path(
         "c/<uuid:conversation_id>/export.json",
@@ -42,7 +52,13 @@ urlpatterns = [
         transfer.conversation_export_markdown,
         name="conversation-export-md",
     ),
+    path(
+        "c/<uuid:conversation_id>/export.zip",
+        transfer.conversation_export_zip,
+        name="conversation-export-zip",
+    ),
     path("export/all.json", transfer.user_export_json, name="export-all-json"),
+    path("export/all.zip", transfer.user_export_zip, name="export-all-zip"),
     path("export/all.md", transfer.user_export_markdown, name="export-all-md"),
     path("import/", transfer.conversations_import, name="import"),
 ]

@@ -195,7 +195,7 @@ async def test_the_models_api_lists_every_listed_id_the_default_and_each_provide
         "openai/llama3:8b",
         "openai/Qwen/Qwen2.5-7B-Instruct",
     ]
-    assert all(set(m) == {"id", "label", "description"} for m in data["models"])
+    assert all(set(m) == {"id", "label", "description", "vision"} for m in data["models"])
     assert data["default"] == "openai/configured-model"
     state = data["providers"]["openai"]
     assert state["reachable"] is True and state["error_kind"] is None and state["unreachable_since"] is None

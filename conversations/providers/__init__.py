@@ -39,6 +39,7 @@ PROVIDER_SETTINGS = frozenset(
         "CHATSITE_CONTEXT_TOKENS_MODELS",
         "CHATSITE_MODELS_TIMEOUT",
         "CHATSITE_THINKING_BUDGET_MODELS",
+        "CHATSITE_VISION_MODELS",
     }
 )
 #: The settings of the shared HTTP client.
@@ -54,6 +55,7 @@ def common_options() -> CommonOptions:
         context_tokens_models=dict(settings.CHATSITE_CONTEXT_TOKENS_MODELS),
         list_timeout=settings.CHATSITE_MODELS_TIMEOUT,
         thinking_budget_models=dict(settings.CHATSITE_THINKING_BUDGET_MODELS),
+        vision_models=tuple(settings.CHATSITE_VISION_MODELS),
     )
 
 

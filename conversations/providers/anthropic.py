@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -19,6 +20,27 @@ API_VERSION = "2023-06-01"
 MIN_THINKING_BUDGET = 1024
 
 
+def anthropic_message(message: ChatMessage) -> dict[str, Any]:
+    """A message in the Messages API's shape: images as ``image`` blocks (base64
+    sources) before the text, as Anthropic advises; plain text as a string."""
+    if not message.images:
+        return {"role": message.role, "content": message.content}
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "image",
+            "source": {
+                "type": "base64",
+                "media_type": image.media_type,
+                "data": base64.b64encode(image.data).decode("ascii"),
+            },
+        }
+        for image in message.images
+    ]
+    if message.content.strip():  # the API refuses an empty text block
+        blocks.append({"type": "text", "text": message.content})
+    return {"role": message.role, "content": blocks}
+
+
 class AnthropicProvider(BaseProvider):
     label = "Anthropic"
     supports_prefill = True
@@ -31,6 +53,14 @@ class AnthropicProvider(BaseProvider):
         self._api_key = options.get("API_KEY") or ""
         self._configured = list(options.get("MODELS") or [])
         self.default_max_tokens = int(options.get("MAX_TOKENS") or 4096)
+
+    def known_vision(self, *, model: str) -> bool | None:
+        """Every Claude model since Claude 3 takes images; Claude 2 and Instant do not."""
+        if model.startswith(("claude-2", "claude-instant")):
+            return False
+        if model.startswith("claude-"):
+            return True
+        return None
 
     def _headers(self) -> dict[str, str]:
         return {"x-api-key": self._api_key, "anthropic-version": API_VERSION}
@@ -52,7 +82,7 @@ class AnthropicProvider(BaseProvider):
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": max_tokens or self.default_max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in messages if m.role != "system"],
+            "messages": [anthropic_message(m) for m in messages if m.role != "system"],
             "stream": True,
         }
         if system:

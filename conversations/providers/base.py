@@ -18,6 +18,7 @@ each backend its own options (a dict, from ``CHATSITE_PROVIDERS``) and the
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 from collections.abc import AsyncGenerator, Mapping
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from conversations.prompt import ChatMessage, PromptCount, PromptFit
+from conversations.prompt import IMAGE_TOKENS, ChatMessage, PromptCount, PromptFit
 from conversations.providers.failures import ProviderError, context_length_error, http_error
 from conversations.providers.http import get_client
 from conversations.providers.sse import connect_cause
@@ -41,13 +42,20 @@ class ModelInfo:
     name: str
     label: str
     description: str = ""
+    #: Whether the model takes images, where its provider says (None: it does not say).
+    vision: bool | None = None
 
     @property
     def id(self) -> str:
         return f"{self.provider}/{self.name}"
 
-    def as_dict(self) -> dict[str, str]:
-        return {"id": self.id, "label": self.label, "description": self.description}
+    def as_dict(self) -> dict[str, str | bool]:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "description": self.description,
+            "vision": bool(self.vision),
+        }
 
 
 @dataclass(slots=True)
@@ -73,6 +81,25 @@ class CommonOptions:
     list_timeout: float = 5.0
     #: Extended thinking budgets by ``<provider>/<model>`` (``CHATSITE_THINKING_BUDGET_MODELS``).
     thinking_budget_models: Mapping[str, int] = field(default_factory=dict)
+    #: ``<provider>/<model>`` ids or globs of models that take images, where the
+    #: provider does not say (``CHATSITE_VISION_MODELS``).
+    vision_models: tuple[str, ...] = ()
+
+
+def listed_vision(item: dict[str, Any]) -> bool | None:
+    """Whether a model list entry says the model takes images: OpenRouter's
+    ``architecture.input_modalities``, a ``capabilities`` list naming ``vision``
+    (Ollama), LM Studio's ``type: "vlm"``; None where it says nothing."""
+    architecture = item.get("architecture")
+    modalities = architecture.get("input_modalities") if isinstance(architecture, dict) else None
+    if isinstance(modalities, list):
+        return "image" in modalities
+    capabilities = item.get("capabilities")
+    if isinstance(capabilities, list) and all(isinstance(c, str) for c in capabilities):
+        return "vision" in capabilities
+    if item.get("type") == "vlm":
+        return True
+    return None
 
 
 def listed_context_tokens(item: dict[str, Any]) -> int | None:
@@ -104,6 +131,11 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 3)
 
 
+def image_tokens(messages: list[ChatMessage]) -> int:
+    """What the prompt's images count against the window (a fixed estimate each)."""
+    return IMAGE_TOKENS * sum(len(m.images) for m in messages)
+
+
 class BaseProvider:
     """Subclass and implement :meth:`list_models` and :meth:`stream`."""
 
@@ -125,6 +157,8 @@ class BaseProvider:
         self._learned_context: dict[str, int] = {}
         #: Windows the server's model list names, by model (see :func:`listed_context_tokens`).
         self._listed_context: dict[str, int] = {}
+        #: Whether each model takes images, where the server's model list says (:func:`listed_vision`).
+        self._listed_vision: dict[str, bool] = {}
 
     async def context_tokens(self, *, model: str) -> int:
         """The model's context window in tokens: what the upstream showed (see
@@ -167,7 +201,8 @@ class BaseProvider:
         with a tokenizer at hand count exactly."""
         return PromptCount(
             sum(estimate_tokens(m.content) + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
-            + TEMPLATE_TOKENS_PER_PROMPT,
+            + TEMPLATE_TOKENS_PER_PROMPT
+            + image_tokens(messages),
             exact=False,
         )
 
@@ -226,11 +261,37 @@ class BaseProvider:
                 window = listed_context_tokens(item)
                 if window:
                     self._listed_context[item["id"]] = window
-        return [ModelInfo(self.name, name, label) for name, label in found.items()]
+                sees = listed_vision(item)
+                if sees is not None:
+                    self._listed_vision[item["id"]] = sees
+        return [
+            ModelInfo(self.name, name, label, vision=self.takes_images(model=name))
+            for name, label in found.items()
+        ]
+
+    def takes_images(self, *, model: str) -> bool:
+        """Whether ``model`` takes images: what the server's model list said,
+        else what the backend knows of it (:meth:`known_vision`), else
+        whether ``CHATSITE_VISION_MODELS`` names it."""
+        listed = self._listed_vision.get(model)
+        if listed is not None:
+            return listed
+        known = self.known_vision(model=model)
+        if known is not None:
+            return known
+        model_id = f"{self.name}/{model}"
+        return any(fnmatch.fnmatchcase(model_id, pattern) for pattern in self.common.vision_models)
+
+    def known_vision(self, *, model: str) -> bool | None:
+        """What the backend itself knows of a model's images (None: nothing)."""
+        return None
 
     def configured_models(self) -> list[ModelInfo]:
         """The models offered before the first listing succeeds (``MODELS``)."""
-        return [ModelInfo(self.name, name, name) for name in self.options.get("MODELS") or []]
+        return [
+            ModelInfo(self.name, name, name, vision=self.takes_images(model=name))
+            for name in self.options.get("MODELS") or []
+        ]
 
     async def stream(
         self,

@@ -73,6 +73,10 @@ class LocalProvider(BaseProvider):
     async def list_models(self) -> list[ModelInfo]:
         return self.configured_models()
 
+    def known_vision(self, *, model: str) -> bool | None:
+        """The bundled model is text-only."""
+        return False
+
     def configured_models(self) -> list[ModelInfo]:
         """No server to ask: the bundled model, if it is installed."""
         if not self.available:
@@ -83,6 +87,7 @@ class LocalProvider(BaseProvider):
                 MODEL_NAME,
                 f"{MODEL_NAME} (tiny offline demo)",
                 "A 135M-parameter model bundled for offline use: fast, and not very clever.",
+                vision=False,
             )
         ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -18,6 +19,7 @@ from conversations.providers.base import (
     CommonOptions,
     ModelInfo,
     StreamResult,
+    image_tokens,
 )
 from conversations.providers.failures import ProviderError, context_error_from
 from conversations.providers.http import get_client
@@ -25,6 +27,20 @@ from conversations.providers.reasoning import Reasoning, ThinkSplitter
 from conversations.providers.sse import load_json, sse_events
 
 log = logging.getLogger(__name__)
+
+
+def openai_message(message: ChatMessage) -> dict[str, Any]:
+    """A message in the Chat Completions shape: with images, a list of content
+    parts (the text, then ``image_url`` parts with data URLs); else a string."""
+    if not message.images:
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, Any]] = []
+    if message.content:
+        parts.append({"type": "text", "text": message.content})
+    for image in message.images:
+        url = f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    return {"role": message.role, "content": parts}
 
 
 class OpenAIProvider(BaseProvider):
@@ -67,7 +83,12 @@ class OpenAIProvider(BaseProvider):
         if not self.tokenize_url:
             return await super().count_prompt_tokens(model=model, messages=messages)
         counts = await asyncio.gather(*(self._tokens(model, m.content) for m in messages))
-        total = sum(counts) + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + TEMPLATE_TOKENS_PER_PROMPT
+        total = (
+            sum(counts)
+            + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
+            + TEMPLATE_TOKENS_PER_PROMPT
+            + image_tokens(messages)
+        )
         return PromptCount(total, exact=False)
 
     async def completion_tokens(self, *, model: str, text: str) -> int | None:
@@ -97,7 +118,7 @@ class OpenAIProvider(BaseProvider):
     ) -> AsyncGenerator[str, None]:
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [openai_message(m) for m in messages],
             "stream": True,
             "stream_options": {"include_usage": True},
         }

@@ -73,6 +73,19 @@ async def _resolve_model(
     return model
 
 
+async def _sees_images(model: str) -> bool:
+    """Whether the model takes images (its provider's list says, else what the
+    backend knows, else CHATSITE_VISION_MODELS). A fresh process waits for its
+    first model listing first (briefly), so a listed vision model is known."""
+    provider_name, name = split_model_id(model)
+    provider = get_provider(provider_name)
+    if provider is None:
+        return False
+    if not provider.takes_images(model=name):
+        await model_list_settled(timeout=settings.CHATSITE_MODELS_TIMEOUT)
+    return provider.takes_images(model=name)
+
+
 def _refusal(exc: Refusal, ref: str | None) -> protocol.ProtocolError:
     """The client's answer for a service's refusal: its own code and words."""
     code, message = refusal_answer(exc)
@@ -186,6 +199,7 @@ async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscribe
         if busy and not (live is not None and live.client_id == frame.client_id):
             raise _refusal(ReplyRunning(), frame.client_id)
         registry.starting[conv_id] = user.pk
+    sees_images = bool(frame.attachments) and await _sees_images(model)
     try:
         exchange = await _starts.submit(
             exchange_services.ExchangeRequest(
@@ -196,6 +210,8 @@ async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscribe
                 model=model,
                 provider=provider_name,
                 edit_of=frame.edit_of,
+                attachments=frame.attachments,
+                sees_images=sees_images,
             )
         )
     except Refusal as exc:
@@ -214,6 +230,7 @@ async def reply_regenerate(
     if old is None:
         raise protocol.ProtocolError("not_found", "no such reply", ref=frame.client_id)
     model = await _resolve_model(frame.model, old.conversation_id, user, frame.client_id)
+    sees_images = await _sees_images(model)
     try:
         exchange = await database_sync_to_async(exchange_services.reply_regenerate)(
             user=user,
@@ -221,6 +238,7 @@ async def reply_regenerate(
             client_id=frame.client_id,
             model=model,
             provider=split_model_id(model)[0],
+            sees_images=sees_images,
         )
     except Refusal as exc:
         raise _refusal(exc, frame.client_id) from None
@@ -239,9 +257,13 @@ async def reply_continue(*, user: AbstractBaseUser, frame: protocol.Continue, su
         model = await _resolve_model(None, old.conversation_id, user, str(frame.reply))
         provider = get_provider(split_model_id(model)[0])
         assert provider is not None
+    sees_images = await _sees_images(model)
     try:
         continuation = await database_sync_to_async(exchange_services.reply_continue)(
-            user=user, reply_id=frame.reply, prefill=provider.supports_prefill
+            user=user,
+            reply_id=frame.reply,
+            prefill=provider.supports_prefill,
+            sees_images=sees_images,
         )
     except Refusal as exc:
         raise _refusal(exc, str(frame.reply)) from None

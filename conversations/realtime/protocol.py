@@ -53,6 +53,8 @@ ERROR_CODES = frozenset(
         "too_many_replies",  # over CHATSITE_MAX_CONCURRENT_REPLIES
         "session_ended",  # logged out elsewhere: the socket closes next
         "unavailable",  # the reply's process cannot be reached now (channel layer down)
+        "model_cannot_see",  # images sent to a model that does not take them
+        "too_many_attachments",  # over CHATSITE_ATTACHMENTS_PER_MESSAGE
         "internal",
     }
 )
@@ -65,6 +67,12 @@ class Send:
     conversation: uuid.UUID | None
     model: str | None
     edit_of: uuid.UUID | None = None
+    #: Uploaded attachments' ids (``POST /api/attachments/``), in order.
+    attachments: tuple[uuid.UUID, ...] = ()
+
+
+#: The most attachment ids a ``send`` may name, whatever the setting says.
+ATTACHMENTS_MAX_IDS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +160,27 @@ def _model(data: Data) -> str | None:
     return model
 
 
+def _attachment_ids(data: Data) -> tuple[uuid.UUID, ...]:
+    raw = data.get("attachments")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise ProtocolError("invalid_field", "'attachments' must be a list of attachment ids")
+    if len(raw) > ATTACHMENTS_MAX_IDS:
+        raise ProtocolError(
+            "too_many_attachments", f"a message can have at most {ATTACHMENTS_MAX_IDS} attachments"
+        )
+    try:
+        ids = tuple(uuid.UUID(item) for item in raw)
+    except ValueError:
+        raise ProtocolError("invalid_field", "'attachments' holds an id that is not valid") from None
+    return tuple(dict.fromkeys(ids))
+
+
 def _send(data: Data, client_id: str, max_prompt_chars: int) -> Send:
     body: str = _field(data, "text", str)
-    if not body.strip():
+    attachments = _attachment_ids(data)
+    if not body.strip() and not attachments:
         raise ProtocolError("invalid_field", "'text' must not be empty")
     if len(body) > max_prompt_chars:
         raise ProtocolError("prompt_too_long", f"a message is limited to {max_prompt_chars} characters")
@@ -164,6 +190,7 @@ def _send(data: Data, client_id: str, max_prompt_chars: int) -> Send:
         conversation=_optional_uuid(data, "conversation"),
         model=_model(data),
         edit_of=_optional_uuid(data, "edit_of"),
+        attachments=attachments,
     )
 
 

@@ -11,9 +11,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
 from conversations import tree
-from conversations.exceptions import NotContinuable, NotFound, Refusal, ReplyRunning
-from conversations.models import Conversation, Message
-from conversations.prompt import ChatMessage
+from conversations.exceptions import ModelCannotSee, NotContinuable, NotFound, Refusal, ReplyRunning
+from conversations.models import Attachment, Conversation, Message
+from conversations.prompt import ChatMessage, ImagePart
+from conversations.services import attachments as attachment_services
 from conversations.services.conversations import title_auto
 from conversations.services.limits import limits_check, limits_refusal, limits_usage
 from conversations.services.workers import WORKER_ID
@@ -36,26 +37,72 @@ def branch_path(*, conversation: Conversation, leaf_id: uuid.UUID | None) -> lis
     return tree.branch_path(messages=messages, leaf_id=leaf_id)
 
 
-def _prompt_for(conversation: Conversation, leaf_id: uuid.UUID) -> list[ChatMessage]:
+def _user_prompt(text: str, attachments: list[Attachment], sees_images: bool) -> ChatMessage:
+    """A user message as the model reads it: each attached file's text under
+    its name, then what the user wrote; the images (to a model that sees them)."""
+    parts = [
+        attachment_services.attachment_prompt_text(attachment=a, sees_images=sees_images) for a in attachments
+    ]
+    content = "\n\n".join(p for p in [*parts, text] if p)
+    images: tuple[ImagePart, ...] = ()
+    if sees_images:
+        images = tuple(
+            attachment_services.attachment_image(attachment=a)
+            for a in attachments
+            if a.kind == Attachment.Kind.IMAGE
+        )
+    return ChatMessage("user", content, images)
+
+
+def _attachments_of(message_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Attachment]]:
+    """The attachments of each of these messages, in one query."""
+    through = Attachment.messages.through
+    found: dict[uuid.UUID, list[Attachment]] = {}
+    if message_ids:
+        rows = through.objects.filter(message_id__in=message_ids).select_related("attachment")
+        for row in rows.order_by("attachment__created_at"):
+            found.setdefault(row.message_id, []).append(row.attachment)
+    return found
+
+
+def _refuse_unseen(attachments: list[Attachment], sees_images: bool, model: str) -> None:
+    if not sees_images and any(a.kind == Attachment.Kind.IMAGE for a in attachments):
+        raise ModelCannotSee(model=model.partition("/")[2] or model)
+
+
+def _prompt_for(
+    conversation: Conversation, leaf_id: uuid.UUID, sees_images: bool = False
+) -> list[ChatMessage]:
     """The branch ending at ``leaf_id`` as the model should see it: the system
     prompt first, empty replies dropped, consecutive messages of one role merged,
-    so every API accepts it."""
+    so every API accepts it; user messages with their attachments (images as a
+    note to a model that cannot see them)."""
     prompt: list[ChatMessage] = []
     if conversation.system_prompt.strip():
         prompt.append(ChatMessage("system", conversation.system_prompt))
     path = branch_path(conversation=conversation, leaf_id=leaf_id)
+    attached = _attachments_of([m.pk for m in path if m.role == Message.Role.USER])
     for i, message in enumerate(path):
-        if not message.content:
+        files = attached.get(message.pk, [])
+        if not message.content and not files:
             continue
         after = path[i + 1] if i + 1 < len(path) else None
         if after is not None and not after.content and after.error_kind == "context_length":
             # A message too long for the model: sending it again would fail
             # every later reply of the conversation the same way.
             continue
+        turn = (
+            _user_prompt(message.content, files, sees_images)
+            if files
+            else ChatMessage(message.role, message.content)
+        )
         if prompt and prompt[-1].role == message.role:
-            prompt[-1] = ChatMessage(message.role, prompt[-1].content + "\n\n" + message.content)
+            before = prompt[-1]
+            prompt[-1] = ChatMessage(
+                message.role, before.content + "\n\n" + turn.content, before.images + turn.images
+            )
         else:
-            prompt.append(ChatMessage(message.role, message.content))
+            prompt.append(turn)
     return prompt
 
 
@@ -68,13 +115,17 @@ def exchange_start(
     model: str,
     provider: str,
     edit_of: uuid.UUID | None = None,
+    attachments: tuple[uuid.UUID, ...] = (),
+    sees_images: bool = False,
 ) -> StartedExchange:
     """Store the user's message and an empty streaming reply, in one transaction.
 
     The message continues the branch the user is looking at; with ``edit_of``
     (a user message of the conversation) it becomes that message's sibling
     instead, starting a new branch. A client id seen before returns what was
-    stored then (``created=False``).
+    stored then (``created=False``). ``attachments`` (the user's uploads) are
+    put on the message; images to a model that cannot see them
+    (``sees_images`` false) are refused before anything is stored.
     """
     kwargs = dict(
         user=user,
@@ -84,6 +135,8 @@ def exchange_start(
         model=model,
         provider=provider,
         edit_of=edit_of,
+        attachments=attachments,
+        sees_images=sees_images,
     )
     try:
         return _exchange_start(**kwargs)
@@ -103,6 +156,8 @@ class ExchangeRequest:
     model: str
     provider: str
     edit_of: uuid.UUID | None = None
+    attachments: tuple[uuid.UUID, ...] = ()
+    sees_images: bool = False
 
 
 def exchange_start_many(*, requests: list[ExchangeRequest]) -> list[StartedExchange | Refusal]:
@@ -116,7 +171,11 @@ def exchange_start_many(*, requests: list[ExchangeRequest]) -> list[StartedExcha
     A refusal is returned, not raised, so one send cannot fail the others.
     """
     results: list[StartedExchange | Refusal | None] = [None] * len(requests)
-    fresh = [i for i, r in enumerate(requests) if r.conversation_id is None and r.edit_of is None]
+    fresh = [
+        i
+        for i, r in enumerate(requests)
+        if r.conversation_id is None and r.edit_of is None and not r.attachments
+    ]
     if fresh:
         try:
             for i, result in _exchange_start_new_many([requests[i] for i in fresh]).items():
@@ -238,17 +297,22 @@ def _exchange_start(
     model: str,
     provider: str,
     edit_of: uuid.UUID | None,
+    attachments: tuple[uuid.UUID, ...] = (),
+    sees_images: bool = False,
 ) -> StartedExchange:
     # The hot path of every reply start: keep its statements few.
     with transaction.atomic():
+        files = attachment_services.attachments_for_send(user=user, ids=attachments)
+        _refuse_unseen(files, sees_images, model)
         conversation = None
         if conversation_id is None:
             conversation = Conversation.objects.filter(user=user, client_id=client_id).first()
             new = conversation is None
             if new:
                 limits_check(user=user)
+                title = title_auto(text=text) or title_auto(text=", ".join(a.name for a in files))
                 conversation = Conversation.objects.create(
-                    user=user, client_id=client_id, model=model, title=title_auto(text=text)
+                    user=user, client_id=client_id, model=model, title=title
                 )
         else:
             new = False
@@ -274,18 +338,27 @@ def _exchange_start(
             client_id=client_id,
             parent_id=parent_id,
         )
+        attachment_services.attachments_bind(message=user_message, attachments=files)
         reply = _new_reply(conversation, user_message, model=model, provider=provider)
         if new:  # nothing before it: no need to read the branch back
-            prompt = [ChatMessage("user", text)]
+            prompt = [_user_prompt(text, files, sees_images) if files else ChatMessage("user", text)]
         else:
-            prompt = _prompt_for(conversation, user_message.pk)
+            prompt = _prompt_for(conversation, user_message.pk, sees_images)
     return StartedExchange(conversation, user_message, reply, True, prompt)
 
 
 def reply_regenerate(
-    *, user: AbstractBaseUser, reply_id: uuid.UUID, client_id: str, model: str, provider: str
+    *,
+    user: AbstractBaseUser,
+    reply_id: uuid.UUID,
+    client_id: str,
+    model: str,
+    provider: str,
+    sees_images: bool = False,
 ) -> StartedExchange:
-    """A new reply to the same message, kept as a sibling of ``reply_id``."""
+    """A new reply to the same message, kept as a sibling of ``reply_id`` (the
+    message's attachments go with it; its images to a model that cannot see
+    them are refused)."""
     with transaction.atomic():
         old = Message.objects.filter(
             pk=reply_id, role=Message.Role.ASSISTANT, conversation__user=user
@@ -300,8 +373,9 @@ def reply_regenerate(
             raise ReplyRunning()
         limits_check(user=user, count_message=False)
         parent = old.parent
+        _refuse_unseen(list(parent.attachments.all()), sees_images, model)
         reply = _new_reply(conversation, parent, model=model, provider=provider, client_id=client_id)
-        prompt = _prompt_for(conversation, parent.pk)
+        prompt = _prompt_for(conversation, parent.pk, sees_images)
     return StartedExchange(conversation, parent, reply, True, prompt)
 
 
@@ -319,7 +393,9 @@ class Continuation:
     keep_last: int = 1  # the newest turn: always sent, however long the history
 
 
-def reply_continue(*, user: AbstractBaseUser, reply_id: uuid.UUID, prefill: bool) -> Continuation:
+def reply_continue(
+    *, user: AbstractBaseUser, reply_id: uuid.UUID, prefill: bool, sees_images: bool = False
+) -> Continuation:
     """Reopen a stopped, interrupted or cut reply so the model can go on.
 
     The earlier part's metrics move to ``segments``; the text and ``last_seq``
@@ -351,7 +427,7 @@ def reply_continue(*, user: AbstractBaseUser, reply_id: uuid.UUID, prefill: bool
         reply.refresh_from_db()
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])
-        prompt = _prompt_for(conversation, reply.parent_id) if reply.parent_id else []
+        prompt = _prompt_for(conversation, reply.parent_id, sees_images) if reply.parent_id else []
         keep_last = 1  # the message replied to
         if reply.content:
             if prefill:

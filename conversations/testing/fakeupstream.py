@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import http
@@ -144,7 +145,20 @@ HOSTILE_TOKENS: tuple[str, ...] = tuple(re.findall(r"\S+\s*", HOSTILE_REPLY))
 MODELS = (
     ("fake", "Fake (plain words)"),
     ("fake?text=markdown&tokens=80&rate=40", "Fake (markdown)"),
+    ("fake-vision", "Fake (vision)"),
 )
+#: The models that take images (by the part of the id before any "?"): the
+#: listing says so as OpenRouter does (``architecture.input_modalities``), and
+#: an image sent to any other model is refused as the APIs refuse it.
+VISION_MODELS = frozenset({"fake-vision"})
+#: The image types both APIs take, and the bytes each starts with.
+IMAGE_MAGIC = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+}
+_DATA_URL = re.compile(r"data:(image/[a-z]+);base64,([A-Za-z0-9+/]*={0,2})")
 
 
 # --------------------------------------------------------------------------
@@ -314,6 +328,26 @@ class RequestRecord:
     _thoughts: list[str] = field(default_factory=list, repr=False)
     _disconnected: threading.Event = field(default_factory=threading.Event, repr=False)
     _completed: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def images(self) -> list[tuple[str, bytes]]:
+        """The images the request carried, in order: (media type, bytes), either dialect."""
+        found: list[tuple[str, bytes]] = []
+        for message in (self.body or {}).get("messages") or []:
+            content = message.get("content") if isinstance(message, dict) else None
+            for part in content if isinstance(content, list) else []:
+                if not isinstance(part, dict):
+                    continue
+                if part.get("type") == "image_url":
+                    match = _DATA_URL.fullmatch(str((part.get("image_url") or {}).get("url", "")))
+                    if match:
+                        found.append((match.group(1), base64.b64decode(match.group(2))))
+                elif part.get("type") == "image" and isinstance(part.get("source"), dict):
+                    source = part["source"]
+                    found.append(
+                        (str(source.get("media_type")), base64.b64decode(str(source.get("data", ""))))
+                    )
+        return found
 
     @property
     def text_sent(self) -> str:
@@ -590,6 +624,121 @@ def _error_body(
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+def _image_problem(media_type: object, data: object) -> str | None:
+    """What is wrong with a base64 image of ``media_type`` (None: nothing)."""
+    if media_type not in IMAGE_MAGIC:
+        return f"the image type {media_type!r} is not supported: use one of {', '.join(sorted(IMAGE_MAGIC))}"
+    if not isinstance(data, str) or not data:
+        return "the image data is missing"
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError:
+        return "the image data is not valid base64"
+    if not raw.startswith(IMAGE_MAGIC[media_type]) or (media_type == "image/webp" and raw[8:12] != b"WEBP"):
+        return f"Image does not match the provided media type {media_type}"
+    return None
+
+
+def _sees_images(model: str) -> bool:
+    return model.partition("?")[0] in VISION_MODELS
+
+
+def _openai_content_refusal(i: int, message: dict, model: str) -> tuple[str, str | None, str | None] | None:
+    """A message's ``content``: a string, or a list of text and (user messages) image_url parts."""
+    content = message.get("content")
+    where = f"messages[{i}].content"
+    if isinstance(content, str) or (content is None and message.get("role") == "assistant"):
+        return None
+    if not isinstance(content, list) or not content:
+        return f"Invalid type for '{where}': expected a string or a non-empty array.", where, "invalid_type"
+    for j, part in enumerate(content):
+        at = f"{where}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if set(part) != {"type", "text"} or not isinstance(part["text"], str):
+                return (
+                    f"Invalid '{at}': a text part is {{type, text}} with a string text.",
+                    at,
+                    "invalid_value",
+                )
+        elif kind == "image_url":
+            if message.get("role") != "user":
+                return (
+                    f"Invalid '{at}': image_url parts are only allowed in user messages.",
+                    at,
+                    "invalid_value",
+                )
+            image = part.get("image_url")
+            if (
+                set(part) != {"type", "image_url"}
+                or not isinstance(image, dict)
+                or not isinstance(image.get("url"), str)
+            ):
+                return (
+                    f"Invalid '{at}': an image_url part is {{type, image_url: {{url}}}}.",
+                    at,
+                    "invalid_value",
+                )
+            if set(image) - {"url", "detail"} or image.get("detail", "auto") not in ("auto", "low", "high"):
+                return f"Invalid '{at}.image_url': unknown fields or detail.", at, "invalid_value"
+            if not _sees_images(model):
+                return (
+                    "Invalid content type. image_url is only supported by certain models.",
+                    at,
+                    "invalid_value",
+                )
+            match = _DATA_URL.fullmatch(image["url"])
+            if match is None:
+                return (
+                    f"Invalid '{at}.image_url.url': expected a base64 data URL (fake upstream).",
+                    at,
+                    "invalid_value",
+                )
+            problem = _image_problem(match.group(1), match.group(2))
+            if problem:
+                return f"Invalid image in '{at}': {problem}.", at, "invalid_image_format"
+        else:
+            return (
+                f"Invalid value: '{kind}'. Supported values are: 'text' and 'image_url'.",
+                f"{at}.type",
+                "invalid_value",
+            )
+    return None
+
+
+def _anthropic_content_refusal(i: int, message: dict, model: str) -> str | None:
+    """A message's ``content``: a string, or a list of text and (user messages) image blocks."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return None if content else f"messages.{i}: text content blocks must be non-empty"
+    if not isinstance(content, list) or not content:
+        return f"messages.{i}.content: Input should be a valid list or string"
+    for j, block in enumerate(content):
+        at = f"messages.{i}.content.{j}"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            if set(block) != {"type", "text"} or not isinstance(block["text"], str):
+                return f"{at}.text: Input should be a valid string"
+            if not block["text"]:
+                return f"{at}: text content blocks must be non-empty"
+        elif kind == "image":
+            if message.get("role") != "user":
+                return f"{at}: image content blocks are only allowed in user messages"
+            source = block.get("source")
+            if set(block) != {"type", "source"} or not isinstance(source, dict):
+                return f"{at}.source: Field required"
+            if set(source) != {"type", "media_type", "data"} or source.get("type") != "base64":
+                return f"{at}.source: an image source is {{type: 'base64', media_type, data}} (fake upstream)"
+            if not _sees_images(model):
+                return f"{at}: this model does not support image input (fake upstream)"
+            problem = _image_problem(source.get("media_type"), source.get("data"))
+            if problem:
+                return f"{at}.source: {problem}"
+        else:
+            return f"{at}: Input tag '{kind}' found using 'type' does not match any of the expected tags"
+    return None
+
+
 def _openai_refusal(body: dict) -> tuple[str, str | None, str | None] | None:
     """What the OpenAI API says about a body without its required fields: (message, param, code)."""
     model = body.get("model")
@@ -618,6 +767,9 @@ def _openai_refusal(body: dict) -> tuple[str, str | None, str | None] | None:
                 f"messages[{i}].role",
                 "invalid_value",
             )
+        refused = _openai_content_refusal(i, message, model)
+        if refused:
+            return refused
     return None
 
 
@@ -654,6 +806,9 @@ def _anthropic_refusal(headers: dict[str, str], body: dict | None) -> tuple[int,
             )
         if role not in ("user", "assistant"):
             return 400, f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        problem = _anthropic_content_refusal(i, message, body["model"])
+        if problem:
+            return 400, problem
     thinking = body.get("thinking")
     if thinking is not None:
         if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
@@ -1071,6 +1226,11 @@ class FakeUpstream:
                 "display_name": label,
                 "created_at": "2023-11-14T22:13:20Z",
                 **({"max_model_len": self.model_windows[model_id]} if model_id in self.model_windows else {}),
+                **(
+                    {"architecture": {"input_modalities": ["text", "image"]}}
+                    if model_id.partition("?")[0] in VISION_MODELS
+                    else {}
+                ),
             }
             for model_id, label in self.models
         ]

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import json
 import uuid
+import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import IO
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 from django.utils.text import slugify
 
 from conversations import tree
-from conversations.models import Conversation, Message
+from conversations.models import Attachment, Conversation, Message
 from conversations.serializers import metrics_to_dict, usage_to_dict
+from conversations.services.attachments import EXTENSIONS, attachment_path
 
 FORMAT = "chatsite"
 VERSION = 1
@@ -47,6 +50,29 @@ def tree_order(messages: Iterable[Message]) -> list[Message]:
     return [by_id[pk] for pk in order]
 
 
+def attachment_file_name(attachment: Attachment) -> str:
+    """Where an attachment's bytes are in a zip export: ``attachments/<id>.<ext>``."""
+    return f"attachments/{attachment.pk}.{EXTENSIONS.get(attachment.media_type, 'bin')}"
+
+
+def attachment_to_export(attachment: Attachment) -> dict:
+    data: dict = {
+        "id": str(attachment.pk),
+        "kind": attachment.kind,
+        "name": attachment.name,
+        "media_type": attachment.media_type,
+        "size": attachment.size,
+        "width": attachment.width,
+        "height": attachment.height,
+        "pages": attachment.pages,
+        "file": attachment_file_name(attachment),
+    }
+    if attachment.kind != Attachment.Kind.IMAGE:
+        # The text the model reads: kept even by an export without the files.
+        data["text"] = attachment.text
+    return data
+
+
 def message_to_export(message: Message) -> dict:
     data: dict = {
         "id": str(message.pk),
@@ -55,6 +81,9 @@ def message_to_export(message: Message) -> dict:
         "content": message.content,
         "created_at": _iso(message.created_at),
     }
+    attached = getattr(message, "export_attachments", [])
+    if attached:  # user messages only; none: no field (the shape of version 1)
+        data["attachments"] = [attachment_to_export(a) for a in attached]
     if message.role == Message.Role.ASSISTANT:
         data.update(
             status=message.status,
@@ -113,9 +142,20 @@ def _json_chunks(pairs: Iterable[tuple[Conversation, list[Message]]]) -> Iterato
 
 
 def _with_messages(conversations: list[Conversation]) -> list[tuple[Conversation, list[Message]]]:
+    """The conversations with their messages; each user message carries its
+    attachments as ``export_attachments`` (one more query for them all)."""
     by_conversation: dict[uuid.UUID, list[Message]] = defaultdict(list)
+    by_id: dict[uuid.UUID, Message] = {}
     for message in Message.objects.filter(conversation__in=conversations).defer("worker"):
         by_conversation[message.conversation_id].append(message)
+        by_id[message.pk] = message
+    rows = Attachment.messages.through.objects.filter(message__conversation__in=conversations)
+    for row in rows.select_related("attachment").order_by("attachment__created_at"):
+        message = by_id.get(row.message_id)
+        if message is not None:
+            if not hasattr(message, "export_attachments"):
+                message.export_attachments = []  # type: ignore[attr-defined]
+            message.export_attachments.append(row.attachment)  # type: ignore[attr-defined]
     return [(c, by_conversation.get(c.pk, [])) for c in conversations]
 
 
@@ -128,6 +168,46 @@ def _user_conversations(user: AbstractBaseUser) -> Iterator[tuple[Conversation, 
         chunk = ids[start : start + CHUNK]
         conversations = list(Conversation.objects.filter(pk__in=chunk).order_by("created_at", "id"))
         yield from _with_messages(conversations)
+
+
+def _zip(pairs: Iterable[tuple[Conversation, list[Message]]], out: IO[bytes]) -> None:
+    """The export document as ``conversations.json`` in a zip, with each attachment's
+    bytes beside it (``attachments/<id>.<ext>``), written to ``out``."""
+    seen: dict[uuid.UUID, Attachment] = {}
+
+    def noting(
+        items: Iterable[tuple[Conversation, list[Message]]],
+    ) -> Iterator[tuple[Conversation, list[Message]]]:
+        for conversation, messages in items:
+            for message in messages:
+                for attachment in getattr(message, "export_attachments", []):
+                    seen[attachment.pk] = attachment
+            yield conversation, messages
+
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("conversations.json", "w") as document:
+            for chunk in _json_chunks(noting(pairs)):
+                document.write(chunk.encode("utf-8"))
+        for attachment in seen.values():
+            path = attachment_path(attachment_id=attachment.pk)
+            if path.exists():
+                # Images and PDFs are compressed already.
+                stored = attachment.kind != Attachment.Kind.TEXT
+                archive.write(
+                    path,
+                    attachment_file_name(attachment),
+                    compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED,
+                )
+
+
+def conversation_export_zip(*, conversation: Conversation, out: IO[bytes]) -> None:
+    """One conversation and its attachments' files, as a zip written to ``out``."""
+    _zip(_with_messages([conversation]), out)
+
+
+def user_export_zip(*, user: AbstractBaseUser, out: IO[bytes]) -> None:
+    """All of the user's conversations and their attachments' files, as a zip written to ``out``."""
+    _zip(_user_conversations(user), out)
 
 
 def conversation_export_json(*, conversation: Conversation) -> str:
@@ -214,8 +294,12 @@ def _markdown(conversation: Conversation, messages: list[Message]) -> str:
         if message.role == Message.Role.ASSISTANT and thought:
             lines += _reasoning_markdown(message)
         content = message.content.strip("\n")
-        lines.append(content if content.strip() else "_(no text)_")
-        lines.append("")
+        files = getattr(message, "export_attachments", [])
+        if files:
+            lines += ["_Attached: " + ", ".join(_one_line(a.name) for a in files) + "_", ""]
+        if content.strip() or not files:
+            lines.append(content if content.strip() else "_(no text)_")
+            lines.append("")
         if message.role == Message.Role.ASSISTANT:
             note = _reply_note(message)
             if note:
@@ -227,7 +311,7 @@ def _markdown(conversation: Conversation, messages: list[Message]) -> str:
 
 
 def conversation_export_markdown(*, conversation: Conversation) -> str:
-    messages = list(conversation.messages.defer("worker"))
+    ((_, messages),) = _with_messages([conversation])
     return _markdown(conversation, messages)
 
 

@@ -16,10 +16,12 @@ or reveals anything already stored, and importing a file twice gives two copies.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 import uuid
+import zipfile
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +34,9 @@ from django.db import connections, models, router, transaction
 from django.utils import timezone
 
 from conversations import tree
-from conversations.exceptions import ImportRejected
-from conversations.models import Conversation, Message
+from conversations.exceptions import AttachmentRejected, ImportRejected
+from conversations.models import Attachment, Conversation, Message
+from conversations.services import attachments as attachment_services
 from conversations.services.conversations import TITLE_MAX_CHARS, title_auto, title_shorten
 from conversations.transfer.exporting import FORMAT, VERSION
 
@@ -45,6 +48,8 @@ MAX_TEXT_CHARS = 1_000_000  # one message's text, or a system prompt
 MAX_ID_CHARS = 200  # a message or node id in the file
 MAX_PARTS = 1_000  # parts of one ChatGPT message
 MAX_SEGMENTS = 1_000
+MAX_ATTACHMENTS = 100  # on one message
+MAX_ZIP_ENTRIES = 100_000
 MAX_INT = 2_147_483_647  # PositiveIntegerField on every database
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
@@ -59,6 +64,8 @@ class ParsedMessage:
     content: str
     created_at: datetime
     reply: dict = field(default_factory=dict)  # Message fields of an assistant reply
+    #: A user message's attachments: {"key", "name", "file", "text", "where"} each.
+    attachments: list[dict] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -114,10 +121,135 @@ def conversations_import(*, user: AbstractBaseUser, data: bytes) -> ImportResult
     Raises ``ImportRejected`` (and writes nothing) for a file that cannot be read
     as a whole; the ChatGPT conversations it skips are in ``ImportResult.skipped``.
     """
+    archive = None
+    if data[:4] == b"PK\x03\x04":
+        data, archive = _unzip(data)
     parsed = parse_file(data)
-    with transaction.atomic():
-        conversations = _store(user, parsed.conversations)
+    written: list[uuid.UUID] = []
+    try:
+        with transaction.atomic():
+            conversations = _store(user, parsed.conversations)
+            _store_attachments(user, parsed.conversations, conversations, archive, written)
+    except BaseException:
+        for attachment_id in written:  # nothing was stored: nor are their files
+            attachment_services.attachment_path(attachment_id=attachment_id).unlink(missing_ok=True)
+        raise
     return ImportResult(parsed.source, conversations, parsed.skipped)
+
+
+def _zip_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """A member's bytes, reading no more than ``limit`` (whatever its header claims)."""
+    try:
+        with archive.open(name) as member:
+            data = member.read(limit + 1) if limit else member.read()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError, EOFError):
+        raise ImportRejected(
+            f"{name} in the ZIP archive could not be read: the archive is damaged.", "zip"
+        ) from None
+    if limit and len(data) > limit:
+        raise ImportRejected(f"{name} in the ZIP archive is larger than {megabytes(limit)}.", "too_large")
+    return data
+
+
+def _unzip(data: bytes) -> tuple[bytes, zipfile.ZipFile]:
+    """A zip export: its ``conversations.json``, and the archive to read attachments from."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = archive.namelist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError):
+        raise ImportRejected("The ZIP archive is damaged; export it again.", "zip") from None
+    if len(names) > MAX_ZIP_ENTRIES:
+        raise ImportRejected(f"The ZIP archive holds more than {MAX_ZIP_ENTRIES:,} files.", "too_many")
+    if "conversations.json" not in names:
+        raise ImportRejected(
+            "This ZIP archive has no conversations.json at its top: upload a chatsite export (.zip or "
+            ".json), or the conversations.json of a ChatGPT export.",
+            "zip",
+        )
+    return _zip_member(archive, "conversations.json", settings.CHATSITE_MAX_IMPORT_BYTES), archive
+
+
+def _chatsite_attachments(item: dict, at: str) -> list[dict]:
+    """A user message's ``attachments``: each with a ``name``, and a ``file`` in the zip or its ``text``."""
+    raw = item.get("attachments")
+    if raw is None:
+        return []
+    found = []
+    for k, entry in enumerate(_list(raw, f"{at}.attachments", MAX_ATTACHMENTS)):
+        where = f"{at}.attachments[{k}]"
+        entry = _object(entry, where)
+        found.append(
+            {
+                "key": _text(entry, "id", where, limit=MAX_ID_CHARS, default="") or where,
+                "name": _text(entry, "name", where, limit=attachment_services.NAME_MAX_CHARS, default=""),
+                "file": _text(entry, "file", where, limit=MAX_ID_CHARS, nullable=True, default=None),
+                "text": _text(entry, "text", where, limit=MAX_TEXT_CHARS, nullable=True, default=None),
+                "where": where,
+            }
+        )
+    return found
+
+
+def _attachment_from(entry: dict, archive: zipfile.ZipFile | None) -> attachment_services.Checked | None:
+    """What an exported attachment is, checked as an upload is: its file's bytes from
+    the zip, else (a JSON-only export) its text; None when neither came along."""
+    name = entry["file"]
+    if archive is not None and name and name in archive.namelist():
+        data = _zip_member(archive, name, settings.CHATSITE_ATTACHMENT_MAX_BYTES)
+        try:
+            return attachment_services.attachment_check(data=data)
+        except AttachmentRejected as exc:
+            raise ImportRejected(f"{entry['where']} ({name}): {exc.message}.", "bad_attachment") from None
+    text = entry["text"]
+    if text:
+        return attachment_services.Checked("text", "text/plain", text.encode("utf-8"), text=text)
+    return None
+
+
+def _default_name(checked: attachment_services.Checked) -> str:
+    return f"{checked.kind}.{attachment_services.EXTENSIONS.get(checked.media_type, 'bin')}"
+
+
+def _store_attachments(
+    user: AbstractBaseUser,
+    parsed: list[ParsedConversation],
+    stored: list[Conversation],
+    archive: zipfile.ZipFile | None,
+    written: list[uuid.UUID],
+) -> None:
+    """The attachments of the imported user messages (new ids; one per exported id,
+    so a file on two versions of a message is one attachment on both)."""
+    links = []
+    made: dict[str, Attachment | None] = {}
+    attachments: list[Attachment] = []
+    for item, conversation in zip(parsed, stored, strict=True):
+        ids = [m.pk for m in conversation.imported_messages]  # type: ignore[attr-defined]
+        for n, message in enumerate(item.messages):
+            for entry in message.attachments:
+                if entry["key"] not in made:
+                    checked = _attachment_from(entry, archive)
+                    attachment = None
+                    if checked is not None:
+                        attachment = Attachment(
+                            user=user,
+                            kind=checked.kind,
+                            media_type=checked.media_type,
+                            name=entry["name"] or _default_name(checked),
+                            size=len(checked.data),
+                            width=checked.width,
+                            height=checked.height,
+                            text=checked.text,
+                            pages=checked.pages,
+                        )
+                        written.append(attachment.pk)
+                        attachment_services.attachment_write(attachment_id=attachment.pk, data=checked.data)
+                        attachments.append(attachment)
+                    made[entry["key"]] = attachment
+                attachment = made[entry["key"]]
+                if attachment is not None:
+                    links.append(Attachment.messages.through(attachment_id=attachment.pk, message_id=ids[n]))
+    Attachment.objects.bulk_create(attachments)
+    Attachment.messages.through.objects.bulk_create(links, ignore_conflicts=True)
 
 
 def parse_file(data: bytes) -> ParsedFile:
@@ -437,6 +569,7 @@ def _chatsite_conversation(raw: Any, where: str, counter: _Counter) -> ParsedCon
     )
     counter.add(len(messages_raw))
     found: dict[str, tuple[str, str | None, str, str, datetime, dict]] = {}
+    attached: dict[str, list[dict]] = {}
     for j, item in enumerate(messages_raw):
         at = f"{where}.messages[{j}]"
         item = _object(item, at)
@@ -453,6 +586,8 @@ def _chatsite_conversation(raw: Any, where: str, counter: _Counter) -> ParsedCon
         moment = _moment(item, "created_at", at, required=True)
         reply = _chatsite_reply(item, at) if role == "assistant" else {}
         found[message_id] = (at, parent, role, content, moment, reply)
+        if role == "user":
+            attached[message_id] = _chatsite_attachments(item, at)
 
     order = _tree_order(
         {k: v[1] for k, v in found.items()},
@@ -470,7 +605,7 @@ def _chatsite_conversation(raw: Any, where: str, counter: _Counter) -> ParsedCon
             index[key] = parent_index
             continue
         index[key] = len(messages)
-        messages.append(ParsedMessage(parent_index, role, content, moment, reply))
+        messages.append(ParsedMessage(parent_index, role, content, moment, reply, attached.get(key, [])))
 
     active = _text(raw, "active_leaf", where, limit=MAX_ID_CHARS, nullable=True, default=None)
     if active is not None and active not in found:
@@ -986,6 +1121,7 @@ def _store(user: AbstractBaseUser, parsed: list[ParsedConversation]) -> list[Con
             active_leaf_id=ids[item.active_leaf] if item.active_leaf is not None else None,
         )
         conversations.append(conversation)
+        conversation.imported_messages = []  # type: ignore[attr-defined]
         for n, message in enumerate(item.messages):
             fields = {**_REPLY_DEFAULTS, **message.reply} if message.role == "assistant" else {}
             messages.append(
@@ -999,6 +1135,7 @@ def _store(user: AbstractBaseUser, parsed: list[ParsedConversation]) -> list[Con
                     **fields,
                 )
             )
+            conversation.imported_messages.append(messages[-1])  # type: ignore[attr-defined]
     _insert_as_is(Conversation, conversations)
     _insert_as_is(Message, messages)
     return conversations

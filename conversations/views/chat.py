@@ -70,7 +70,11 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
             "default_model": model_default(models=listed),
             "model_providers": provider_state_list(),
             "ws_path": protocol.PATH,
-            "limits": {"max_prompt_chars": settings.CHATSITE_MAX_PROMPT_CHARS},
+            "limits": {
+                "max_prompt_chars": settings.CHATSITE_MAX_PROMPT_CHARS,
+                "attachments_per_message": settings.CHATSITE_ATTACHMENTS_PER_MESSAGE,
+                "attachment_max_bytes": settings.CHATSITE_ATTACHMENT_MAX_BYTES,
+            },
             "heartbeat_s": settings.CHATSITE_HEARTBEAT,
             "error_labels": errors.ERROR_LABELS,
         },

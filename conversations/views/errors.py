@@ -20,6 +20,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import csrf
 
 from conversations.exceptions import (
+    AttachmentInUse,
+    AttachmentTooLarge,
     NotAuthenticated,
     NotFound,
     Refusal,
@@ -36,6 +38,8 @@ HTTP_STATUS: dict[type[Refusal], int] = {
     SignupClosed: 403,
     NotFound: 404,
     ReplyRunning: 409,
+    AttachmentInUse: 409,
+    AttachmentTooLarge: 413,
     TooManyMessages: 429,
     TooManyReplies: 429,
 }

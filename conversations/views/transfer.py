@@ -5,6 +5,7 @@ Another user's conversation id answers exactly like a missing one (404).
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -13,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.http import (
+    FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
@@ -65,6 +67,41 @@ def conversation_export_markdown(request: HttpRequest, conversation_id: uuid.UUI
     body = exporting.conversation_export_markdown(conversation=conversation)
     response = HttpResponse(body, content_type=MARKDOWN_TYPE)
     return _download(response, exporting.conversation_filename(conversation, "md"))
+
+
+ZIP_TYPE = "application/zip"
+
+
+def _zip_download(write, filename: str) -> FileResponse:
+    """A zip written to a temporary file (on disk past a few MB), then sent from it."""
+    out = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    write(out)
+    out.seek(0)
+    response = FileResponse(out, content_type=ZIP_TYPE)
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@require_GET
+@login_required
+def conversation_export_zip(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """The conversation's JSON export as ``conversations.json``, with its attachments' files beside it."""
+    conversation = _own_conversation(request, conversation_id)
+    return _zip_download(
+        lambda out: exporting.conversation_export_zip(conversation=conversation, out=out),
+        exporting.conversation_filename(conversation, "zip"),
+    )
+
+
+@require_GET
+@login_required
+def user_export_zip(request: HttpRequest) -> HttpResponse:
+    """Every conversation of the user, with every attachment's file."""
+    return _zip_download(
+        lambda out: exporting.user_export_zip(user=request.user, out=out),
+        exporting.user_filename(request.user, "zip"),
+    )
 
 
 async def _stream(make: Callable[[], Iterator[str]]) -> AsyncIterator[bytes]:

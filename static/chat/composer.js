@@ -16,7 +16,8 @@ import {
   updateControls,
 } from './render.js';
 import { busy, isCurrent, newClientId, state } from './state.js';
-import { copyText, el, userMessageEl } from './ui.js';
+import { attachmentChipEl, copyText, el, userMessageEl } from './ui.js';
+import { initAttachments, modelSeesImages, trayAttachments, trayClear, trayRestore, trayUploading } from './attachments.js';
 
 let maxPromptChars = 32000;
 
@@ -25,26 +26,37 @@ export function autosize() {
   dom.prompt.style.height = `${Math.min(dom.prompt.scrollHeight + 2, 320)}px`;
 }
 
-/** A message that could not be sent goes back into the box, before what is there now. */
-export function promptRestore(text) {
+/** A message that could not be sent goes back into the box, before what is there now (its files too). */
+export function promptRestore(text, attachments = []) {
   const current = dom.prompt.value;
   dom.prompt.value = current.trim() ? `${text}\n\n${current}` : text;
+  if (attachments.length) trayRestore(attachments);
   autosize();
   dom.prompt.focus();
 }
 
 function submit() {
-  if (sendText(dom.prompt.value)) {
+  if (trayUploading()) {
+    showError('Wait a moment: the files are still uploading.');
+    return;
+  }
+  if (sendText(dom.prompt.value, { attachments: trayAttachments() })) {
     dom.prompt.value = '';
+    trayClear();
     autosize();
   }
 }
 
 /** Send a user message (editOf: the id of the message it replaces as a new version). */
-function sendText(text, { editOf = null } = {}) {
-  if (!text.trim() || busy()) return false;
+function sendText(text, { editOf = null, attachments = [] } = {}) {
+  if ((!text.trim() && attachments.length === 0) || busy()) return false;
   if (text.length > maxPromptChars) {
     showError(`A message is limited to ${maxPromptChars.toLocaleString()} characters (this one has ${text.length.toLocaleString()}).`);
+    return false;
+  }
+  if (attachments.some((a) => a.kind === 'image') && !modelSeesImages()) {
+    const picked = state.models.find((x) => x.id === dom.model.value);
+    showError(`${picked ? picked.label : 'This model'} cannot see images: pick a model marked “sees images”, or remove the images.`);
     return false;
   }
   clearError();
@@ -57,10 +69,11 @@ function sendText(text, { editOf = null } = {}) {
     text,
     model: dom.model.value || null,
     editOf,
+    attachments: attachments.map((a) => a.id),
   });
   if (editOf) state.refreshNext = true;
-  const node = userMessageEl({ text, status: 'pending', clientId });
-  state.pending.set(clientId, { frame, node, text });
+  const node = userMessageEl({ text, status: 'pending', clientId, attachments });
+  state.pending.set(clientId, { frame, node, text, attachments });
   state.awaiting = clientId;
   appendMessage(node);
   updateControls();
@@ -98,18 +111,45 @@ function startEdit(node) {
   const bubble = node.querySelector('.bubble');
   const area = el('textarea', { className: 'edit-area', 'aria-label': 'Edit your message', rows: '3' });
   area.value = node.chatsiteText || '';
+  // The message's files go with the new version; each can be left out.
+  let kept = [...(node.chatsiteAttachments || [])];
+  const files = el('div', { className: 'edit-attachments', 'aria-label': 'Attached files' });
+  const drawFiles = () => {
+    files.replaceChildren(
+      ...kept.map((a) =>
+        el('div', { className: 'tray-item', dataset: { status: 'ready' } }, [
+          attachmentChipEl(a),
+          el('button', {
+            type: 'button',
+            className: 'tray-remove',
+            'aria-label': `Leave out ${a.name}`,
+            title: 'Leave out',
+            onclick: () => {
+              kept = kept.filter((x) => x !== a);
+              drawFiles();
+              area.focus();
+            },
+          }),
+        ]),
+      ),
+    );
+    files.hidden = kept.length === 0;
+  };
+  drawFiles();
   const save = el('button', { type: 'submit', className: 'send-button edit-save', text: 'Save & send' });
   const cancel = el('button', { type: 'button', className: 'ghost-button edit-cancel', text: 'Cancel' });
-  const form = el('form', { className: 'edit-form' }, [area, el('div', { className: 'edit-buttons' }, [cancel, save])]);
+  const form = el('form', { className: 'edit-form' }, [files, area, el('div', { className: 'edit-buttons' }, [cancel, save])]);
+  const list = node.querySelector('.message-attachments');
   const close = () => {
     form.remove();
-    bubble.hidden = false;
+    bubble.hidden = !node.chatsiteText;
+    if (list) list.hidden = false;
     node.querySelector('.message-actions').hidden = false;
   };
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     const text = area.value;
-    if (!text.trim() || busy()) return;
+    if ((!text.trim() && kept.length === 0) || busy()) return;
     // The branch after the edited message leaves the view; the old one stays reachable by its switcher.
     let next = node.nextElementSibling;
     while (next) {
@@ -119,7 +159,7 @@ function startEdit(node) {
     }
     const editOf = node.dataset.id;
     node.remove();
-    sendText(text, { editOf });
+    sendText(text, { editOf, attachments: kept });
   });
   cancel.addEventListener('click', () => {
     close();
@@ -137,6 +177,7 @@ function startEdit(node) {
     }
   });
   bubble.hidden = true;
+  if (list) list.hidden = true;
   node.querySelector('.message-actions').hidden = true;
   node.append(form);
   area.focus();
@@ -174,6 +215,7 @@ export function stopReply() {
 
 export function initComposer({ data }) {
   maxPromptChars = (data.limits && data.limits.max_prompt_chars) || 32000;
+  initAttachments({ data });
   dom.composer.addEventListener('submit', (event) => {
     event.preventDefault();
     submit();

@@ -40,7 +40,7 @@ export const SERVER_FRAMES = {
     "context_tokens": {"type": "integer", "nullable": true},
   },
   "error": {
-    "code": {"type": "string", "values": ["bad_frame", "frame_too_large", "internal", "invalid_field", "not_continuable", "not_found", "prompt_too_long", "reply_running", "session_ended", "too_many_messages", "too_many_replies", "unavailable", "unknown_model", "unknown_type"]},
+    "code": {"type": "string", "values": ["bad_frame", "frame_too_large", "internal", "invalid_field", "model_cannot_see", "not_continuable", "not_found", "prompt_too_long", "reply_running", "session_ended", "too_many_attachments", "too_many_messages", "too_many_replies", "unavailable", "unknown_model", "unknown_type"]},
     "message": {"type": "string"},
     "ref": {"type": "string", "nullable": true},
   },

@@ -40,3 +40,14 @@ export async function getJSON(url) {
   const response = await fetch(url, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
   return answer(response);
 }
+
+/** A multipart upload (a FormData), answered like postJSON. */
+export async function postForm(url, form) {
+  const response = await fetch(url, {
+    method: 'POST',
+    credentials: 'same-origin',
+    headers: { Accept: 'application/json', 'X-CSRFToken': csrfToken() },
+    body: form,
+  });
+  return answer(response);
+}

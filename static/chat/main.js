@@ -47,6 +47,7 @@ function updateExportMenu() {
   if (!conv) return;
   $('#export-md').href = `/c/${conv.id}/export.md`;
   $('#export-json').href = `/c/${conv.id}/export.json`;
+  $('#export-zip').href = `/c/${conv.id}/export.zip`;
 }
 
 /** Open or close the conversation drawer (narrow screens). The focus goes into it

@@ -3,6 +3,7 @@
 // when the tab comes back. A model whose provider is unreachable stays
 // selectable, marked with since when.
 
+import { updateVisionNote } from './attachments.js';
 import { getJSON } from './http.js';
 import { clearError, dom, showError, updateControls } from './render.js';
 import { state } from './state.js';
@@ -63,8 +64,8 @@ function renderModels() {
       return el('option', {
         value: m.id,
         title: m.description || null,
-        text: `${m.label || m.id}${problem ? ` (${problem})` : ''}`,
-        dataset: problem ? { unreachable: 'true' } : null,
+        text: `${m.label || m.id}${m.vision ? ' · sees images' : ''}${problem ? ` (${problem})` : ''}`,
+        dataset: { ...(problem ? { unreachable: 'true' } : {}), ...(m.vision ? { vision: 'true' } : {}) },
       });
     }),
   );
@@ -72,6 +73,7 @@ function renderModels() {
   const wanted = [models.picked, state.conversation && state.conversation.model, models.default, ids[0]];
   select.value = wanted.find((id) => id && ids.includes(id));
   modelHint();
+  updateVisionNote();
   updateControls();
 }
 

@@ -11,10 +11,11 @@ export function socketUrl(path) {
 }
 
 /** A user message (conversation null: a new conversation; editOf: the message it is a new version of). */
-export function sendFrame({ clientId, conversation, text, model = null, editOf = null }) {
+export function sendFrame({ clientId, conversation, text, model = null, editOf = null, attachments = [] }) {
   const frame = { type: 'send', client_id: clientId, conversation, text };
   if (model) frame.model = model;
   if (editOf) frame.edit_of = editOf;
+  if (attachments.length) frame.attachments = attachments;
   return frame;
 }
 

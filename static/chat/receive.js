@@ -93,7 +93,7 @@ function onAck(f) {
   if (p.frame.conversation === null && !isCurrent(f.conversation)) {
     const conv = {
       id: f.conversation,
-      title: autoTitle(p.text),
+      title: autoTitle(p.text.trim() ? p.text : (p.attachments || []).map((a) => a.name).join(', ')),
       model: p.frame.model || null,
       updated_at: new Date().toISOString(),
     };
@@ -246,7 +246,7 @@ function onError(f) {
     state.pending.delete(ref);
     setUserStatus(p.node, 'failed', 'Not sent');
     if (state.awaiting === ref) state.awaiting = null;
-    promptRestore(p.text);
+    promptRestore(p.text, p.attachments || []);
     updateControls();
     if (p.frame.edit_of) {
       state.refreshNext = false;

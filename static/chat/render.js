@@ -98,7 +98,7 @@ function updateJump() {
 
 function messageNode(m) {
   if (m.role === 'user') {
-    const node = userMessageEl({ id: m.id, text: m.content, status: 'stored', createdAt: m.created_at });
+    const node = userMessageEl({ id: m.id, text: m.content, status: 'stored', createdAt: m.created_at, attachments: m.attachments || [] });
     setVersions(node, m.versions);
     return node;
   }

@@ -143,10 +143,48 @@ export function autoTitle(text) {
 // --- messages ---------------------------------------------------------------
 
 /** A user message: plain text, newlines kept by CSS. */
-export function userMessageEl({ id = null, text, status = 'stored', clientId = null, createdAt = null }) {
+// --- attachments ------------------------------------------------------------------
+
+export function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${Math.round(n / 1024)} KB`;
+  return `${(n / (1024 * 1024)).toFixed(n < 10 * 1024 * 1024 ? 1 : 0)} MB`;
+}
+
+function fileLabel(a) {
+  const ext = /\.([A-Za-z0-9]{1,8})$/.exec(a.name || '');
+  if (a.kind === 'pdf') return a.pages ? `PDF · ${a.pages} page${a.pages === 1 ? '' : 's'}` : 'PDF';
+  return ext ? ext[1].toUpperCase() : 'Text';
+}
+
+/** One attachment as a message (or the composer) shows it: a thumbnail for an
+ * image, a chip (name, type, size) for a file. The bytes are the server's, for their owner. */
+export function attachmentChipEl(a) {
+  if (a.kind === 'image') {
+    const img = el('img', { src: a.url, alt: a.name, loading: 'lazy', decoding: 'async', width: a.width || null, height: a.height || null });
+    return el('a', { className: 'attachment-chip image-chip', href: a.url, target: '_blank', rel: 'noopener', title: a.name, dataset: { kind: 'image', id: a.id } }, [img]);
+  }
+  const detail = a.kind === 'pdf' && a.text_chars === 0 ? `${fileLabel(a)} · no text` : `${fileLabel(a)} · ${formatBytes(a.size)}`;
+  return el('a', { className: 'attachment-chip file-chip', href: a.url, download: a.name, title: `${a.name} (${detail})`, dataset: { kind: a.kind, id: a.id } }, [
+    el('span', { className: 'file-icon', 'aria-hidden': 'true', dataset: { kind: a.kind } }),
+    el('span', { className: 'file-text' }, [el('span', { className: 'file-name', text: a.name }), el('span', { className: 'file-detail', text: detail })]),
+  ]);
+}
+
+export function attachmentListEl(attachments) {
+  if (!attachments || attachments.length === 0) return null;
+  return el('div', { className: 'message-attachments', role: 'list', 'aria-label': 'Attached files' }, attachments.map((a) => {
+    const chip = attachmentChipEl(a);
+    chip.setAttribute('role', 'listitem');
+    return chip;
+  }));
+}
+
+export function userMessageEl({ id = null, text, status = 'stored', clientId = null, createdAt = null, attachments = [] }) {
   const body = el('div', { className: 'message-body', text });
   const node = el('article', { className: 'message message-user', 'aria-label': 'You' }, [
-    el('div', { className: 'bubble' }, [body]),
+    attachmentListEl(attachments),
+    el('div', { className: 'bubble', hidden: !text }, [body]),
     el('p', { className: 'message-note', hidden: true }),
     el('div', { className: 'message-footer message-actions' }, [
       el('span', { className: 'versions-slot' }),
@@ -167,6 +205,7 @@ export function userMessageEl({ id = null, text, status = 'stored', clientId = n
   if (clientId) node.dataset.clientId = clientId;
   node.dataset.status = status;
   node.chatsiteText = text;
+  node.chatsiteAttachments = attachments || [];
   return node;
 }
 

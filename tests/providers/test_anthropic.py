@@ -207,6 +207,7 @@ async def test_list_models_uses_display_names(fake):
         ("claude-configured", "claude-configured"),
         ("fake", "Fake (plain words)"),
         ("fake?text=markdown&tokens=80&rate=40", "Fake (markdown)"),
+        ("fake-vision", "Fake (vision)"),
     ]
     record = fake.wait_for_requests(1)[0]
     assert (record.method, record.path) == ("GET", "/v1/models")

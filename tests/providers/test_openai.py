@@ -364,7 +364,12 @@ async def test_list_models_merges_configured_and_listed(fake):
     provider = make_provider(fake.openai_base_url, MODELS=["my-model", "fake"])
     models = await provider.list_models()
 
-    assert [m.name for m in models] == ["my-model", "fake", "fake?text=markdown&tokens=80&rate=40"]
+    assert [m.name for m in models] == [
+        "my-model",
+        "fake",
+        "fake?text=markdown&tokens=80&rate=40",
+        "fake-vision",
+    ]
     assert {m.provider for m in models} == {"openai"}
     assert models[0].id == "openai/my-model"
     record = fake.wait_for_requests(1)[0]

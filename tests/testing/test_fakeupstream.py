@@ -180,7 +180,11 @@ def test_models_listing(fake):
     listing = httpx.get(fake.openai_base_url + "/models", timeout=10).json()
 
     assert listing["object"] == "list"
-    assert [m["id"] for m in listing["data"]] == ["fake", "fake?text=markdown&tokens=80&rate=40"]
+    assert [m["id"] for m in listing["data"]] == [
+        "fake",
+        "fake?text=markdown&tokens=80&rate=40",
+        "fake-vision",
+    ]
     assert all(m["object"] == "model" and m["display_name"] for m in listing["data"])
 
 

@@ -121,7 +121,7 @@ def test_openai_a_stream_a_single_stream_server_interrupts_parses_up_to_done():
         listed = [m.id for m in client.models.list()]  # another request: the stream ends
         rest = list(chunks)
 
-    assert listed == ["fake", "fake?text=markdown&tokens=80&rate=40"]
+    assert listed == ["fake", "fake?text=markdown&tokens=80&rate=40", "fake-vision"]
     assert fake.requests[0].interrupted
     assert all(c.choices[0].finish_reason is None for c in rest)
     assert len(rest) < 99
@@ -231,6 +231,7 @@ def test_anthropic_model_listing_parses(fake):
     assert [(m.id, m.display_name) for m in listed] == [
         ("fake", "Fake (plain words)"),
         ("fake?text=markdown&tokens=80&rate=40", "Fake (markdown)"),
+        ("fake-vision", "Fake (vision)"),
     ]
 
 
