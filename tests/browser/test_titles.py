@@ -109,5 +109,13 @@ def test_a_made_title_appears_in_the_sidebar_and_header_of_every_tab_without_a_r
     # A reload shows the same: it is stored.
     page.reload()
     expect(page.locator("#conversation-title")).to_have_text(MADE)
+    if viewport["width"] >= 600:
+        # A rename in one tab shows in the other at once too; the user's title stays.
+        page.locator("#conversation-list .conversation-item").first.locator(".item-menu-button").click()
+        page.click(".item-menu [data-action=rename]")
+        page.fill(".rename-input", "Lists, reversed")
+        page.press(".rename-input", "Enter")
+        expect(other.locator("#conversation-list .conversation-title").first).to_have_text("Lists, reversed")
+        expect(page.locator("#conversation-title")).to_have_text("Lists, reversed")
     assert problems == []
     context.close()

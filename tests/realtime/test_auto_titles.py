@@ -335,3 +335,61 @@ async def test_shutdown_cancels_the_title_and_gives_its_claim_back(connect, alic
     assert await asked.wait_disconnected_async(5)
     conv = await conversation(frames[0]["conversation"])
     assert (conv.title, conv.title_generated) == ("How do I reverse a list in Python?", False)
+
+
+@pytest.mark.slow
+async def test_with_the_offline_model_a_waiting_reply_wins_over_the_title(
+    connect, alice, settings, monkeypatch
+):
+    """One lock per model instance: a reply that starts while the title is being
+    generated cancels the title, which lets go of the model at its next token."""
+    pytest.importorskip("llama_cpp")
+    settings.CHATSITE_PROVIDERS = {
+        "local": {
+            "BACKEND": "conversations.providers.local.LocalProvider",
+            "MODEL_PATH": "bundled",
+            "MAX_TOKENS": 24,
+        }
+    }
+    settings.CHATSITE_DEFAULT_MODEL = "local/SmolLM2-135M-Instruct"
+    settings.CHATSITE_AUTO_TITLES = True
+    settings.CHATSITE_TITLE_MODEL = ""
+    settings.CHATSITE_TITLE_BUSY_REPLIES = 8
+    # A title long enough to be caught generating (a real one is a few tokens).
+    monkeypatch.setattr(titles, "MAX_TOKENS", 2000)
+    socket = await connect(alice)
+    frames = await exchange(socket, text="Name three colours.")
+    assert frames[-1]["status"] == "complete"
+    conv_id = uuid.UUID(frames[0]["conversation"])
+    job = await eventually(lambda: titles._jobs.get(conv_id), what="the title work")
+    local = job.provider
+    await eventually(local._lock.locked, what="the title to hold the model")
+    second = await exchange(socket, text="And three animals.", conversation=str(conv_id))
+    assert second[-1]["status"] == "complete"
+    assert job.gave_way and job.task is not None and job.task.cancelled()
+    assert (await conversation(str(conv_id))).title == "Name three colours."
+    await cancel_title_work()
+
+
+async def test_a_rename_reaches_every_socket_of_the_user_too(connect, alice, bob, auto_titles, settings):
+    from django.test import AsyncClient
+
+    settings.CHATSITE_AUTO_TITLES = False
+    mine, bobs = await connect(alice), await connect(bob)
+    frames = await exchange(mine)
+    conv_id = frames[0]["conversation"]
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    answer = await client.post(
+        f"/api/conversations/{conv_id}/update/",
+        {"title": "  Renamed\nhere "},
+        content_type="application/json",
+    )
+    assert answer.status_code == 200
+    pushed = await mine.recv()
+    assert pushed == {"type": "conversation_updated", "conversation": conv_id, "title": "Renamed here"}
+    # Pinning is no title change; another user hears nothing.
+    await client.post(
+        f"/api/conversations/{conv_id}/update/", {"pinned": True}, content_type="application/json"
+    )
+    assert await mine.nothing() and await bobs.nothing()
