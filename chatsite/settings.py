@@ -299,6 +299,22 @@ CHATSITE_ATTACHMENTS_PENDING_MAX = env_int("CHATSITE_ATTACHMENTS_PENDING_MAX", 5
 # Models that take images when their provider does not say: <provider>/<model>
 # ids or globs ("openai/gpt-4o*"). Claude 3 and later always do; the offline model never.
 CHATSITE_VISION_MODELS = env_list("CHATSITE_VISION_MODELS", [])
+# --- Titles ------------------------------------------------------------------
+# After a conversation's first exchange its model (or CHATSITE_TITLE_MODEL) is
+# asked for a short title, in the background (conversations/realtime/titles.py).
+CHATSITE_AUTO_TITLES = env_bool("CHATSITE_AUTO_TITLES", True)
+CHATSITE_TITLE_MODEL = env_str("CHATSITE_TITLE_MODEL")
+_title_provider, _, _title_model = CHATSITE_TITLE_MODEL.partition("/")
+if CHATSITE_TITLE_MODEL and (not _title_model or _title_provider not in _providers):
+    raise ImproperlyConfigured(
+        f"CHATSITE_TITLE_MODEL must be '<provider>/<model id>' with a configured provider "
+        f"({', '.join(sorted(_providers)) or 'none is configured'}), as /api/models/ lists it; "
+        f"not {CHATSITE_TITLE_MODEL!r}"
+    )
+CHATSITE_TITLE_TIMEOUT = env_float("CHATSITE_TITLE_TIMEOUT", 20.0)
+# A title is skipped (the first-line title stays) when this process already has
+# this many replies streaming (title requests in flight count too). 0: never.
+CHATSITE_TITLE_BUSY_REPLIES = env_int("CHATSITE_TITLE_BUSY_REPLIES", 8)
 # Off: no SIGTERM handler of chatsite's own (the server's shutdown path alone).
 CHATSITE_SIGTERM_HANDLER = env_bool("CHATSITE_SIGTERM_HANDLER", True)
 # Where `manage.py serve` listens.

@@ -24,7 +24,7 @@ def close_sockets_on_logout(sender, request, user, **kwargs) -> None:
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
-    from conversations.realtime.consumers import user_group
+    from conversations.realtime.cluster import user_group
 
     layer = get_channel_layer()
     if layer is None:

@@ -21,6 +21,9 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # False once the user renamed it: automatic titles never overwrite theirs.
     title_is_auto = models.BooleanField(default=True)
+    # A model was asked for its title (once per conversation, whatever came of it;
+    # see conversations/realtime/titles.py).
+    title_generated = models.BooleanField(default=False)
     pinned = models.BooleanField(default=False)
     archived = models.BooleanField(default=False)
     system_prompt = models.TextField(blank=True)

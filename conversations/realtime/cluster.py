@@ -352,6 +352,30 @@ async def _handle(state: WorkerState, message: dict[str, Any]) -> None:
         subscriber.close()
 
 
+# Frames for every socket of one user, in every process: each socket joins its
+# user's group when it opens (``ChatConsumer.connect``).
+
+
+def user_group(user_id: int) -> str:
+    """The channel-layer group of every socket of one user."""
+    return f"chatsite-user.{user_id}"
+
+
+async def user_frame_send(*, user_id: int, frame: str) -> bool:
+    """Send a server frame to every socket of the user, here and in every other
+    process (the consumer's ``user_frame``). False if the channel layer could
+    not take it (it is down, or there is none)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    try:
+        await layer_call(layer.group_send(user_group(user_id), {"type": "user.frame", "text": frame}))
+        return True
+    except Exception as exc:
+        log.warning("sending a frame to a user's sockets failed (%s)", type(exc).__name__)
+        return False
+
+
 # The commands one process sends another about a reply the other owns: built
 # by these three and read by ``_handle``, nowhere else.
 

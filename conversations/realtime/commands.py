@@ -22,7 +22,7 @@ from conversations.exceptions import Refusal, ReplyRunning, refusal_answer
 from conversations.models import Conversation, Message
 from conversations.prompt import ChatMessage
 from conversations.providers import ModelInfo, get_provider, split_model_id
-from conversations.realtime import cluster, protocol
+from conversations.realtime import cluster, protocol, titles
 from conversations.realtime.batching import Batcher
 from conversations.realtime.registry import registry, reply_for_user
 from conversations.realtime.replies import Reply, finished_frame
@@ -170,9 +170,11 @@ def _launch(
         base_reasoning_ms=message.reasoning_ms,
         base_redacted=message.reasoning_redacted,
     )
+    titles.title_yield(provider=provider)  # a title on a one-at-a-time model gives way
     registry.add(reply)
     reply.subscribe(subscriber, message.last_seq)
     reply.start()
+    titles.title_after(reply)
     return reply
 
 

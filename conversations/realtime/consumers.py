@@ -22,6 +22,7 @@ from django.conf import settings
 
 from conversations import selectors
 from conversations.realtime import cluster, commands, protocol
+from conversations.realtime.cluster import user_group
 from conversations.realtime.middleware import Receive, Scope
 from conversations.realtime.outbox import Send, outbox
 from conversations.realtime.registry import reply_for_user
@@ -32,10 +33,6 @@ log = logging.getLogger(__name__)
 
 #: WebSocket close code sent when the session behind a socket has ended.
 CLOSE_SESSION_ENDED = 4401
-
-
-def user_group(user_id: int) -> str:
-    return f"chatsite-user.{user_id}"
 
 
 class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels has no type information
@@ -304,6 +301,13 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
                 )
             ):
                 log.warning("could not ask again for reply %s", verdict.reply_id)
+
+    async def user_frame(self, event: dict[str, Any]) -> None:
+        """A frame for every socket of this user (``cluster.user_frame_send``),
+        e.g. a conversation's new title."""
+        text = event.get("text")
+        if isinstance(text, str):
+            self.deliver(text)
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         session = self.scope.get("session")

@@ -349,6 +349,9 @@ SERVER_FRAMES: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
             "ref": FieldSpec("string", nullable=True),
         },
         "pong": {},
+        # A conversation's title changed (a title made by its model, after its
+        # first exchange): sent to every socket of its user, in every process.
+        "conversation_updated": {"conversation": _ID, "title": FieldSpec("string")},
     }
 )
 
@@ -560,3 +563,8 @@ def frame_error(*, code: str, message: str, ref: str | None = None) -> str:
 def frame_pong() -> str:
     """The answer to a ``ping``."""
     return _encode("pong", {})
+
+
+def frame_conversation_updated(*, conversation: str, title: str) -> str:
+    """A conversation's new title, for every socket of its user."""
+    return _encode("conversation_updated", {"conversation": conversation, "title": title})

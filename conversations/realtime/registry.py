@@ -34,6 +34,9 @@ class Registry:
         self.by_id: dict[str, Reply] = {}
         self.by_conversation: dict[uuid.UUID, Reply] = {}
         self.starting: dict[uuid.UUID, int] = {}  # conversation -> user, while storing
+        #: Background work that serves the replies and may be dropped at any
+        #: time (titles): cancelled first at shutdown.
+        self.chores: set[asyncio.Task[None]] = set()
         self._checkpointer: asyncio.Task[None] | None = None
         # Held frames are sent on a shared 5 ms grid: one timer for all the
         # replies due in a slot instead of one per frame.
@@ -129,12 +132,21 @@ class Registry:
             for reply, seq in batch:
                 reply.checkpointed_seq = seq
 
+    def chore(self, task: asyncio.Task[None]) -> None:
+        """Hold ``task`` (background work, see :attr:`chores`) until it ends."""
+        self.chores.add(task)
+        task.add_done_callback(self.chores.discard)
+
     async def stop_all(self) -> None:
-        """Interrupt every live reply and wait until each is saved (shutdown)."""
+        """Cancel the background chores, interrupt every live reply, and wait
+        until each is saved (shutdown)."""
+        chores = [task for task in self.chores if not task.done()]
+        for task in chores:
+            task.cancel()
         replies = list(self.by_id.values())
         for reply in replies:
             reply.request_cancel("interrupted")
-        tasks = {r.task for r in replies if r.task is not None}
+        tasks = {r.task for r in replies if r.task is not None} | set(chores)
         if tasks:
             await asyncio.wait(tasks)
 

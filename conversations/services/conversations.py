@@ -3,6 +3,7 @@ branch it shows; and the one rule for its titles."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import uuid
 
@@ -47,6 +48,97 @@ def title_clean(*, title: str) -> str:
     if len(text) > TITLE_MAX_CHARS:
         raise InvalidTitle(f"the title is longer than {TITLE_MAX_CHARS} characters")
     return text
+
+
+# --- Titles made by a model ------------------------------------------------------
+
+#: The longest title a model's answer may give; a longer "title" is not one (the
+#: model wrote a sentence, or went on): the first-line title stays.
+GENERATED_TITLE_MAX_CHARS = 100
+_THINK = re.compile(r"<(think|thinking|reasoning)>.*?(</\1>|\Z)", re.DOTALL | re.IGNORECASE)
+_THINK_END = re.compile(r"</(think|thinking|reasoning)>", re.IGNORECASE)
+#: "Title:", "Title -", "Chat title:" (a full-width colon, an en or em dash too).
+_LABEL = re.compile(
+    r"^(?:(?:suggested|conversation|chat)\s+)?title\s*[:\uff1a\-\u2013\u2014]\s*", re.IGNORECASE
+)
+_MARKUP_START = re.compile(r"^(?:#{1,6}\s+|>\s*|[-*+•]\s+|\d{1,2}[.)]\s+)")
+_EMPHASIS = ("__", "*", "_")
+_QUOTES = {'"': '"', "'": "'", "“": "”", "„": "“", "\u2018": "\u2019", "«": "»", "「": "」", "`": "`"}
+#: A line that only announces the title on the next one ("Here is a title:").
+_PREAMBLE = re.compile(r"^(?:sure|okay|ok|here|certainly|of course)\b.*:$|^.*\btitle\b.*:$", re.IGNORECASE)
+
+
+def _strip_title_markup(line: str) -> str:
+    """One line of a model's answer without its label, markdown and quotes."""
+    line = line.replace("**", "").replace("`", "")  # emphasis and code marks, anywhere
+    previous = None
+    while line != previous:
+        previous = line
+        line = _LABEL.sub("", line).strip()
+        line = _MARKUP_START.sub("", line).strip()
+        for mark in _EMPHASIS:
+            if len(line) > 2 * len(mark) and line.startswith(mark) and line.endswith(mark):
+                line = line[len(mark) : -len(mark)].strip()
+        if len(line) >= 2 and _QUOTES.get(line[0]) == line[-1]:
+            line = line[1:-1].strip()
+        line = line.rstrip(".").strip()
+    return line
+
+
+def title_from_model(*, text: str) -> str | None:
+    """The title in a model's answer to the title request, cleaned; None when
+    the answer holds no title (then the first-line title stays).
+
+    The answer is untrusted text: reasoning (``<think>…</think>``) is dropped,
+    then the first line that is not a preamble ("Here is a title:") is taken,
+    without a "Title:" label, markdown, surrounding quotes or a final period;
+    control characters go, white space becomes single spaces. Something with
+    no letter or digit, or longer than GENERATED_TITLE_MAX_CHARS, is not a title;
+    the rest is cut to AUTO_TITLE_CHARS like a first-line title.
+    """
+    text = _THINK.sub("", text)
+    ends = list(_THINK_END.finditer(text))
+    if ends:  # reasoning whose opening tag the server kept to itself
+        text = text[ends[-1].end() :]
+    text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("C") or ch in "\t\n")
+    lines = [line.strip() for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    while len(lines) > 1 and _PREAMBLE.match(lines[0]):
+        lines.pop(0)
+    if not lines:
+        return None
+    title = _one_line(_strip_title_markup(lines[0]))
+    if not any(unicodedata.category(ch)[0] in "LN" for ch in title) or len(title) > GENERATED_TITLE_MAX_CHARS:
+        return None
+    return title_shorten(text=title, limit=AUTO_TITLE_CHARS)
+
+
+def conversation_title_claim(*, conversation_id: uuid.UUID, user_id: int) -> bool:
+    """Mark the user's conversation as having its title asked of a model, if its
+    title is still automatic and none was asked before; False otherwise (then
+    nobody asks). One conditional write, so two askers never both win."""
+    claimed = Conversation.objects.filter(
+        pk=conversation_id, user_id=user_id, title_is_auto=True, title_generated=False
+    ).update(title_generated=True)
+    return bool(claimed)
+
+
+def conversation_title_release(*, conversation_id: uuid.UUID, user_id: int) -> None:
+    """Undo :func:`conversation_title_claim` (the title work gave way to a reply,
+    or the server is stopping): a later exchange may ask again."""
+    Conversation.objects.filter(pk=conversation_id, user_id=user_id).update(title_generated=False)
+
+
+def conversation_title_generated(*, conversation_id: uuid.UUID, user_id: int, title: str) -> bool:
+    """Store a title made by a model, only if the title is still automatic: the
+    write is conditional (``UPDATE … WHERE title_is_auto``), so a rename, even
+    one made while the title was being generated, always wins. Like a rename it
+    is no activity (``updated_at`` stays). False if nothing was written."""
+    return bool(
+        Conversation.objects.filter(pk=conversation_id, user_id=user_id, title_is_auto=True).update(
+            title=title_shorten(text=_one_line(title))
+        )
+    )
 
 
 # --- The conversation list: rename, pin, archive, settings, delete ---------------

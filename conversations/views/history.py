@@ -25,7 +25,7 @@ from conversations.exceptions import (
     NotFound,
     QueryTooLong,
 )
-from conversations.realtime import commands, protocol
+from conversations.realtime import cluster, commands, protocol
 from conversations.realtime.registry import registry
 from conversations.services import conversations as conversation_services
 from conversations.views.errors import json_methods, json_refusal
@@ -148,6 +148,12 @@ async def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) 
         return _not_found()
     except InvalidTitle as exc:
         return json_refusal(exc)
+    if "title" in body:
+        # The user's other tabs (in any process) show the new title at once.
+        frame = protocol.frame_conversation_updated(
+            conversation=str(conversation.pk), title=conversation.title
+        )
+        await cluster.user_frame_send(user_id=user.pk, frame=frame)
     item = selectors.conversation_item(conversation=conversation, tz_offset=tz_offset)
     return JsonResponse({"conversation": serializers.conversation_item_to_dict(item)})
 

@@ -46,4 +46,8 @@ export const SERVER_FRAMES = {
   },
   "pong": {
   },
+  "conversation_updated": {
+    "conversation": {"type": "string"},
+    "title": {"type": "string"},
+  },
 };

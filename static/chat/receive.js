@@ -263,7 +263,23 @@ function onError(f) {
   }
 }
 
+/** A conversation's new title (made by its model, for every tab of the user):
+ * the sidebar and, if it is the one shown, the header. Text only. */
+function onConversationUpdated(f) {
+  if (!sidebar.retitle(f.conversation, f.title)) {
+    // Not listed here (made in another tab, or further down the list): the list
+    // comes again from the server, with the title.
+    clearTimeout(bumpTimer);
+    bumpTimer = setTimeout(() => sidebar.reload(), 300);
+  }
+  if (isCurrent(f.conversation)) {
+    state.conversation.title = f.title;
+    setTitle(f.title);
+  }
+}
+
 const HANDLERS = {
+  conversation_updated: onConversationUpdated,
   ack: onAck,
   reply_started: onReplyStarted,
   delta: onDelta,

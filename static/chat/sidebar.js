@@ -190,6 +190,26 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
     render();
   }
 
+  /** A conversation's new title (another tab's rename, or a title its model
+   * made): changed in place, as text; false if the list does not hold it. */
+  function retitle(id, title) {
+    const conv = s.items.find((c) => c.id === id);
+    if (!conv) return false;
+    conv.title = title;
+    const li = dom.list.querySelector(`li.conversation-item[data-id="${CSS.escape(id)}"]`);
+    if (!li) return true;
+    const link = li.querySelector('.conversation-link');
+    if (link) {
+      link.title = title || 'Untitled';
+      const text = link.querySelector('.conversation-title');
+      if (text) text.textContent = title || 'Untitled';
+    }
+    const button = li.querySelector('.item-menu-button');
+    if (button) button.setAttribute('aria-label', `Actions for ${title || 'Untitled'}`);
+    // An open rename field keeps what the user is typing.
+    return true;
+  }
+
   function setArchived(archived) {
     s.archived = archived;
     dom.archiveToggle.setAttribute('aria-pressed', String(archived));
@@ -501,6 +521,7 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
     render,
     reload,
     bump,
+    retitle,
     has: (id) => s.items.some((c) => c.id === id),
     focusSearch() {
       dom.search.focus();

@@ -17,7 +17,7 @@ from channels.layers import get_channel_layer
 
 from conversations.models import Conversation, Message
 from conversations.realtime import cluster
-from conversations.realtime.consumers import user_group
+from conversations.realtime.cluster import user_group
 from conversations.realtime.registry import registry
 from conversations.realtime.replies import Reply
 

@@ -190,6 +190,7 @@ BUILT = {
     "reply_finished": protocol.frame_reply_finished(end=reply_end()),
     "error": protocol.frame_error(code="not_found", message="no such reply", ref=REPLY),
     "pong": protocol.frame_pong(),
+    "conversation_updated": protocol.frame_conversation_updated(conversation=CONVERSATION, title="A title"),
 }
 
 
