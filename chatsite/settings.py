@@ -279,6 +279,8 @@ CHATSITE_HEARTBEAT = env_float("CHATSITE_HEARTBEAT", 25.0)
 CHATSITE_LAYER_TIMEOUT = env_float("CHATSITE_LAYER_TIMEOUT", 1.0)
 # Largest file accepted by the conversation import (bytes; 0: no limit).
 CHATSITE_MAX_IMPORT_BYTES = env_int("CHATSITE_MAX_IMPORT_BYTES", 50 * 1024 * 1024)
+# Shared links (/s/<token>/) open without a login. Off: only logged-in users see them.
+CHATSITE_PUBLIC_SHARES = env_bool("CHATSITE_PUBLIC_SHARES", False)
 # Off: no SIGTERM handler of chatsite's own (the server's shutdown path alone).
 CHATSITE_SIGTERM_HANDLER = env_bool("CHATSITE_SIGTERM_HANDLER", True)
 # Where `manage.py serve` listens.

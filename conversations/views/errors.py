@@ -27,6 +27,7 @@ from conversations.exceptions import (
     SignupClosed,
     TooManyMessages,
     TooManyReplies,
+    TooManyShares,
     refusal_answer,
 )
 
@@ -38,6 +39,7 @@ HTTP_STATUS: dict[type[Refusal], int] = {
     ReplyRunning: 409,
     TooManyMessages: 429,
     TooManyReplies: 429,
+    TooManyShares: 409,
 }
 
 
