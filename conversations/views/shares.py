@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -22,7 +23,6 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations import errors, selectors, serializers
@@ -177,7 +177,7 @@ async def share_page(request: HttpRequest, token: str) -> HttpResponse:
         "owner_name": _owner_name(share),
         "viewer": user,
         "continue_url": reverse("share-continue", kwargs={"token": token}),
-        "login_url": f"{reverse('login')}?{urlencode({'next': request.path})}",
+        "login_url": f"{reverse('login')}?{urlencode({'next': request.path}, safe='/')}",
         "share_data": {
             "messages": snapshot.get("messages") or [],
             "error_labels": errors.ERROR_LABELS,
@@ -189,14 +189,27 @@ async def share_page(request: HttpRequest, token: str) -> HttpResponse:
 
 @require_POST
 def share_continue(request: HttpRequest, token: str) -> HttpResponse:
-    """``POST /s/<token>/continue/`` (a form, CSRF protected): a copy of the
-    snapshot as a new conversation of the viewer's, opened in the chat."""
+    """``POST /s/<token>/continue/`` (CSRF protected): a copy of the snapshot as a
+    new conversation of the viewer's. A form post is redirected (303) to it in the
+    chat; a request that accepts JSON (the shared page's script) gets
+    ``201 {"conversation": id, "url": "/c/<id>/"}``, and its errors in the envelope.
+
+    The page's ``no-referrer`` policy makes a browser send ``Origin: null`` with a
+    form post, which Django's CSRF check refuses; so the page's script posts with a
+    ``same-origin`` referrer policy of its own (the token goes to this server only).
+    """
+    wants_json = "application/json" in request.headers.get("Accept", "")
     if not request.user.is_authenticated:
+        if wants_json:
+            return _private(json_refusal(NotAuthenticated("log in to continue this conversation")))
         return _private(redirect_to_login(reverse("share", kwargs={"token": token})))
     try:
         conversation = share_services.share_continue(user=request.user, token=token)
-    except NotFound:
-        return _missing(request)
-    response = HttpResponseRedirect(reverse("conversation", kwargs={"conversation_id": conversation.pk}))
+    except NotFound as exc:
+        return _private(json_refusal(exc)) if wants_json else _missing(request)
+    url = reverse("conversation", kwargs={"conversation_id": conversation.pk})
+    if wants_json:
+        return _private(JsonResponse({"conversation": str(conversation.pk), "url": url}, status=201))
+    response = HttpResponseRedirect(url)
     response.status_code = 303
     return _private(response)

@@ -77,5 +77,44 @@ $('#messages').addEventListener('click', (event) => {
   }
 });
 
+// Continue as a copy. Posted from here rather than by the form itself: the page's
+// no-referrer policy would send the form's POST with "Origin: null", which the
+// server's CSRF check refuses; this request names its origin (same-origin policy:
+// the link goes to this server only).
+const form = document.querySelector('form.share-continue');
+if (form) {
+  const button = form.querySelector('button[type=submit]');
+  const note = form.querySelector('.share-foot-note');
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    button.disabled = true;
+    let body = null;
+    let response = null;
+    try {
+      response = await fetch(form.action, {
+        method: 'POST',
+        body: new FormData(form),
+        credentials: 'same-origin',
+        referrerPolicy: 'same-origin',
+        headers: { Accept: 'application/json' },
+      });
+      body = await response.json();
+    } catch {
+      body = null;
+    }
+    if (response && response.ok && body && typeof body.url === 'string' && body.url.startsWith('/c/')) {
+      location.assign(body.url);
+      return;
+    }
+    button.disabled = false;
+    note.textContent =
+      response && response.status === 404
+        ? 'This link no longer works: it was revoked. Ask for a new one.'
+        : `Could not make your copy: ${(body && body.message) || 'the server could not be reached'}. Try again.`;
+    note.dataset.kind = 'error';
+    announce(note.textContent);
+  });
+}
+
 setInterval(() => refreshTimes(), 30_000);
 document.body.dataset.ready = 'true';

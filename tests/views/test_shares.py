@@ -378,3 +378,17 @@ def test_a_copy_of_a_reply_that_was_still_streaming_is_interrupted(alice, bob):
     logged_in(bob).post(share["url"] + "continue/")
     reply = Message.objects.get(conversation__user=bob, role="assistant")
     assert (reply.status, reply.content) == ("interrupted", "Half")
+
+
+def test_the_pages_script_continues_over_json_and_gets_errors_in_the_envelope(alice, bob):
+    share = share_of(logged_in(alice), two_turns(alice))
+    viewer = logged_in(bob)
+    made = viewer.post(share["url"] + "continue/", HTTP_ACCEPT="application/json")
+    assert made.status_code == 201
+    copy = Conversation.objects.get(user=bob)
+    assert made.json() == {"conversation": str(copy.pk), "url": f"/c/{copy.pk}/"}
+    anonymous = Client().post(share["url"] + "continue/", HTTP_ACCEPT="application/json")
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "not_authenticated"
+    never = viewer.post(f"/s/{secrets.token_urlsafe(24)}/continue/", HTTP_ACCEPT="application/json")
+    assert never.status_code == 404 and never.json()["error"] == "not_found"
+    assert Conversation.objects.filter(user=bob).count() == 1
