@@ -80,7 +80,11 @@ export function createSidebar({ getCurrentId, onNavigateAway, isShared = () => f
     const current = conv.id === getCurrentId();
     const link = el('a', { href: `/c/${conv.id}/`, className: 'conversation-link', title: conv.title || 'Untitled' }, [
       el('span', { className: 'conversation-title', text: conv.title || 'Untitled' }),
-      isShared(conv.id) ? el('span', { className: 'shared-marker', text: 'Shared', title: 'Has a shared link' }) : null,
+      isShared(conv.id)
+        ? el('span', { className: 'shared-marker', title: 'Shared: has a link' }, [
+            el('span', { className: 'visually-hidden', text: 'Shared' }),
+          ])
+        : null,
       timeEl(conv.updated_at, 'when conversation-when'),
     ]);
     link.dataset.id = conv.id;
