@@ -315,6 +315,8 @@ CHATSITE_TITLE_TIMEOUT = env_float("CHATSITE_TITLE_TIMEOUT", 20.0)
 # A title is skipped (the first-line title stays) when this process already has
 # this many replies streaming (title requests in flight count too). 0: never.
 CHATSITE_TITLE_BUSY_REPLIES = env_int("CHATSITE_TITLE_BUSY_REPLIES", 8)
+# Shared links (/s/<token>/) open without a login. Off: only logged-in users see them.
+CHATSITE_PUBLIC_SHARES = env_bool("CHATSITE_PUBLIC_SHARES", False)
 # Off: no SIGTERM handler of chatsite's own (the server's shutdown path alone).
 CHATSITE_SIGTERM_HANDLER = env_bool("CHATSITE_SIGTERM_HANDLER", True)
 # Where `manage.py serve` listens.

@@ -122,6 +122,18 @@ class UsernameTaken(Refusal):
     default_message = "a user with that username already exists; pick another name"
 
 
+class TooManyShares(Refusal):
+    """The conversation has ``limit`` shared links already."""
+
+    code = "too_many_shares"
+
+    def __init__(self, *, limit: int) -> None:
+        super().__init__(
+            f"this conversation has {limit} shared links already; revoke one before making another"
+        )
+        self.limit = limit
+
+
 class ImportRejected(Refusal):
     """A file that cannot be imported; the message says why and where, for the user.
 

@@ -183,3 +183,33 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.name}"
+
+
+class Share(models.Model):
+    """A read-only snapshot of a conversation's shown branch, at an unguessable link.
+
+    The link's token is random (``secrets.token_urlsafe``); it is looked up by
+    its SHA-256 (``token_hash``), so finding a share takes no comparison of the
+    secret itself. The token is kept too, for the owner to copy the link again.
+    ``snapshot`` is frozen when the share is made (title, model, the branch's
+    messages as ``serializers.message_to_dict`` renders them): nothing the owner
+    does to the conversation afterwards changes it. Revoking deletes the row;
+    deleting the conversation or the account deletes its shares with it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="shares")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="shares")
+    token = models.CharField(max_length=64)
+    token_hash = models.CharField(max_length=64, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    snapshot = models.JSONField()
+    show_owner_name = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="share_owner_recent")]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from conversations import tree
 from conversations.exceptions import InvalidCursor
-from conversations.models import Attachment, Conversation, Message
+from conversations.models import Attachment, Conversation, Message, Share
 
 
 def session_is_live(*, session_key: str, user_id: int) -> bool:
@@ -248,3 +249,43 @@ def message_list(*, conversation: Conversation) -> list[Message]:
 def attachment_get(*, user: AbstractBaseUser, attachment_id: uuid.UUID) -> Attachment | None:
     """The user's attachment, or None for a missing id and for another user's alike."""
     return Attachment.objects.filter(pk=attachment_id, user=user).first()
+
+
+# --- Shared links --------------------------------------------------------------
+#
+# A share is found by the SHA-256 of its token, never by comparing the token
+# itself: how long a lookup takes says nothing about how close a guess came.
+
+#: The longest token a link may carry (``secrets.token_urlsafe(24)`` makes 32 characters).
+SHARE_TOKEN_MAX_CHARS = 64
+
+
+def share_token_hash(*, token: str) -> str:
+    """What a share's ``token_hash`` holds for ``token``."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def share_by_token(*, token: str) -> Share | None:
+    """The share a link names, with its owner; None for a token that never
+    existed and for a revoked one alike."""
+    if not token or len(token) > SHARE_TOKEN_MAX_CHARS:
+        return None
+    return Share.objects.select_related("owner").filter(token_hash=share_token_hash(token=token)).first()
+
+
+def share_list(*, user: AbstractBaseUser, conversation_id: uuid.UUID | None = None) -> list[Share]:
+    """The user's shares, newest first (of one conversation, if given)."""
+    shares = Share.objects.filter(owner=user).defer("snapshot")
+    if conversation_id is not None:
+        shares = shares.filter(conversation_id=conversation_id)
+    return list(shares.order_by("-created_at", "id"))
+
+
+def share_get(*, user: AbstractBaseUser, share_id: uuid.UUID) -> Share | None:
+    """The user's share, or None for a missing id and for another user's alike."""
+    return Share.objects.filter(pk=share_id, owner=user).defer("snapshot").first()
+
+
+def shared_conversation_ids(*, user: AbstractBaseUser) -> list[uuid.UUID]:
+    """The user's conversations that have at least one shared link."""
+    return list(Share.objects.filter(owner=user).values_list("conversation_id", flat=True).distinct())

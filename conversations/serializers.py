@@ -10,7 +10,7 @@ values themselves, for a live reply that is not read from the database.
 from __future__ import annotations
 
 from conversations import errors
-from conversations.models import Attachment, Conversation, Message
+from conversations.models import Attachment, Conversation, Message, Share
 from conversations.realtime.protocol import ReplyEnd
 from conversations.selectors import ConversationItem
 
@@ -171,3 +171,20 @@ def conversation_item_to_dict(item: ConversationItem) -> dict:
     """A conversation as the list shows it: LIST_FIELDS and its sidebar group
     (not its settings: a page of the list stays small)."""
     return {**conversation_summary_dict(item.conversation), "group": item.group}
+
+
+def share_url(share: Share) -> str:
+    """The path of a share's page (the token is the only secret in it)."""
+    return f"/s/{share.token}/"
+
+
+def share_to_dict(share: Share) -> dict:
+    """A shared link as its owner manages it (never shown to anyone else)."""
+    return {
+        "id": str(share.pk),
+        "url": share_url(share),
+        "conversation": str(share.conversation_id),
+        "title": share.title,
+        "show_owner_name": share.show_owner_name,
+        "created_at": share.created_at.isoformat(),
+    }

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from conversations.views import attachments, chat, history, transfer
+from conversations.views import attachments, chat, history, shares, transfer
 
 urlpatterns = [
     path("", chat.chat, name="chat"),
@@ -41,6 +41,17 @@ urlpatterns = [
         attachments.attachment_delete,
         name="api-attachment-delete",
     ),
+    # Shared links: the owner's endpoints, the shared page and its copy.
+    path("api/shares/", shares.share_index, name="api-shares"),
+    path(
+        "api/conversations/<uuid:conversation_id>/share/",
+        shares.share_create,
+        name="api-conversation-share",
+    ),
+    path("api/shares/<uuid:share_id>/update/", shares.share_update, name="api-share-update"),
+    path("api/shares/<uuid:share_id>/revoke/", shares.share_revoke, name="api-share-revoke"),
+    path("s/<str:token>/", shares.share_page, name="share"),
+    path("s/<str:token>/continue/", shares.share_continue, name="share-continue"),
     # Export and import (docs/export-format.md).
     path(
         "c/<uuid:conversation_id>/export.json",

@@ -11,7 +11,8 @@ One module per kind of write; callers import the module they need:
   and the one rule for titles;
 - ``limits``: the per-user send limits;
 - ``accounts``: sign-up;
-- ``workers``: this process as the database knows it (id, heartbeat, channel).
+- ``workers``: this process as the database knows it (id, heartbeat, channel);
+- ``shares``: shared links (a frozen snapshot), revoking them, continuing one as a copy.
 
 Refusals are ``conversations.exceptions``'s.
 """

@@ -252,6 +252,17 @@ def _store_attachments(
     Attachment.messages.through.objects.bulk_create(links, ignore_conflicts=True)
 
 
+def conversation_import_document(*, user: AbstractBaseUser, document: dict) -> Conversation:
+    """Store the one conversation of a chatsite export document that is already
+    decoded (a shared link's snapshot, continued as a copy), checked by the same
+    rules as an uploaded file. Raises ``ImportRejected`` and writes nothing then."""
+    parsed = _chatsite_file(document)
+    if len(parsed.conversations) != 1:
+        raise ImportRejected("The document must hold exactly one conversation.")
+    with transaction.atomic():
+        return _store(user, parsed.conversations)[0]
+
+
 def parse_file(data: bytes) -> ParsedFile:
     """Decode and check a whole file; touches no database."""
     document = _decode(data)

@@ -58,6 +58,7 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
         ],
         "next_cursor": first_page.next_cursor,
     }
+    shared = await sync_to_async(selectors.shared_conversation_ids)(user=user)
     # The last good lists, at once: listing happens in the background (providers.catalog).
     listed = model_list()
     context = {
@@ -77,6 +78,11 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
             },
             "heartbeat_s": settings.CHATSITE_HEARTBEAT,
             "error_labels": errors.ERROR_LABELS,
+            # Shared links: which conversations have one, and whether links open without a login.
+            "shares": {
+                "conversations": [str(pk) for pk in shared],
+                "public": settings.CHATSITE_PUBLIC_SHARES,
+            },
         },
     }
     return await sync_to_async(render)(request, "chat.html", context)

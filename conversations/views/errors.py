@@ -29,6 +29,7 @@ from conversations.exceptions import (
     SignupClosed,
     TooManyMessages,
     TooManyReplies,
+    TooManyShares,
     refusal_answer,
 )
 
@@ -42,6 +43,7 @@ HTTP_STATUS: dict[type[Refusal], int] = {
     AttachmentTooLarge: 413,
     TooManyMessages: 429,
     TooManyReplies: 429,
+    TooManyShares: 409,
 }
 
 

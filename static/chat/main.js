@@ -7,6 +7,7 @@
 //   markdown.js   model text → safe DOM          composer.js  what the user asks
 //   models.js     the model picker               sidebar.js   the list, search, import
 //   settings.js   the settings dialog            http.js      JSON over HTTP
+//   sharing.js    shared links (share.js: the shared page, an entry of its own)
 
 import { initComposer, stopReply } from './composer.js';
 import { socket, socketOpen } from './socket.js';
@@ -15,7 +16,8 @@ import { socketUrl } from './protocol.js';
 import { initReceive, receiveFrame, socketOpened } from './receive.js';
 import { dom, followBottom, initMessageList, revealFromHash, setTitle, showMessages } from './render.js';
 import { initSettings } from './settings.js';
-import { createSidebar } from './sidebar.js';
+import { confirmDialog, createSidebar } from './sidebar.js';
+import { initSharing } from './sharing.js';
 import { state, stateLoad } from './state.js';
 import { $, refreshTimes, setErrorLabels } from './ui.js';
 
@@ -26,10 +28,15 @@ const messageList = initMessageList();
 
 // --- sidebar, settings, export ----------------------------------------------------
 
+const sharing = initSharing({ data, confirm: confirmDialog, onChange: () => sidebar.render() });
 const sidebar = createSidebar({
   getCurrentId: () => (state.conversation ? state.conversation.id : null),
   onNavigateAway: () => location.assign('/'),
+  isShared: sharing.isShared,
+  onShare: (conv) => sharing.open(conv),
 });
+$('#share-button').addEventListener('click', () => state.conversation && sharing.open(state.conversation));
+$('#shared-links-button').addEventListener('click', () => sharing.open(null));
 
 document.addEventListener('chatsite:renamed', (event) => {
   if (state.conversation && event.detail.id === state.conversation.id) {
@@ -44,6 +51,7 @@ function updateExportMenu() {
   const conv = state.conversation;
   settingsDialog.update();
   dom.exportMenu.hidden = !conv;
+  $('#share-button').hidden = !conv;
   if (!conv) return;
   $('#export-md').href = `/c/${conv.id}/export.md`;
   $('#export-json').href = `/c/${conv.id}/export.json`;

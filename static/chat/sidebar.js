@@ -41,7 +41,7 @@ export function confirmDialog(message, confirmLabel = 'Delete') {
   });
 }
 
-export function createSidebar({ getCurrentId, onNavigateAway }) {
+export function createSidebar({ getCurrentId, onNavigateAway, isShared = () => false, onShare = () => {} }) {
   const dom = {
     nav: $('#conversation-nav'),
     list: $('#conversation-list'),
@@ -80,6 +80,11 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
     const current = conv.id === getCurrentId();
     const link = el('a', { href: `/c/${conv.id}/`, className: 'conversation-link', title: conv.title || 'Untitled' }, [
       el('span', { className: 'conversation-title', text: conv.title || 'Untitled' }),
+      isShared(conv.id)
+        ? el('span', { className: 'shared-marker', title: 'Shared: has a link' }, [
+            el('span', { className: 'visually-hidden', text: 'Shared' }),
+          ])
+        : null,
       timeEl(conv.updated_at, 'when conversation-when'),
     ]);
     link.dataset.id = conv.id;
@@ -99,6 +104,7 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
     const li = el('li', { className: 'conversation-item' }, [link, menuButton]);
     li.dataset.id = conv.id;
     if (conv.pinned) li.dataset.pinned = 'true';
+    if (isShared(conv.id)) li.dataset.shared = 'true';
     return li;
   }
 
@@ -246,6 +252,7 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
     const menu = el('div', { className: 'item-menu', role: 'menu', 'aria-label': `Actions for ${conv.title || 'Untitled'}` }, [
       item('rename', 'Rename'),
       item('pin', conv.pinned ? 'Unpin' : 'Pin'),
+      item('share', 'Share…'),
       item('archive', conv.archived ? 'Unarchive' : 'Archive'),
       item('delete', 'Delete…'),
     ]);
@@ -317,6 +324,10 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
         startRename(li, conv);
         return;
       }
+      if (action === 'share') {
+        onShare(conv);
+        return;
+      }
       if (action === 'pin') {
         const updated = await update(conv, { pinned: !conv.pinned });
         Object.assign(conv, updated);
@@ -327,7 +338,8 @@ export function createSidebar({ getCurrentId, onNavigateAway }) {
         s.items = s.items.filter((c) => c.id !== conv.id);
         render();
       } else if (action === 'delete') {
-        const ok = await confirmDialog(`Delete “${conv.title || 'Untitled'}”? This cannot be undone.`);
+        const links = isShared(conv.id) ? ' Its shared links stop working too.' : '';
+        const ok = await confirmDialog(`Delete “${conv.title || 'Untitled'}”? This cannot be undone.${links}`);
         if (!ok) return;
         await postJSON(`/api/conversations/${conv.id}/delete/`, {});
         s.items = s.items.filter((c) => c.id !== conv.id);

@@ -25,6 +25,8 @@ ENDPOINTS = [
     ("POST", "/api/conversations/{id}/delete/"),
     ("GET", "/api/search/"),
     ("POST", "/import/"),
+    ("GET", "/api/shares/"),
+    ("POST", "/api/conversations/{id}/share/"),
 ]
 POSTS = [e for e in ENDPOINTS if e[0] == "POST"]
 
