@@ -18,7 +18,7 @@ FAST_MARKDOWN = "fake?text=markdown&tokens=60&rate=200"
 HOSTILE = "fake?text=hostile&tokens=38&rate=200"
 MATH = "fake?text=math&tokens=72&rate=40"
 # The math reply stopped in the middle of its first display formula.
-MATH_STALLED = "fake?text=math&tokens=72&rate=0&fault=stall&after=22"
+MATH_STALLED = "fake?text=math&tokens=72&rate=0&fault=stall&after=23"
 
 
 def pytest_collection_modifyitems(config, items):
