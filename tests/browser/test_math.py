@@ -117,7 +117,8 @@ WATCH = """() => {
   window.__snapshots = [];
   const textOutsideMath = (body) => {
     const walker = document.createTreeWalker(body, NodeFilter.SHOW_TEXT, {
-      acceptNode: (n) => (n.parentElement.closest('.katex') ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+      acceptNode: (n) =>
+        n.parentElement.closest('.katex') ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT,
     });
     let text = '';
     while (walker.nextNode()) text += walker.currentNode.data;
@@ -290,11 +291,14 @@ INSPECT = """async (texts) => {
   for (const e of visible.querySelectorAll('.katex-mathml')) e.remove();
   const shown = visible.textContent;
   const styles = new Set();
-  for (const e of body.querySelectorAll('[style]')) for (const p of e.style) styles.add(`${p}: ${e.style.getPropertyValue(p)}`);
+  for (const e of body.querySelectorAll('[style]')) {
+    for (const p of e.style) styles.add(`${p}: ${e.style.getPropertyValue(p)}`);
+  }
+  const scroller = document.getElementById('scroller');
   return {
     tags: [...tags], attrs: [...attrs], classes: [...classes], outside, rules, styles: [...styles],
-    errors: Array.from(body.querySelectorAll('.katex-error')).map((e) => [e.textContent.slice(0, 40), e.title]),
-    pageFits: document.getElementById('scroller').scrollWidth <= document.getElementById('scroller').clientWidth,
+    errors: Array.from(body.querySelectorAll('.katex-error')).map((e) => [e.textContent, e.title]),
+    pageFits: scroller.scrollWidth <= scroller.clientWidth,
     text: shown, leaked: shown.includes('LEAKED'), fontSize: parseFloat(getComputedStyle(body).fontSize),
     ids: Array.from(body.querySelectorAll('[id]')).map((e) => e.id),
   };
