@@ -117,11 +117,14 @@ const MATH_CLASSES = new Set(
 );
 const MATH_CLASS_PATTERN = /^(?:(?:reset-)?size\d{1,2}|delim-size\d)$/;
 
-// Style declarations: the properties KaTeX sets (as the CSSOM spells them, in
-// longhands), each with the values it may take. None can load anything.
+// Style declarations: the properties KaTeX sets (as the CSSOM writes them), each
+// with the values it may take. None can load anything.
 const LENGTH = /^-?(?:\d+(?:\.\d+)?|\.\d+)(?:em|ex|px|pt|%)?$/;
 const COLOR = /^(?:#[0-9a-f]{3,8}|[a-z]{1,30}|rgba?\(\s*[\d.]+%?\s*(?:,\s*[\d.]+%?\s*){2,3}\))$/i;
 const BORDER_STYLE = /^(?:solid|dashed)$/;
+const LENGTH_SOURCE = LENGTH.source.slice(1, -1);
+/** One to `count` lengths, space-separated (margin: 0px -0.02em). */
+const lengths = (count) => new RegExp(`^${LENGTH_SOURCE}(?: ${LENGTH_SOURCE}){0,${count - 1}}$`);
 const STYLE_VALUES = {
   height: LENGTH,
   width: /^(?:-?(?:\d+(?:\.\d+)?|\.\d+)(?:em|ex|px|pt|%)?|calc\(100% - \d+(?:\.\d+)?em\))$/,
@@ -143,6 +146,11 @@ const STYLE_VALUES = {
   'border-right-style': BORDER_STYLE,
   'border-bottom-style': BORDER_STYLE,
   'border-left-style': BORDER_STYLE,
+  margin: lengths(4),
+  'border-width': lengths(4),
+  'border-style': BORDER_STYLE,
+  'border-color': COLOR,
+  border: new RegExp(`^${LENGTH_SOURCE} (?:solid|dashed) (?:${COLOR.source.slice(1, -1)})$`, 'i'),
   'border-top-color': COLOR,
   'border-right-color': COLOR,
   'border-bottom-color': COLOR,
@@ -155,71 +163,91 @@ const STYLE_VALUES = {
 // KaTeX caps the sizes a formula asks for, but not negative ones: a \kern-1000em
 // would pull what follows over the text before it. Horizontal shifts are kept
 // within the same bound.
-const CLAMPED = new Set(['margin-left', 'margin-right', 'left']);
+const CLAMPED = new Set(['margin-left', 'margin-right', 'margin', 'left']);
 
 function clampEm(value) {
-  const m = /^(-?(?:\d+(?:\.\d+)?|\.\d+))em$/.exec(value);
-  if (!m) return value;
-  const n = Number(m[1]);
-  return Math.abs(n) > MAX_SIZE_EM ? `${Math.sign(n) * MAX_SIZE_EM}em` : value;
+  return value
+    .split(' ')
+    .map((part) => {
+      const m = /^(-?(?:\d+(?:\.\d+)?|\.\d+))em$/.exec(part);
+      return m && Math.abs(Number(m[1])) > MAX_SIZE_EM ? `${Math.sign(Number(m[1])) * MAX_SIZE_EM}em` : part;
+    })
+    .join(' ');
 }
 
-/** The declarations of `element.style` the allow-list accepts: [[property, value], …]. */
-export function allowedDeclarations(style) {
-  const kept = [];
-  for (let i = 0; i < style.length; i += 1) {
-    const property = style[i];
-    let value = style.getPropertyValue(property).trim();
-    if (style.getPropertyPriority(property) || !Object.hasOwn(STYLE_VALUES, property)) continue;
-    if (!STYLE_VALUES[property].test(value)) continue;
+/**
+ * The declarations of a style attribute (as the CSSOM writes it: "height: 1em;
+ * top: -2em;") that the allow-list accepts, as CSS text ('' if none).
+ */
+export function allowedStyle(style) {
+  let kept = '';
+  for (const part of String(style).split(';')) {
+    const colon = part.indexOf(':');
+    if (colon === -1) continue;
+    const property = part.slice(0, colon).trim().toLowerCase();
+    let value = part.slice(colon + 1).trim();
+    if (!Object.hasOwn(STYLE_VALUES, property) || !STYLE_VALUES[property].test(value)) continue;
     if (CLAMPED.has(property)) value = clampEm(value);
-    kept.push([property, value]);
+    kept += `${kept ? ' ' : ''}${property}: ${value};`;
   }
   return kept;
 }
+
+/** What KaTeX's few style attributes are called until the policy takes them off (see build). */
+const STYLE_ATTRIBUTE = 'data-katex-style';
 
 const isMathClass = (c) => MATH_CLASSES.has(c) || MATH_CLASS_PATTERN.test(c);
 
 /**
  * Hold the tree KaTeX built under `root` (detached) to the policy: other elements
  * go with their content, other attributes and classes go, and every style
- * attribute is taken off. Returns the kept declarations by element index
- * (document order under root): [[index, [[property, value], …]], …].
+ * attribute is taken off. Returns the kept declarations as CSS text by element
+ * index (document order under root): [[index, cssText], …].
  */
 function enforcePolicy(root) {
-  for (const element of Array.from(root.querySelectorAll('*'))) {
-    const elements = Object.hasOwn(MATH_ELEMENTS, element.namespaceURI) ? MATH_ELEMENTS[element.namespaceURI] : {};
-    const allowed = Object.hasOwn(elements, element.localName) ? elements[element.localName] : null;
+  const all = root.querySelectorAll('*');
+  const styled = new Map();
+  let removed = false;
+  for (let i = 0; i < all.length; i += 1) {
+    const element = all[i];
+    const names = Object.hasOwn(MATH_ELEMENTS, element.namespaceURI) ? MATH_ELEMENTS[element.namespaceURI] : {};
+    const allowed = Object.hasOwn(names, element.localName) ? names[element.localName] : null;
     if (!allowed) {
       element.remove();
+      removed = true;
       continue;
     }
-    for (const { name, value } of Array.from(element.attributes)) {
-      if (name === 'style') continue;
-      if (!allowed.includes(name) || (Object.hasOwn(ATTRIBUTE_VALUES, name) && !ATTRIBUTE_VALUES[name].test(value))) {
+    for (const name of element.getAttributeNames()) {
+      if (name === 'style' || name === STYLE_ATTRIBUTE) {
+        const css = allowedStyle(element.getAttribute(name));
+        element.removeAttribute(name);
+        if (css) styled.set(element, (styled.has(element) ? `${styled.get(element)} ` : '') + css);
+      } else if (
+        !allowed.includes(name) ||
+        (Object.hasOwn(ATTRIBUTE_VALUES, name) && !ATTRIBUTE_VALUES[name].test(element.getAttribute(name)))
+      ) {
         element.removeAttribute(name);
       } else if (name === 'class') {
-        const kept = value.split(/\s+/).filter(isMathClass);
+        const classes = element.getAttribute('class').split(' ');
+        if (classes.every(isMathClass)) continue;
+        const kept = classes.filter(isMathClass);
         if (kept.length) element.setAttribute('class', kept.join(' '));
         else element.removeAttribute('class');
       }
     }
   }
+  const elements = removed ? root.querySelectorAll('*') : all;
   const styles = [];
-  const elements = root.querySelectorAll('*');
-  for (let i = 0; i < elements.length; i += 1) {
-    const element = elements[i];
-    if (!element.hasAttribute('style')) continue;
-    const declarations = allowedDeclarations(element.style);
-    element.removeAttribute('style');
-    if (declarations.length) styles.push([i, declarations]);
+  for (let i = 0; i < elements.length && styled.size; i += 1) {
+    const css = styled.get(elements[i]);
+    if (css !== undefined) styles.push([i, css]);
   }
   return styles;
 }
 
 // --- rendering, with a cache by source ----------------------------------------------
 
-/** key → {fragment: the checked tree, without styles; styles: [[element index, declarations], …]} */
+/** key → {fragment: the checked tree, without styles; styles: [[element index, cssText], …]} */
 const cache = new Map();
 
 function errorEntry(tex, reason) {
@@ -232,13 +260,31 @@ function errorEntry(tex, reason) {
   return { fragment, styles: [] };
 }
 
+/**
+ * Most of KaTeX's layout is set through the CSSOM (element.style), but a few of
+ * its nodes carry a style *attribute* (\oiint's and tall delimiters' SVG, \pmb
+ * and \fcolorbox in the MathML), which the CSP would refuse and report when
+ * KaTeX sets it. So before its tree becomes DOM, those are renamed; the policy
+ * then treats them as the style they are.
+ */
+function renameStyleAttributes(node) {
+  const { attributes, children } = node;
+  if (attributes && Object.hasOwn(attributes, 'style')) {
+    attributes[STYLE_ATTRIBUTE] = attributes.style;
+    delete attributes.style;
+  }
+  if (Array.isArray(children)) for (const child of children) renameStyleAttributes(child);
+}
+
 function build(tex, display) {
   if (tex.length > MAX_TEX_LENGTH) {
     return errorEntry(tex, `This formula is too long to show (over ${MAX_TEX_LENGTH.toLocaleString('en-US')} characters).`);
   }
   const holder = document.createElement('span');
   try {
-    katex.render(tex, holder, { ...KATEX_OPTIONS, displayMode: display });
+    const tree = katex.__renderToDomTree(tex, { ...KATEX_OPTIONS, displayMode: display });
+    renameStyleAttributes(tree);
+    holder.append(tree.toNode()); // what katex.render does
   } catch (error) {
     // A ParseError says what and where ("KaTeX parse error: Undefined control
     // sequence: \foo at position 1…"); anything else (nested too deeply, say) does not.
@@ -270,10 +316,8 @@ export function mathFragment(tex, display) {
   const fragment = entry.fragment.cloneNode(true);
   if (entry.styles.length) {
     const elements = fragment.querySelectorAll('*');
-    for (const [index, declarations] of entry.styles) {
-      const style = elements[index].style;
-      for (const [property, value] of declarations) style.setProperty(property, value);
-    }
+    // Through the CSSOM, which the CSP allows (a style attribute it refuses).
+    for (const [index, css] of entry.styles) elements[index].style.cssText = css;
   }
   return fragment;
 }

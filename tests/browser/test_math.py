@@ -264,6 +264,11 @@ HOSTILE_TEX = [
     "$\\gdef\\leak{LEAKED}x$ then $\\leak$",
     "$" + "x+" * 1500 + "x$",
     "$\\color{red}{red}$ and $\\colorbox{url(x)}{y}$",
+    # KaTeX gives these a style attribute of its own, which must not reach the DOM as one.
+    "$\\pmb{x}$ $\\fcolorbox{red}{yellow}{y}$ $\\oiint_S F$",
+    "$$\\left( \\begin{matrix} "
+    + " \\\\ ".join(f"a_{{{i}}}" for i in range(12))
+    + " \\end{matrix} \\right)$$",
 ]
 
 INSPECT = """async (texts) => {
@@ -358,6 +363,9 @@ def test_hostile_tex_stays_inert_and_bounded(math_page, server):
         "x2",
         "y2",
         "stroke-width",
+        "columnalign",
+        "columnspacing",
+        "rowspacing",
     }, result["attrs"]
     assert result["ids"] == []
     assert "stop-button" not in result["classes"]
