@@ -27,8 +27,15 @@ of such tasks, the time spent rendering (the sum over frames of render +
 layout, measured with ``performance.now()``), the longest and the p95 frame,
 the final render, and whether the finished DOM is the same for both.
 
+``--text math`` streams a reply full of TeX instead (inline ``$…$`` and
+``\\(…\\)`` in every paragraph, ``$$…$$`` and ``\\[…\\]`` display formulas between
+them, every formula different, so KaTeX's per-formula cache never helps across
+formulas), with *before* the last commit without math rendering
+(``--before`` defaults to it there), where the formulas are plain text.
+
 Results are printed and written between ``<!-- page-render:start -->`` and
-``<!-- page-render:end -->`` in ``docs/benchmarks.md`` (other sections are kept).
+``<!-- page-render:end -->`` in ``docs/benchmarks.md`` (``page-render-math`` for
+``--text math``; other sections are kept).
 """
 
 from __future__ import annotations
@@ -58,11 +65,16 @@ DOC_INTRO = "# Benchmarks\n"
 CHROMIUM = "/usr/bin/chromium"
 #: The last commit whose page rendered the whole reply on every frame.
 BEFORE = "e07afc8"
+#: The last commit whose page showed TeX as text (before static/chat/math.js).
+BEFORE_MATH = "565f5b5"
+MATH_START_MARK = "<!-- page-render-math:start -->"
+MATH_END_MARK = "<!-- page-render-math:end -->"
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <link rel="stylesheet" href="chat/style.css">
 <link rel="stylesheet" href="vendor/highlightjs/styles/github.min.css">
+<link rel="stylesheet" href="vendor/katex/katex.min.css">
 <script type="module" src="bench.js"></script></head>
 <body class="chat-page"><div class="app"><main class="chat">
 <div id="scroller" class="scroller"><div id="messages" class="messages"></div></div>
@@ -156,6 +168,44 @@ def reply_text(size: int, seed: int = 11) -> str:
         if rng.random() < 0.3:
             parts.append(f"> {sentence()}\n> {sentence()}\n\n")
     return "".join(parts)[:size].rstrip() + "\n"
+
+
+def math_reply_text(size: int, seed: int = 12) -> str:
+    """A reply of about ``size`` characters with a formula or more in every paragraph, all different."""
+    rng = random.Random(seed)
+    n = 0
+
+    def formula() -> str:
+        nonlocal n
+        n += 1
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        return rng.choice(
+            [
+                f"x_{{{n}}}^2 + {a}x + {b} = 0",
+                f"\\frac{{{a}}}{{{b}}} + \\sqrt{{{n}}}",
+                f"\\sum_{{i=1}}^{{{n}}} i^{{{a}}} \\leq {b}n",
+                f"\\int_0^{{{a}}} e^{{-{b}t}} \\, dt",
+                f"\\alpha_{{{n}}} = \\beta^{{{a}}} \\cdot \\gamma_{{{b}}}",
+                f"\\lim_{{x \\to {a}}} \\frac{{\\sin x}}{{x + {n}}}",
+            ]
+        )
+
+    def sentence() -> str:
+        words = [rng.choice(WORDS) for _ in range(rng.randint(6, 14))]
+        at = rng.randrange(len(words))
+        words[at] = f"${formula()}$" if rng.random() < 0.6 else f"\\({formula()}\\)"
+        return " ".join(words).capitalize() + "."
+
+    parts: list[str] = []
+    while sum(map(len, parts)) < size:
+        parts.append(" ".join(sentence() for _ in range(rng.randint(2, 4))) + "\n\n")
+        if rng.random() < 0.5:
+            parts.append(f"$$\n{formula()} \\\\ {formula()}\n$$\n\n")
+        else:
+            rows = f"a &= {formula()} \\\\ b &= {formula()}"
+            parts.append(f"\\[\n\\begin{{aligned}} {rows} \\end{{aligned}}\n\\]\n\n")
+    text = "".join(parts)
+    return text[: text.rfind("\n\n", 0, size) + 2] if len(text) > size else text
 
 
 def static_tree(rev: str | None, into: Path) -> Path:
@@ -273,8 +323,36 @@ def report(results: dict[str, list[dict]], info: dict, command: str, args, size:
         ("final render when finished, ms (longest run)", ms(before["final"]), ms(after["final"])),
         ("stream start to finished render, s", f"{before['wall_s']:,.1f}", f"{after['wall_s']:,.1f}"),
     ]
+    if args.text == "math":
+        title = f"## Page: rendering a {size // 1000} KB reply with {args.formulas:,} formulas as it streams"
+        what = (
+            f"A reply of {size:,} characters with {args.formulas:,} TeX formulas, all different "
+            "(inline `$…$` and `\\(…\\)` in every paragraph, `$$…$$` and `\\[…\\]` displays between them), "
+            "streams into the page "
+            f"{args.step:,} characters per animation frame ({before['frames']} frames); each frame renders "
+            "it with the page's `renderAssistant` and lays it out, and the finished reply is rendered once "
+            "more. *Before* is the last renderer without math (the formulas are text); *after* renders "
+            "each formula with KaTeX once (`static/chat/math.js` keeps it by its source) as it closes. "
+            f"{args.repeat} run(s) of each, alternating, in one browser. Long tasks are the browser's own "
+            "`longtask` entries (it reports tasks of 50 ms and more)."
+        )
+    else:
+        title = "## Page: rendering a 200 KB reply as it streams"
+        what = (
+            f"A markdown reply of {size:,} characters (headings, paragraphs with inline formatting and "
+            "links, lists, code blocks with a language, tables, quotes) streams into the page "
+            f"{args.step:,} characters per animation frame ({before['frames']} frames); each frame renders "
+            "it with the page's `renderAssistant` (marked, DOMPurify, highlight.js, code-copy buttons) and "
+            "lays it out under the page's stylesheet, and the finished reply is rendered once more. "
+            "*Before* renders the whole reply every frame, so a frame costs as much as the text so far and "
+            "the stream as much as the square of its length; *after* keeps the finished blocks and "
+            "renders only the last, still open one (`static/chat/markdown.js`); a single block that grows "
+            "for the whole reply (one 200 KB code block or list) would still be rendered whole each frame. "
+            f"{args.repeat} run(s) of each, alternating, in one browser. Long tasks are the browser's own "
+            "`longtask` entries (it reports tasks of 50 ms and more)."
+        )
     lines = [
-        "## Page: rendering a 200 KB reply as it streams",
+        title,
         "",
         f"- Date: {info['date']}",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; load average "
@@ -288,23 +366,17 @@ def report(results: dict[str, list[dict]], info: dict, command: str, args, size:
         command,
         "```",
         "",
-        f"A markdown reply of {size:,} characters (headings, paragraphs with inline formatting and "
-        "links, lists, code blocks with a language, tables, quotes) streams into the page "
-        f"{args.step:,} characters per animation frame ({before['frames']} frames); each frame renders "
-        "it with the page's `renderAssistant` (marked, DOMPurify, highlight.js, code-copy buttons) and "
-        "lays it out under the page's stylesheet, and the finished reply is rendered once more. "
-        "*Before* renders the whole reply every frame, so a frame costs as much as the text so far and "
-        "the stream as much as the square of its length; *after* keeps the finished blocks and "
-        "renders only the last, still open one (`static/chat/markdown.js`); a single block that grows "
-        "for the whole reply (one 200 KB code block or list) would still be rendered whole each frame. "
-        f"{args.repeat} run(s) of each, alternating, in one browser. Long tasks are the browser's own "
-        "`longtask` entries (it reports tasks of 50 ms and more).",
+        what,
         "",
         "| figure | before | after |",
         "|---|--:|--:|",
         *(f"| {label} | {b} | {a} |" for label, b, a in rows),
         "",
-        f"The finished reply's DOM is the same before and after: {same}.",
+        (
+            f"The finished reply's DOM is the same before and after: {same}."
+            if args.text != "math"
+            else f"Every run of *after* ends with the same DOM: {'yes' if len(after['html']) == 1 else 'no'}."
+        ),
         "",
     ]
     return "\n".join(lines) + "\n"
@@ -319,9 +391,16 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="benchmarks/page_render.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--before", default=BEFORE, help=f"the commit whose renderer is 'before' (default {BEFORE})"
+        "--before",
+        default=None,
+        help=f"the commit whose renderer is 'before' (default {BEFORE}; {BEFORE_MATH} with --text math)",
     )
-    parser.add_argument("--size", type=int, default=200_000, help="characters in the reply (default 200,000)")
+    parser.add_argument(
+        "--text", choices=("markdown", "math"), default="markdown", help="the reply (default markdown)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=None, help="characters in the reply (200,000; with --text math 50,000)"
+    )
     parser.add_argument(
         "--step", type=int, default=1_000, help="characters per animation frame (default 1,000)"
     )
@@ -329,9 +408,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the markdown file alone")
     args = parser.parse_args(argv)
+    if args.before is None:
+        args.before = BEFORE_MATH if args.text == "math" else BEFORE
+    if args.size is None:
+        args.size = 50_000 if args.text == "math" else 200_000
     if args.size < 1 or args.step < 1 or args.repeat < 1:
         parser.error("--size, --step and --repeat must be positive")
-    text = reply_text(args.size)
+    text = math_reply_text(args.size) if args.text == "math" else reply_text(args.size)
+    displays = text.count("$$") // 2
+    args.formulas = displays + (text.count("$") - 4 * displays) // 2 + text.count("\\(") + text.count("\\[")
     info = machine_info()
     info["load_before"] = loadavg()
     info["revision"] = git_revision()
@@ -341,7 +426,8 @@ def main(argv: list[str] | None = None) -> None:
     section = report(results, info, _command(argv), args, len(text))
     print(section)
     if not args.no_doc:
-        write_doc_section(args.doc, START_MARK, END_MARK, section, DOC_INTRO)
+        marks = (MATH_START_MARK, MATH_END_MARK) if args.text == "math" else (START_MARK, END_MARK)
+        write_doc_section(args.doc, *marks, section, DOC_INTRO)
         print(f"updated {args.doc}", file=sys.stderr)
 
 

@@ -88,7 +88,7 @@ ANTHROPIC_STOP_REASONS = (
 )
 #: Message roles the OpenAI Chat Completions API accepts.
 OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-TEXTS = ("words", "markdown", "hostile")
+TEXTS = ("words", "markdown", "hostile", "math")
 #: How a reply's reasoning is sent: OpenAI-compatible servers' two delta fields,
 #: inline <think> at the start of the content, Anthropic's thinking blocks
 #: (when the request turns thinking on) and its redacted_thinking.
@@ -141,6 +141,32 @@ HOSTILE_REPLY = """Here is some <b>bold</b> text.
 The end.
 """
 HOSTILE_TOKENS: tuple[str, ...] = tuple(re.findall(r"\S+\s*", HOSTILE_REPLY))
+
+#: A reply with TeX in every delimiter a model uses, and the look-alikes that must
+#: stay text: prices, math inside code, escaped dollars. Its display formulas are
+#: several tokens long, so they arrive cut across deltas.
+MATH_REPLY = r"""## Some math
+
+Euler's identity $e^{i\pi} + 1 = 0$ and the area \(A = \pi r^2\) of a circle.
+
+$$\int_0^1 x^2 \, dx = \frac{1}{3}$$
+
+The roots of $ax^2 + bx + c = 0$ are
+\[
+x = \frac{-b \pm \sqrt{b^2 - 4ac}}{2a}
+\]
+
+It costs $5 and $10 with tax; a dollar sign: \$3.
+
+In code it stays code: `$x$` and
+
+```
+echo "$HOME $$"
+```
+
+That is all.
+"""
+MATH_TOKENS: tuple[str, ...] = tuple(re.findall(r"\S+\s*", MATH_REPLY))
 
 MODELS = (
     ("fake", "Fake (plain words)"),
@@ -198,7 +224,7 @@ class Scenario:
     tokens: int = 20
     rate: float = 50.0  # tokens per second after the first (0 = as fast as possible)
     ttft: float = 0.0  # seconds before the first token
-    text: str = "words"  # "words" | "markdown" | "hostile"
+    text: str = "words"  # "words" | "markdown" | "hostile" | "math"
     status: int = 200  # answer with this status and a JSON error body instead of streaming
     retry_after: float | None = None  # Retry-After header with a non-200 status
     fail_first: int = 0  # the first N requests with the same key fail
@@ -265,6 +291,8 @@ class Scenario:
             return MARKDOWN_TOKENS[index % len(MARKDOWN_TOKENS)]
         if self.text == "hostile":
             return HOSTILE_TOKENS[index % len(HOSTILE_TOKENS)]
+        if self.text == "math":
+            return MATH_TOKENS[index % len(MATH_TOKENS)]
         return f"w{index} "
 
 

@@ -1,19 +1,129 @@
 // Markdown → safe DOM for untrusted model output.
 //
 // Pipeline: marked (raw HTML in the markdown is escaped and shown as text,
-// except a bare <br>) → DOMPurify into an inert DocumentFragment with a small
-// allow-list (the policy below) → our own pass over links and images →
-// highlight.js on code blocks. Nothing here ever assigns model text to
-// innerHTML of a live node; a fragment is only attached once it is clean.
+// except a bare <br>; TeX formulas are kept verbatim as placeholders) →
+// DOMPurify into an inert DocumentFragment with a small allow-list (the policy
+// below) → our own pass over links and images → highlight.js on code blocks →
+// KaTeX fills the formula placeholders (math.js, with its own policy). Nothing
+// here ever assigns model text to innerHTML of a live node; a fragment is only
+// attached once it is clean.
 
 import { Lexer, Marked } from '../vendor/marked/marked.esm.js';
 import DOMPurify from '../vendor/dompurify/purify.es.mjs';
 import hljs from '../vendor/highlightjs/highlight.min.js';
+import { MAX_TEX_LENGTH, renderMath } from './math.js';
 
 hljs.configure({ ignoreUnescapedHTML: true, throwUnescapedHTML: false });
 
 const ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => ESCAPES[c]);
+
+// --- TeX formulas -------------------------------------------------------------------
+//
+// $…$ and \(…\) inline; $$…$$ and \[…\] display (a block of their own lines, or
+// within a paragraph). They are found by the lexer, so never inside code spans
+// or blocks (those are taken whole before a formula's delimiter is reached), and
+// their source is kept verbatim: markdown's backslash escapes (\, → ,) and
+// emphasis do not apply inside. A formula that has not closed yet (still
+// streaming) is plain text. Prices stay prices: an inline $ needs a non-space
+// after the opening $ and before the closing one, and no digit right after the
+// closing one ("$5 and $10"); a \$ is a dollar sign.
+
+/** Where the first unescaped `close` is in `src` at or after `from`, within MAX_TEX_LENGTH (-1 if none). */
+function closingIndex(src, close, from) {
+  const limit = Math.min(src.length, from + MAX_TEX_LENGTH + close.length);
+  for (let i = from; i < limit; i += 1) {
+    const c = src[i];
+    if (c === '\\' && close[0] !== '\\') {
+      i += 1; // an escaped character, e.g. \$ inside $…$
+    } else if (c === '\\') {
+      if (src.startsWith(close, i)) return i;
+      i += 1; // \\ or any other control sequence: not the closing \) or \]
+    } else if (src.startsWith(close, i)) {
+      return i;
+    }
+  }
+  return -1;
+}
+
+const INLINE_MATH = [
+  ['$$', '$$', true],
+  ['\\(', '\\)', false],
+  ['\\[', '\\]', true],
+  ['$', '$', false],
+];
+
+/** A formula at the start of inline `src`: {raw, text, display}, or null. */
+function inlineMath(src) {
+  for (const [open, close, display] of INLINE_MATH) {
+    if (!src.startsWith(open)) continue;
+    if (open === '$') {
+      // $…$: not "$ x$", not "$x $", not "$5 and $10" (a digit right after the closing $).
+      if (src.length < 3 || /\s|\$/.test(src[1])) return null;
+      const end = closingIndex(src, '$', 1);
+      if (end === -1 || /\s/.test(src[end - 1]) || /\d/.test(src[end + 1] || '')) return null;
+      const text = src.slice(1, end);
+      if (text.includes('`')) return null; // a code span starts in it: the code span wins
+      return { raw: src.slice(0, end + 1), text, display };
+    }
+    const end = closingIndex(src, close, open.length);
+    if (end === -1) return null;
+    const text = src.slice(open.length, end);
+    if (!text.trim() || text.includes('`')) return null;
+    return { raw: src.slice(0, end + close.length), text, display };
+  }
+  return null;
+}
+
+// $$…$$ or \[…\] as a block: opening at the start of a line (up to 3 spaces in),
+// closing at the end of a line, no blank line between.
+const BLOCK_BODY = `((?:[^\\n]|\\n(?![ \\t]*\\n)){1,${MAX_TEX_LENGTH}}?)`;
+const BLOCK_MATH = [
+  [new RegExp(`^ {0,3}\\$\\$${BLOCK_BODY}\\$\\$[ \\t]*(?:\\n|$)`), '$$'],
+  [new RegExp(`^ {0,3}\\\\\\[${BLOCK_BODY}\\\\\\][ \\t]*(?:\\n|$)`), '\\]'],
+];
+
+function blockMath(src) {
+  for (const [pattern, close] of BLOCK_MATH) {
+    const m = pattern.exec(src);
+    // "$$a$$ and $$b$$" is not one block: those are formulas within a paragraph.
+    if (m && m[1].trim() && !m[1].includes(close)) return { raw: m[0], text: m[1] };
+  }
+  return null;
+}
+
+const mathExtensions = [
+  {
+    name: 'blockMath',
+    level: 'block',
+    // Where a block formula would interrupt a paragraph: only where one really begins.
+    start(src) {
+      const starts = /\n {0,3}(?:\$\$|\\\[)/g;
+      for (let m; (m = starts.exec(src)); ) {
+        if (blockMath(src.slice(m.index + 1))) return m.index + 1;
+      }
+      return undefined;
+    },
+    tokenizer(src) {
+      const found = blockMath(src);
+      return found ? { type: 'blockMath', raw: found.raw, text: found.text } : undefined;
+    },
+    renderer: ({ text }) => `<div class="math-display">${escapeHtml(text)}</div>\n`,
+  },
+  {
+    name: 'inlineMath',
+    level: 'inline',
+    start(src) {
+      const m = /\$|\\[([]/.exec(src);
+      return m ? m.index : undefined;
+    },
+    tokenizer(src) {
+      const found = inlineMath(src);
+      return found ? { type: 'inlineMath', ...found } : undefined;
+    },
+    renderer: ({ text, display }) => `<span class="${display ? 'math-display' : 'math-inline'}">${escapeHtml(text)}</span>`,
+  },
+];
 
 const marked = new Marked({
   gfm: true,
@@ -30,6 +140,7 @@ const marked = new Marked({
       return `<span class="task-box">${checked ? '☑' : '☐'}</span> `;
     },
   },
+  extensions: mathExtensions,
 });
 
 // The sanitizer's policy, written once: every element the rendered markdown may
@@ -44,6 +155,7 @@ const ELEMENTS = {
   td: ['align'],
   code: ['class'],
   span: ['class'],
+  div: ['class'],
   ...Object.fromEntries(
     [
       'b', 'blockquote', 'br', 'caption', 'dd', 'del', 'details', 'dl', 'dt', 'em', 'h1', 'h2', 'h3',
@@ -54,7 +166,8 @@ const ELEMENTS = {
 };
 // Classes are only kept where marked puts them; model-written HTML is
 // escaped anyway, but this keeps content from borrowing the app's classes.
-const CLASSES = { code: /^language-[\w+#.-]{1,40}$/, span: /^task-box$/ };
+// The formula placeholders (math-*) are filled by math.js after sanitizing.
+const CLASSES = { code: /^language-[\w+#.-]{1,40}$/, span: /^(?:task-box|math-inline|math-display)$/, div: /^math-display$/ };
 
 const PURIFY_CONFIG = {
   ALLOWED_TAGS: Object.keys(ELEMENTS),
@@ -168,7 +281,9 @@ function renderMarkdown(text, options = {}) {
   const fragment = DOMPurify.sanitize(html, PURIFY_CONFIG);
   fixLinksAndImages(fragment);
   highlight(fragment, { autodetect: !streaming });
-  return document.importNode(fragment, true);
+  const live = document.importNode(fragment, true);
+  renderMath(live);
+  return live;
 }
 
 // --- rendering a reply as it streams ---------------------------------------------

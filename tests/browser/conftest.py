@@ -16,6 +16,9 @@ USERNAME, PASSWORD = "walter", "correct-horse-battery-9"
 SLOW_MARKDOWN = "fake?text=markdown&tokens=400&rate=25"
 FAST_MARKDOWN = "fake?text=markdown&tokens=60&rate=200"
 HOSTILE = "fake?text=hostile&tokens=38&rate=200"
+MATH = "fake?text=math&tokens=72&rate=40"
+# The math reply stopped in the middle of its first display formula.
+MATH_STALLED = "fake?text=math&tokens=72&rate=0&fault=stall&after=23"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -37,7 +40,7 @@ def server(fake_upstream):
         {
             "OPENAI_BASE_URL": fake_upstream.openai_base_url,
             "OPENAI_API_KEY": "sk-browser-test-not-secret",
-            "OPENAI_MODELS": ",".join(["fake", SLOW_MARKDOWN, FAST_MARKDOWN, HOSTILE]),
+            "OPENAI_MODELS": ",".join(["fake", SLOW_MARKDOWN, FAST_MARKDOWN, HOSTILE, MATH, MATH_STALLED]),
             "CHATSITE_DEFAULT_MODEL": f"openai/{FAST_MARKDOWN}",
             "CHATSITE_CHECKPOINT_INTERVAL": "0.5",
         },
