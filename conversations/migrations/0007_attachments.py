@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0005_context"),
+        ("conversations", "0006_reasoning"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0005_context"),
+        ("conversations", "0007_attachments"),
     ]
 
     operations = [

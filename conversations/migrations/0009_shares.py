@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0005_context"),
+        ("conversations", "0008_titles"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
