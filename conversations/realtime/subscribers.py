@@ -90,6 +90,9 @@ class _Track:
     last: int  # the last seq passed on
     catching_up: bool  # a catch-up delta may come next
     resyncing: bool  # asked again: its deltas are dropped until the answer's reply_started
+    #: The kind of the last catch-up frame (a reply that reasons catches up in
+    #: one frame per run of a kind, alternating: reasoning_delta, delta, ...).
+    caught_up_kind: str | None = None
 
 
 class RemoteFollows:
@@ -128,11 +131,14 @@ class RemoteFollows:
             if track is not None:
                 if track.resyncing or seq <= track.last:
                     return "drop"  # the catch-up after the next reply_started carries it / a repeat
+                kind = protocol.frame_type(text) if track.catching_up else None
+                if kind is not None and kind == track.caught_up_kind:
+                    track.catching_up = False  # catch-up frames alternate kinds: this one is live
                 if seq > track.last + 1 and not track.catching_up:
                     track.resyncing = True
                     log.warning("frames of reply %s were lost on the way; asking its owner again", reply_id)
                     return Resync(reply_id, self.owners.get(reply_id), track.last)
-                track.last, track.catching_up = seq, False
+                track.last, track.caught_up_kind = seq, kind
         elif protocol.frame_type(text) == "reply_started":
             frame = json.loads(text)
             track = self._tracks.get(frame["reply"])

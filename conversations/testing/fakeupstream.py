@@ -219,6 +219,24 @@ class Scenario:
     ``usage=false``: no usage at all, not even when ``stream_options.include_usage``
     asks for it (llama-cpp-python's server never sends it). OpenAI only: the Anthropic
     API always reports usage, so its route refuses it.
+
+    Reasoning (``reasoning``, with ``thoughts`` reasoning tokens "t0 ", "t1 ", …
+    before the answer, paced like the answer's and counted by ``after``):
+
+    - ``reasoning_content`` / ``reasoning`` (OpenAI route): in that delta field
+      (DeepSeek, vLLM, llama.cpp's server / OpenRouter);
+    - ``think`` (OpenAI route): inline at the start of ``content``, as
+      ``<think>…</think>`` with both tags cut across chunks (Qwen3, R1);
+    - ``thinking`` (Anthropic route, when the request turns thinking on, as the
+      API does): a ``thinking`` block of ``thinking_delta`` events and a
+      ``signature_delta``, then the text block;
+    - ``redacted`` (Anthropic route, thinking on): a ``redacted_thinking`` block.
+
+    Each route refuses the other's dialects, and the Anthropic route refuses what
+    the API refuses with thinking on (a budget under 1024 or not under
+    ``max_tokens``, a temperature other than 1, a final assistant message that
+    does not start with a thinking block). ``RequestRecord.reasoning_sent`` is the
+    reasoning written (without the tags).
     """
 
     tokens: int = 20

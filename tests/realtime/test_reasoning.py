@@ -181,3 +181,27 @@ async def test_a_continued_reply_keeps_its_reasoning_and_a_subscribe_from_0_rebu
     assert kinds_text(seen_second) == (reply.reasoning, reply.content)
     seqs = delta_seqs(seen_second)
     assert seqs == sorted(set(seqs)) and seqs[-1] == reply.last_seq
+
+
+def test_a_follower_across_processes_takes_a_catch_up_of_both_kinds_and_still_sees_a_gap():
+    from conversations.realtime import protocol
+    from conversations.realtime.subscribers import RemoteFollows, Resync
+
+    reply = "0b6f7c9e-3f0e-4a51-9d0e-6f1f2b1f4c55"
+    follows = RemoteFollows()
+    follows.follow(reply, "owner")
+    started = protocol.frame_reply_started(
+        conversation=reply, reply=reply, model="openai/x", provider="openai", after_seq=2
+    )
+    assert follows.receive(started) == "deliver"
+    # The catch-up: reasoning 3..5 in one frame, the answer 6..8 in the next.
+    assert (
+        follows.receive(protocol.frame_reasoning_delta(reply=reply, seq=5, text="t", redacted=False))
+        == "deliver"
+    )
+    assert follows.receive(protocol.frame_delta(reply=reply, seq=8, text="w")) == "deliver"
+    assert follows.receive(protocol.frame_delta(reply=reply, seq=8, text="w")) == "drop"  # a repeat
+    assert follows.receive(protocol.frame_delta(reply=reply, seq=9, text="w")) == "deliver"
+    # Live, a seq skipped is a gap, whatever the kind.
+    verdict = follows.receive(protocol.frame_reasoning_delta(reply=reply, seq=11, text="t", redacted=False))
+    assert verdict == Resync(reply, "owner", 9)
