@@ -325,10 +325,67 @@ export function mathFragment(tex, display) {
 /** The placeholders markdown.js leaves for formulas (their text is the TeX source). */
 export const PLACEHOLDER_SELECTOR = 'span.math-inline, span.math-display, div.math-display';
 
+// --- a time budget per task -------------------------------------------------------
+//
+// A formula costs about a millisecond to render the first time (a cached one a
+// tenth of that), so a reply with hundreds of them, opened from history, would
+// hold the page for a second or more. So each task renders new formulas for at
+// most TASK_BUDGET_MS; the rest keep showing their TeX source and are rendered
+// in later tasks, a slice at a time, the last ones first (the end of the
+// conversation is what the page shows). Once all are done the DOM is exactly
+// what rendering them at once would have made.
+
+const TASK_BUDGET_MS = 16;
+const SLICE_MS = 8;
+let spentThisTask = 0;
+let budgetReset = false;
+/** Placeholders waiting for their formula, oldest first. */
+const pending = [];
+let draining = false;
+
+const isDisplay = (placeholder) => placeholder.classList.contains('math-display');
+
+function fill(placeholder) {
+  placeholder.replaceChildren(mathFragment(placeholder.textContent, isDisplay(placeholder)));
+}
+
+function drain() {
+  const started = performance.now();
+  while (pending.length && performance.now() - started < SLICE_MS) {
+    const placeholder = pending.pop();
+    // Gone since (a streaming reply's last block is rendered anew each frame): nothing to do.
+    if (placeholder.isConnected) fill(placeholder);
+  }
+  if (pending.length) setTimeout(drain, 0);
+  else draining = false;
+}
+
+/** How many formulas on the page still wait to be rendered (shown as their source until then). */
+export function pendingMath() {
+  return pending.filter((placeholder) => placeholder.isConnected).length;
+}
+
 /** Fill every formula placeholder under `root` (live nodes) with its rendered formula. */
 export function renderMath(root) {
+  if (!budgetReset) {
+    budgetReset = true;
+    setTimeout(() => {
+      spentThisTask = 0;
+      budgetReset = false;
+    }, 0);
+  }
   for (const placeholder of root.querySelectorAll(PLACEHOLDER_SELECTOR)) {
-    const tex = placeholder.textContent;
-    placeholder.replaceChildren(mathFragment(tex, placeholder.classList.contains('math-display')));
+    const key = (isDisplay(placeholder) ? 'D' : 'I') + placeholder.textContent;
+    if (cache.has(key) || spentThisTask < TASK_BUDGET_MS) {
+      const started = performance.now();
+      fill(placeholder);
+      spentThisTask += performance.now() - started;
+    } else {
+      pending.push(placeholder);
+    }
+  }
+  if (pending.length && !draining) {
+    draining = true;
+    setTimeout(drain, 0);
   }
 }
