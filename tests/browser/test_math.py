@@ -181,6 +181,21 @@ def assert_math_reply(page) -> None:
     )
 
 
+def math_reply_live_and_from_history(page, server) -> None:
+    """Send for the fake's math reply, and see it the same after a reload (also in production)."""
+    login(page, server)
+    send(page, "Some math, please", MATH)
+    page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]", timeout=20000)
+    wait_for_math(page)
+    assert_math_reply(page)
+    live = page.inner_html(BODY)
+    page.reload()
+    page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]")
+    wait_for_math(page)
+    assert page.inner_html(BODY) == live
+    assert_math_reply(page)
+
+
 def test_math_streams_in_shows_an_open_formula_as_text_and_renders_the_same_from_history(math_page, server):
     page = math_page
     fonts: list[tuple[str, int]] = []
