@@ -366,7 +366,10 @@ def report(results: dict[str, list[dict]], info: dict, command: str, args, size:
             f"{args.step:,} characters per animation frame ({before['frames']} frames); each frame renders "
             "it with the page's `renderAssistant` and lays it out, and the finished reply is rendered once "
             "more. *Before* is the last renderer without math (the formulas are text); *after* renders "
-            "each formula with KaTeX once (`static/chat/math.js` keeps it by its source) as it closes. "
+            "each formula with KaTeX once (`static/chat/math.js` keeps it by its source) as it closes, "
+            "new formulas getting at most 16 ms of a task (the rest follow in later slices, shown as "
+            "their source until then). The reload row is the task that renders the reply in a fresh "
+            "page; its remaining formulas are filled in afterwards. "
             f"{args.repeat} run(s) of each, alternating, in one browser. Long tasks are the browser's own "
             "`longtask` entries (it reports tasks of 50 ms and more)."
         )

@@ -7,14 +7,14 @@
 // they render as red text), to cap every size (\rule{1000em}…) and every macro
 // expansion (\def bombs); a formula it cannot read is shown as its source text.
 //
-// KaTeX builds its DOM itself (katex.render: createElement, and element.style
-// for its layout, which the CSP does not govern; a style *attribute* in parsed
-// markup it refuses, even in DOMParser's inert documents). No markup is parsed
-// at all, so there is nothing for an HTML sanitizer to parse safely; instead
-// the tree KaTeX built is held to the policy below before it is shown: only the
-// elements KaTeX emits (in their namespaces), the attributes each may carry, the
-// classes KaTeX's stylesheet knows, and style declarations from an allow-list of
-// properties and values. (Sanitizing KaTeX's HTML string with DOMPurify instead
+// KaTeX builds its DOM itself (its tree's toNode(), as katex.render does:
+// createElement, and element.style for its layout, which the CSP does not
+// govern; a style *attribute* in parsed markup the CSP refuses, even in
+// DOMParser's inert documents). No markup is parsed at all, so there is nothing
+// for an HTML sanitizer to parse safely; instead the tree KaTeX built is held
+// to the policy below before it is shown: only the elements KaTeX emits (in
+// their namespaces), the attributes each may carry, the classes KaTeX uses, and
+// style declarations from an allow-list of properties and values. (Sanitizing KaTeX's HTML string with DOMPurify instead
 // cost several times KaTeX's own time, and parsing it reported every style
 // attribute as a CSP violation.)
 //
