@@ -508,3 +508,26 @@ def test_many_formulas_render_in_slices_and_end_as_one_render(math_page):
     assert result["again"] == result["settled"] and result["pendingAfter"] == 0
     assert csp_violations(math_page) == []
     assert math_page.problems == []
+
+
+COPY = """async () => {
+  const ui = await import('/static/chat/ui.js');
+  const node = ui.assistantMessageEl({ status: 'complete' });
+  document.getElementById('messages').append(node);
+  ui.renderAssistant(node, 'The area $A = \\\\pi r^2$ of a circle.');
+  const paragraph = node.querySelector('.message-body p');
+  const range = document.createRange();
+  range.selectNodeContents(paragraph);
+  getSelection().removeAllRanges();
+  getSelection().addRange(range);
+  let copied = null;
+  const listen = (e) => { copied = e.clipboardData.getData('text/plain'); };
+  document.addEventListener('copy', listen);
+  document.execCommand('copy');
+  document.removeEventListener('copy', listen);
+  return copied;
+}"""
+
+
+def test_copying_text_with_a_formula_copies_its_tex(math_page):
+    assert math_page.evaluate(COPY) == "The area $A = \\pi r^2$ of a circle."
