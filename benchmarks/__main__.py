@@ -48,6 +48,7 @@ RUNS: dict[str, list[str]] = {
     "local-model": ["benchmarks/local_model.py"],
     "history": ["benchmarks/history.py"],
     "page-render": ["benchmarks/page_render.py"],
+    "page-render-math": ["benchmarks/page_render.py", "--text", "math"],
 }
 
 

@@ -196,7 +196,8 @@ class Scenario:
     """How one request is answered.
 
     Text: ``words`` sends "w0 ", "w1 ", ...; ``markdown`` sends MARKDOWN_REPLY in
-    small tokens, repeated or cut to ``tokens``. A request's ``max_tokens`` below
+    small tokens, repeated or cut to ``tokens`` (``hostile`` and ``math``: HOSTILE_REPLY
+    and MATH_REPLY, the same way). A request's ``max_tokens`` below
     ``tokens`` cuts the reply with finish reason "length" ("max_tokens").
 
     Faults (streams only; a non-streaming request gets the whole reply as JSON):

@@ -7,15 +7,22 @@
 // they render as red text), to cap every size (\rule{1000em}…) and every macro
 // expansion (\def bombs); a formula it cannot read is shown as its source text.
 //
-// KaTeX builds its DOM itself (katex.render: createElement, and element.style
-// for its layout, which the CSP does not govern; a style *attribute* in parsed
-// markup it refuses, even in DOMParser's inert documents). No markup is parsed
-// at all, so there is nothing for an HTML sanitizer to parse safely; instead
-// the tree KaTeX built is held to the policy below before it is shown: only the
-// elements KaTeX emits (in their namespaces), the attributes each may carry, the
-// classes KaTeX's stylesheet knows, and style declarations from an allow-list of
-// properties and values. (Sanitizing KaTeX's HTML string with DOMPurify instead
-// costs about 8 times KaTeX's own time: measured in the report of issue #12.)
+// KaTeX builds its DOM itself (its tree's toNode(), as katex.render does:
+// createElement, and element.style for its layout, which the CSP does not
+// govern; a style *attribute* in parsed markup the CSP refuses, even in
+// DOMParser's inert documents). No markup is parsed at all, so there is nothing
+// for an HTML sanitizer to parse safely; instead the tree KaTeX built is held
+// to the policy below before it is shown: only the elements KaTeX emits (in
+// their namespaces), the attributes each may carry, the classes KaTeX uses, and
+// style declarations from an allow-list of properties and values. (Sanitizing KaTeX's HTML string with DOMPurify instead
+// cost several times KaTeX's own time, and parsing it reported every style
+// attribute as a CSP violation.)
+//
+// Why KaTeX's HTML and not only its MathML, which needs no styles at all and is
+// several times cheaper: Chromium's MathML does not stretch delimiters around a
+// matrix, ignores \mathbb and \mathcal, and does not widen accents. The MathML
+// is still there (KaTeX hides it visually) for screen readers, and copy-tex uses
+// its annotation to copy a formula as TeX.
 //
 // A formula is rendered once per source text (a streaming reply re-renders its
 // last block many times a second): the cache keeps the checked tree and its
@@ -325,10 +332,67 @@ export function mathFragment(tex, display) {
 /** The placeholders markdown.js leaves for formulas (their text is the TeX source). */
 export const PLACEHOLDER_SELECTOR = 'span.math-inline, span.math-display, div.math-display';
 
+// --- a time budget per task -------------------------------------------------------
+//
+// A formula costs about a millisecond to render the first time (a cached one a
+// tenth of that), so a reply with hundreds of them, opened from history, would
+// hold the page for a second or more. So each task renders new formulas for at
+// most TASK_BUDGET_MS; the rest keep showing their TeX source and are rendered
+// in later tasks, a slice at a time, the last ones first (the end of the
+// conversation is what the page shows). Once all are done the DOM is exactly
+// what rendering them at once would have made.
+
+const TASK_BUDGET_MS = 16;
+const SLICE_MS = 8;
+let spentThisTask = 0;
+let budgetReset = false;
+/** Placeholders waiting for their formula, oldest first. */
+const pending = [];
+let draining = false;
+
+const isDisplay = (placeholder) => placeholder.classList.contains('math-display');
+
+function fill(placeholder) {
+  placeholder.replaceChildren(mathFragment(placeholder.textContent, isDisplay(placeholder)));
+}
+
+function drain() {
+  const started = performance.now();
+  while (pending.length && performance.now() - started < SLICE_MS) {
+    const placeholder = pending.pop();
+    // Gone since (a streaming reply's last block is rendered anew each frame): nothing to do.
+    if (placeholder.isConnected) fill(placeholder);
+  }
+  if (pending.length) setTimeout(drain, 0);
+  else draining = false;
+}
+
+/** How many formulas on the page still wait to be rendered (shown as their source until then). */
+export function pendingMath() {
+  return pending.filter((placeholder) => placeholder.isConnected).length;
+}
+
 /** Fill every formula placeholder under `root` (live nodes) with its rendered formula. */
 export function renderMath(root) {
+  if (!budgetReset) {
+    budgetReset = true;
+    setTimeout(() => {
+      spentThisTask = 0;
+      budgetReset = false;
+    }, 0);
+  }
   for (const placeholder of root.querySelectorAll(PLACEHOLDER_SELECTOR)) {
-    const tex = placeholder.textContent;
-    placeholder.replaceChildren(mathFragment(tex, placeholder.classList.contains('math-display')));
+    const key = (isDisplay(placeholder) ? 'D' : 'I') + placeholder.textContent;
+    if (cache.has(key) || spentThisTask < TASK_BUDGET_MS) {
+      const started = performance.now();
+      fill(placeholder);
+      spentThisTask += performance.now() - started;
+    } else {
+      pending.push(placeholder);
+    }
+  }
+  if (pending.length && !draining) {
+    draining = true;
+    setTimeout(drain, 0);
   }
 }

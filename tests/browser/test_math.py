@@ -28,10 +28,13 @@ document.addEventListener('securitypolicyviolation', (e) => {
 # (from the MathML annotation KaTeX writes), and the text outside formulas.
 RENDER = """async (texts) => {
   const ui = await import('/static/chat/ui.js');
-  return texts.map((text) => {
+  const math = await import('/static/chat/math.js');
+  const results = [];
+  for (const text of texts) {
     const node = ui.assistantMessageEl({ status: 'complete' });
     document.body.append(node);
     ui.renderAssistant(node, text);
+    while (math.pendingMath() > 0) await new Promise((resolve) => setTimeout(resolve, 20));
     const body = node.querySelector('.message-body');
     const formulas = Array.from(body.querySelectorAll('.math-inline, .math-display')).map((el) => [
       el.classList.contains('math-display') ? 'display' : 'inline',
@@ -42,9 +45,21 @@ RENDER = """async (texts) => {
     const inCode = body.querySelectorAll('code .katex, pre .katex').length;
     const code = Array.from(body.querySelectorAll('code')).map((c) => c.textContent);
     node.remove();
-    return { formulas, text: clone.textContent.trim(), inCode, code };
-  });
+    results.push({ formulas, text: clone.textContent.trim(), inCode, code });
+  }
+  return results;
 }"""
+
+
+# Formulas beyond a task's time budget are rendered in later tasks (math.js).
+SETTLED = """async () => {
+  const math = await import('/static/chat/math.js');
+  while (math.pendingMath() > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+}"""
+
+
+def wait_for_math(page) -> None:
+    page.evaluate(SETTLED)
 
 
 def render(page, texts: list[str]) -> list[dict]:
@@ -166,6 +181,21 @@ def assert_math_reply(page) -> None:
     )
 
 
+def math_reply_live_and_from_history(page, server) -> None:
+    """Send for the fake's math reply, and see it the same after a reload (also in production)."""
+    login(page, server)
+    send(page, "Some math, please", MATH)
+    page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]", timeout=20000)
+    wait_for_math(page)
+    assert_math_reply(page)
+    live = page.inner_html(BODY)
+    page.reload()
+    page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]")
+    wait_for_math(page)
+    assert page.inner_html(BODY) == live
+    assert_math_reply(page)
+
+
 def test_math_streams_in_shows_an_open_formula_as_text_and_renders_the_same_from_history(math_page, server):
     page = math_page
     fonts: list[tuple[str, int]] = []
@@ -173,6 +203,7 @@ def test_math_streams_in_shows_an_open_formula_as_text_and_renders_the_same_from
     page.evaluate(WATCH)
     send(page, "Some math, please", MATH)
     page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]", timeout=20000)
+    wait_for_math(page)
     assert_math_reply(page)
     snapshots = page.evaluate("window.__snapshots")
     # The display formula arrived in pieces: shown as text while open, never both.
@@ -185,6 +216,7 @@ def test_math_streams_in_shows_an_open_formula_as_text_and_renders_the_same_from
 
     page.reload()
     page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]")
+    wait_for_math(page)
     assert reply_text(page) == seen_text
     assert page.inner_html(BODY) == live
     assert_math_reply(page)
@@ -211,14 +243,34 @@ def test_a_formula_cut_off_mid_stream_stays_text_stopped_and_from_history(math_p
     assert "$$\\int_0^1 x^2" in page.inner_text(BODY)
     page.click("#stop")
     page.wait_for_selector(f"{LAST_REPLY}[data-status=stopped]")
+    wait_for_math(page)
     live = page.inner_html(BODY)
     assert page.locator(f"{BODY} .math-display").count() == 0
     page.reload()
     page.wait_for_selector(f"{LAST_REPLY}[data-status=stopped]")
+    wait_for_math(page)
     assert page.inner_html(BODY) == live
     assert csp_violations(page) == []
     assert page.problems == []
 
+
+# test_streaming_render's STREAM, then the full render compared again once every
+# formula is rendered (the first ones to be rendered may have waited for a later task).
+STREAM_SETTLED = (
+    "async (args) => { const result = await ("
+    + STREAM
+    + """)(args);
+  const math = await import('/static/chat/math.js');
+  while (math.pendingMath() > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+  const ui = await import('/static/chat/ui.js');
+  const again = ui.assistantMessageEl({ status: 'complete' });
+  document.body.append(again);
+  ui.renderAssistant(again, args[0]);
+  while (math.pendingMath() > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+  again.remove();
+  return { ...result, settled: again.querySelector('.message-body').innerHTML };
+}"""
+)
 
 MATH_TEXTS = {
     "formulas of every kind": (
@@ -236,8 +288,8 @@ MATH_TEXTS = {
 def test_a_streamed_reply_with_math_ends_exactly_as_a_full_render(math_page, name):
     text = MATH_TEXTS[name]
     for step in (1, 7, 64):
-        result = math_page.evaluate(STREAM, [text, [step], True])
-        assert result["full"].count('class="katex"') == 7
+        result = math_page.evaluate(STREAM_SETTLED, [text, [step], True])
+        assert result["settled"].count('class="katex"') == 7
         assert result["streamed"] == result["full"], f"pieces of {step}"
         assert result["differs"] == [], f"pieces of {step}"
     assert csp_violations(math_page) == []
@@ -276,6 +328,8 @@ INSPECT = """async (texts) => {
   const node = ui.assistantMessageEl({ status: 'complete' });
   document.getElementById('messages').append(node);
   ui.renderAssistant(node, texts.join('\\n\\n'));
+  const math = await import('/static/chat/math.js');
+  while (math.pendingMath() > 0) await new Promise((resolve) => setTimeout(resolve, 20));
   const body = node.querySelector('.message-body');
   const box = body.getBoundingClientRect();
   const tags = new Set(Array.from(body.querySelectorAll('*')).map((e) => e.localName));
@@ -397,6 +451,7 @@ def test_math_looks_right_on_a_phone_and_on_a_desktop(math_page, browser, server
     page = math_page
     send(page, "Some math, please", MATH)
     page.wait_for_selector(f"{LAST_REPLY}[data-status=complete]", timeout=20000)
+    wait_for_math(page)
     page.evaluate("document.fonts.ready")
     page.screenshot(path=str(tmp_path / "math-desktop.png"))
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
@@ -406,6 +461,7 @@ def test_math_looks_right_on_a_phone_and_on_a_desktop(math_page, browser, server
         login(small, server)
         small.goto(page.url)
         small.wait_for_selector(f"{LAST_REPLY}[data-status=complete]")
+        wait_for_math(small)
         small.evaluate("document.fonts.ready")
         assert small.inner_html(BODY) == page.inner_html(BODY)
         small.locator(f"{BODY} div.math-display").last.scroll_into_view_if_needed()
@@ -420,3 +476,58 @@ def test_math_looks_right_on_a_phone_and_on_a_desktop(math_page, browser, server
     finally:
         phone.close()
     assert csp_violations(page) == []
+
+
+MANY = """async (count) => {
+  const ui = await import('/static/chat/ui.js');
+  const math = await import('/static/chat/math.js');
+  const step = (i) => `Step ${i}: $\\\\frac{${i}}{${i + 1}} + x_{${i}}^2$.`;
+  const text = Array.from({ length: count }, (_, i) => step(i)).join('\\n\\n');
+  const node = ui.assistantMessageEl({ status: 'complete' });
+  document.getElementById('messages').append(node);
+  ui.renderAssistant(node, text);
+  const body = node.querySelector('.message-body');
+  const atOnce = body.querySelectorAll('.katex').length;
+  const waiting = math.pendingMath();
+  while (math.pendingMath() > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+  const settled = body.innerHTML;
+  // Now every formula is cached: a render of the same text is complete at once.
+  const again = ui.assistantMessageEl({ status: 'complete' });
+  document.getElementById('messages').append(again);
+  ui.renderAssistant(again, text);
+  return { atOnce, waiting, rendered: body.querySelectorAll('.katex').length, settled,
+           again: again.querySelector('.message-body').innerHTML, pendingAfter: math.pendingMath() };
+}"""
+
+
+def test_many_formulas_render_in_slices_and_end_as_one_render(math_page):
+    result = math_page.evaluate(MANY, 300)
+    # Not all 300 in the task that rendered the reply: the rest came in later tasks.
+    assert result["atOnce"] < 300 and result["waiting"] == 300 - result["atOnce"]
+    assert result["rendered"] == 300
+    assert result["again"] == result["settled"] and result["pendingAfter"] == 0
+    assert csp_violations(math_page) == []
+    assert math_page.problems == []
+
+
+COPY = """async () => {
+  const ui = await import('/static/chat/ui.js');
+  const node = ui.assistantMessageEl({ status: 'complete' });
+  document.getElementById('messages').append(node);
+  ui.renderAssistant(node, 'The area $A = \\\\pi r^2$ of a circle.');
+  const paragraph = node.querySelector('.message-body p');
+  const range = document.createRange();
+  range.selectNodeContents(paragraph);
+  getSelection().removeAllRanges();
+  getSelection().addRange(range);
+  let copied = null;
+  const listen = (e) => { copied = e.clipboardData.getData('text/plain'); };
+  document.addEventListener('copy', listen);
+  document.execCommand('copy');
+  document.removeEventListener('copy', listen);
+  return copied;
+}"""
+
+
+def test_copying_text_with_a_formula_copies_its_tex(math_page):
+    assert math_page.evaluate(COPY) == "The area $A = \\pi r^2$ of a circle."

@@ -15,7 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conversations.testing.fakeupstream import MARKDOWN_REPLY, MARKDOWN_TOKENS, FakeUpstream, Scenario
+from conversations.testing.fakeupstream import (
+    MARKDOWN_REPLY,
+    MARKDOWN_TOKENS,
+    MATH_REPLY,
+    MATH_TOKENS,
+    FakeUpstream,
+    Scenario,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HI = [{"role": "user", "content": "hi"}]
@@ -149,6 +156,18 @@ def test_markdown_text_repeats_and_truncates(fake):
     assert text == MARKDOWN_REPLY + "".join(MARKDOWN_TOKENS[:3])
     for needle in ("## ", "- first item", "**canned answer**", "```python\n", "[link to the docs]("):
         assert needle in text
+
+
+def test_math_text_streams_its_formulas_cut_across_tokens(fake):
+    n = len(MATH_TOKENS)
+    whole = chat(fake, f"fake?text=math&tokens={n}&rate=0", stream=False).json()
+
+    assert whole["choices"][0]["message"]["content"] == MATH_REPLY
+    # The first display formula arrives in several pieces: the page sees it open first.
+    opening = next(i for i, token in enumerate(MATH_TOKENS) if token.startswith("$$"))
+    assert not MATH_TOKENS[opening].rstrip().endswith("$$")
+    for needle in ("\\(A = \\pi r^2\\)", "\\, dx", "$5 and $10", "`$x$`"):
+        assert needle in MATH_REPLY
 
 
 def test_tokens_are_paced_at_the_rate_after_ttft(fake):

@@ -17,11 +17,11 @@ import pytest
 from conversations.realtime import protocol
 from tests.production import NGINX, ProductionStack
 
-from ..conftest import FAST_MARKDOWN, HOSTILE, PASSWORD, SLOW_MARKDOWN, USERNAME
+from ..conftest import FAST_MARKDOWN, HOSTILE, MATH, PASSWORD, SLOW_MARKDOWN, USERNAME
 from ..test_resume import FAST, LONG, STREAM
 from ..test_resume import open_page as _open_page
 
-MODELS = ["fake", SLOW_MARKDOWN, FAST_MARKDOWN, HOSTILE, STREAM, LONG, FAST]
+MODELS = ["fake", SLOW_MARKDOWN, FAST_MARKDOWN, HOSTILE, MATH, STREAM, LONG, FAST]
 
 # Sent by the page itself when the browser reports a violation of the page's CSP.
 CSP_LISTENER = """

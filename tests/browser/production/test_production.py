@@ -16,6 +16,7 @@ from conversations.realtime import protocol
 
 from ..test_chat_page import send_stream_stop_and_reload
 from ..test_history import export_then_import, search_lands_on_a_deep_message
+from ..test_math import math_reply_live_and_from_history
 from ..test_resume import reload_mid_stream, second_tab_follows, stop_from_the_other_tab
 from ..test_settings import settings_shape_the_next_reply
 from .conftest import assert_clean, on_another_daphne
@@ -48,6 +49,15 @@ def test_production_send_stream_stop_and_reload(page, server, fake_upstream):
     sessions = {c["name"]: c for c in page.context.cookies()}
     assert sessions["sessionid"]["secure"] is True and sessions["sessionid"]["httpOnly"] is True
     page.screenshot(path="/tmp/chatsite-production-chat.png")
+    assert_clean(page)
+
+
+def test_production_math_renders_with_the_collected_katex_and_its_fonts(page, server):
+    math_reply_live_and_from_history(page, server)
+    # KaTeX's module and stylesheet under their hashed names, its fonts found through them.
+    hrefs = "els => els.map(e => e.getAttribute('href'))"
+    stylesheets = page.eval_on_selector_all("link[rel=stylesheet]", hrefs)
+    assert any(re.fullmatch(r"/static/vendor/katex/katex\.min\.[0-9a-f]{12}\.css", s) for s in stylesheets)
     assert_clean(page)
 
 
