@@ -41,6 +41,11 @@ def share_snapshot(*, conversation: Conversation) -> dict:
         data = serializers.message_to_dict(message)
         data.pop("versions", None)
         data["id"] = str(uuid.uuid4())
+        if "attachments" in data:
+            # Files stay their owner's: a snapshot names them, never links them.
+            data["attachments"] = [
+                {key: a[key] for key in ("kind", "name", "size", "pages")} for a in data["attachments"]
+            ]
         data["parent"] = parent
         if message.role == Message.Role.ASSISTANT and message.status == Message.Status.STREAMING:
             data["partial"] = True

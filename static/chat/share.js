@@ -8,9 +8,12 @@ import {
   $,
   assistantMessageEl,
   copyText,
+  el,
+  formatBytes,
   finishAssistant,
   refreshTimes,
   renderAssistant,
+  renderAssistantReasoning,
   setErrorLabels,
   userMessageEl,
 } from './ui.js';
@@ -25,11 +28,30 @@ function messageNode(m) {
   if (m.role === 'user') {
     const node = userMessageEl({ text: String(m.content ?? ''), createdAt: m.created_at });
     for (const extra of node.querySelectorAll(CHAT_ONLY)) extra.remove();
+    const files = Array.isArray(m.attachments) ? m.attachments : [];
+    if (files.length > 0) {
+      // The files themselves stay their owner's: only their names are shared.
+      node.querySelector('.bubble, .content')?.before(
+        el('div', { className: 'message-attachments', role: 'list', 'aria-label': 'Attached files (not shared)' }, files.map((a) =>
+          el('span', { className: 'attachment-chip file-chip', role: 'listitem', title: `${a.name} (not shared)`, dataset: { kind: a.kind } }, [
+            el('span', { className: 'file-icon', 'aria-hidden': 'true', dataset: { kind: a.kind } }),
+            el('span', { className: 'file-text' }, [
+              el('span', { className: 'file-name', text: String(a.name ?? '') }),
+              el('span', { className: 'file-detail', text: `not shared · ${formatBytes(Number(a.size) || 0)}` }),
+            ]),
+          ]),
+        )),
+      );
+    }
     return node;
   }
   const model = m.provider && m.model ? `${m.provider}/${m.model}` : m.model || null;
   const node = assistantMessageEl({ status: m.partial ? 'stopped' : m.status, model, createdAt: m.created_at });
   for (const extra of node.querySelectorAll(CHAT_ONLY)) extra.remove();
+  if (m.reasoning || m.reasoning_redacted === true) {
+    const ms = m.metrics && typeof m.metrics.reasoning_ms === 'number' ? m.metrics.reasoning_ms : null;
+    renderAssistantReasoning(node, { text: String(m.reasoning ?? ''), redacted: m.reasoning_redacted === true, ms });
+  }
   renderAssistant(node, String(m.content ?? ''));
   finishAssistant(node, { ...m, status: m.partial ? 'partial' : m.status, model });
   if (m.partial) {

@@ -18,7 +18,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from conversations.models import Conversation, Message, Share
+from conversations.models import Attachment, Conversation, Message, Share
 from conversations.services import shares as share_services
 from conversations.testing.fakeupstream import HOSTILE_REPLY
 from tests import factories
@@ -392,3 +392,25 @@ def test_the_pages_script_continues_over_json_and_gets_errors_in_the_envelope(al
     never = viewer.post(f"/s/{secrets.token_urlsafe(24)}/continue/", HTTP_ACCEPT="application/json")
     assert never.status_code == 404 and never.json()["error"] == "not_found"
     assert Conversation.objects.filter(user=bob).count() == 1
+
+
+def test_a_snapshot_names_the_owners_files_but_never_links_or_serves_them(alice, bob):
+    c = two_turns(alice)
+    first_user = c.messages.filter(role="user").order_by("created_at").first()
+    attachment = Attachment.objects.create(
+        user=alice,
+        kind="pdf",
+        media_type="application/pdf",
+        name="passport.pdf",
+        size=2048,
+        pages=1,
+        text="x",
+    )
+    attachment.messages.add(first_user)
+    share = share_of(logged_in(alice), c)
+    page = logged_in(bob).get(share["url"]).content.decode()
+    [shown] = share_data(page)["messages"][0]["attachments"]
+    assert shown == {"kind": "pdf", "name": "passport.pdf", "size": 2048, "pages": 1}
+    assert str(attachment.pk) not in page and "/api/attachments/" not in page
+    # The viewer still cannot fetch it by its id.
+    assert logged_in(bob).get(f"/api/attachments/{attachment.pk}/file").status_code == 404
