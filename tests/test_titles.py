@@ -187,3 +187,12 @@ def test_titles_are_on_by_default_and_the_title_model_must_name_a_configured_pro
         ), wrong
     off = _settings_of({**env, "CHATSITE_AUTO_TITLES": "off"}, "settings.CHATSITE_AUTO_TITLES")
     assert off.stdout.split() == ["False"]
+
+
+def test_a_title_made_by_a_model_is_found_by_search(alice):
+    from conversations.search import search_messages
+
+    conv = factories.conversation(alice, "First line")
+    assert conversation_title_generated(conversation_id=conv.pk, user_id=alice.pk, title="Zanzibar itinerary")
+    hits = search_messages(user=alice, query="zanzibar")
+    assert [(hit.conversation_id, hit.kind) for hit in hits] == [(conv.pk, "title")]

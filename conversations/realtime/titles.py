@@ -196,9 +196,18 @@ async def _ask(job: TitleJob) -> str:
 
 async def _run(job: TitleJob) -> None:
     where = f"title for conversation {job.conversation_id}"
-    job.claimed = await database_sync_to_async(conversation_services.conversation_title_claim)(
-        conversation_id=job.conversation_id, user_id=job.user_id
+    claim = asyncio.ensure_future(
+        database_sync_to_async(conversation_services.conversation_title_claim)(
+            conversation_id=job.conversation_id, user_id=job.user_id
+        )
     )
+    try:
+        job.claimed = await asyncio.shield(claim)
+    except asyncio.CancelledError:
+        # Cancelled while claiming: the write goes on; if it claimed, give it back.
+        if await claim:
+            await asyncio.shield(_release(job))
+        raise
     if not job.claimed:
         return  # renamed by the user, or titled before
     try:

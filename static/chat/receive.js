@@ -263,7 +263,8 @@ function onError(f) {
   }
 }
 
-/** A conversation's new title (made by its model, for every tab of the user):
+/** A conversation's new title (its model made one, or the user renamed it in
+ * another tab; every tab of the user gets it):
  * the sidebar and, if it is the one shown, the header. Text only. */
 function onConversationUpdated(f) {
   if (!sidebar.retitle(f.conversation, f.title)) {

@@ -53,12 +53,14 @@ def conversation(conversation_id: str) -> Conversation:
     return Conversation.objects.get(pk=conversation_id)
 
 
-async def exchange(socket, text="How do I reverse a list in Python?", conversation=None, model=None) -> list:
+async def exchange(
+    socket, text="How do I reverse a list in Python?", conversation=None, model=None, timeout=10.0
+) -> list:
     frame = {"type": "send", "client_id": uuid.uuid4().hex, "conversation": conversation, "text": text}
     if model is not None:
         frame["model"] = model
     await socket.send(**frame)
-    return await socket.recv_until("reply_finished")
+    return await socket.recv_until("reply_finished", timeout=timeout)
 
 
 async def no_title_work() -> bool:
@@ -357,15 +359,22 @@ async def test_with_the_offline_model_a_waiting_reply_wins_over_the_title(
     settings.CHATSITE_TITLE_BUSY_REPLIES = 8
     # A title long enough to be caught generating (a real one is a few tokens).
     monkeypatch.setattr(titles, "MAX_TOKENS", 2000)
+    from conversations.providers import get_provider
+
+    local = get_provider("local")
+    assert local is not None
+    await asyncio.to_thread(local.preload)
     socket = await connect(alice)
-    frames = await exchange(socket, text="Name three colours.")
+    frames = await exchange(socket, text="Name three colours.", timeout=120)
     assert frames[-1]["status"] == "complete"
     conv_id = uuid.UUID(frames[0]["conversation"])
     job = await eventually(lambda: titles._jobs.get(conv_id), what="the title work")
-    local = job.provider
-    await eventually(local._lock.locked, what="the title to hold the model")
-    second = await exchange(socket, text="And three animals.", conversation=str(conv_id))
-    assert second[-1]["status"] == "complete"
+    assert job.provider is local
+    await eventually(local._lock.locked, what="the title to hold the model", timeout=60)
+    second = await exchange(socket, text="And three animals.", conversation=str(conv_id), timeout=120)
+    # The reply streamed (to its end, or to its 24 tokens).
+    assert (second[-1]["status"], second[-1]["error_kind"]) in {("complete", None), ("error", "length_limit")}
+    assert [f for f in second if f["type"] == "delta"]
     assert job.gave_way and job.task is not None and job.task.cancelled()
     assert (await conversation(str(conv_id))).title == "Name three colours."
     await cancel_title_work()
@@ -393,3 +402,23 @@ async def test_a_rename_reaches_every_socket_of_the_user_too(connect, alice, bob
         f"/api/conversations/{conv_id}/update/", {"pinned": True}, content_type="application/json"
     )
     assert await mine.nothing() and await bobs.nothing()
+
+
+async def test_the_title_model_may_be_another_providers_anthropic_here(connect, alice, auto_titles, settings):
+    settings.CHATSITE_PROVIDERS = {
+        **settings.CHATSITE_PROVIDERS,
+        "anthropic": {
+            "BACKEND": "conversations.providers.anthropic.AnthropicProvider",
+            "BASE_URL": auto_titles.anthropic_base_url,
+            "API_KEY": "sk-ant-test-not-a-secret",
+            "MODELS": ["fake"],
+        },
+    }
+    settings.CHATSITE_TITLE_MODEL = "anthropic/fake?tokens=3&rate=0"
+    socket = await connect(alice)
+    await exchange(socket, model="openai/fake?tokens=5&rate=0")
+    assert (await socket.recv_until("conversation_updated"))[-1]["title"] == "w0 w1 w2"
+    asked = [r for r in auto_titles.requests if r.path.endswith("/messages")]
+    assert len(asked) == 1 and asked[0].body["max_tokens"] == titles.MAX_TOKENS
+    assert asked[0].body["system"] == titles.SYSTEM_PROMPT
+    assert [m["role"] for m in asked[0].body["messages"]] == ["user"]
