@@ -248,3 +248,10 @@ def message_list(*, conversation: Conversation) -> list[Message]:
 def attachment_get(*, user: AbstractBaseUser, attachment_id: uuid.UUID) -> Attachment | None:
     """The user's attachment, or None for a missing id and for another user's alike."""
     return Attachment.objects.filter(pk=attachment_id, user=user).first()
+
+
+def conversation_has_images(*, conversation_id: uuid.UUID) -> bool:
+    """Whether any message of the conversation has an image attached."""
+    return Attachment.objects.filter(
+        messages__conversation_id=conversation_id, kind=Attachment.Kind.IMAGE
+    ).exists()
