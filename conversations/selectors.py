@@ -251,6 +251,13 @@ def attachment_get(*, user: AbstractBaseUser, attachment_id: uuid.UUID) -> Attac
     return Attachment.objects.filter(pk=attachment_id, user=user).first()
 
 
+def conversation_has_images(*, conversation_id: uuid.UUID) -> bool:
+    """Whether any message of the conversation has an image attached."""
+    return Attachment.objects.filter(
+        messages__conversation_id=conversation_id, kind=Attachment.Kind.IMAGE
+    ).exists()
+
+
 # --- Shared links --------------------------------------------------------------
 #
 # A share is found by the SHA-256 of its token, never by comparing the token

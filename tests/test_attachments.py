@@ -505,3 +505,37 @@ def test_the_json_of_a_message_lists_its_attachments(db):
     shown = serializers.message_to_dict(Message.objects.get(pk=message.pk))
     assert shown["attachments"] == [data]
     assert json.loads(json.dumps(shown))["attachments"][0]["url"] == f"/api/attachments/{data['id']}/file"
+
+
+def test_a_large_image_is_sent_to_models_as_a_smaller_copy(alice_client, attachments_dir):
+    from PIL import Image
+
+    big = files.png(3000, 1500)
+    data = upload(alice_client, "wide.png", big).json()["attachment"]
+    assert (data["width"], data["height"]) == (3000, 1500)  # shown as it is
+    assert stored_files(attachments_dir) == sorted([data["id"], f"{data['id']}.model"])
+
+    part = attachment_services.attachment_image(attachment=Attachment.objects.get(pk=data["id"]))
+    assert part.media_type == "image/jpeg"
+    assert Image.open(io.BytesIO(part.data)).size == (2048, 1024)
+
+    small = upload(alice_client, "small.png", files.png()).json()["attachment"]
+    part = attachment_services.attachment_image(attachment=Attachment.objects.get(pk=small["id"]))
+    assert part.media_type == "image/png" and part.data == (attachments_dir / small["id"]).read_bytes()
+
+
+def test_deleting_a_conversation_deletes_its_files_but_not_those_another_one_uses(db, attachments_dir):
+    alice = factories.user("alice")
+    client = client_for(alice)
+    own = upload(client, "own.txt", b"only here").json()["attachment"]
+    shared = upload(client, "shared.png", files.png(3000, 1500)).json()["attachment"]
+    doomed, kept = factories.conversation(alice), factories.conversation(alice)
+    message = factories.message(doomed, "hi", "user")
+    message.attachments.add(own["id"], shared["id"])
+    factories.message(kept, "again", "user").attachments.add(shared["id"])
+
+    response = client.post(f"/api/conversations/{doomed.pk}/delete/")
+
+    assert response.status_code == 200
+    assert list(Attachment.objects.values_list("name", flat=True)) == ["shared.png"]
+    assert stored_files(attachments_dir) == sorted([shared["id"], f"{shared['id']}.model"])

@@ -86,6 +86,14 @@ async def _sees_images(model: str) -> bool:
     return provider.takes_images(model=name)
 
 
+async def _branch_sees_images(model: str, conversation_id: uuid.UUID) -> bool:
+    """:func:`_sees_images`, asked only when the conversation has images at all."""
+    has_images = await database_sync_to_async(selectors.conversation_has_images)(
+        conversation_id=conversation_id
+    )
+    return has_images and await _sees_images(model)
+
+
 def _refusal(exc: Refusal, ref: str | None) -> protocol.ProtocolError:
     """The client's answer for a service's refusal: its own code and words."""
     code, message = refusal_answer(exc)
@@ -194,6 +202,8 @@ async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscribe
     """Store the user's message and start the reply; ``subscriber`` follows it."""
     model = await _resolve_model(frame.model, frame.conversation, user, frame.client_id)
     provider_name = split_model_id(model)[0]
+    # Only a send with files asks (a fresh process may wait for its first listing).
+    sees_images = bool(frame.attachments) and await _sees_images(model)
     conv_id = frame.conversation
     if conv_id is not None:
         live = registry.for_conversation(conv_id)
@@ -201,7 +211,6 @@ async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscribe
         if busy and not (live is not None and live.client_id == frame.client_id):
             raise _refusal(ReplyRunning(), frame.client_id)
         registry.starting[conv_id] = user.pk
-    sees_images = bool(frame.attachments) and await _sees_images(model)
     try:
         exchange = await _starts.submit(
             exchange_services.ExchangeRequest(
@@ -232,7 +241,7 @@ async def reply_regenerate(
     if old is None:
         raise protocol.ProtocolError("not_found", "no such reply", ref=frame.client_id)
     model = await _resolve_model(frame.model, old.conversation_id, user, frame.client_id)
-    sees_images = await _sees_images(model)
+    sees_images = await _branch_sees_images(model, old.conversation_id)
     try:
         exchange = await database_sync_to_async(exchange_services.reply_regenerate)(
             user=user,
@@ -259,7 +268,7 @@ async def reply_continue(*, user: AbstractBaseUser, frame: protocol.Continue, su
         model = await _resolve_model(None, old.conversation_id, user, str(frame.reply))
         provider = get_provider(split_model_id(model)[0])
         assert provider is not None
-    sees_images = await _sees_images(model)
+    sees_images = await _branch_sees_images(model, old.conversation_id)
     try:
         continuation = await database_sync_to_async(exchange_services.reply_continue)(
             user=user,

@@ -67,6 +67,58 @@ def attachment_path(*, attachment_id: uuid.UUID | str) -> Path:
     return attachments_dir() / str(uuid.UUID(str(attachment_id)))
 
 
+def _model_copy_path(attachment_id: uuid.UUID | str) -> Path:
+    """A large image's smaller copy, the one models are sent (``<id>.model``)."""
+    return attachments_dir() / f"{uuid.UUID(str(attachment_id))}.model"
+
+
+def attachment_files_delete(*, ids: list[uuid.UUID]) -> None:
+    """Remove the files of these attachments (the rows are gone already)."""
+    for pk in ids:
+        attachment_path(attachment_id=pk).unlink(missing_ok=True)
+        _model_copy_path(pk).unlink(missing_ok=True)
+
+
+def attachments_orphans_delete(*, ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Delete those of these attachments that are on no message now; their ids
+    (delete their files with :func:`attachment_files_delete` once committed)."""
+    if not ids:
+        return []
+    orphans = list(Attachment.objects.filter(pk__in=ids, messages=None).values_list("pk", flat=True))
+    Attachment.objects.filter(pk__in=orphans).delete()
+    return orphans
+
+
+#: The longest side and the most bytes of an image as models are sent it; a
+#: larger one is sent as a smaller copy made on upload (the APIs refuse or
+#: shrink large images anyway: Anthropic takes up to 5 MB, and works best at
+#: about 1.15 megapixels).
+MODEL_IMAGE_EDGE = 2048
+MODEL_IMAGE_BYTES = 4 * 1024 * 1024
+
+
+def _model_copy(data: bytes) -> bytes | None:
+    """A copy of a (checked, re-encoded) image small enough for every API; None
+    when the image is small enough as it is."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        if max(image.size) <= MODEL_IMAGE_EDGE and len(data) <= MODEL_IMAGE_BYTES:
+            return None
+        image.seek(0)
+        if image.format == "JPEG":
+            image.draft("RGB", (MODEL_IMAGE_EDGE, MODEL_IMAGE_EDGE))  # decoded at a smaller scale: faster
+        frame = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+    frame.thumbnail((MODEL_IMAGE_EDGE, MODEL_IMAGE_EDGE), reducing_gap=3.0)
+    out = io.BytesIO()
+    if frame.mode == "RGBA":
+        frame.save(out, format="PNG", optimize=True)
+    if frame.mode != "RGBA" or out.tell() > MODEL_IMAGE_BYTES:
+        out = io.BytesIO()
+        frame.convert("RGB").save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
 @dataclass(frozen=True, slots=True)
 class Checked:
     """What an upload turned out to be, and the bytes to keep of it."""
@@ -230,9 +282,16 @@ def _write(path: Path, data: bytes) -> None:
         raise
 
 
-def attachment_write(*, attachment_id: uuid.UUID, data: bytes) -> None:
-    """Keep an attachment's (checked) bytes under its id."""
+def attachment_write(*, attachment_id: uuid.UUID, data: bytes, kind: str) -> None:
+    """Keep an attachment's (checked) bytes under its id, and a large image's copy for models."""
     _write(attachment_path(attachment_id=attachment_id), data)
+    if kind == Attachment.Kind.IMAGE:
+        try:
+            copy = _model_copy(data)
+        except (OSError, ValueError):  # pragma: no cover - the bytes were just decoded
+            copy = None
+        if copy is not None:
+            _write(_model_copy_path(attachment_id), copy)
 
 
 def attachment_create(*, user: AbstractBaseUser, name: str, data: bytes) -> Attachment:
@@ -257,12 +316,11 @@ def attachment_create(*, user: AbstractBaseUser, name: str, data: bytes) -> Atta
         text=checked.text,
         pages=checked.pages,
     )
-    path = attachment_path(attachment_id=attachment.pk)
-    _write(path, checked.data)
+    attachment_write(attachment_id=attachment.pk, data=checked.data, kind=checked.kind)
     try:
         attachment.save(force_insert=True)
     except BaseException:
-        path.unlink(missing_ok=True)
+        attachment_files_delete(ids=[attachment.pk])
         raise
     return attachment
 
@@ -276,7 +334,7 @@ def attachment_delete(*, user: AbstractBaseUser, attachment_id: uuid.UUID) -> No
         if attachment.messages.exists():
             raise AttachmentInUse()
         attachment.delete()
-    attachment_path(attachment_id=attachment_id).unlink(missing_ok=True)
+    attachment_files_delete(ids=[attachment_id])
 
 
 def attachments_for_send(*, user: AbstractBaseUser, ids: tuple[uuid.UUID, ...]) -> list[Attachment]:
@@ -301,8 +359,13 @@ def attachments_bind(*, message: Message, attachments: list[Attachment]) -> None
 
 
 def attachment_image(*, attachment: Attachment) -> ImagePart:
-    """An image's bytes, as the model is sent them."""
-    return ImagePart(attachment.media_type, attachment_path(attachment_id=attachment.pk).read_bytes())
+    """An image's bytes, as the model is sent them: the image, or the smaller copy
+    a large one has (a JPEG, or a PNG where it is transparent)."""
+    try:
+        data = _model_copy_path(attachment.pk).read_bytes()
+    except FileNotFoundError:
+        return ImagePart(attachment.media_type, attachment_path(attachment_id=attachment.pk).read_bytes())
+    return ImagePart("image/png" if data.startswith(b"\x89PNG") else "image/jpeg", data)
 
 
 def attachment_prompt_text(*, attachment: Attachment, sees_images: bool) -> str:
@@ -327,6 +390,5 @@ def attachments_purge(*, older_than: timedelta = timedelta(days=1), dry_run: boo
         return len(ids)
     Attachment.objects.filter(pk__in=ids, messages=None).delete()
     gone = set(ids) - set(Attachment.objects.filter(pk__in=ids).values_list("pk", flat=True))
-    for pk in gone:
-        attachment_path(attachment_id=pk).unlink(missing_ok=True)
+    attachment_files_delete(ids=list(gone))
     return len(gone)

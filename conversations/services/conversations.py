@@ -12,7 +12,8 @@ from django.db import transaction
 
 from conversations import tree
 from conversations.exceptions import InvalidTitle, NotFound
-from conversations.models import Conversation, Message
+from conversations.models import Attachment, Conversation, Message
+from conversations.services.attachments import attachment_files_delete, attachments_orphans_delete
 
 # --- Titles ----------------------------------------------------------------------
 
@@ -189,9 +190,17 @@ def conversation_delete(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -
     :class:`NotFound`.
     """
     with transaction.atomic():
+        attached = list(
+            Attachment.objects.filter(user=user, messages__conversation_id=conversation_id)
+            .values_list("pk", flat=True)
+            .distinct()
+        )
         deleted, _ = Conversation.objects.filter(pk=conversation_id, user=user).delete()
+        # Its files go with it (those on no other conversation's message).
+        gone = attachments_orphans_delete(ids=attached)
     if not deleted:
         raise NotFound("no such conversation")
+    attachment_files_delete(ids=gone)
 
 
 def conversation_select_branch(*, user: AbstractBaseUser, message_id: uuid.UUID) -> Conversation:

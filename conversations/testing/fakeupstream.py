@@ -32,6 +32,14 @@ a real API never produces are refused for it (400): the Anthropic API always
 reports usage and only sends its own stop reasons, and it never answers with an
 empty stream or ``[DONE]``. The official ``openai`` and ``anthropic`` SDKs parse
 every stream the fake sends for their API (``tests/testing/test_fakeupstream_sdks.py``).
+Images are judged as strictly: a message's content may be a list of text and
+(user messages only) image parts, OpenAI's ``{"type": "image_url", "image_url":
+{"url": "data:image/png;base64,..."}}`` and Anthropic's ``{"type": "image",
+"source": {"type": "base64", "media_type": ..., "data": ...}}``, with no other
+fields, base64 that decodes, and bytes that are of the type named; only a model
+in :data:`VISION_MODELS` (``fake-vision``, listed with
+``architecture.input_modalities``) takes them. ``RequestRecord.images`` holds
+what a request carried.
 
 Server options, for what real servers do: ``models`` sets the ids
 ``/v1/models`` lists (llama.cpp lists path-shaped ones, ``/srv/models/x.gguf``);

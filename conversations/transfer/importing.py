@@ -131,8 +131,7 @@ def conversations_import(*, user: AbstractBaseUser, data: bytes) -> ImportResult
             conversations = _store(user, parsed.conversations)
             _store_attachments(user, parsed.conversations, conversations, archive, written)
     except BaseException:
-        for attachment_id in written:  # nothing was stored: nor are their files
-            attachment_services.attachment_path(attachment_id=attachment_id).unlink(missing_ok=True)
+        attachment_services.attachment_files_delete(ids=written)  # nothing was stored: nor are their files
         raise
     return ImportResult(parsed.source, conversations, parsed.skipped)
 
@@ -242,7 +241,9 @@ def _store_attachments(
                             pages=checked.pages,
                         )
                         written.append(attachment.pk)
-                        attachment_services.attachment_write(attachment_id=attachment.pk, data=checked.data)
+                        attachment_services.attachment_write(
+                            attachment_id=attachment.pk, data=checked.data, kind=checked.kind
+                        )
                         attachments.append(attachment)
                     made[entry["key"]] = attachment
                 attachment = made[entry["key"]]
