@@ -1,7 +1,5 @@
 import importlib
 
-import importlib
-
 from django.db import migrations, models
 
 
