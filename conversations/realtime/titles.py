@@ -36,6 +36,7 @@ from django.conf import settings
 from conversations.prompt import ChatMessage
 from conversations.providers import BaseProvider, ProviderError, StreamResult, get_provider, split_model_id
 from conversations.providers.local import LocalProvider
+from conversations.providers.reasoning import Reasoning
 from conversations.realtime import cluster, protocol
 from conversations.realtime.registry import registry
 from conversations.realtime.replies import Reply
@@ -183,10 +184,12 @@ async def _ask(job: TitleJob) -> str:
         result=StreamResult(),
         max_tokens=MAX_TOKENS,
         temperature=TEMPERATURE,
+        thinking_budget=0,  # a title needs no extended thinking
     )
     async with aclosing(stream):
         async for piece in stream:
-            if isinstance(piece, str):  # only the answer's text counts (no reasoning)
+            # Only the answer's text counts: a reasoning piece is a str too.
+            if isinstance(piece, str) and not isinstance(piece, Reasoning):
                 parts.append(piece)
                 size += len(piece)
                 if size >= ANSWER_MAX_CHARS:

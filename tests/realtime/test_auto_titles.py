@@ -422,3 +422,39 @@ async def test_the_title_model_may_be_another_providers_anthropic_here(connect, 
     assert len(asked) == 1 and asked[0].body["max_tokens"] == titles.MAX_TOKENS
     assert asked[0].body["system"] == titles.SYSTEM_PROMPT
     assert [m["role"] for m in asked[0].body["messages"]] == ["user"]
+
+
+@pytest.mark.parametrize("reasoning", ["reasoning_content", "think"])
+async def test_a_reasoning_title_model_is_titled_by_its_answer_never_its_thinking(
+    connect, alice, auto_titles, settings, reasoning
+):
+    settings.CHATSITE_TITLE_MODEL = f"openai/fake?tokens=3&rate=0&reasoning={reasoning}&thoughts=4"
+    socket = await connect(alice)
+    frames = await exchange(socket, model="openai/fake?tokens=5&rate=0")
+    conv_id = frames[0]["conversation"]
+    pushed = (await socket.recv_until("conversation_updated"))[-1]
+    assert pushed["title"] == "w0 w1 w2"  # the reasoning tokens are "t0 t1 t2 t3"
+    (asked,) = title_requests(auto_titles)
+    assert asked.reasoning_sent.split() == ["t0", "t1", "t2", "t3"]
+    assert (await conversation(conv_id)).title == "w0 w1 w2"
+
+
+async def test_an_anthropic_title_model_is_asked_without_extended_thinking(
+    connect, alice, auto_titles, settings
+):
+    settings.CHATSITE_PROVIDERS = {
+        **settings.CHATSITE_PROVIDERS,
+        "anthropic": {
+            "BACKEND": "conversations.providers.anthropic.AnthropicProvider",
+            "BASE_URL": auto_titles.anthropic_base_url,
+            "API_KEY": "sk-ant-test-not-a-secret",
+            "MODELS": ["fake"],
+            "THINKING_BUDGET": 2048,  # the model's replies think; its titles need not
+        },
+    }
+    settings.CHATSITE_TITLE_MODEL = "anthropic/fake?tokens=3&rate=0&reasoning=thinking"
+    socket = await connect(alice)
+    await exchange(socket, model="openai/fake?tokens=5&rate=0")
+    assert (await socket.recv_until("conversation_updated"))[-1]["title"] == "w0 w1 w2"
+    (asked,) = [r for r in auto_titles.requests if r.path.endswith("/messages")]
+    assert "thinking" not in asked.body and asked.body["max_tokens"] == titles.MAX_TOKENS
