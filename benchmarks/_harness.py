@@ -557,6 +557,9 @@ class ChatApp:
                 "CHATSITE_NO_BOOTSTRAP": "1",
                 "CHATSITE_DATA_DIR": str(self.data_dir),
                 "CHATSITE_LOCAL_MODEL": "off",
+                # Each chat is a new conversation: made titles would add an upstream
+                # request after every first reply, which no baseline makes.
+                "CHATSITE_AUTO_TITLES": "off",
                 "DJANGO_DEBUG": "1",
                 "DJANGO_SETTINGS_MODULE": "chatsite.settings",
                 "PYTHONUNBUFFERED": "1",
