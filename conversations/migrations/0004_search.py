@@ -235,6 +235,14 @@ def sqlite_triggers_create(schema_editor) -> None:
         schema_editor.execute(sql, params=None)
 
 
+def sqlite_triggers_recreate(apps, schema_editor) -> None:
+    """A ``RunPython`` step for every later migration that adds a NOT NULL column
+    to the message or conversation table: on SQLite that rebuilds the table, and
+    its search triggers go with the old one."""
+    if schema_editor.connection.vendor == "sqlite":
+        sqlite_triggers_create(schema_editor)
+
+
 def forwards(apps, schema_editor) -> None:
     vendor = schema_editor.connection.vendor
     if vendor == "sqlite":

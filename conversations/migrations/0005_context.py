@@ -2,13 +2,10 @@ import importlib
 
 from django.db import migrations, models
 
-
-def search_triggers_recreate(apps, schema_editor) -> None:
-    """Adding a NOT NULL column rebuilds the SQLite table, and its search
-    triggers go with the old one (see 0004_search)."""
-    if schema_editor.connection.vendor == "sqlite":
-        search = importlib.import_module("conversations.migrations.0004_search")
-        search.sqlite_triggers_create(schema_editor)
+#: The SQLite search triggers, re-made after the table is rebuilt (see 0004_search).
+search_triggers_recreate = importlib.import_module(
+    "conversations.migrations.0004_search"
+).sqlite_triggers_recreate
 
 
 class Migration(migrations.Migration):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,19 +34,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def server(fake_upstream):
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-browser-"))
-    daphne = Daphne(
-        data_dir,
-        {
-            "OPENAI_BASE_URL": fake_upstream.openai_base_url,
-            "OPENAI_API_KEY": "sk-browser-test-not-secret",
-            "OPENAI_MODELS": ",".join(["fake", SLOW_MARKDOWN, FAST_MARKDOWN, HOSTILE, MATH, MATH_STALLED]),
-            "CHATSITE_DEFAULT_MODEL": f"openai/{FAST_MARKDOWN}",
-            "CHATSITE_CHECKPOINT_INTERVAL": "0.5",
-        },
-    )
+@contextmanager
+def browser_server(prefix: str, env: dict[str, str]) -> Iterator[Daphne]:
+    """A daphne on a fresh SQLite database of its own with the test user, for
+    tests whose server needs settings of its own (``server`` is one too)."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    daphne = Daphne(data_dir, env)
     try:
         daphne.start()
         daphne.create_user(USERNAME, PASSWORD)
@@ -52,6 +47,21 @@ def server(fake_upstream):
     finally:
         daphne.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server(fake_upstream):
+    with browser_server(
+        "chatsite-browser-",
+        {
+            "OPENAI_BASE_URL": fake_upstream.openai_base_url,
+            "OPENAI_API_KEY": "sk-browser-test-not-secret",
+            "OPENAI_MODELS": ",".join(["fake", SLOW_MARKDOWN, FAST_MARKDOWN, HOSTILE, MATH, MATH_STALLED]),
+            "CHATSITE_DEFAULT_MODEL": f"openai/{FAST_MARKDOWN}",
+            "CHATSITE_CHECKPOINT_INTERVAL": "0.5",
+        },
+    ) as daphne:
+        yield daphne
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
-from tests.processes import Daphne
-
-from .conftest import FAST_MARKDOWN, PASSWORD, USERNAME, login
+from .conftest import FAST_MARKDOWN, browser_server, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -20,9 +14,8 @@ WINDOW = 700
 
 @pytest.fixture(scope="module")
 def server(fake_upstream):
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-browser-context-"))
-    daphne = Daphne(
-        data_dir,
+    with browser_server(
+        "chatsite-browser-context-",
         {
             "OPENAI_BASE_URL": fake_upstream.openai_base_url,
             "OPENAI_API_KEY": "sk-browser-test-not-secret",
@@ -31,14 +24,8 @@ def server(fake_upstream):
             "CHATSITE_DEFAULT_MODEL": f"openai/{FAST_MARKDOWN}",
             "CHATSITE_CONTEXT_TOKENS": str(WINDOW),
         },
-    )
-    try:
-        daphne.start()
-        daphne.create_user(USERNAME, PASSWORD)
+    ) as daphne:
         yield daphne
-    finally:
-        daphne.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_a_reply_shows_how_many_earlier_messages_were_not_sent_and_why(page, server):

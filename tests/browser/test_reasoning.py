@@ -5,16 +5,13 @@ each of the three dialects (against the fake upstream)."""
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.processes import Daphne
-
-from .conftest import PASSWORD, USERNAME, login
+from .conftest import browser_server, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,13 +31,12 @@ THOUGHTS = "".join(f"t{i} " for i in range(30)).strip()
 
 @pytest.fixture(scope="module")
 def reasoning_server(fake_upstream):
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-reasoning-"))
     openai = [m.removeprefix("openai/") for m in [*MODELS.values(), LONG_THOUGHT] if m.startswith("openai/")]
     anthropic = [
         m.removeprefix("anthropic/") for m in [*MODELS.values(), REDACTED] if m.startswith("anthropic/")
     ]
-    daphne = Daphne(
-        data_dir,
+    with browser_server(
+        "chatsite-reasoning-",
         {
             "OPENAI_BASE_URL": fake_upstream.openai_base_url,
             "OPENAI_API_KEY": "sk-browser-test-not-secret",
@@ -52,14 +48,8 @@ def reasoning_server(fake_upstream):
             "CHATSITE_DEFAULT_MODEL": MODELS["reasoning_content"],
             "CHATSITE_CHECKPOINT_INTERVAL": "0.3",
         },
-    )
-    try:
-        daphne.start()
-        daphne.create_user(USERNAME, PASSWORD)
+    ) as daphne:
         yield daphne
-    finally:
-        daphne.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def send(page, text: str, model: str) -> None:

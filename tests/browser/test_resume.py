@@ -22,7 +22,7 @@ import pytest
 
 from tests.processes import Daphne
 
-from .conftest import PASSWORD, USERNAME, login
+from .conftest import PASSWORD, USERNAME, browser_server, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -46,15 +46,8 @@ def _env(fake_upstream, checkpoint_interval: float = 0.5) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def resume_server(fake_upstream):
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-resume-"))
-    daphne = Daphne(data_dir, _env(fake_upstream))
-    try:
-        daphne.start()
-        daphne.create_user(USERNAME, PASSWORD)
+    with browser_server("chatsite-resume-", _env(fake_upstream)) as daphne:
         yield daphne
-    finally:
-        daphne.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.processes import Daphne
-
-from .conftest import FAST_MARKDOWN, HOSTILE, PASSWORD, USERNAME, login
+from .conftest import FAST_MARKDOWN, HOSTILE, PASSWORD, USERNAME, browser_server, login
 from .test_chat_page import _assert_inert
 from .test_history import conversation_id, item, open_menu, poll, send, wait_status
 from .test_touch import PHONE, assert_reachable
@@ -36,9 +31,8 @@ def viewer_account(server):
 @pytest.fixture(scope="module")
 def public_server(fake_upstream):
     """A second server, whose shared links open without a login."""
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-public-shares-"))
-    daphne = Daphne(
-        data_dir,
+    with browser_server(
+        "chatsite-public-shares-",
         {
             "OPENAI_BASE_URL": fake_upstream.openai_base_url,
             "OPENAI_API_KEY": "sk-browser-test-not-secret",
@@ -46,14 +40,8 @@ def public_server(fake_upstream):
             "CHATSITE_DEFAULT_MODEL": f"openai/{FAST_MARKDOWN}",
             "CHATSITE_PUBLIC_SHARES": "on",
         },
-    )
-    try:
-        daphne.start()
-        daphne.create_user(USERNAME, PASSWORD)
+    ) as daphne:
         yield daphne
-    finally:
-        daphne.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def new_page(browser, **options):

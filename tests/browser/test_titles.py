@@ -3,16 +3,13 @@ reload, in every tab of the user, as text (it is model output)."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.processes import Daphne
-
-from .conftest import FAST_MARKDOWN, PASSWORD, USERNAME
+from .conftest import FAST_MARKDOWN, PASSWORD, USERNAME, browser_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,9 +23,8 @@ SHOTS = Path(tempfile.gettempdir()) / "chatsite-title-shots"
 
 @pytest.fixture(scope="module")
 def titled_server(fake_upstream):
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-titles-"))
-    daphne = Daphne(
-        data_dir,
+    with browser_server(
+        "chatsite-titles-",
         {
             "OPENAI_BASE_URL": fake_upstream.openai_base_url,
             "OPENAI_API_KEY": "sk-browser-test-not-secret",
@@ -37,14 +33,8 @@ def titled_server(fake_upstream):
             "CHATSITE_AUTO_TITLES": "on",
             "CHATSITE_TITLE_MODEL": f"openai/{TITLE_MODEL}",
         },
-    )
-    try:
-        daphne.start()
-        daphne.create_user(USERNAME, PASSWORD)
+    ) as daphne:
         yield daphne
-    finally:
-        daphne.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def login(page, server) -> None:
