@@ -81,7 +81,19 @@ from urllib.parse import parse_qsl, urlsplit
 
 log = logging.getLogger("chatsite.fakeupstream")
 
-FAULTS = ("", "malformed", "reset", "stall", "drip", "no_done", "error_event", "empty", "done_cut")
+FAULTS = (
+    "",
+    "malformed",
+    "reset",
+    "stall",
+    "drip",
+    "no_done",
+    "error_event",
+    "empty",
+    "done_cut",
+    "json",
+    "json_error",
+)
 #: Faults only OpenAI-compatible servers produce (llama.cpp's server, llama-cpp-python's).
 OPENAI_ONLY_FAULTS = ("empty", "done_cut")
 #: Every stop_reason the Anthropic API sends.
@@ -208,7 +220,9 @@ class Scenario:
     and MATH_REPLY, the same way). A request's ``max_tokens`` below
     ``tokens`` cuts the reply with finish reason "length" ("max_tokens").
 
-    Faults (streams only; a non-streaming request gets the whole reply as JSON):
+    Faults (streams only, but for ``stall`` and ``json_error``; a non-streaming
+    request gets the whole reply as JSON, after ``ttft`` and the time its tokens
+    would take at ``rate``: its body is pending all that while):
 
     - ``malformed``: after ``after`` tokens an event whose data is ``{not json``, then a clean end.
     - ``reset``: after ``after`` tokens the TCP connection is reset (RST).
@@ -224,6 +238,14 @@ class Scenario:
       with no finish reason and no usage, then the body is cut (the connection closes
       before the chunked body's end): how llama-cpp-python's server ends an interrupted
       stream.
+    - ``json``: a streaming request is answered as if it did not stream: 200 and the
+      whole reply as one JSON body (``Content-Type: application/json``), as some
+      proxies and batch gateways do.
+    - ``json_error``: 200 and a JSON error body (OpenAI's ``{"error": {...}}``,
+      Anthropic's ``{"type": "error", "error": {...}}``), to a streaming request or not
+      (a proxy that wraps the upstream's failure).
+    - ``stall`` with a non-streaming request: the head of the answer is sent, its body
+      never (until the client leaves).
 
     ``usage=false``: no usage at all, not even when ``stream_options.include_usage``
     asks for it (llama-cpp-python's server never sends it). OpenAI only: the Anthropic
@@ -825,6 +847,12 @@ def _openai_refusal(body: dict) -> tuple[str, str | None, str | None] | None:
         refused = _openai_content_refusal(i, message, model)
         if refused:
             return refused
+    if "stream_options" in body and body.get("stream") is not True:
+        return (
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+            None,
+        )
     return None
 
 
@@ -1234,8 +1262,10 @@ class FakeUpstream:
                 "rate limited by the fake upstream" if status == 429 else f"fake upstream error {status}"
             )
             return await self._send_error(conn, record, api, status, message, extra)
-        if body.get("stream") is not True:
+        if body.get("stream") is not True or scenario.fault == "json":
             return await self._answer_whole(conn, record, scenario, api, body, model)
+        if scenario.fault == "json_error":
+            return await self._send_json_error(conn, record, api)
         if api == "anthropic":
             return await self._stream_anthropic(conn, record, scenario, body, model)
         return await self._stream_openai(conn, record, scenario, body, model)
@@ -1304,44 +1334,94 @@ class FakeUpstream:
     async def _answer_whole(
         self, conn: _Conn, record: RequestRecord, scenario: Scenario, api: str, body: dict, model: str
     ) -> bool:
-        """A non-streaming request: the whole reply as one JSON body (faults don't apply)."""
+        """A non-streaming request (or a stream request with ``fault=json``): the
+        whole reply as one JSON body, in the API's own shape, reasoning included
+        (other faults don't apply, but for ``stall`` and ``json_error``)."""
         count, finish = _limit(scenario, body)
+        if scenario.fault == "stall":  # the head, then a body that never comes
+            record.status = 200
+            await conn.send_head(200, [("Content-Type", "application/json"), ("Content-Length", "100")])
+            await asyncio.Event().wait()  # until the client leaves or the server stops
         delay = scenario.ttft + (max(count - 1, 0) / scenario.rate if scenario.rate else 0.0)
         if delay:
             await asyncio.sleep(delay)
+        if scenario.fault == "json_error":
+            return await self._send_json_error(conn, record, api)
         text = "".join(scenario.token(i) for i in range(count))
+        thoughts = ""
+        if scenario.reasoning:
+            thoughts = "".join(scenario.thought(i) for i in range(scenario.thoughts))
         prompt = _prompt_tokens(body)
         if api == "anthropic":
+            blocks: list[dict] = []
+            if _thinking_on(body) and scenario.reasoning == "redacted":
+                blocks.append({"type": "redacted_thinking", "data": FAKE_REDACTED_DATA})
+                thoughts = ""
+            elif _thinking_on(body) and scenario.reasoning == "thinking":
+                blocks.append({"type": "thinking", "thinking": thoughts, "signature": FAKE_SIGNATURE})
+            else:
+                thoughts = ""
+            blocks.append({"type": "text", "text": text})
+            output = count + scenario.thoughts * bool(thoughts)
             data: dict = {
                 "id": f"msg_fake{uuid.uuid4().hex[:20]}",
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": text}],
+                "content": blocks,
                 "stop_reason": _anthropic_stop(finish),
                 "stop_sequence": None,
-                "usage": {"input_tokens": prompt, "output_tokens": count},  # always (usage=false is refused)
+                "usage": {"input_tokens": prompt, "output_tokens": output},  # always (usage=false is refused)
             }
         else:
+            message: dict = {"role": "assistant", "content": text}
+            if scenario.reasoning == "think":
+                message["content"] = f"{''.join(THINK_OPEN)}{thoughts}{''.join(THINK_CLOSE)}{text}"
+            elif scenario.reasoning:
+                message[scenario.reasoning] = thoughts
+            output = count + scenario.thoughts * bool(thoughts)
             data = {
                 "id": f"chatcmpl-fake{uuid.uuid4().hex[:20]}",
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": model,
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-                ],
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             }
             if scenario.usage:
                 data["usage"] = {
                     "prompt_tokens": prompt,
-                    "completion_tokens": count,
-                    "total_tokens": prompt + count,
+                    "completion_tokens": output,
+                    "total_tokens": prompt + output,
                 }
         record.status = 200
-        await self._send_json(conn, 200, data)
+        # Recorded as written before the write: a client may read the body first.
+        if thoughts:
+            for i in range(scenario.thoughts):
+                record._add_thought(scenario.thought(i))
         for i in range(count):
             record._add_token(scenario.token(i))
+        await self._send_json(conn, 200, data)
+        record._mark_completed()
+        return True
+
+    async def _send_json_error(self, conn: _Conn, record: RequestRecord, api: str) -> bool:
+        """``fault=json_error``: 200, and the body of an error (a proxy wrapping a failure)."""
+        record.status = 200
+        if api == "anthropic":
+            error: dict = {
+                "type": "error",
+                "error": {"type": "overloaded_error", "message": "the fake upstream injected an error"},
+            }
+        else:
+            error = {
+                "error": {
+                    "message": "the fake upstream injected an error",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        await self._send_json(conn, 200, error)
         record._mark_completed()
         return True
 

@@ -43,9 +43,9 @@ def sse_data(response: httpx.Response) -> list[str]:
     return [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
 
 
-def raw_stream_request(fake, model: str) -> socket.socket:
-    """Send a streaming request on a plain socket (so the test decides when to hang up)."""
-    body = json.dumps({"model": model, "stream": True, "messages": HI}).encode()
+def raw_stream_request(fake, model: str, *, stream: bool = True) -> socket.socket:
+    """Send a (streaming) request on a plain socket (so the test decides when to hang up)."""
+    body = json.dumps({"model": model, "stream": stream, "messages": HI}).encode()
     sock = socket.create_connection(("127.0.0.1", fake.port), timeout=5)
     sock.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -410,6 +410,66 @@ def test_keep_alive_connection_serves_several_requests(fake):
 
 
 # -- disconnects
+
+
+# -- whole answers, and servers that answer a stream request with JSON
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_a_whole_openai_answer_carries_its_reasoning_in_the_message(fake, field):
+    whole = chat(fake, f"fake?tokens=2&rate=0&reasoning={field}&thoughts=3", stream=False)
+
+    assert whole.headers["content-type"] == "application/json"
+    message = whole.json()["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": "w0 w1 ", field: "t0 t1 t2 "}
+    assert whole.json()["usage"]["completion_tokens"] == 2 + 3
+    assert fake.wait_for_requests(1)[0].reasoning_sent == "t0 t1 t2 "
+
+
+def test_a_stream_request_with_the_json_fault_gets_the_whole_answer(fake):
+    response = chat(fake, "fake?tokens=3&rate=0&fault=json", stream_options={"include_usage": True})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    data = response.json()
+    assert data["object"] == "chat.completion"
+    assert data["choices"][0]["message"]["content"] == "w0 w1 w2 "
+    anthropic = messages(fake, "fake?tokens=2&rate=0&fault=json")
+    assert anthropic.headers["content-type"] == "application/json"
+    assert anthropic.json()["content"] == [{"type": "text", "text": "w0 w1 "}]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_json_error_fault_answers_200_with_an_error_body(fake, stream):
+    response = chat(fake, "fake?fault=json_error", stream=stream)
+
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["message"] == "the fake upstream injected an error"
+    anthropic = messages(fake, "fake?fault=json_error", stream=stream)
+    assert anthropic.status_code == 200
+    assert anthropic.json()["type"] == "error"
+    assert anthropic.json()["error"]["type"] == "overloaded_error"
+
+
+def test_a_whole_answer_is_pending_until_ttft_and_a_client_leaving_is_noticed(fake):
+    sock = raw_stream_request(fake, "fake?tokens=2&ttft=30", stream=False)
+    record = fake.wait_for_requests(1)[0]
+
+    assert not record.wait_disconnected(0.3)  # waiting: nothing sent, nothing noticed
+    sock.close()
+    assert record.wait_disconnected(2)
+    assert not record.completed and record.text_sent == ""
+
+
+def test_a_stalled_whole_answer_sends_its_head_and_never_its_body(fake):
+    sock = raw_stream_request(fake, "fake?tokens=2&fault=stall", stream=False)
+    head = read_until(sock, b"\r\n\r\n")
+    record = fake.wait_for_requests(1)[0]
+
+    assert head.startswith(b"HTTP/1.1 200") and b"application/json" in head
+    sock.close()
+    assert record.wait_disconnected(2)
+    assert not record.completed
 
 
 def test_disconnect_noticed_while_stalled(fake):

@@ -302,3 +302,71 @@ def test_the_anthropic_sdk_reads_the_fakes_thinking_blocks(fake, redacted):
     if not redacted:
         assert final.content[0].thinking == THOUGHTS and final.content[0].signature
     assert final.usage.output_tokens == 3 + (0 if redacted else 4)
+
+
+# --- Whole answers (stream: false) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "text", "finish", "usage"),
+    [
+        ("fake?tokens=7&rate=0", {}, words(7), "stop", (PROMPT_WORDS, 7)),
+        ("fake?tokens=10&rate=0", {"max_tokens": 4}, words(4), "length", (PROMPT_WORDS, 4)),
+        ("fake?tokens=3&rate=0&usage=false", {}, words(3), "stop", None),
+        ("fake?tokens=3&rate=0&reasoning=reasoning_content&thoughts=4", {}, words(3), "stop", (6, 7)),
+    ],
+    ids=["words", "max_tokens", "no usage", "reasoning_content"],
+)
+def test_openai_whole_answers_parse_with_the_sdk(fake, model, extra, text, finish, usage):
+    create: Any = openai_client(fake).chat.completions.create
+    completion = create(model=model, messages=HI, stream=False, **extra)
+
+    assert completion.object == "chat.completion" and completion.model == model
+    assert completion.id.startswith("chatcmpl-") and isinstance(completion.created, int)
+    choice = completion.choices[0]
+    assert (choice.index, choice.message.role, choice.message.content) == (0, "assistant", text)
+    assert choice.finish_reason == finish
+    if "reasoning" in model:
+        assert getattr(choice.message, "reasoning_content", None) == THOUGHTS
+    if usage is None:
+        assert completion.usage is None
+    else:
+        assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == usage
+        assert completion.usage.total_tokens == sum(usage)
+
+
+def test_openai_a_whole_answer_with_inline_think_is_content(fake):
+    completion = openai_client(fake).chat.completions.create(
+        model="fake?tokens=3&rate=0&reasoning=think&thoughts=4", messages=HI, stream=False
+    )
+
+    assert completion.choices[0].message.content == f"<think>{THOUGHTS}</think>\n\n{words(3)}"
+
+
+def test_openai_the_sdk_cannot_ask_for_stream_options_without_streaming(fake):
+    create: Any = openai_client(fake).chat.completions.create
+    with pytest.raises(openai.BadRequestError, match="'stream_options' parameter is only allowed") as raised:
+        create(model="fake", messages=HI, stream=False, stream_options={"include_usage": True})
+
+    assert raised.value.param == "stream_options"
+
+
+@pytest.mark.parametrize("reasoning", ["", "thinking", "redacted"])
+def test_anthropic_whole_answers_with_thinking_parse_with_the_sdk(fake, reasoning):
+    model = f"fake?tokens=3&rate=0&thoughts=4{'&reasoning=' + reasoning if reasoning else ''}"
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024} if reasoning else anthropic.NOT_GIVEN
+    reply = anthropic_client(fake).messages.create(
+        model=model, max_tokens=2000, messages=HI, thinking=thinking
+    )
+
+    assert reply.type == "message" and reply.role == "assistant" and reply.id.startswith("msg_")
+    kinds = [block.type for block in reply.content]
+    assert kinds == (
+        [] if not reasoning else ["redacted_thinking" if reasoning == "redacted" else "thinking"]
+    ) + ["text"]
+    assert reply.content[-1].text == words(3) and reply.stop_reason == "end_turn"
+    if reasoning == "thinking":
+        assert reply.content[0].thinking == THOUGHTS and reply.content[0].signature
+    if reasoning == "redacted":
+        assert reply.content[0].data
+    assert reply.usage.output_tokens == 3 + (4 if reasoning == "thinking" else 0)
