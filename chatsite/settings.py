@@ -199,9 +199,13 @@ OPENAI_MODELS = env_list("OPENAI_MODELS", [])
 # A server that serves one request at a time and drops a running stream for the
 # next one (llama-cpp-python's server): do not list its models while streaming.
 OPENAI_SINGLE_STREAM = env_bool("OPENAI_SINGLE_STREAM", False)
+# An endpoint that only answers whole (some proxies and batch gateways): every
+# request goes out with streaming off and the answer arrives as one piece.
+OPENAI_STREAM = env_bool("OPENAI_STREAM", True)
 ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 ANTHROPIC_MODELS = env_list("ANTHROPIC_MODELS", [])
+ANTHROPIC_STREAM = env_bool("ANTHROPIC_STREAM", True)
 CHATSITE_LOCAL_MODEL = env_str("CHATSITE_LOCAL_MODEL", "bundled")
 
 _providers: dict[str, dict] = {}
@@ -217,6 +221,7 @@ if OPENAI_BASE_URL or OPENAI_API_KEY:
         "API_KEY": OPENAI_API_KEY,
         "MODELS": OPENAI_MODELS,
         "SINGLE_STREAM": OPENAI_SINGLE_STREAM,
+        "STREAM": OPENAI_STREAM,
     }
 if ANTHROPIC_BASE_URL or ANTHROPIC_API_KEY:
     _providers["anthropic"] = {
@@ -224,6 +229,7 @@ if ANTHROPIC_BASE_URL or ANTHROPIC_API_KEY:
         "BASE_URL": ANTHROPIC_BASE_URL or "https://api.anthropic.com",
         "API_KEY": ANTHROPIC_API_KEY,
         "MODELS": ANTHROPIC_MODELS,
+        "STREAM": ANTHROPIC_STREAM,
         # Extended thinking for every model of the provider (tokens; 0 is off).
         "THINKING_BUDGET": env_int("ANTHROPIC_THINKING_BUDGET", 0),
     }
@@ -299,6 +305,9 @@ CHATSITE_ATTACHMENTS_PENDING_MAX = env_int("CHATSITE_ATTACHMENTS_PENDING_MAX", 5
 # Models that take images when their provider does not say: <provider>/<model>
 # ids or globs ("openai/gpt-4o*"). Claude 3 and later always do; the offline model never.
 CHATSITE_VISION_MODELS = env_list("CHATSITE_VISION_MODELS", [])
+# Models asked with streaming off (the provider's own STREAM option turns it off
+# for all its models): <provider>/<model> ids or globs ("openai/batch-*").
+CHATSITE_NON_STREAMING_MODELS = env_list("CHATSITE_NON_STREAMING_MODELS", [])
 # --- Titles ------------------------------------------------------------------
 # After a conversation's first exchange its model (or CHATSITE_TITLE_MODEL) is
 # asked for a short title, in the background (conversations/realtime/titles.py).

@@ -38,6 +38,7 @@ PROVIDER_SETTINGS = frozenset(
         "CHATSITE_CONTEXT_TOKENS",
         "CHATSITE_CONTEXT_TOKENS_MODELS",
         "CHATSITE_MODELS_TIMEOUT",
+        "CHATSITE_NON_STREAMING_MODELS",
         "CHATSITE_THINKING_BUDGET_MODELS",
         "CHATSITE_VISION_MODELS",
     }
@@ -56,6 +57,7 @@ def common_options() -> CommonOptions:
         list_timeout=settings.CHATSITE_MODELS_TIMEOUT,
         thinking_budget_models=dict(settings.CHATSITE_THINKING_BUDGET_MODELS),
         vision_models=tuple(settings.CHATSITE_VISION_MODELS),
+        non_streaming_models=tuple(settings.CHATSITE_NON_STREAMING_MODELS),
     )
 
 

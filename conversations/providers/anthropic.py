@@ -1,4 +1,4 @@
-"""Anthropic's Messages API, streamed."""
+"""Anthropic's Messages API, streamed (or, with streaming off, answered whole)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conversations.prompt import ChatMessage
 from conversations.providers.base import BaseProvider, CommonOptions, ModelInfo, StreamResult
 from conversations.providers.failures import ProviderError, context_error_from
 from conversations.providers.reasoning import Reasoning, RedactedReasoning
-from conversations.providers.sse import load_object, sse_events
+from conversations.providers.sse import JsonAnswer, json_answer, load_object, sse_events
 
 log = logging.getLogger(__name__)
 API_VERSION = "2023-06-01"
@@ -39,6 +39,68 @@ def anthropic_message(message: ChatMessage) -> dict[str, Any]:
     if message.content.strip():  # the API refuses an empty text block
         blocks.append({"type": "text", "text": message.content})
     return {"role": message.role, "content": blocks}
+
+
+def anthropic_error(err: Any) -> ProviderError:
+    """The ``error`` the API reports in an ``error`` event or a JSON answer, as its kind."""
+    err_type = err.get("type") if isinstance(err, dict) else None
+    msg = err.get("message") if isinstance(err, dict) else None
+    overflow = context_error_from(str(msg or ""))
+    if err_type == "invalid_request_error" and overflow is not None:
+        return overflow
+    if err_type == "rate_limit_error":
+        return ProviderError(
+            "rate_limited",
+            f"the upstream is rate limiting: {msg}"[:300],
+            retryable=True,
+            detail=str(msg or "")[:300],
+        )
+    return ProviderError(
+        "upstream_error",
+        f"the upstream reported {err_type or 'an error'}: {msg or ''}".strip()[:300],
+        retryable=err_type == "overloaded_error",
+        cause="overloaded" if err_type == "overloaded_error" else "",
+        detail=str(msg or "")[:300],
+    )
+
+
+def anthropic_answer(data: Any, result: StreamResult) -> list[str]:
+    """The pieces of a whole Messages answer (streaming off, or a server that
+    answered a stream request with JSON), block by block as a stream yields
+    them: ``thinking`` as reasoning (its signature kept), ``redacted_thinking``
+    as hidden reasoning, ``text`` as the answer; usage and the stop reason
+    onto ``result``."""
+    if not isinstance(data, dict):
+        raise ProviderError("upstream_error", "the upstream's answer is not a JSON object", cause="malformed")
+    if data.get("type") == "error" or "error" in data:
+        raise anthropic_error(data.get("error"))
+    content = data.get("content")
+    if data.get("type") != "message" or not isinstance(content, list):
+        raise ProviderError("upstream_error", "the upstream's answer is not a message", cause="malformed")
+    result.streamed = False
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        if usage.get("input_tokens") is not None:
+            result.prompt_tokens = usage["input_tokens"]
+        if usage.get("output_tokens") is not None:
+            result.completion_tokens = usage["output_tokens"]
+    if data.get("stop_reason"):
+        result.finish_reason = data["stop_reason"]
+    pieces: list[str] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str) and block["text"]:
+            pieces.append(block["text"])
+        elif kind == "thinking":
+            if isinstance(block.get("thinking"), str) and block["thinking"]:
+                pieces.append(Reasoning(block["thinking"]))
+            if isinstance(block.get("signature"), str):
+                result.extra["reasoning_signature"] = block["signature"]
+        elif kind == "redacted_thinking":
+            pieces.append(RedactedReasoning())
+    return pieces
 
 
 class AnthropicProvider(BaseProvider):
@@ -98,73 +160,68 @@ class AnthropicProvider(BaseProvider):
             # With thinking on, the API takes no temperature other than 1.
         elif temperature is not None:
             body["temperature"] = temperature
+        url = f"{self.base_url}/v1/messages"
+        if not self.streams(model=model):
+            # The whole answer is the first token (the reply's first-token
+            # timeout covers the wait); the request is the same but for streaming.
+            del body["stream"]
+            for piece in anthropic_answer(await json_answer(url, body=body, headers=self._headers()), result):
+                yield piece
+            return
         stopped = False
         signature: list[str] = []
-        events = sse_events(f"{self.base_url}/v1/messages", body=body, headers=self._headers())
-        async with aclosing(events):
-            async for event in events:
-                kind = event.event
-                if stopped or kind == "ping":
-                    # After message_stop, read to the end of the body so the connection is reused.
-                    continue
-                if kind == "content_block_delta":
-                    delta = load_object(event).get("delta")
-                    if isinstance(delta, dict):
-                        delta_type = delta.get("type")
-                        if delta_type == "text_delta":
-                            text = delta.get("text")
-                            if text:
-                                yield text
-                        elif delta_type == "thinking_delta":
-                            thought = delta.get("thinking")
-                            if thought and isinstance(thought, str):
-                                yield Reasoning(thought)
-                        elif delta_type == "signature_delta" and isinstance(delta.get("signature"), str):
-                            signature.append(delta["signature"])
-                            result.extra["reasoning_signature"] = "".join(signature)
-                elif kind == "content_block_start":
-                    block = load_object(event).get("content_block")
-                    if isinstance(block, dict) and block.get("type") == "redacted_thinking":
-                        yield RedactedReasoning()
-                elif kind == "message_start":
-                    message = load_object(event).get("message")
-                    usage = message.get("usage") if isinstance(message, dict) else None
-                    if isinstance(usage, dict) and usage.get("input_tokens") is not None:
-                        result.prompt_tokens = usage["input_tokens"]
-                elif kind == "message_delta":
-                    data = load_object(event)
-                    delta = data.get("delta")
-                    if isinstance(delta, dict) and delta.get("stop_reason"):
-                        result.finish_reason = delta["stop_reason"]
-                    usage = data.get("usage")
-                    if isinstance(usage, dict):
-                        if usage.get("output_tokens") is not None:
-                            result.completion_tokens = usage["output_tokens"]
-                        if usage.get("input_tokens") is not None:
+        events = sse_events(url, body=body, headers=self._headers())
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    kind = event.event
+                    if stopped or kind == "ping":
+                        # After message_stop, read to the end of the body so the connection is reused.
+                        continue
+                    if kind == "content_block_delta":
+                        delta = load_object(event).get("delta")
+                        if isinstance(delta, dict):
+                            delta_type = delta.get("type")
+                            if delta_type == "text_delta":
+                                text = delta.get("text")
+                                if text:
+                                    yield text
+                            elif delta_type == "thinking_delta":
+                                thought = delta.get("thinking")
+                                if thought and isinstance(thought, str):
+                                    yield Reasoning(thought)
+                            elif delta_type == "signature_delta" and isinstance(delta.get("signature"), str):
+                                signature.append(delta["signature"])
+                                result.extra["reasoning_signature"] = "".join(signature)
+                    elif kind == "content_block_start":
+                        block = load_object(event).get("content_block")
+                        if isinstance(block, dict) and block.get("type") == "redacted_thinking":
+                            yield RedactedReasoning()
+                    elif kind == "message_start":
+                        message = load_object(event).get("message")
+                        usage = message.get("usage") if isinstance(message, dict) else None
+                        if isinstance(usage, dict) and usage.get("input_tokens") is not None:
                             result.prompt_tokens = usage["input_tokens"]
-                elif kind == "message_stop":
-                    stopped = True
-                elif kind == "error":
-                    err = load_object(event).get("error")
-                    err_type = err.get("type") if isinstance(err, dict) else None
-                    msg = err.get("message") if isinstance(err, dict) else None
-                    overflow = context_error_from(str(msg or ""))
-                    if err_type == "invalid_request_error" and overflow is not None:
-                        raise overflow
-                    if err_type == "rate_limit_error":
-                        raise ProviderError(
-                            "rate_limited",
-                            f"the upstream is rate limiting: {msg}"[:300],
-                            retryable=True,
-                            detail=str(msg or "")[:300],
-                        )
-                    raise ProviderError(
-                        "upstream_error",
-                        f"the upstream reported {err_type or 'an error'}: {msg or ''}".strip()[:300],
-                        retryable=err_type == "overloaded_error",
-                        cause="overloaded" if err_type == "overloaded_error" else "",
-                        detail=str(msg or "")[:300],
-                    )
+                    elif kind == "message_delta":
+                        data = load_object(event)
+                        delta = data.get("delta")
+                        if isinstance(delta, dict) and delta.get("stop_reason"):
+                            result.finish_reason = delta["stop_reason"]
+                        usage = data.get("usage")
+                        if isinstance(usage, dict):
+                            if usage.get("output_tokens") is not None:
+                                result.completion_tokens = usage["output_tokens"]
+                            if usage.get("input_tokens") is not None:
+                                result.prompt_tokens = usage["input_tokens"]
+                    elif kind == "message_stop":
+                        stopped = True
+                    elif kind == "error":
+                        raise anthropic_error(load_object(event).get("error"))
+        except JsonAnswer as whole:
+            # A server (some proxies) that answered the stream request with JSON.
+            for piece in anthropic_answer(whole.data, result):
+                yield piece
+            return
         if not stopped:
             raise ProviderError(
                 "upstream_stream", "the upstream stream ended before message_stop", cause="ended"

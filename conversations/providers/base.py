@@ -66,6 +66,10 @@ class StreamResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: False when the answer came whole (a request with streaming off, or a
+    #: server that answered a stream request with JSON): its pieces carry no
+    #: timing, so no tokens-per-second is measured.
+    streamed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,9 @@ class CommonOptions:
     #: ``<provider>/<model>`` ids or globs of models that take images, where the
     #: provider does not say (``CHATSITE_VISION_MODELS``).
     vision_models: tuple[str, ...] = ()
+    #: ``<provider>/<model>`` ids or globs of models asked with streaming off
+    #: (``CHATSITE_NON_STREAMING_MODELS``).
+    non_streaming_models: tuple[str, ...] = ()
 
 
 def listed_vision(item: dict[str, Any]) -> bool | None:
@@ -285,6 +292,19 @@ class BaseProvider:
     def known_vision(self, *, model: str) -> bool | None:
         """What the backend itself knows of a model's images (None: nothing)."""
         return None
+
+    def streams(self, *, model: str) -> bool:
+        """Whether a request for ``model`` streams. Off for every model of a
+        provider whose ``STREAM`` option is false, and for the models
+        ``CHATSITE_NON_STREAMING_MODELS`` names (endpoints that only answer
+        whole: some proxies and batch gateways)."""
+        if not self.options.get("STREAM", True):
+            return False
+        patterns = self.common.non_streaming_models
+        if not patterns:
+            return True
+        model_id = f"{self.name}/{model}"
+        return not any(fnmatch.fnmatchcase(model_id, pattern) for pattern in patterns)
 
     def configured_models(self) -> list[ModelInfo]:
         """The models offered before the first listing succeeds (``MODELS``)."""

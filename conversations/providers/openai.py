@@ -24,7 +24,7 @@ from conversations.providers.base import (
 from conversations.providers.failures import ProviderError, context_error_from
 from conversations.providers.http import get_client
 from conversations.providers.reasoning import Reasoning, ThinkSplitter
-from conversations.providers.sse import load_json, sse_events
+from conversations.providers.sse import JsonAnswer, json_answer, load_json, sse_events
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,55 @@ def openai_message(message: ChatMessage) -> dict[str, Any]:
         url = f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
         parts.append({"type": "image_url", "image_url": {"url": url}})
     return {"role": message.role, "content": parts}
+
+
+def openai_error(err: Any) -> ProviderError:
+    """The ``error`` an OpenAI-compatible server reports in its stream or its
+    JSON answer: the window's error where it says the prompt is too long."""
+    msg = err.get("message") if isinstance(err, dict) else str(err)
+    overflow = context_error_from(f"{msg} {err.get('code') if isinstance(err, dict) else ''}")
+    if overflow is not None:
+        return overflow
+    return ProviderError(
+        "upstream_error",
+        f"the upstream reported an error: {msg}"[:300],
+        detail=str(msg)[:300],
+    )
+
+
+def openai_answer(data: Any, result: StreamResult) -> list[str]:
+    """The pieces of a whole Chat Completions answer (``stream: false``, or a
+    server that answered a stream request with JSON): its reasoning first
+    (``reasoning_content``, ``reasoning`` or an inline ``<think>``, split as a
+    stream's is), then the answer as one piece; usage and the finish reason
+    onto ``result``."""
+    if not isinstance(data, dict):
+        raise ProviderError("upstream_error", "the upstream's answer is not a JSON object", cause="malformed")
+    if "error" in data:
+        raise openai_error(data["error"])
+    result.streamed = False
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        result.prompt_tokens = usage.get("prompt_tokens", result.prompt_tokens)
+        result.completion_tokens = usage.get("completion_tokens", result.completion_tokens)
+    choices = data.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choice, dict) or not isinstance(message := choice.get("message"), dict):
+        raise ProviderError(
+            "upstream_error", "the upstream's answer has no choices[0].message", cause="malformed"
+        )
+    pieces: list[str] = []
+    thought = message.get("reasoning_content") or message.get("reasoning")
+    if thought and isinstance(thought, str):
+        pieces.append(Reasoning(thought))
+    content = message.get("content")
+    if content and isinstance(content, str):
+        think = ThinkSplitter()
+        pieces.extend(think.feed(content))
+        pieces.extend(think.end())
+    if choice.get("finish_reason"):
+        result.finish_reason = choice["finish_reason"]
+    return pieces
 
 
 class OpenAIProvider(BaseProvider):
@@ -126,66 +175,72 @@ class OpenAIProvider(BaseProvider):
             body["max_tokens"] = max_tokens
         if temperature is not None:
             body["temperature"] = temperature
+        url = f"{self.base_url}/chat/completions"
+        if not self.streams(model=model):
+            # The whole answer is the first token (the reply's first-token
+            # timeout covers the wait); the request is the same but for streaming.
+            del body["stream_options"]
+            body["stream"] = False
+            for piece in openai_answer(await json_answer(url, body=body, headers=self._headers()), result):
+                yield piece
+            return
         done = False
         received = False  # any event at all
         # An answer that starts with <think>…</think> (Qwen3, R1 and the like)
         # is split into reasoning and answer while it streams.
         think = ThinkSplitter()
-        events = sse_events(f"{self.base_url}/chat/completions", body=body, headers=self._headers())
-        async with aclosing(events):
-            async for event in events:
-                received = True
-                if done or not event.data:
-                    # Read to the end of the body after [DONE], so the connection is reused.
-                    continue
-                if event.data == "[DONE]":
-                    done = True
-                    continue
-                data = load_json(event)
-                if not isinstance(data, dict):
-                    raise ProviderError(
-                        "upstream_stream", "the upstream sent a malformed event", cause="malformed"
-                    )
-                if "error" in data:
-                    err = data["error"]
-                    msg = err.get("message") if isinstance(err, dict) else str(err)
-                    overflow = context_error_from(f"{msg} {err.get('code') if isinstance(err, dict) else ''}")
-                    if overflow is not None:
-                        raise overflow
-                    raise ProviderError(
-                        "upstream_error",
-                        f"the upstream reported an error: {msg}"[:300],
-                        detail=str(msg)[:300],
-                    )
-                usage = data.get("usage")
-                if isinstance(usage, dict):
-                    result.prompt_tokens = usage.get("prompt_tokens", result.prompt_tokens)
-                    result.completion_tokens = usage.get("completion_tokens", result.completion_tokens)
-                choices = data.get("choices")
-                if not choices or not isinstance(choices, list):
-                    continue
-                choice = choices[0]
-                if not isinstance(choice, dict):
-                    raise ProviderError(
-                        "upstream_stream", "the upstream sent a malformed event", cause="malformed"
-                    )
-                delta = choice.get("delta") or {}
-                if not isinstance(delta, dict):
-                    delta = {}
-                # Reasoning split out by the server: reasoning_content (DeepSeek,
-                # vLLM, llama.cpp's server) or reasoning (OpenRouter and others).
-                thought = delta.get("reasoning_content") or delta.get("reasoning")
-                if thought and isinstance(thought, str):
-                    yield Reasoning(thought)
-                content = delta.get("content")
-                if content:
-                    if think.done:
-                        yield content
-                    else:
-                        for piece in think.feed(content):
-                            yield piece
-                if choice.get("finish_reason"):
-                    result.finish_reason = choice["finish_reason"]
+        events = sse_events(url, body=body, headers=self._headers())
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    received = True
+                    if done or not event.data:
+                        # Read to the end of the body after [DONE], so the connection is reused.
+                        continue
+                    if event.data == "[DONE]":
+                        done = True
+                        continue
+                    data = load_json(event)
+                    if not isinstance(data, dict):
+                        raise ProviderError(
+                            "upstream_stream", "the upstream sent a malformed event", cause="malformed"
+                        )
+                    if "error" in data:
+                        raise openai_error(data["error"])
+                    usage = data.get("usage")
+                    if isinstance(usage, dict):
+                        result.prompt_tokens = usage.get("prompt_tokens", result.prompt_tokens)
+                        result.completion_tokens = usage.get("completion_tokens", result.completion_tokens)
+                    choices = data.get("choices")
+                    if not choices or not isinstance(choices, list):
+                        continue
+                    choice = choices[0]
+                    if not isinstance(choice, dict):
+                        raise ProviderError(
+                            "upstream_stream", "the upstream sent a malformed event", cause="malformed"
+                        )
+                    delta = choice.get("delta") or {}
+                    if not isinstance(delta, dict):
+                        delta = {}
+                    # Reasoning split out by the server: reasoning_content (DeepSeek,
+                    # vLLM, llama.cpp's server) or reasoning (OpenRouter and others).
+                    thought = delta.get("reasoning_content") or delta.get("reasoning")
+                    if thought and isinstance(thought, str):
+                        yield Reasoning(thought)
+                    content = delta.get("content")
+                    if content:
+                        if think.done:
+                            yield content
+                        else:
+                            for piece in think.feed(content):
+                                yield piece
+                    if choice.get("finish_reason"):
+                        result.finish_reason = choice["finish_reason"]
+        except JsonAnswer as whole:
+            # A server (some proxies) that answered the stream request with JSON.
+            for piece in openai_answer(whole.data, result):
+                yield piece
+            return
         for piece in think.end():
             yield piece
         if not received:

@@ -1,4 +1,11 @@
-"""Streaming an SSE response over the shared client, with errors mapped to kinds."""
+"""Streaming an SSE response over the shared client, with errors mapped to kinds;
+and the whole JSON answer of a request that does not stream.
+
+Both read the response inside the client's ``stream()`` context: cancelling
+the task that reads (a Stop, a timeout) closes the upstream connection at
+once, whether the body is streaming or still pending, and a pooled
+connection is never left half read.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,18 @@ from conversations.providers.failures import ProviderError, http_error
 from conversations.providers.http import get_client
 
 MAX_ERROR_BODY = 2000
+#: The largest whole JSON answer read (a reply is at most CHATSITE_MAX_REPLY_CHARS anyway).
+MAX_JSON_BODY = 16 * 1024 * 1024
+
+
+class JsonAnswer(Exception):
+    """A streaming request answered 2xx with a JSON body instead of an event
+    stream (some proxies and batch gateways do): the provider reads ``data``
+    as a whole answer. Raised before any event, so nothing was yielded yet."""
+
+    def __init__(self, data: Any) -> None:
+        super().__init__("the upstream answered with a JSON body")
+        self.data = data
 
 
 async def sse_events(
@@ -26,7 +45,8 @@ async def sse_events(
 
     The stream is opened with ``async with``: cancelling the task that
     iterates this generator (or closing the generator) closes the upstream
-    connection at once.
+    connection at once. A 2xx answer with a JSON body instead of an event
+    stream raises :class:`JsonAnswer` (read whole) before any event.
     """
     client = get_client()
     receiving = False  # past the response headers: any failure is a broken stream
@@ -35,39 +55,96 @@ async def sse_events(
             "POST", url, json=body, headers={"Accept": "text/event-stream", **headers}
         ) as response:
             receiving = True
-            if response.status_code >= 400:
-                raw = b""
-                async for chunk in response.aiter_bytes():
-                    raw += chunk
-                    if len(raw) >= MAX_ERROR_BODY:
-                        break
-                raise http_error(
-                    response.status_code,
-                    _error_detail(raw[:MAX_ERROR_BODY]),
-                    response.headers.get("retry-after"),
-                )
+            await _raise_for_status(response)
+            if _is_json(response):
+                raise JsonAnswer(await _json_body(response))
             async for event in EventSource(response).aiter_sse():
                 yield event
-    except ProviderError:
+    except (ProviderError, JsonAnswer):
         raise
     except SSEError as exc:
         raise ProviderError(
             "upstream_stream", f"the upstream did not send an event stream: {exc}", cause="not_sse"
         ) from None
-    except httpx.ReadTimeout:
-        raise ProviderError("timeout_idle", "the upstream stopped sending data") from None
     except httpx.TransportError as exc:
-        if receiving:
+        raise _transport_error(exc, receiving=receiving) from None
+
+
+async def json_answer(url: str, *, body: dict[str, Any], headers: dict[str, str]) -> Any:
+    """POST ``body`` (a request with streaming off) and return its whole JSON answer.
+
+    Errors map exactly as :func:`sse_events`' do. No read timeout: the reply
+    runner's first-token timeout covers the whole wait (the answer is its
+    first token)."""
+    client = get_client()
+    receiving = False
+    try:
+        async with client.stream(
+            "POST", url, json=body, headers={"Accept": "application/json", **headers}
+        ) as response:
+            receiving = True
+            await _raise_for_status(response)
+            return await _json_body(response)
+    except ProviderError:
+        raise
+    except httpx.TransportError as exc:
+        raise _transport_error(exc, receiving=receiving) from None
+
+
+async def _raise_for_status(response: httpx.Response) -> None:
+    """An HTTP error status as its :class:`ProviderError`, with a short detail from the body."""
+    if response.status_code < 400:
+        return
+    raw = b""
+    async for chunk in response.aiter_bytes():
+        raw += chunk
+        if len(raw) >= MAX_ERROR_BODY:
+            break
+    raise http_error(
+        response.status_code,
+        _error_detail(raw[:MAX_ERROR_BODY]),
+        response.headers.get("retry-after"),
+    )
+
+
+def _is_json(response: httpx.Response) -> bool:
+    media_type = str(response.headers.get("content-type", "")).partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def _json_body(response: httpx.Response) -> Any:
+    """The response's body as JSON (read whole, at most :data:`MAX_JSON_BODY` bytes)."""
+    raw = bytearray()
+    async for chunk in response.aiter_bytes():
+        raw += chunk
+        if len(raw) > MAX_JSON_BODY:
             raise ProviderError(
-                "upstream_stream",
-                f"the upstream connection broke ({type(exc).__name__})",
-                retryable=True,
-                cause="broken",
-            ) from None
-        cause = "pool" if isinstance(exc, httpx.PoolTimeout) else connect_cause(exc)
+                "upstream_error", "the upstream's answer is larger than chatsite reads", cause="malformed"
+            )
+    try:
+        return json.loads(raw)
+    except ValueError:
         raise ProviderError(
-            "upstream_connect", f"could not connect to the upstream ({cause})", retryable=True, cause=cause
+            "upstream_error", "the upstream's answer is not the JSON expected", cause="malformed"
         ) from None
+
+
+def _transport_error(exc: httpx.TransportError, *, receiving: bool) -> ProviderError:
+    """A transport failure as its kind: before the response headers, the
+    connection could not be made; after them, it broke."""
+    if isinstance(exc, httpx.ReadTimeout):
+        return ProviderError("timeout_idle", "the upstream stopped sending data")
+    if receiving:
+        return ProviderError(
+            "upstream_stream",
+            f"the upstream connection broke ({type(exc).__name__})",
+            retryable=True,
+            cause="broken",
+        )
+    cause = "pool" if isinstance(exc, httpx.PoolTimeout) else connect_cause(exc)
+    return ProviderError(
+        "upstream_connect", f"could not connect to the upstream ({cause})", retryable=True, cause=cause
+    )
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

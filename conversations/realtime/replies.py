@@ -611,7 +611,8 @@ class Reply:
         if self.first_piece_at is not None:
             ttft_ms = (self.first_piece_at - self.started_at) * 1000
             streaming_s = self.last_piece_at - self.first_piece_at
-            if completion > 1 and streaming_s > 0:
+            # An answer that came whole has no pace of its own to measure.
+            if completion > 1 and streaming_s > 0 and self.result.streamed:
                 tpot = (completion - 1) / streaming_s
         total_ms = (ended - self.started_at) * 1000
         finish_reason = self.result.finish_reason or ""

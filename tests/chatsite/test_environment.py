@@ -181,3 +181,29 @@ def test_the_frame_limit_follows_the_prompt_limit(tmp_path):
     assert default.stdout.split() == ["262144"], default.stderr
     # A send of the longest prompt, every character a 6-byte \u escape, fits.
     assert larger.stdout.split() == [str(6 * 100_000 + 16 * 1024)], larger.stderr
+
+
+def test_openai_stream_and_anthropic_stream_turn_streaming_off_per_provider(tmp_path):
+    env = {
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "ANTHROPIC_API_KEY": "sk-ant-not-secret",
+        "CHATSITE_DATA_DIR": str(tmp_path),
+    }
+    on = _settings_of(
+        env,
+        "settings.CHATSITE_PROVIDERS['openai']['STREAM']",
+        "settings.CHATSITE_PROVIDERS['anthropic']['STREAM']",
+    )
+    off = _settings_of(
+        {
+            **env,
+            "OPENAI_STREAM": "off",
+            "ANTHROPIC_STREAM": "false",
+            "CHATSITE_NON_STREAMING_MODELS": "openai/a*,anthropic/b",
+        },
+        "settings.CHATSITE_PROVIDERS['openai']['STREAM']",
+        "settings.CHATSITE_PROVIDERS['anthropic']['STREAM']",
+        "settings.CHATSITE_NON_STREAMING_MODELS",
+    )
+    assert on.stdout.split() == ["True", "True"], on.stderr
+    assert off.stdout.splitlines() == ["False", "False", "['openai/a*', 'anthropic/b']"], off.stderr
