@@ -180,3 +180,39 @@ async def test_the_page_and_the_models_api_loaded_while_a_reply_streams_do_not_b
     assert listings_logged(served) == before
     await catalog.model_refresh()
     assert listings_logged(served) == before + 1
+
+
+async def test_a_non_streaming_provider_gets_the_servers_whole_answer_with_usage(served):
+    provider = OpenAIProvider("openai", {"BASE_URL": served.base_url, "STREAM": False})
+    result = StreamResult()
+    pieces = [
+        piece
+        async for piece in provider.stream(
+            model=served.model_id,
+            messages=[ChatMessage("user", "Count from one to twenty, in words.")],
+            result=result,
+            max_tokens=24,
+        )
+    ]
+
+    assert len(pieces) == 1 and pieces[0].strip()
+    assert result.finish_reason in {"stop", "length"} and result.streamed is False
+    assert result.prompt_tokens and result.prompt_tokens > 5
+    assert result.completion_tokens and 0 < result.completion_tokens <= 24
+
+
+async def test_a_non_streaming_reply_through_the_socket_is_one_delta_with_the_servers_usage(
+    connect, alice, served, settings
+):
+    settings.CHATSITE_PROVIDERS = {"openai": {**settings.CHATSITE_PROVIDERS["openai"], "STREAM": False}}
+    socket = await connect(alice)
+    started = await send(socket, "Say hello.", f"openai/{served.model_id}")
+    frames = await socket.recv_until("reply_finished", timeout=120)
+
+    deltas = [f for f in frames if f["type"] == "delta"]
+    finished = frames[-1]
+    assert len(deltas) == 1 and deltas[0]["text"].strip()
+    assert (finished["status"], finished["error_kind"]) in {("complete", None), ("error", "length_limit")}
+    assert finished["usage"]["completion_tokens"] > 0 and finished["metrics"]["tokens_per_s"] is None
+    reply = await sync_to_async(Message.objects.get)(pk=started["reply"])
+    assert reply.content == deltas[0]["text"]
