@@ -132,7 +132,9 @@ async def _cancel_while_pending(fake, provider, model: str):
         await task
     assert await record.wait_disconnected_async(5), "the fake upstream never saw the client leave"
     assert pieces == [] and not record.completed
-    return record, record.disconnected_at - cancelled_at
+    seconds = record.disconnected_at - cancelled_at
+    print(f"\nstop to the upstream seeing the connection closed: {1000 * seconds:.1f} ms")
+    return record, seconds
 
 
 @pytest.mark.parametrize(
@@ -144,7 +146,7 @@ async def test_cancelling_a_pending_whole_answer_closes_the_connection_at_once(f
     record, seconds = await _cancel_while_pending(fake, openai(fake), model)
 
     # Closed by the client, not waited out: the answer was due in 30 s, or never.
-    assert seconds < 1.0
+    assert seconds < 2.0
     assert record.text_sent == ""
 
 
@@ -263,7 +265,7 @@ async def test_an_anthropic_stream_request_answered_200_with_an_error_body_is_ov
 async def test_cancelling_a_pending_anthropic_answer_closes_the_connection_at_once(fake):
     _, seconds = await _cancel_while_pending(fake, anthropic(fake), "fake?tokens=3&ttft=30")
 
-    assert seconds < 1.0
+    assert seconds < 2.0
 
 
 def test_the_settings_reach_the_built_providers(fake, settings):

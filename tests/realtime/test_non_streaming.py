@@ -97,3 +97,16 @@ async def test_a_stream_request_answered_with_json_completes_as_one_delta(connec
     assert upstream.requests[-1].body["stream"] is True
     assert [f["text"] for f in frames if f["type"] == "delta"] == ["w0 w1 w2 w3 "]
     assert frames[-1]["status"] == "complete" and frames[-1]["usage"]["completion_tokens"] == 4
+
+
+async def test_a_whole_answer_over_the_reply_limit_is_cut_there_and_saved_as_seen(
+    connect, alice, whole, settings
+):
+    settings.CHATSITE_MAX_REPLY_CHARS = 25
+    socket = await connect(alice)
+    _, started = await start(socket, model="openai/fake?tokens=100&rate=0")
+    frames = await socket.recv_until("reply_finished")
+
+    assert frames[-1]["error_kind"] == "length_limit"
+    reply = await get_reply(started["reply"])
+    assert len(reply.content) == 25 and reply.content == deltas_text(frames)
