@@ -17,9 +17,11 @@ the client went away), which tests can wait on from any thread.
 
 Routes: ``POST /v1/chat/completions`` (OpenAI Chat Completions),
 ``POST /v1/messages`` (Anthropic Messages) and ``GET /v1/models`` (both
-styles at once). Streams use chunked transfer encoding, so a connection that
-breaks mid-stream is always seen by the client as broken, never as a clean
-end. Keep-alive is supported (HTTP/1.1 default).
+styles at once). A request that does not ask to stream gets the whole reply
+as one JSON body, in each API's shape, once its stream would have ended.
+Streams use chunked transfer encoding, so a connection that breaks mid-stream
+is always seen by the client as broken, never as a clean end. Keep-alive is
+supported (HTTP/1.1 default).
 
 The fake is a strict judge: it refuses what the real APIs refuse, with their
 status and error body. Anthropic requests (and a model listing that sends an

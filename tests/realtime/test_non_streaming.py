@@ -110,3 +110,17 @@ async def test_a_whole_answer_over_the_reply_limit_is_cut_there_and_saved_as_see
     assert frames[-1]["error_kind"] == "length_limit"
     reply = await get_reply(started["reply"])
     assert len(reply.content) == 25 and reply.content == deltas_text(frames)
+
+
+async def test_a_non_streaming_model_makes_the_conversations_title_too(connect, alice, whole, settings):
+    settings.CHATSITE_AUTO_TITLES = True
+    settings.CHATSITE_TITLE_MODEL = "openai/fake?tokens=3&rate=0"
+    settings.CHATSITE_TITLE_TIMEOUT = 10.0
+    socket = await connect(alice)
+    await start(socket, text="How do I reverse a list?", model="openai/fake?tokens=5&rate=0")
+    frames = await socket.recv_until("reply_finished")
+    assert frames[-1]["status"] == "complete"
+
+    pushed = (await socket.recv_until("conversation_updated"))[-1]
+    assert pushed["title"] == "w0 w1 w2"
+    assert all(r.body["stream"] is False for r in whole.requests if r.path == "/v1/chat/completions")
