@@ -12,7 +12,7 @@ from conversations.prompt import ChatMessage
 from conversations.providers.base import BaseProvider, CommonOptions, ModelInfo, StreamResult
 from conversations.providers.failures import ProviderError, context_error_from
 from conversations.providers.reasoning import Reasoning, RedactedReasoning
-from conversations.providers.sse import JsonAnswer, json_answer, load_object, sse_events
+from conversations.providers.sse import JsonAnswer, load_object, sse_events
 
 log = logging.getLogger(__name__)
 API_VERSION = "2023-06-01"
@@ -161,16 +161,16 @@ class AnthropicProvider(BaseProvider):
         elif temperature is not None:
             body["temperature"] = temperature
         url = f"{self.base_url}/v1/messages"
+        accept = "text/event-stream"
         if not self.streams(model=model):
-            # The whole answer is the first token (the reply's first-token
-            # timeout covers the wait); the request is the same but for streaming.
+            # The same request, but for streaming: the whole answer, read as
+            # JsonAnswer below, is the first token (the reply's first-token
+            # timeout covers the wait).
             del body["stream"]
-            for piece in anthropic_answer(await json_answer(url, body=body, headers=self._headers()), result):
-                yield piece
-            return
+            accept = "application/json"
         stopped = False
         signature: list[str] = []
-        events = sse_events(url, body=body, headers=self._headers())
+        events = sse_events(url, body=body, headers=self._headers(), accept=accept)
         try:
             async with aclosing(events):
                 async for event in events:
@@ -218,7 +218,7 @@ class AnthropicProvider(BaseProvider):
                     elif kind == "error":
                         raise anthropic_error(load_object(event).get("error"))
         except JsonAnswer as whole:
-            # A server (some proxies) that answered the stream request with JSON.
+            # Streaming off, or a server (some proxies) that answered a stream request with JSON.
             for piece in anthropic_answer(whole.data, result):
                 yield piece
             return

@@ -24,7 +24,7 @@ from conversations.providers.base import (
 from conversations.providers.failures import ProviderError, context_error_from
 from conversations.providers.http import get_client
 from conversations.providers.reasoning import Reasoning, ThinkSplitter
-from conversations.providers.sse import JsonAnswer, json_answer, load_json, sse_events
+from conversations.providers.sse import JsonAnswer, load_json, sse_events
 
 log = logging.getLogger(__name__)
 
@@ -176,20 +176,20 @@ class OpenAIProvider(BaseProvider):
         if temperature is not None:
             body["temperature"] = temperature
         url = f"{self.base_url}/chat/completions"
+        accept = "text/event-stream"
         if not self.streams(model=model):
-            # The whole answer is the first token (the reply's first-token
-            # timeout covers the wait); the request is the same but for streaming.
+            # The same request, but for streaming: the whole answer, read as
+            # JsonAnswer below, is the first token (the reply's first-token
+            # timeout covers the wait).
             del body["stream_options"]
             body["stream"] = False
-            for piece in openai_answer(await json_answer(url, body=body, headers=self._headers()), result):
-                yield piece
-            return
+            accept = "application/json"
         done = False
         received = False  # any event at all
         # An answer that starts with <think>…</think> (Qwen3, R1 and the like)
         # is split into reasoning and answer while it streams.
         think = ThinkSplitter()
-        events = sse_events(url, body=body, headers=self._headers())
+        events = sse_events(url, body=body, headers=self._headers(), accept=accept)
         try:
             async with aclosing(events):
                 async for event in events:
@@ -237,7 +237,7 @@ class OpenAIProvider(BaseProvider):
                     if choice.get("finish_reason"):
                         result.finish_reason = choice["finish_reason"]
         except JsonAnswer as whole:
-            # A server (some proxies) that answered the stream request with JSON.
+            # Streaming off, or a server (some proxies) that answered a stream request with JSON.
             for piece in openai_answer(whole.data, result):
                 yield piece
             return

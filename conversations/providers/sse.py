@@ -1,10 +1,10 @@
 """Streaming an SSE response over the shared client, with errors mapped to kinds;
-and the whole JSON answer of a request that does not stream.
+or the whole JSON answer of a request that does not stream.
 
-Both read the response inside the client's ``stream()`` context: cancelling
-the task that reads (a Stop, a timeout) closes the upstream connection at
-once, whether the body is streaming or still pending, and a pooled
-connection is never left half read.
+Either is read inside the client's ``stream()`` context: cancelling the task
+that reads (a Stop, a timeout) closes the upstream connection at once,
+whether the body is streaming or still pending, and a pooled connection is
+never left half read.
 """
 
 from __future__ import annotations
@@ -39,21 +39,22 @@ class JsonAnswer(Exception):
 
 
 async def sse_events(
-    url: str, *, body: dict[str, Any], headers: dict[str, str]
+    url: str, *, body: dict[str, Any], headers: dict[str, str], accept: str = "text/event-stream"
 ) -> AsyncGenerator[ServerSentEvent, None]:
     """POST ``body`` as JSON and yield the response's server-sent events.
 
     The stream is opened with ``async with``: cancelling the task that
     iterates this generator (or closing the generator) closes the upstream
-    connection at once. A 2xx answer with a JSON body instead of an event
-    stream raises :class:`JsonAnswer` (read whole) before any event.
+    connection at once, whether the body streams or is still pending. A 2xx
+    answer with a JSON body raises :class:`JsonAnswer` (read whole) before any
+    event: the answer of a request with streaming off (``accept``
+    ``application/json``), or of a server that answers a stream request so.
+    A server that streams although asked not to is read as the stream it is.
     """
     client = get_client()
     receiving = False  # past the response headers: any failure is a broken stream
     try:
-        async with client.stream(
-            "POST", url, json=body, headers={"Accept": "text/event-stream", **headers}
-        ) as response:
+        async with client.stream("POST", url, json=body, headers={"Accept": accept, **headers}) as response:
             receiving = True
             await _raise_for_status(response)
             if _is_json(response):
@@ -66,27 +67,6 @@ async def sse_events(
         raise ProviderError(
             "upstream_stream", f"the upstream did not send an event stream: {exc}", cause="not_sse"
         ) from None
-    except httpx.TransportError as exc:
-        raise _transport_error(exc, receiving=receiving) from None
-
-
-async def json_answer(url: str, *, body: dict[str, Any], headers: dict[str, str]) -> Any:
-    """POST ``body`` (a request with streaming off) and return its whole JSON answer.
-
-    Errors map exactly as :func:`sse_events`' do. No read timeout: the reply
-    runner's first-token timeout covers the whole wait (the answer is its
-    first token)."""
-    client = get_client()
-    receiving = False
-    try:
-        async with client.stream(
-            "POST", url, json=body, headers={"Accept": "application/json", **headers}
-        ) as response:
-            receiving = True
-            await _raise_for_status(response)
-            return await _json_body(response)
-    except ProviderError:
-        raise
     except httpx.TransportError as exc:
         raise _transport_error(exc, receiving=receiving) from None
 

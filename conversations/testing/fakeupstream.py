@@ -95,6 +95,7 @@ FAULTS = (
     "done_cut",
     "json",
     "json_error",
+    "sse",
 )
 #: Faults only OpenAI-compatible servers produce (llama.cpp's server, llama-cpp-python's).
 OPENAI_ONLY_FAULTS = ("empty", "done_cut")
@@ -222,7 +223,7 @@ class Scenario:
     and MATH_REPLY, the same way). A request's ``max_tokens`` below
     ``tokens`` cuts the reply with finish reason "length" ("max_tokens").
 
-    Faults (streams only, but for ``stall`` and ``json_error``; a non-streaming
+    Faults (streams only, but for ``stall``, ``json_error`` and ``sse``; a non-streaming
     request gets the whole reply as JSON, after ``ttft`` and the time its tokens
     would take at ``rate``: its body is pending all that while):
 
@@ -246,6 +247,9 @@ class Scenario:
     - ``json_error``: 200 and a JSON error body (OpenAI's ``{"error": {...}}``,
       Anthropic's ``{"type": "error", "error": {...}}``), to a streaming request or not
       (a proxy that wraps the upstream's failure).
+    - ``sse``: a request that does not ask to stream is answered with a stream all the
+      same (a server that ignores ``stream: false``; OpenAI-style, no usage without
+      ``stream_options``).
     - ``stall`` with a non-streaming request: the head of the answer is sent, its body
       never (until the client leaves).
 
@@ -1264,7 +1268,8 @@ class FakeUpstream:
                 "rate limited by the fake upstream" if status == 429 else f"fake upstream error {status}"
             )
             return await self._send_error(conn, record, api, status, message, extra)
-        if body.get("stream") is not True or scenario.fault == "json":
+        streams = body.get("stream") is True or scenario.fault == "sse"
+        if not streams or scenario.fault == "json":
             return await self._answer_whole(conn, record, scenario, api, body, model)
         if scenario.fault == "json_error":
             return await self._send_json_error(conn, record, api)

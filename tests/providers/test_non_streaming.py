@@ -285,3 +285,20 @@ def test_the_settings_reach_the_built_providers(fake, settings):
     assert get_provider("openai").streams(model="fake")
     assert not get_provider("openai").streams(model="batch-1")
     assert not get_provider("whole").streams(model="fake")
+
+
+async def test_a_server_that_streams_although_asked_not_to_is_read_as_the_stream_it_is(fake):
+    pieces, result, error = await collect(openai(fake), "fake?tokens=3&rate=0&fault=sse", MESSAGES)
+
+    assert error is None
+    assert pieces == ["w0 ", "w1 ", "w2 "] and result.finish_reason == "stop" and result.streamed
+    record = fake.wait_for_requests(1)[0]
+    assert record.body["stream"] is False and record.headers["accept"] == "application/json"
+
+
+async def test_an_anthropic_server_that_streams_although_asked_not_to_is_read_as_the_stream_it_is(fake):
+    pieces, result, error = await collect(anthropic(fake), "fake?tokens=3&rate=0&fault=sse", MESSAGES)
+
+    assert error is None
+    assert pieces == ["w0 ", "w1 ", "w2 "] and result.finish_reason == "end_turn"
+    assert "stream" not in fake.wait_for_requests(1)[0].body

@@ -614,3 +614,12 @@ def test_management_command_accepts_the_same_options():
         2.0,
     )
     assert options.rate == Scenario().rate
+
+
+def test_the_sse_fault_streams_to_a_request_that_does_not_ask_to(fake):
+    response = chat(fake, "fake?tokens=2&rate=0&fault=sse", stream=False)
+
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert sse_data(response)[-1] == "[DONE]"
+    anthropic = messages(fake, "fake?tokens=2&rate=0&fault=sse", stream=False)
+    assert anthropic.headers["content-type"].startswith("text/event-stream")
