@@ -93,6 +93,7 @@ def test_stop_while_the_whole_answer_is_pending_stops_it(browser, whole_server, 
         send(page, "Take your time", PENDING)
         record = completion_request(fake_upstream)
         page.wait_for_selector("#stop", state="visible")
+        page.screenshot(path=f"/tmp/nonstream-pending-{device}.png")
         if device == "phone":
             page.tap("#stop")
         else:
