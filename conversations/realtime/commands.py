@@ -223,9 +223,9 @@ def _not_stopped(ref: str, why: str) -> protocol.ProtocolError:
 
 async def _replies_interrupt(*, user: AbstractBaseUser, conversation_id: uuid.UUID, client_id: str) -> None:
     """Stop the user's running replies of the conversation, wherever they run,
-    and return once the database shows none of them streaming: the state in
-    which the store accepts a new exchange (``exchange_start`` refuses one while
-    a reply of the conversation is streaming, :class:`ReplyRunning`).
+    and return once each is saved: the state in which the store accepts a new
+    exchange (``exchange_start`` refuses one while a reply of the conversation
+    is streaming, :class:`ReplyRunning`, and so stands guard for the rest).
 
     A reply here is saved when its ``stop()`` returns. One in another process
     is asked to stop over the channel layer and waited for (polling the
@@ -249,7 +249,11 @@ async def _replies_interrupt(*, user: AbstractBaseUser, conversation_id: uuid.UU
     ):
         return
     if local:
+        # Saved when stop() returns. Every live reply of a conversation runs in
+        # the process that started it: none runs elsewhere (and should one
+        # start there now, the store refuses this send, ReplyRunning).
         await asyncio.gather(*(reply.stop() for reply in local))
+        return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + INTERRUPT_WAIT_SECONDS
     asked: set[uuid.UUID] = set()
