@@ -129,6 +129,33 @@ async def test_there_is_no_moment_when_both_replies_run_or_the_old_one_is_unsave
     assert old_request.disconnected_at <= new_request.started_at
 
 
+async def test_stop_and_send_of_a_continued_reply_saves_both_parts_as_seen(connect, alice, upstream):
+    socket = await connect(alice)
+    ack, started, frames = await started_streaming(socket)
+    reply = started["reply"]
+    await socket.send(type="stop", reply=reply)
+    frames += await socket.recv_until("reply_finished")
+    await socket.send(type="continue", reply=reply)
+    frames += await socket.recv_until("reply_started")
+    frames += [await socket.recv() for _ in range(2)]
+    assert frames[-1]["type"] == "delta" and frames[-1]["reply"] == reply
+    await socket.send(
+        type="send",
+        client_id="second",
+        conversation=ack["conversation"],
+        text="enough",
+        model="openai/fake?tokens=3&rate=0",
+        interrupt=True,
+    )
+    frames += await socket.recv_until("reply_finished")
+    assert (frames[-1]["reply"], frames[-1]["status"]) == (reply, "stopped")
+    saved = await row(reply)
+    assert saved.status == "stopped" and saved.content == deltas_text(frames, reply)
+    assert len(saved.segments) == 1  # the first part's record, kept by the continue
+    later = await socket.recv_until("reply_finished")
+    assert later[0]["created"] is True and later[-1]["status"] == "complete"
+
+
 async def test_a_plain_send_while_a_reply_streams_is_still_refused(connect, alice, upstream):
     socket = await connect(alice)
     ack, started, _ = await started_streaming(socket)
