@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: name -> the arguments after ``python``; in the order they run.
 RUNS: dict[str, list[str]] = {
     "latency": ["benchmarks/latency.py"],
+    "stop-and-send": ["benchmarks/stop_and_send.py"],
     "reasoning": ["benchmarks/reasoning.py"],
     "load": ["benchmarks/load.py", "--profile"],
     "load-fixed-window": [

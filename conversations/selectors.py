@@ -214,6 +214,16 @@ def conversation_streaming_reply_ids(
     )
 
 
+def conversation_client_id_seen(
+    *, user: AbstractBaseUser, conversation_id: uuid.UUID, client_id: str
+) -> bool:
+    """Whether a message of the user's conversation carries ``client_id``: a
+    ``send`` with it was stored before (so another is only its retry)."""
+    return Message.objects.filter(
+        conversation_id=conversation_id, conversation__user=user, client_id=client_id
+    ).exists()
+
+
 def reply_get(*, user_id: int, reply_id: uuid.UUID | str) -> Message | None:
     """The user's reply (an assistant message), or None for a missing id and for
     another user's alike."""

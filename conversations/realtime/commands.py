@@ -10,6 +10,7 @@ contract, read through :mod:`conversations.selectors` and write through
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from channels.db import database_sync_to_async
@@ -198,20 +199,120 @@ _starts: Batcher[exchange_services.ExchangeRequest, exchange_services.StartedExc
 )
 
 
+#: How long a stop and send waits for a reply that runs in another process to
+#: be saved stopped; then it gives up, and stores nothing.
+INTERRUPT_WAIT_SECONDS = 5.0
+_INTERRUPT_POLL_SECONDS = 0.02
+
+
+def _live_replies(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> list[Reply]:
+    """The user's replies that run in this process in the conversation (those
+    still saving their end included). One at most today; the one place to
+    change when a conversation may stream several at once."""
+    live = registry.for_conversation(conversation_id)
+    return [live] if live is not None and live.user_id == user.pk else []
+
+
+def _not_stopped(ref: str, why: str) -> protocol.ProtocolError:
+    return protocol.ProtocolError(
+        "unavailable",
+        f"the running reply could not be stopped: {why}. Your message was not sent; try again in a moment",
+        ref=ref,
+    )
+
+
+async def _replies_interrupt(*, user: AbstractBaseUser, conversation_id: uuid.UUID, client_id: str) -> None:
+    """Stop the user's running replies of the conversation, wherever they run,
+    and return once each is saved: the state in which the store accepts a new
+    exchange (``exchange_start`` refuses one while a reply of the conversation
+    is streaming, :class:`ReplyRunning`, and so stands guard for the rest).
+
+    A reply here is saved when its ``stop()`` returns. One in another process
+    is asked to stop over the channel layer and waited for (polling the
+    database, at most :data:`INTERRUPT_WAIT_SECONDS`); if its process cannot be
+    reached, or it is not saved in time, the send is refused (``unavailable``)
+    and nothing is stored. A send whose ``client_id`` was stored before is a
+    retry: it stops nothing (the reply it started may be the one running).
+    """
+    local = _live_replies(user=user, conversation_id=conversation_id)
+    streaming = (
+        []
+        if local
+        else await database_sync_to_async(selectors.conversation_streaming_reply_ids)(
+            user=user, conversation_id=conversation_id
+        )
+    )
+    if not local and not streaming:
+        return  # nothing runs: a plain send
+    if await database_sync_to_async(selectors.conversation_client_id_seen)(
+        user=user, conversation_id=conversation_id, client_id=client_id
+    ):
+        return
+    if local:
+        # Saved when stop() returns. Every live reply of a conversation runs in
+        # the process that started it: none runs elsewhere (and should one
+        # start there now, the store refuses this send, ReplyRunning).
+        await asyncio.gather(*(reply.stop() for reply in local))
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + INTERRUPT_WAIT_SECONDS
+    asked: set[uuid.UUID] = set()
+    while True:
+        streaming = await database_sync_to_async(selectors.conversation_streaming_reply_ids)(
+            user=user, conversation_id=conversation_id
+        )
+        if not streaming:
+            return
+        for reply_id in streaming:
+            here = reply_for_user(reply_id=str(reply_id), user_id=user.pk)
+            if here is not None:  # e.g. a regenerate of another socket, stored meanwhile
+                await here.stop()
+            elif reply_id not in asked:
+                await _reply_stop_elsewhere(user=user, reply_id=reply_id, ref=client_id)
+                asked.add(reply_id)
+        if loop.time() >= deadline:
+            raise _not_stopped(client_id, "it runs in another server process and did not stop in time")
+        await asyncio.sleep(_INTERRUPT_POLL_SECONDS)
+
+
+async def _reply_stop_elsewhere(*, user: AbstractBaseUser, reply_id: uuid.UUID, ref: str) -> None:
+    """Ask the process that runs a streaming reply to stop it (no wait)."""
+    message = await database_sync_to_async(selectors.reply_get)(user_id=user.pk, reply_id=reply_id)
+    if message is None or message.status != Message.Status.STREAMING:
+        return  # ended meanwhile
+    channel = await database_sync_to_async(worker_services.worker_channel)(worker_id=message.worker)
+    if channel is None or not await cluster.reply_stop_remote(
+        owner=channel, reply_id=str(reply_id), user_id=user.pk
+    ):
+        raise _not_stopped(ref, "it runs in another server process, which cannot be reached right now")
+
+
 async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscriber: Follower) -> Reply | None:
-    """Store the user's message and start the reply; ``subscriber`` follows it."""
+    """Store the user's message and start the reply; ``subscriber`` follows it.
+
+    With ``frame.interrupt`` (stop and send), a reply of the user's running in
+    the conversation is stopped and saved first (:func:`_replies_interrupt`),
+    while the conversation is claimed (``registry.starting``), so that no other
+    frame here can start a reply in between and the store's own check refuses
+    one from any other process."""
     model = await _resolve_model(frame.model, frame.conversation, user, frame.client_id)
     provider_name = split_model_id(model)[0]
     # Only a send with files asks (a fresh process may wait for its first listing).
     sees_images = bool(frame.attachments) and await _sees_images(model)
     conv_id = frame.conversation
+    interrupt = False
     if conv_id is not None:
-        live = registry.for_conversation(conv_id)
-        busy = (live is not None and live.user_id == user.pk) or registry.starting.get(conv_id) == user.pk
-        if busy and not (live is not None and live.client_id == frame.client_id):
+        live = _live_replies(user=user, conversation_id=conv_id)
+        retry = any(reply.client_id == frame.client_id for reply in live)
+        starting = registry.starting.get(conv_id) == user.pk
+        if (live or starting) and not retry and (starting or not frame.interrupt):
             raise _refusal(ReplyRunning(), frame.client_id)
+        interrupt = frame.interrupt and not retry
         registry.starting[conv_id] = user.pk
     try:
+        if interrupt:
+            assert conv_id is not None
+            await _replies_interrupt(user=user, conversation_id=conv_id, client_id=frame.client_id)
         exchange = await _starts.submit(
             exchange_services.ExchangeRequest(
                 user=user,

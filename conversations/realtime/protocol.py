@@ -69,6 +69,9 @@ class Send:
     edit_of: uuid.UUID | None = None
     #: Uploaded attachments' ids (``POST /api/attachments/``), in order.
     attachments: tuple[uuid.UUID, ...] = ()
+    #: Stop and send: a reply of the user's running in the conversation is
+    #: stopped (and saved) first, in the same step (``commands.reply_start``).
+    interrupt: bool = False
 
 
 #: The most attachment ids a ``send`` may name, whatever the setting says.
@@ -191,6 +194,7 @@ def _send(data: Data, client_id: str, max_prompt_chars: int) -> Send:
         model=_model(data),
         edit_of=_optional_uuid(data, "edit_of"),
         attachments=attachments,
+        interrupt=_field(data, "interrupt", bool, required=False) is True,
     )
 
 

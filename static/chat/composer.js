@@ -15,7 +15,7 @@ import {
   showMessages,
   updateControls,
 } from './render.js';
-import { busy, isCurrent, newClientId, state } from './state.js';
+import { busy, canStopAndSend, isCurrent, newClientId, state } from './state.js';
 import { attachmentChipEl, copyText, el, userMessageEl } from './ui.js';
 import { initAttachments, modelSeesImages, trayAttachments, trayClear, trayRestore, trayUploading } from './attachments.js';
 
@@ -47,9 +47,12 @@ function submit() {
   }
 }
 
-/** Send a user message (editOf: the id of the message it replaces as a new version). */
+/** Send a user message (editOf: the id of the message it replaces as a new version).
+ * While a reply streams, a message from the composer is "stop and send": the
+ * server stops that reply (saved as shown) and sends this one, in one step. */
 function sendText(text, { editOf = null, attachments = [] } = {}) {
-  if ((!text.trim() && attachments.length === 0) || busy()) return false;
+  const interrupt = editOf === null && canStopAndSend();
+  if ((!text.trim() && attachments.length === 0) || (busy() && !interrupt)) return false;
   if (text.length > maxPromptChars) {
     showError(`A message is limited to ${maxPromptChars.toLocaleString()} characters (this one has ${text.length.toLocaleString()}).`);
     return false;
@@ -70,6 +73,7 @@ function sendText(text, { editOf = null, attachments = [] } = {}) {
     model: dom.model.value || null,
     editOf,
     attachments: attachments.map((a) => a.id),
+    interrupt,
   });
   if (editOf) state.refreshNext = true;
   const node = userMessageEl({ text, status: 'pending', clientId, attachments });
@@ -226,7 +230,10 @@ export function initComposer({ data }) {
       submit();
     }
   });
-  dom.prompt.addEventListener('input', autosize);
+  dom.prompt.addEventListener('input', () => {
+    autosize();
+    if (state.active !== null) updateControls(); // Stop, or "Stop and send" once there is text
+  });
   dom.stop.addEventListener('click', stopReply);
   dom.messages.addEventListener('click', (event) => {
     const button = event.target.closest('button');

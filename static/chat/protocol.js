@@ -10,12 +10,14 @@ export function socketUrl(path) {
   return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path || '/ws/chat/'}`;
 }
 
-/** A user message (conversation null: a new conversation; editOf: the message it is a new version of). */
-export function sendFrame({ clientId, conversation, text, model = null, editOf = null, attachments = [] }) {
+/** A user message (conversation null: a new conversation; editOf: the message it is a new version of;
+ * interrupt: stop and send, the conversation's running reply is stopped first, in the same step). */
+export function sendFrame({ clientId, conversation, text, model = null, editOf = null, attachments = [], interrupt = false }) {
   const frame = { type: 'send', client_id: clientId, conversation, text };
   if (model) frame.model = model;
   if (editOf) frame.edit_of = editOf;
   if (attachments.length) frame.attachments = attachments;
+  if (interrupt) frame.interrupt = true;
   return frame;
 }
 

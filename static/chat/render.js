@@ -3,7 +3,7 @@
 // controls' enabled state, the title and the messages for people.
 
 import { postJSON } from './http.js';
-import { busy, modelLabel, replyState, replyThinking, state } from './state.js';
+import { busy, canStopAndSend, modelLabel, replyState, replyThinking, state } from './state.js';
 import {
   $,
   assistantMessageEl,
@@ -23,6 +23,7 @@ export const dom = {
   stop: $('#stop'),
   model: $('#model'),
   composer: $('#composer'),
+  hint: $('#composer-hint'),
   error: $('#composer-error'),
   banner: $('#reconnecting'),
   title: $('#conversation-title'),
@@ -233,11 +234,39 @@ export function initMessageList() {
 
 // --- controls and words for people ----------------------------------------------
 
+const SEND_WORDS = {
+  send: { text: 'Send', label: 'Send message', title: 'Send (Enter)', hint: 'Enter to send · Shift+Enter for a new line · Esc stops a reply' },
+  interrupt: {
+    text: 'Stop and send',
+    label: 'Stop the reply and send this message',
+    title: 'Stop the reply and send (Enter)',
+    hint: 'Enter stops the reply and sends · Shift+Enter for a new line · Esc only stops',
+  },
+};
+
+/** Whether the composer holds something to send (text, or a file uploaded). */
+const composerFilled = () =>
+  dom.prompt.value.trim() !== '' || dom.composer.querySelector('.tray-item[data-status="ready"]') !== null;
+
 export function updateControls() {
-  dom.send.disabled = busy() || state.models.length === 0;
+  // While a reply streams the composer stays usable: with something in it the
+  // primary button is "Stop and send" (Enter too); empty, the button is Stop.
+  const streaming = state.active !== null;
+  const interrupt = canStopAndSend() && composerFilled();
+  const mode = streaming ? 'interrupt' : 'send';
+  if (dom.send.dataset.mode !== mode) {
+    const words = SEND_WORDS[mode];
+    dom.send.dataset.mode = mode;
+    dom.send.querySelector('.button-text').textContent = words.text;
+    dom.send.setAttribute('aria-label', words.label);
+    dom.send.title = words.title;
+    if (dom.hint) dom.hint.textContent = words.hint;
+  }
+  dom.send.hidden = streaming && !interrupt;
+  dom.send.disabled = (busy() && !interrupt) || state.models.length === 0;
   updateMessageActions();
-  dom.stop.hidden = state.active === null;
-  dom.stop.disabled = state.active !== null && state.stopRequested === state.active;
+  dom.stop.hidden = !streaming;
+  dom.stop.disabled = streaming && state.stopRequested === state.active;
   dom.composer.dataset.busy = busy() ? 'true' : 'false';
 }
 

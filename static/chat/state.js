@@ -33,6 +33,8 @@ export function newClientId() {
 
 export const isCurrent = (conversationId) => state.conversation !== null && state.conversation.id === conversationId;
 export const busy = () => state.active !== null || state.awaiting !== null;
+/** A reply streams and nothing else is on its way: a send now is "stop and send". */
+export const canStopAndSend = () => state.active !== null && state.awaiting === null && state.conversation !== null;
 
 /** The label of a model as the picker lists it (the raw name if it is not listed). */
 export function modelLabel(provider, model) {

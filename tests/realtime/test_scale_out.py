@@ -96,3 +96,49 @@ async def test_a_resend_on_the_other_process_creates_nothing_new(two_servers):
     with psycopg.connect(a.env["DATABASE_URL"]) as conn:
         (count,) = conn.execute("select count(*) from conversations_message").fetchone()
     assert count == 2
+
+
+async def test_a_stop_and_send_on_the_other_process_stops_the_reply_there_first(two_servers):
+    """The reply runs in process a; the interrupting send reaches b. b has it
+    stopped in a, waits until it is saved, then stores and starts the new one."""
+    a, b = two_servers
+    ws_a = await open_socket(a)
+    await ws_a.send(
+        json.dumps(
+            {"type": "send", "client_id": "s1", "text": "go", "model": "openai/fake?fault=drip&rate=40"}
+        )
+    )
+    ack = await recv(ws_a)
+    frames_a = await until(ws_a, "delta")
+    frames_a += [await recv(ws_a) for _ in range(2)]
+    old = frames_a[1]["reply"]
+    ws_b = await open_socket(b)
+    await ws_b.send(
+        json.dumps(
+            {
+                "type": "send",
+                "client_id": "s2",
+                "conversation": ack["conversation"],
+                "text": "something else",
+                "model": "openai/fake?tokens=5&rate=0",
+                "interrupt": True,
+            }
+        )
+    )
+    frames_b = await until(ws_b, "reply_finished")
+    frames_a += await until(ws_a, "reply_finished")
+    assert (frames_a[-1]["reply"], frames_a[-1]["status"]) == (old, "stopped")
+    # Stored, not refused: the store refuses while a reply of the conversation streams.
+    assert frames_b[0]["type"] == "ack" and frames_b[0]["created"] is True
+    assert frames_b[-1]["status"] == "complete" and frames_b[-1]["reply"] != old
+    content, status, last_seq = saved(a, old)
+    assert (content, status, last_seq) == (text_of(frames_a), "stopped", frames_a[-1]["last_seq"])
+    import psycopg
+
+    with psycopg.connect(a.env["DATABASE_URL"]) as conn:
+        (parent,) = conn.execute(
+            "select parent_id from conversations_message where id = %s", (frames_b[0]["message"],)
+        ).fetchone()
+    assert str(parent) == old
+    await ws_a.close()
+    await ws_b.close()
