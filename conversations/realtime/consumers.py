@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
 import random
 import time
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
@@ -124,8 +124,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
 
         Channels hands a consumer one frame at a time, so work that waits (a
         ``send`` whose message waits on a locked database) would hold up every
-        frame behind it. The waiting work runs in this socket's ordered queue
-        instead (:meth:`_work`), and ``receive`` returns at once.
+        frame behind it. The waiting work runs in a task of its own instead,
+        after the earlier frames about the same conversation
+        (:meth:`_schedule`), and ``receive`` returns at once.
         """
         try:
             frame: protocol.ClientFrame | protocol.ProtocolError = protocol.parse_client_frame(
@@ -150,13 +151,77 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
                 return
             # Not streaming here: maybe an earlier frame of this socket is starting
             # it (a ``continue`` just before), so it waits for them, in order.
-        self._queue.append(frame)
-        if len(self._queue) == 1:
-            self._worker = self._spawn(self._work())
+        self._schedule(frame)
+
+    # --- ordering: per conversation, not per socket --------------------------
+    def _order_key(self, frame: protocol.ClientFrame | protocol.ProtocolError) -> str | None:
+        """The frames that must be handled in the order they came share a key:
+        those about one conversation. A send that starts a new conversation has
+        its own (its ``client_id``: a retry of it waits for it). A frame about a
+        reply this socket has not followed, and a malformed frame, get None:
+        they wait for every frame before them, as when all frames waited."""
+        if isinstance(frame, protocol.Send):
+            if frame.conversation is not None:
+                return f"c:{frame.conversation}"
+            return f"n:{frame.client_id}"
+        if isinstance(frame, protocol.Subscribe):
+            return f"c:{frame.conversation}"
+        if isinstance(frame, protocol.Regenerate | protocol.Continue | protocol.Stop):
+            conversation = self._conversation_of.get(str(frame.reply))
+            return f"c:{conversation}" if conversation is not None else None
+        return None
+
+    def _schedule(self, frame: protocol.ClientFrame | protocol.ProtocolError) -> None:
+        """Handle ``frame`` once the earlier frames it must follow are done.
+
+        Frames about one conversation keep their order; frames about different
+        conversations do not wait for each other, so a send that waits for its
+        store (a burst of sends from one socket, stored together by the
+        batcher) never holds up a send to another conversation. Stops sent
+        before a frame are saved before it is handled, so that a ``send``
+        right after a stop is not told ``reply_running``.
+        """
+        key = self._order_key(frame)
+        waits: set[asyncio.Task[None]] = set(self._stopping)
+        if key is None:
+            waits |= self._pending
+        else:
+            earlier = self._tails.get(key)
+            if earlier is not None:
+                waits.add(earlier)
+            if self._barrier is not None:
+                waits.add(self._barrier)
+        task = self._spawn(self._handle_after(waits, frame))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        if key is None:
+            self._barrier = task
+        else:
+            self._tails[key] = task
+        task.add_done_callback(functools.partial(self._tail_done, key))
+
+    def _tail_done(self, key: str | None, task: asyncio.Task[None]) -> None:
+        if key is not None and self._tails.get(key) is task:
+            del self._tails[key]
+        if self._barrier is task:
+            self._barrier = None
 
     @functools.cached_property
-    def _queue(self) -> collections.deque[protocol.ClientFrame | protocol.ProtocolError]:
-        return collections.deque()
+    def _tails(self) -> dict[str, asyncio.Task[None]]:
+        """The last frame scheduled for each order key, until it is done."""
+        return {}
+
+    @functools.cached_property
+    def _pending(self) -> set[asyncio.Task[None]]:
+        """Frames scheduled and not yet handled."""
+        return set()
+
+    @functools.cached_property
+    def _conversation_of(self) -> dict[str, uuid.UUID]:
+        """The conversation of each reply this socket has followed (bounded)."""
+        return {}
+
+    _barrier: asyncio.Task[None] | None = None
 
     @functools.cached_property
     def _tasks(self) -> set[asyncio.Task[None]]:
@@ -174,21 +239,18 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         task.add_done_callback(self._stopping.discard)
         return task
 
-    async def _work(self) -> None:
-        """The socket's ordered queue: one frame after another, until it is empty."""
-        queue = self._queue
-        while queue:
-            try:
-                if self._stopping:  # stops sent before this frame: their replies are saved first
-                    await asyncio.wait(set(self._stopping))
-                await self._handle(queue[0])
-            except Exception:
-                log.exception("handling a frame failed")
-                self.deliver(
-                    protocol.frame_error(code="internal", message="the server failed to handle that frame")
-                )
-            finally:
-                queue.popleft()
+    async def _handle_after(
+        self, waits: set[asyncio.Task[None]], frame: protocol.ClientFrame | protocol.ProtocolError
+    ) -> None:
+        if waits:
+            await asyncio.wait(waits)
+        try:
+            await self._handle(frame)
+        except Exception:
+            log.exception("handling a frame failed")
+            self.deliver(
+                protocol.frame_error(code="internal", message="the server failed to handle that frame")
+            )
 
     async def _handle(self, frame: protocol.ClientFrame | protocol.ProtocolError) -> None:
         if isinstance(frame, protocol.ProtocolError):
@@ -216,6 +278,10 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
                 )
             if reply is not None:
                 self.following.add(reply)
+                known = self._conversation_of
+                if len(known) >= 10_000:
+                    known.clear()
+                known[reply.key] = reply.conversation_id
         except protocol.ProtocolError as exc:
             self.deliver(protocol.frame_error(code=exc.code, message=exc.message, ref=exc.ref))
 
@@ -249,9 +315,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         timer = getattr(self, "_session_timer", None)
         if timer is not None:
             timer.cancel()
-        worker = getattr(self, "_worker", None)
-        if worker is not None and not worker.done():
-            await asyncio.wait({worker})
+        pending = self.__dict__.get("_pending")
+        if pending:
+            await asyncio.wait(set(pending))
         await super().websocket_disconnect(message)
 
     async def _session_alive(self) -> bool:

@@ -623,3 +623,55 @@ async def test_a_stop_right_after_a_continue_stops_the_continued_reply_as_soon_a
     reply = await get_reply(started["reply"])
     assert reply.status == "stopped"
     assert reply.content == deltas_text(frames) + deltas_text(more)
+
+
+async def test_a_send_to_another_conversation_is_not_held_up_by_an_earlier_sends_store(
+    connect, alice, upstream, monkeypatch
+):
+    from conversations.realtime import commands
+
+    socket = await connect(alice)
+    ack, _ = await start(socket, model="openai/fake?tokens=1&rate=0")
+    await socket.recv_until("reply_finished")
+    conversation = ack["conversation"]
+    release = threading.Event()
+    store = commands._starts._store
+
+    def held_store(requests):
+        release.wait(10)
+        return store(requests)
+
+    monkeypatch.setattr(commands._starts, "_store", held_store)
+    queued = commands._starts._queue
+    try:
+        await socket.send(
+            type="send",
+            client_id="a",
+            conversation=conversation,
+            text="one",
+            model="openai/fake?tokens=2&rate=0",
+        )
+        await eventually(
+            lambda: commands._starts._runner is not None and not commands._starts._runner.done(),
+            what="a's store to be on the database thread",
+        )
+        # Same conversation: waits for "a". A new conversation: does not.
+        await socket.send(
+            type="send",
+            client_id="b",
+            conversation=conversation,
+            text="two",
+            model="openai/fake?tokens=2&rate=0",
+        )
+        await socket.send(type="send", client_id="c", text="three", model="openai/fake?tokens=1&rate=0")
+        await eventually(lambda: [item.client_id for item, _ in queued] == ["c"], what="c to be stored")
+        assert [item.client_id for item, _ in queued] == ["c"], "b did not wait for a"
+    finally:
+        release.set()
+    answers: list[str] = []
+    while not {"a", "b", "c"} <= set(answers):
+        frame = await socket.recv()
+        if frame["type"] in ("ack", "error"):
+            answers.append(frame.get("client_id") or frame.get("ref"))
+    assert answers.index("a") < answers.index("b")
+    await eventually(lambda: not registry.by_id, what="the replies to finish")
