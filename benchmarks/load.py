@@ -82,7 +82,9 @@ from benchmarks._harness import (
     ChatApp,
     FakeUpstreamProcess,
     Stats,
+    add_allow_dirty_argument,
     check_monotonic_clock,
+    check_tree_for_doc,
     child_pipes,
     git_revision,
     loadavg,
@@ -1568,6 +1570,10 @@ async def run(args: argparse.Namespace) -> tuple[dict, dict]:
         finally:
             await bench.stop()
     info["load_after"] = loadavg()
+    after = git_revision()
+    if after != info["revision"]:  # the tree changed under the run: say so, and mark the section
+        # (ends in "-dirty" so that the section is marked: no one commit was measured)
+        info["revision"] = f"{info['revision']} at the start, {after} at the end, i.e. -dirty"
     return res, info
 
 
@@ -1647,6 +1653,7 @@ def main(argv: list[str] | None = None) -> None:
         default="load",
         help="write between <!-- NAME:start --> and <!-- NAME:end --> (default: load)",
     )
+    add_allow_dirty_argument(parser)
     args = parser.parse_args(argv)
     args.only = {s.strip() for s in args.only.split(",") if s.strip() and s.strip() != "none"}
     unknown = args.only - set(SECTIONS)
@@ -1663,6 +1670,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.client_procs < 1 or args.rate <= 0 or args.tokens < 2:
         parser.error("--client-procs >= 1, --rate > 0 and --tokens >= 2 please")
     args.write_doc = not args.no_doc
+    check_tree_for_doc(parser, write_doc=args.write_doc, allow_dirty=args.allow_dirty)
     started = now()
     res, info = asyncio.run(run(args))
     section = report(res, info, _command(argv), args)
@@ -1677,7 +1685,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"took {now() - started:.0f} s")
     if args.write_doc:
         start_mark, end_mark = f"<!-- {args.doc_section}:start -->", f"<!-- {args.doc_section}:end -->"
-        write_doc_section(args.doc, start_mark, end_mark, section, DOC_INTRO)
+        write_doc_section(args.doc, start_mark, end_mark, section, DOC_INTRO, revision=info["revision"])
         log(f"updated {args.doc}")
 
 
