@@ -3,40 +3,52 @@
 
 Run (from the project root)::
 
-    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/load.py             # everything, ~4-5 min
-    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/load.py --quick     # small N, ~1 min, no doc
+    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/load.py             # everything, ~10 min
+    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/load.py --quick --only burst,onesocket,stop  # ~2 min, no doc
     CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/load.py --only burst --burst 200
 
 Processes (all on 127.0.0.1): the fake upstream (its own process, with its
 per-request token times over a pipe); chatsite under daphne, served through
 ``benchmarks.instrumented_asgi`` (the real app plus a database-write counter,
 an event-loop lag probe and ``/__bench__/stats``), with a fresh SQLite
-database and ``DJANGO_DEBUG=0`` as in production; and ``--client-procs``
-client processes (default 2) that each take every other chat, so that no
-single Python process reading hundreds of sockets becomes the bottleneck.
+database and ``DJANGO_DEBUG=0`` as in production; ``--client-procs``
+WebSocket client processes (default 2) that each take every other chat, so that no
+single Python process reading hundreds of sockets becomes the bottleneck; as
+many direct client processes as the concurrency needs; and a ping prober.
 This process only orchestrates and samples ``/proc`` (CPU, RSS) 10 times a
 second; it does no client work while a phase runs.
 
 A *phase* is: C chats, chat i started at ``t0 + i * spread / C`` (default
 spread 2 s), each ``fake?tokens=T&rate=R`` (default T=100, R=20 tokens/s):
 
-* **app**: one logged-in WebSocket per chat (like one browser tab each),
-  opened before t0; at its start time the chat sends a ``send`` frame (new
-  conversation) and reads until ``reply_finished``;
-* **direct**: the same chats from the same client processes with httpx +
-  httpx-sse straight to the fake (one ``AsyncClient`` per client process, as
-  the app has one).
+* **app**: one logged-in WebSocket per chat (like one browser tab each), or
+  one for all of them (``onesocket``), opened before t0; at its start time the
+  chat sends a ``send`` frame (new conversation) and reads until
+  ``reply_finished`` (a chat to stop sends ``stop`` at its stop time);
+* **direct**: the same chats with httpx + httpx-sse straight to the fake (one
+  ``AsyncClient`` per client process, as the app has one), over as many
+  client processes as keep it unsaturated.
 
 For each phase it reports completed chats (and every failure by kind), time
-to first token, inter-token delay seen by the client (a delta carrying k
-tokens delivers all k at its arrival time), per-token relay delay (client
+to first token, gaps between frames and between text arrivals seen by the
+clients against the upstream's own gaps in the same phase (no per-token gap:
+coalesced tokens would count as gaps of 0 ms), per-token relay delay (client
 arrival - the fake's write time), CPU seconds per 1,000 tokens of each process
-in the steady-state window (all C streams running), database writes per reply
-(app), RSS and event-loop lag. Sections:
+over the whole phase (first send to last end; the steady window for
+reference), whether each client was saturated, database writes per reply,
+RSS, event-loop lag (in-process probe, and a ``ping`` round trip from a prober
+process), frame order, and whether every saved reply equals what its client
+saw (read back from the database). Sections:
 
-* ``burst``: C in ``--burst`` (default 200 and 500), T=``--tokens``;
+* ``burst``: C in ``--burst`` (default 200 and 500), T=``--tokens``, a socket per chat;
+* ``onesocket``: C in ``--one-socket`` (500) chats all started on ONE socket,
+  against a socket per chat and the direct client;
+* ``stop``: ``--stops`` (50) of ``--stop-streams`` (500) streaming chats stopped:
+  stop sent -> upstream closed, tokens written after the stop was sent and after
+  the close was noticed;
+* ``thousand``: ``--thousand`` (1000) chats started within ``--thousand-spread`` (4) s;
 * ``cpu``: ``--cpu-streams`` (200) streams of ``--cpu-tokens`` (200, i.e. 10 s)
-  tokens, for a long steady window;
+  tokens, for a long phase;
 * ``memory``: two fresh daphne processes: RSS idle, with 500 and 1000 idle
   logged-in sockets; and with 200 sockets before / during 200 streaming replies;
 * ``sweep``: C in ``--sweep`` (50, 200, 500, 1000), T=``--tokens``; points that
@@ -44,6 +56,10 @@ in the steady-state window (all C streams running), database writes per reply
 * ``--profile``: one more app phase like ``cpu`` with ``py-spy record
   --nonblocking`` attached to daphne (needs ``py-spy`` in the venv); the top
   functions go into the report.
+
+The direct client runs in one process per ``--direct-chats-per-proc`` (100)
+chats (``--direct-procs auto``), so that it stays a floor; a saturated client
+is said so in every table.
 
 Results are printed and written between ``<!-- load:start -->`` and
 ``<!-- load:end -->`` in ``docs/benchmarks.md`` (other sections are kept; ``--doc-section
