@@ -1,6 +1,6 @@
 """The whole benchmark suite, one script after another, each writing its section.
 
-    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks            # everything (~15 min)
+    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks            # everything (~20 min)
     CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks --list     # what it would run
     CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks --only latency,load
     CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks --no-doc   # print only
