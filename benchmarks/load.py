@@ -1064,7 +1064,10 @@ class Bench:
                     await self.close_sockets()
         chats = [chat for answer in answers for chat in answer["chats"]]
         records = {r["key"]: r for r in await self.fake.records(label + "-")}
-        stats = await self.app_stats(app, reset=True, since=t0) if mode == "app" else None
+        # The loop lag over the phase itself: from the first start to the last reply's end.
+        bounds = phase_bounds(chats)
+        until = bounds[1] if bounds else math.inf
+        stats = await self.app_stats(app, reset=True, since=t0, until=until) if mode == "app" else None
         result = Phase(
             label,
             mode,
