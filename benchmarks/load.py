@@ -1691,7 +1691,8 @@ def _saved_ok(m: dict) -> bool | None:
 
 def _count_cells(counts: list[int]) -> str:
     """ "k of n stops (t tokens)": how many stops let at least one token through, and how many in all."""
-    return f"{sum(1 for n in counts if n)} of {len(counts)} ({sum(counts)} tokens)"
+    total = sum(counts)
+    return f"{sum(1 for n in counts if n)} of {len(counts)} ({total} token{'' if total == 1 else 's'})"
 
 
 def stop_table(direct: Phase, app: Phase) -> list[str]:
