@@ -814,6 +814,8 @@ class Bench:
     def direct_procs(self, streams: int) -> int:
         """Client processes for a direct phase of ``streams`` chats (``--direct-procs``)."""
         args = self.args
+        if args.direct_procs == "search":  # (pair() searches; this is where the search starts)
+            return args.client_procs
         if args.direct_procs != "auto":
             return int(args.direct_procs)
         return procs_for(
@@ -855,6 +857,8 @@ class Bench:
         # One user per chat (+1: the ping prober's socket is a user of its own).
         self.app = await self.start_app(max(planned) + 1)
         n_workers = max(self.args.client_procs, *(self.direct_procs(c) for c in planned))
+        if self.args.direct_procs == "search":
+            n_workers = DIRECT_PROCS_MAX
         self.workers = list(
             await asyncio.gather(*(WorkerProc.start(self.tmp / f"client{i}.log") for i in range(n_workers)))
         )
@@ -987,6 +991,7 @@ class Bench:
         stops: int = 0,
         check_saved: bool = True,
         ping: bool = True,
+        direct_procs: int | None = None,
     ) -> Phase:
         """C chats started within ``spread`` s; ``stops`` of them (evenly picked) are stopped mid-stream."""
         args = self.args
@@ -999,7 +1004,7 @@ class Bench:
             await self.app_stats(app, reset=True)
             k = 1 if one_socket else args.client_procs
         else:
-            k = self.direct_procs(streams)
+            k = direct_procs or self.direct_procs(streams)
         workers = self.workers[:k]
         t0 = now() + 1.0
         spread = args.spread if spread is None else spread
@@ -1101,9 +1106,36 @@ class Bench:
     async def pair(
         self, label: str, streams: int, tokens: int, *, spread: float | None = None, stops: int = 0
     ) -> tuple[Phase, Phase]:
-        direct = await self.phase(f"{label}d", "direct", streams, tokens, spread=spread, stops=stops)
+        if self.args.direct_procs == "search":
+            direct = await self.search_direct(f"{label}d", streams, tokens, spread=spread, stops=stops)
+        else:
+            direct = await self.phase(f"{label}d", "direct", streams, tokens, spread=spread, stops=stops)
         app = await self.phase(f"{label}a", "app", streams, tokens, spread=spread, stops=stops)
         return direct, app
+
+    async def search_direct(
+        self, label: str, streams: int, tokens: int, *, spread: float | None, stops: int
+    ) -> Phase:
+        """The direct phase in 1, 2, 4, ... times ``--client-procs`` processes, until its relay p99
+        improves by less than 10 % (or the processes run out); the phase kept is the one before that
+        (it was as good with fewer processes). Every try is listed in the report."""
+        tried: list[tuple[int, float, str]] = []
+        best: Phase | None = None
+        n = self.args.client_procs
+        while True:
+            phase = await self.phase(
+                f"{label}{n}", "direct", streams, tokens, spread=spread, stops=stops, direct_procs=n
+            )
+            relay = phase.metrics["relay"].p99
+            tried.append((n, relay, phase.metrics["client_saturated"]))
+            if best is not None and not relay < 0.9 * best.metrics["relay"].p99:
+                break
+            best = phase
+            if n * 2 > DIRECT_PROCS_MAX:
+                break
+            n *= 2
+        best.metrics["direct_search"] = tried
+        return best
 
     async def warmup(self) -> None:
         await self.phase("warm", "direct", 20, 10)
@@ -1553,6 +1585,11 @@ def _saturation_note(m: dict) -> str:
         f"{m['client_procs']} process{'es' if m['client_procs'] != 1 else ''}, busiest "
         f"{_f(share.get('clients_max'), 2)} of a core, own loop lag p99 {_f(m['client_lag_p99'])} ms"
     )
+    if m.get("direct_search"):
+        detail += "; processes searched: " + ", ".join(
+            f"{n} → relay p99 {_f(relay)} ms{' (saturated)' if sat else ''}"
+            for n, relay, sat in m["direct_search"]
+        )
     if m["client_saturated"]:
         return f"**saturated** ({m['client_saturated']}; {detail})"
     return f"not saturated ({detail})"
@@ -1921,6 +1958,8 @@ def report(res: dict, info: dict, command: str, args: argparse.Namespace) -> str
         + (
             f"client in one process per {args.direct_chats_per_proc} chats (at least {args.client_procs})"
             if args.direct_procs == "auto"
+            else "client in as many processes as improved its relay p99 by 10 % or more (searched, doubling)"
+            if args.direct_procs == "search"
             else f"client in {args.direct_procs} processes"
         ),
         "",
@@ -2353,8 +2392,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--direct-procs",
         default="auto",
-        help="direct client processes: a number, or auto (default): one per --direct-chats-per-proc chats, "
-        "at least --client-procs",
+        help="direct client processes: a number, auto (default: one per --direct-chats-per-proc chats, "
+        "at least --client-procs) or search (double them until the relay p99 improves by < 10 %%)",
     )
     parser.add_argument(
         "--direct-chats-per-proc",
@@ -2405,8 +2444,10 @@ def main(argv: list[str] | None = None) -> None:
         args.one_socket, args.stop_streams, args.stops, args.stop_tokens = [50], 50, 10, 100
         args.thousand, args.thousand_spread = 100, 2.0
         args.no_doc = True
-    if args.direct_procs != "auto" and not (args.direct_procs.isdigit() and int(args.direct_procs) >= 1):
-        parser.error("--direct-procs is a number >= 1 or auto")
+    if args.direct_procs not in ("auto", "search") and not (
+        args.direct_procs.isdigit() and 1 <= int(args.direct_procs) <= DIRECT_PROCS_MAX
+    ):
+        parser.error(f"--direct-procs is auto, search or a number from 1 to {DIRECT_PROCS_MAX}")
     if any("=" not in kv for kv in args.app_env):
         parser.error("--app-env takes NAME=VALUE")
     if args.processes > 1 and (args.only & {"memory", "sweep"} or args.profile):
