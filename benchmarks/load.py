@@ -1954,7 +1954,7 @@ def report(res: dict, info: dict, command: str, args: argparse.Namespace) -> str
         f"Django {app_v.get('django', '?')}, Channels {app_v.get('channels', '?')}, "
         f"Twisted {app_v.get('twisted', '?')}, httpx {app_v.get('httpx', '?')}",
         f"- Clients: Python {info['client_python']}, httpx {info['httpx']}, httpx-sse {info['httpx_sse']}, "
-        f"websockets {info['websockets']}; {args.client_procs} WebSocket client processes; the direct "
+        f"websockets {info['websockets']}; {args.client_procs} WebSocket client process{'es' if args.client_procs != 1 else ''}; the direct "
         + (
             f"client in one process per {args.direct_chats_per_proc} chats (at least {args.client_procs})"
             if args.direct_procs == "auto"
