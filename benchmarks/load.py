@@ -2212,7 +2212,7 @@ def report(res: dict, info: dict, command: str, args: argparse.Namespace) -> str
             f"`py-spy record --nonblocking --threads --rate 100` on the daphne process during an extra app phase "
             f"of {args.cpu_streams} chats × {args.cpu_tokens} tokens at {args.rate:g} tokens/s started within "
             f"{args.spread:g} s (not used for the figures above; it completed {pm['completed']} of "
-            f"{args.cpu_streams}, TTFT p95 {_f(pm['ttft'].p95)} ms, inter-token p99 {_f(pm['gap'].p99)} ms). "
+            f"{args.cpu_streams}, TTFT p95 {_f(pm['ttft'].p95)} ms, gap between text arrivals p99 {_f(pm['text_gap'].p99)} ms). "
             "Percentages are of the samples in which a thread was busy (on CPU).",
             "",
         ]
