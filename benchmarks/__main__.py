@@ -1,13 +1,19 @@
 """The whole benchmark suite, one script after another, each writing its section.
 
-    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks            # everything (~15 min)
+    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks            # everything (~20 min)
     CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks --list     # what it would run
     CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks --only latency,load
     CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks --no-doc   # print only
+    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python -m benchmarks --allow-dirty  # uncommitted tree: sections marked
 
 Every run is a separate process started from the project root, exactly the
 command its section of ``docs/benchmarks.md`` names; one that fails is
 reported and the others still run. The exit status is 1 if any failed.
+
+Figures in the docs name the commit they were measured on (``git describe``):
+a tree with uncommitted changes (other than the docs the suite writes) is
+refused before anything runs, unless ``--allow-dirty``, which each section
+then says.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._harness import add_allow_dirty_argument, check_tree_for_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,14 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-doc", action="store_true", help="pass --no-doc: print only, leave the docs alone"
     )
+    add_allow_dirty_argument(parser)
     args = parser.parse_args(argv)
+    if not args.list:
+        check_tree_for_doc(parser, write_doc=not args.no_doc, allow_dirty=args.allow_dirty)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in RUNS]
     if unknown:
         parser.error(f"unknown run(s) {', '.join(unknown)}; known: {', '.join(RUNS)}")
     failed: list[str] = []
     for name in chosen:
-        command = [sys.executable, *RUNS[name], *(["--no-doc"] if args.no_doc else [])]
+        passed = ["--no-doc"] if args.no_doc else ["--allow-dirty"] if args.allow_dirty else []
+        command = [sys.executable, *RUNS[name], *passed]
         print(f"== {name}: {' '.join(RUNS[name])}", flush=True)
         if args.list:
             continue

@@ -165,14 +165,38 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+#: What the benchmarks write themselves (their sections, plots and profiles): a change there
+#: is the run's own output, not code, so it does not make a tree "dirty" for a figure.
+OUTPUTS = ("docs/benchmarks.md", "docs/benchmarks")
+
+
 def git_revision() -> str:
-    """The checked-out commit, with "+dirty" when the work tree has changes."""
+    """``git describe --always`` of the checked-out tree, ``-dirty`` when it has uncommitted changes.
+
+    Like ``git describe --always --dirty``, except that the benchmarks' own
+    outputs (:data:`OUTPUTS`) do not count: the suite rewrites
+    ``docs/benchmarks.md`` section by section, and the second script of a run
+    must not call the tree the first one measured dirty. Untracked files do
+    not count either (as for git). "?" outside a git checkout.
+    """
     try:
         rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ["git", "describe", "--always", "--abbrev=7"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                *(f":(exclude){path}" for path in OUTPUTS),
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -180,7 +204,50 @@ def git_revision() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"
-    return (rev or "?") + ("+dirty" if dirty else "")
+    return (rev or "?") + ("-dirty" if dirty else "")
+
+
+def is_dirty(revision: str) -> bool:
+    return revision.endswith("-dirty")
+
+
+def add_allow_dirty_argument(parser: Any) -> None:
+    """``--allow-dirty``: the option every script that writes ``docs/benchmarks.md`` takes."""
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="write the docs even from a tree with uncommitted changes (the section is then marked)",
+    )
+
+
+def check_tree_for_doc(parser: Any, *, write_doc: bool, allow_dirty: bool) -> str:
+    """The revision; a parser error before anything runs if it would write figures of a dirty tree.
+
+    Figures in the docs must come from a commit someone can check out: a
+    section written from uncommitted changes is refused unless
+    ``--allow-dirty``, and then :func:`write_doc_section` marks it.
+    """
+    revision = git_revision()
+    if write_doc and is_dirty(revision) and not allow_dirty:
+        parser.error(
+            f"the work tree has uncommitted changes ({revision}): commit them first so that the figures "
+            "name a commit, or pass --allow-dirty (the section is then marked), or --no-doc"
+        )
+    return revision
+
+
+def mark_dirty(section: str, revision: str) -> str:
+    """``section`` with a warning under its heading when ``revision`` is a dirty tree."""
+    if not is_dirty(revision):
+        return section
+    note = (
+        f"> **Not a result:** measured on a tree with uncommitted changes (`{revision}`, written with "
+        "`--allow-dirty`); re-run on a commit before quoting these figures.\n\n"
+    )
+    head, sep, rest = section.partition("\n")
+    if head.startswith("#") and sep:
+        return f"{head}\n\n{note}{rest.lstrip(chr(10))}"
+    return note + section
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -219,8 +286,15 @@ def machine_cpu() -> tuple[float, float]:
     return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
 
 
-def write_doc_section(path: Path, start_mark: str, end_mark: str, section: str, intro: str) -> None:
-    """Replace the text between two marker comments in ``path`` (append the block if absent)."""
+def write_doc_section(
+    path: Path, start_mark: str, end_mark: str, section: str, intro: str, *, revision: str | None = None
+) -> None:
+    """Replace the text between two marker comments in ``path`` (append the block if absent).
+
+    A section measured on a dirty tree (``revision``, else the tree now; see
+    :func:`check_tree_for_doc`) is marked as such.
+    """
+    section = mark_dirty(section, revision or git_revision())
     block = f"{start_mark}\n{section}{end_mark}"
     if path.exists():
         text = path.read_text()

@@ -56,7 +56,17 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import ROOT, Stats, loadavg, machine_info, python, write_doc_section
+from benchmarks._harness import (
+    ROOT,
+    Stats,
+    add_allow_dirty_argument,
+    check_tree_for_doc,
+    git_revision,
+    loadavg,
+    machine_info,
+    python,
+    write_doc_section,
+)
 
 DOC = ROOT / "docs" / "benchmarks.md"
 START_MARK = "<!-- history:start -->"
@@ -582,7 +592,7 @@ def report(results: dict[str, dict], info: dict, command: str, args) -> str:
     lines = [
         "## History: the conversation list and search at 100,000 conversations",
         "",
-        f"- Date: {info['date']}",
+        f"- Date: {info['date']}; code: `{info.get('revision') or git_revision()}`",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; load average "
         f"(1/5/15 min) before {info['load_before']}, after {info['load_after']}",
         f"- App: Python {info['app'].get('python', '?')}, Django {info['app'].get('django', '?')}",
@@ -683,10 +693,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the markdown file alone")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    add_allow_dirty_argument(parser)
     args = parser.parse_args(argv)
     if args.child:
         child(args)
         return
+    check_tree_for_doc(parser, write_doc=not args.no_doc, allow_dirty=args.allow_dirty)
     if args.conversations < 1 or args.messages < args.conversations or args.runs < 3:
         parser.error("need --conversations >= 1, --messages >= --conversations, --runs >= 3")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]

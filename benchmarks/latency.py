@@ -55,10 +55,14 @@ from benchmarks._harness import (
     ChatSocket,
     FakeUpstreamProcess,
     Stats,
+    add_allow_dirty_argument,
     check_monotonic_clock,
+    check_tree_for_doc,
+    git_revision,
     loadavg,
     machine_info,
     now,
+    write_doc_section,
 )
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -404,7 +408,7 @@ def report(results: Results, info: dict, command: str, runs: int) -> str:
     lines = [
         "## Latency: time to first token and Stop",
         "",
-        f"- Date: {info['date']}",
+        f"- Date: {info['date']}; code: `{info.get('revision') or git_revision()}`",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; load average "
         f"(1/5/15 min) before {info['load_before']}, after {info['load_after']}",
         f"- App: Python {app_v.get('python', '?')}, daphne {app_v.get('daphne', '?')}, "
@@ -504,18 +508,7 @@ def report(results: Results, info: dict, command: str, runs: int) -> str:
 
 
 def write_doc(section: str, path: Path = DOC) -> None:
-    block = f"{START_MARK}\n{section}{END_MARK}"
-    if path.exists():
-        text = path.read_text()
-        start, end = text.find(START_MARK), text.find(END_MARK)
-        if 0 <= start < end:
-            text = text[:start] + block + text[end + len(END_MARK) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        text = DOC_INTRO + "\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_doc_section(path, START_MARK, END_MARK, section, DOC_INTRO)
 
 
 def _command(argv: list[str]) -> str:
@@ -538,7 +531,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--doc", type=Path, default=DOC, help="the markdown file to update")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the markdown file alone")
+    add_allow_dirty_argument(parser)
     args = parser.parse_args(argv)
+    check_tree_for_doc(parser, write_doc=not args.no_doc, allow_dirty=args.allow_dirty)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
     results, info = asyncio.run(run(args))

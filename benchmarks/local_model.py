@@ -57,7 +57,9 @@ from benchmarks._harness import (
     ChatApp,
     ChatSocket,
     Stats,
+    add_allow_dirty_argument,
     check_monotonic_clock,
+    check_tree_for_doc,
     child_pipes,
     git_revision,
     loadavg,
@@ -378,7 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--doc", type=Path, default=DOC, help="the markdown file to update")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the markdown file alone")
+    add_allow_dirty_argument(parser)
     args = parser.parse_args(argv)
+    check_tree_for_doc(parser, write_doc=not args.no_doc, allow_dirty=args.allow_dirty)
     if args.runs < 1 or args.max_tokens < 2:
         parser.error("--runs >= 1 and --max-tokens >= 2 please")
     started = time.monotonic()

@@ -56,7 +56,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import ROOT, Stats, git_revision, loadavg, machine_info, write_doc_section
+from benchmarks._harness import (
+    ROOT,
+    Stats,
+    add_allow_dirty_argument,
+    check_tree_for_doc,
+    git_revision,
+    loadavg,
+    machine_info,
+    write_doc_section,
+)
 
 DOC = ROOT / "docs" / "benchmarks.md"
 START_MARK = "<!-- page-render:start -->"
@@ -391,7 +400,7 @@ def report(results: dict[str, list[dict]], info: dict, command: str, args, size:
     lines = [
         title,
         "",
-        f"- Date: {info['date']}",
+        f"- Date: {info['date']}; code: `{info.get('revision') or git_revision()}`",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; load average "
         f"(1/5/15 min) before {info['load_before']}, after {info['load_after']}",
         f"- Browser: {info['browser']} (headless, 1280 x 800)",
@@ -444,7 +453,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each renderer (default 1)")
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the markdown file alone")
+    add_allow_dirty_argument(parser)
     args = parser.parse_args(argv)
+    check_tree_for_doc(parser, write_doc=not args.no_doc, allow_dirty=args.allow_dirty)
     if args.before is None:
         args.before = BEFORE_MATH if args.text == "math" else BEFORE
     if args.size is None:

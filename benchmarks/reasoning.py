@@ -45,7 +45,10 @@ from benchmarks._harness import (
     ChatSocket,
     FakeUpstreamProcess,
     Stats,
+    add_allow_dirty_argument,
     check_monotonic_clock,
+    check_tree_for_doc,
+    git_revision,
     loadavg,
     machine_info,
     write_doc_section,
@@ -166,7 +169,7 @@ def report(figures: dict[str, Figures], info: dict, command: str) -> str:
     lines = [
         "## Reasoning: what it adds to the time to first token",
         "",
-        f"- Date: {info['date']}",
+        f"- Date: {info['date']}; code: `{info.get('revision') or git_revision()}`",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; load average "
         f"(1/5/15 min) before {info['load_before']}, after {info['load_after']}",
         "",
@@ -207,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-limit", type=float, default=600.0)
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--doc", type=Path, default=DOC)
+    add_allow_dirty_argument(parser)
     args = parser.parse_args(argv)
+    check_tree_for_doc(parser, write_doc=not args.no_doc, allow_dirty=args.allow_dirty)
     figures, info = asyncio.run(run(args))
     command = "CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/reasoning.py " + shlex.join(
         sys.argv[1:] if argv is None else argv

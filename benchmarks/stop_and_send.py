@@ -40,9 +40,12 @@ from benchmarks._harness import (
     ChatApp,
     ChatSocket,
     FakeUpstreamProcess,
+    add_allow_dirty_argument,
     check_monotonic_clock,
+    check_tree_for_doc,
     loadavg,
     machine_info,
+    mark_dirty,
 )
 from benchmarks.latency import (
     DELTAS_BEFORE_STOP,
@@ -248,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-limit", type=float, default=300.0, help="give up after this many seconds")
     parser.add_argument("--doc", type=Path, default=DOC, help="the markdown file to update")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the markdown file alone")
+    add_allow_dirty_argument(parser)
     args = parser.parse_args(argv)
+    revision = check_tree_for_doc(parser, write_doc=not args.no_doc, allow_dirty=args.allow_dirty)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
     results, info = asyncio.run(run(args))
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             *(shlex.quote(a) for a in argv),
         ]
     )
-    section = report(results, info, command, args.runs)
+    section = mark_dirty(report(results, info, command, args.runs), revision)
     print(section)
     if not args.no_doc:
         write_doc(section, args.doc)
