@@ -186,3 +186,35 @@ async def test_a_title_waits_behind_replies_and_is_the_first_work_shed(
     assert all(r.body.get("max_tokens") != titles.MAX_TOKENS for r in one_at_a_time.requests)
     conversation = await sync_to_async(Conversation.objects.get)(pk=job.conversation_id)
     assert not conversation.title_generated
+
+
+@pytest.mark.slow
+async def test_on_the_offline_model_a_second_users_reply_waits_in_the_queue_not_on_the_lock(
+    connect, alice, bob, settings
+):
+    pytest.importorskip("llama_cpp")
+    settings.CHATSITE_PROVIDERS = {
+        "local": {"BACKEND": "conversations.providers.local.LocalProvider", "MODEL_PATH": "bundled"}
+    }
+    settings.CHATSITE_DEFAULT_MODEL = "local/SmolLM2-135M-Instruct"
+    settings.CHATSITE_MAX_TOKENS = 24
+    settings.CHATSITE_AUTO_TITLES = False
+    settings.CHATSITE_QUEUE_MAX = 16
+    local = get_provider("local")
+    assert local is not None and local.capacity == 1
+    await sync_to_async(local.preload)()
+    first, second = await connect(alice), await connect(bob)
+    model = "local/SmolLM2-135M-Instruct"
+    await send(first, model, text="Write a short poem about the sea.")
+    await first.recv_until("delta", timeout=60)
+    await send(second, model, text="Name three colours.")
+    assert (await second.recv()) | {"reply": ""} == {
+        "type": "reply_queued",
+        "reply": "",
+        "position": 1,
+        "ahead": 1,
+    }
+    ends = [(await s.recv_until("reply_finished", timeout=120))[-1] for s in (first, second)]
+    for end in ends:
+        assert (end["status"], end["error_kind"]) in {("complete", None), ("error", "length_limit")}
+    assert ends[1]["metrics"]["queued_ms"] > 0

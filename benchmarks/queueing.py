@@ -2,7 +2,7 @@
 
 Run (from the project root)::
 
-    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/queue.py \
+    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/queueing.py \
         [--users 50] [--max-tokens 16] [--queue-max 16,64]
 
 chatsite under daphne with the local provider (``CHATSITE_LOCAL_MODEL=bundled``,
@@ -22,8 +22,17 @@ What it checks and reports, per run:
 * the wait of every served reply (``metrics.queued_ms``, the server's): min,
   median, p90, max;
 * fairness: the order served (when each reply's first delta arrived) against
-  the order queued (its first ``reply_queued`` position; a reply that found the
-  model free is first): pairs served out of that order.
+  its place when it joined the queue (its first ``reply_queued``): a reply told
+  position p must start right after the replies that had started by then and
+  the p - 1 ahead of it; those that did not were served out of order.
+
+``--fake`` runs the same against the project's fake upstream as an
+OpenAI-compatible server with ``OPENAI_CAPACITY=1`` (16 tokens at 200 a
+second), instead of the bundled model: the queue of a remote provider, and a
+check of this script on a machine without the model (``--no-doc`` implied).
+
+(Not ``queue.py``: run as a script, that name would hide the standard
+library's ``queue`` module from everything in this directory.)
 
 Results are printed and written between ``<!-- queue:start -->`` and
 ``<!-- queue:end -->`` in ``docs/benchmarks.md``.
@@ -48,6 +57,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from benchmarks._harness import (
     ROOT,
     ChatApp,
+    FakeUpstreamProcess,
     check_monotonic_clock,
     git_revision,
     loadavg,
@@ -63,6 +73,7 @@ END_MARK = "<!-- queue:end -->"
 DOC_INTRO = "# Benchmarks\n\nSee `benchmarks/README.md` for how to run the suite.\n"
 PROMPT = "Name one colour."
 MODEL_ID = "local/SmolLM2-135M-Instruct"
+FAKE_MODEL = "openai/fake?tokens=16&rate=200"
 SERVED = {("complete", None), ("error", "length_limit")}
 
 
@@ -79,21 +90,33 @@ async def connect(app: ChatApp, cookie: str) -> Any:
     )
 
 
-async def one_reply(ws: Any, index: int, go: asyncio.Event, time_limit: float) -> dict:
+async def one_reply(ws: Any, index: int, go: asyncio.Event, time_limit: float, model: str) -> dict:
     """Send when ``go`` is set; read until the reply's end."""
     await go.wait()
     sent = now()
     frame = {"type": "send", "client_id": f"c-{uuid.uuid4().hex[:12]}", "conversation": None, "text": PROMPT}
-    await ws.send(json.dumps({**frame, "model": MODEL_ID}))
-    out: dict[str, Any] = {"index": index, "sent": sent, "first_position": None, "first_delta": None}
+    await ws.send(json.dumps({**frame, "model": model}))
+    out: dict[str, Any] = {
+        "index": index,
+        "sent": sent,
+        "first_position": None,
+        "queued_seen": None,
+        "first_delta": None,
+        "granted": None,
+    }
     try:
         async with asyncio.timeout(time_limit):
             while True:
                 data = json.loads(await ws.recv())
                 at = now()
                 kind = data["type"]
-                if kind == "reply_queued" and out["first_position"] is None:
-                    out["first_position"] = data["position"]
+                if kind == "reply_started":
+                    out["granted"] = at  # unless it waits: then its position 0 says when
+                elif kind == "reply_queued":
+                    if out["first_position"] is None:
+                        out["first_position"], out["queued_seen"] = data["position"], at
+                    if data["position"] == 0:
+                        out["granted"] = at
                 elif kind == "delta" and out["first_delta"] is None:
                     out["first_delta"] = at
                 elif kind == "error":
@@ -114,14 +137,20 @@ async def one_reply(ws: Any, index: int, go: asyncio.Event, time_limit: float) -
         return out
 
 
-async def one_run(args: argparse.Namespace, queue_max: int) -> tuple[list[dict], dict]:
+async def one_run(
+    args: argparse.Namespace, queue_max: int, fake: FakeUpstreamProcess | None
+) -> tuple[list[dict], dict]:
+    model = MODEL_ID if fake is None else FAKE_MODEL
     env = {
-        "CHATSITE_LOCAL_MODEL": "bundled",
         "CHATSITE_MAX_TOKENS": str(args.max_tokens),
-        "CHATSITE_DEFAULT_MODEL": MODEL_ID,
+        "CHATSITE_DEFAULT_MODEL": model,
         "CHATSITE_MAX_MESSAGES_PER_MINUTE": "0",  # 0: no per-user message limit
         "CHATSITE_QUEUE_MAX": str(queue_max),
     }
+    if fake is None:
+        env["CHATSITE_LOCAL_MODEL"] = "bundled"
+    else:
+        env.update(OPENAI_BASE_URL=fake.openai_base_url, OPENAI_API_KEY="sk-bench", OPENAI_CAPACITY="1")
     app = ChatApp(env, users=args.users)
     sockets: list[Any] = []
     info: dict[str, Any] = {"queue_max": queue_max}
@@ -131,11 +160,14 @@ async def one_run(args: argparse.Namespace, queue_max: int) -> tuple[list[dict],
         # Warm-up: the first reply loads the model.
         warm = asyncio.Event()
         warm.set()
-        first = await one_reply(sockets[0], -1, warm, 300)
+        first = await one_reply(sockets[0], -1, warm, 300, model)
         if (first["status"], first["error_kind"]) not in SERVED:
             raise RuntimeError(f"the warm-up reply ended {first}")
         go = asyncio.Event()
-        tasks = [asyncio.ensure_future(one_reply(ws, i, go, args.time_limit)) for i, ws in enumerate(sockets)]
+        tasks = [
+            asyncio.ensure_future(one_reply(ws, i, go, args.time_limit, model))
+            for i, ws in enumerate(sockets)
+        ]
         await asyncio.sleep(0.2)  # every task waits on go
         started = now()
         go.set()
@@ -161,17 +193,19 @@ def summarise(results: list[dict], info: dict) -> dict:
     other = [r for r in results if r not in served and r not in shed]
     waits = sorted(r["queued_ms"] or 0.0 for r in served)
     refusal_ms = sorted((r["ended"] - r["sent"]) * 1000 for r in shed)
-    # The order queued: position 0 (never waited) first, then by first place.
-    queued = sorted(served, key=lambda r: (r["first_position"] or 0, r["sent"]))
-    rank = {id(r): k for k, r in enumerate(queued)}
-    by_service = sorted(served, key=lambda r: r["first_delta"] if r["first_delta"] is not None else math.inf)
-    inversions = sum(
-        1
-        for a in range(len(by_service))
-        for b in range(a + 1, len(by_service))
-        if rank[id(by_service[a])] > rank[id(by_service[b])]
-    )
-    pairs = len(served) * (len(served) - 1) // 2
+    # FIFO, exactly: a reply told position p when it joined the queue must be
+    # served right after the replies that had started by then and the p - 1
+    # that waited ahead of it. Those off that place were served out of order.
+    by_service = sorted(served, key=lambda r: r["granted"] if r["granted"] is not None else math.inf)
+    place = {id(r): k for k, r in enumerate(by_service)}
+    waited = [r for r in served if r["first_position"]]
+    out_of_order = 0
+    for r in waited:
+        started_before = sum(
+            1 for other in served if other["granted"] is not None and other["granted"] < r["queued_seen"]
+        )
+        if place[id(r)] != started_before + r["first_position"] - 1:
+            out_of_order += 1
     return {
         "queue_max": info["queue_max"],
         "wall_s": info["wall_s"],
@@ -181,8 +215,8 @@ def summarise(results: list[dict], info: dict) -> dict:
         "other": [(r["index"], r["status"], r["error_kind"]) for r in other],
         "wait_ms": {q: percentile(waits, q) for q in (0, 50, 90, 100)},
         "refusal_ms": {q: percentile(refusal_ms, q) for q in (0, 50, 100)},
-        "inversions": inversions,
-        "pairs": pairs,
+        "out_of_order": out_of_order,
+        "waited": len(waited),
         "ttft_ms": percentile(sorted(r["ttft_ms"] for r in served if r["ttft_ms"] is not None), 50),
     }
 
@@ -211,8 +245,10 @@ def report(summaries: list[dict], info: dict, command: str, args: argparse.Names
         "`length_limit` at `max_tokens`); *refused*: `error`/`overloaded`; *other*: any other ending, or "
         f"none within {args.time_limit:g} s (a failure). Waits are the server's `metrics.queued_ms` of the "
         "served replies; a refusal's time is from its send to its `reply_finished`, as the client saw it. "
-        "*Out of order*: pairs of served replies whose first deltas came in another order than their "
-        "places in the queue.",
+        "*Out of order*: replies that waited and were not served (their request sent: `reply_queued` "
+        "position 0) exactly after the replies that had "
+        "started when they joined the queue and the `position - 1` waiting ahead of them (their "
+        "first `reply_queued`): 0 is first come, first served.",
         "",
         "| `CHATSITE_QUEUE_MAX` | served | refused (`overloaded`) | other "
         "| wait min / median / p90 / max (ms) | refused after, median / max (ms) "
@@ -224,7 +260,7 @@ def report(summaries: list[dict], info: dict, command: str, args: argparse.Names
         lines.append(
             f"| {s['queue_max']} | {s['served']} of {s['n']} | {s['shed']} | {len(s['other'])} "
             f"| {_ms(w[0])} / {_ms(w[50])} / {_ms(w[90])} / {_ms(w[100])} "
-            f"| {_ms(r[50])} / {_ms(r[100])} | {s['inversions']} of {s['pairs']} | {s['wall_s']:.1f} |"
+            f"| {_ms(r[50])} / {_ms(r[100])} | {s['out_of_order']} of {s['waited']} | {s['wall_s']:.1f} |"
         )
     failures = [s for s in summaries if s["other"]]
     lines += [
@@ -237,7 +273,7 @@ def report(summaries: list[dict], info: dict, command: str, args: argparse.Names
 
 
 def _command(argv: list[str]) -> str:
-    head = "CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/queue.py"
+    head = "CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/queueing.py"
     return " ".join([head, *(shlex.quote(a) for a in argv)])
 
 
@@ -247,18 +283,27 @@ async def run_all(args: argparse.Namespace) -> tuple[list[dict], dict]:
     info["load_before"] = loadavg()
     info["revision"] = git_revision()
     summaries = []
-    for queue_max in args.queue_max:
-        results, run_info = await one_run(args, queue_max)
-        summary = summarise(results, run_info)
-        print(json.dumps(summary), file=sys.stderr, flush=True)
-        summaries.append(summary)
+    fake = None
+    if args.fake:
+        import tempfile
+
+        fake = await FakeUpstreamProcess.start(Path(tempfile.mkdtemp(prefix="chatsite-queue-")) / "fake.log")
+    try:
+        for queue_max in args.queue_max:
+            results, run_info = await one_run(args, queue_max, fake)
+            summary = summarise(results, run_info)
+            print(json.dumps(summary), file=sys.stderr, flush=True)
+            summaries.append(summary)
+    finally:
+        if fake is not None:
+            await fake.stop()
     info["load_after"] = loadavg()
     return summaries, info
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="benchmarks/queue.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="benchmarks/queueing.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=50, help="accounts, one socket each (default 50)")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens per reply (default 16)")
     parser.add_argument(
@@ -270,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--time-limit", type=float, default=600.0, help="seconds a reply may take (default 600)"
     )
+    parser.add_argument(
+        "--fake", action="store_true", help="the fake upstream, capacity 1 (implies --no-doc)"
+    )
     parser.add_argument("--doc", type=Path, default=DOC, help="the markdown file to update")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the markdown file alone")
     args = parser.parse_args(argv)
@@ -278,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(summaries, info, _command([a for a in argv if a != "--no-doc"]), args)
     print(section)
     print(f"took {time.monotonic() - started:.0f} s", file=sys.stderr)
-    if not args.no_doc:
+    if not args.no_doc and not args.fake:
         write_doc_section(args.doc, START_MARK, END_MARK, section, DOC_INTRO)
         print(f"updated {args.doc}", file=sys.stderr)
     return 1 if any(s["other"] for s in summaries) else 0
