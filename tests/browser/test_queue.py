@@ -100,6 +100,10 @@ def test_a_waiting_reply_shows_its_place_then_streams_and_stop_works_while_it_wa
         # Waiting again: when the model is free, the line goes and the reply streams.
         send(waiting, "Then another short answer", SHORT)
         expect(waiting.locator(f"{LAST_REPLY} .queue-place")).to_have_text("Waiting for the model: 1 ahead")
+        # A reload while it waits re-attaches and shows the place again.
+        waiting.reload()
+        waiting.wait_for_selector("body[data-socket=open]", state="attached")
+        expect(waiting.locator(f"{LAST_REPLY} .queue-place")).to_have_text("Waiting for the model: 1 ahead")
         stop(streaming, touch=touch)
         streaming.wait_for_selector(f"{LAST_REPLY}[data-status=stopped]")
         waiting.wait_for_selector(f"{LAST_REPLY}[data-status=complete]")
