@@ -492,10 +492,12 @@ class Reply:
         self.place = (position, ahead) if position else None
         self._emit(protocol.frame_reply_queued(reply=self.key, position=position, ahead=ahead))
 
-    async def _take_slot(self) -> None:
-        """Wait for a slot of the model's capacity (at once when one is free, or
-        unlimited). The timeouts count from when the request goes out: the
-        watchdog sleeps while the reply waits."""
+    def _join_queue(self) -> None:
+        """Claim a slot of the model's capacity as the reply starts, so the queue
+        is in the order replies were started and a full one refuses at once
+        (:class:`Overloaded`). Running at once when a slot is free (or the
+        capacity is unlimited); else it waits, and the watchdog sleeps: the
+        timeouts count from when the request goes out."""
         ticket = capacity.slot_request(
             provider=self.provider,
             model=self.model,
@@ -504,11 +506,16 @@ class Reply:
             on_place=self._queued_at,
         )
         self.ticket = ticket
-        if ticket.running:
-            return
-        if self._watchdog is not None:
+        if not ticket.running and self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+
+    async def _take_turn(self) -> None:
+        """Wait until the slot is granted (after the prompt was fitted), then
+        start the reply's clock and its timeouts."""
+        ticket = self.ticket
+        if ticket is None or ticket.granted is None:
+            return  # it never waited
         try:
             await ticket.wait()
         finally:
@@ -521,8 +528,9 @@ class Reply:
     async def _run(self) -> None:
         self._began = True
         try:
+            self._join_queue()
             await self._fit()
-            await self._take_slot()
+            await self._take_turn()
             await self._stream_with_retries()
         except asyncio.CancelledError:
             reason = self._cancel_reason
