@@ -165,6 +165,9 @@ class Lane:
         ticket.released = True
         if ticket.granted is not None and not ticket.granted.done():
             ticket.granted.set_exception(Overloaded(waiting=waiting))
+            # Retrieved by its wait(), unless the work ended first (a Stop): no
+            # "exception never retrieved" in the log then.
+            ticket.granted.exception()
 
     def release(self, ticket: Ticket) -> None:
         if ticket.released:
