@@ -58,6 +58,7 @@ RUNS: dict[str, list[str]] = {
         "load-2-processes",
     ],
     "local-model": ["benchmarks/local_model.py"],
+    "queue": ["benchmarks/queueing.py"],
     "history": ["benchmarks/history.py"],
     "page-render": ["benchmarks/page_render.py"],
     "page-render-math": ["benchmarks/page_render.py", "--text", "math"],

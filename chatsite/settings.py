@@ -222,6 +222,8 @@ if OPENAI_BASE_URL or OPENAI_API_KEY:
         "MODELS": OPENAI_MODELS,
         "SINGLE_STREAM": OPENAI_SINGLE_STREAM,
         "STREAM": OPENAI_STREAM,
+        # Generations at once for this process (0: unlimited); more wait in the queue.
+        "CAPACITY": env_int("OPENAI_CAPACITY", 0),
     }
 if ANTHROPIC_BASE_URL or ANTHROPIC_API_KEY:
     _providers["anthropic"] = {
@@ -232,6 +234,7 @@ if ANTHROPIC_BASE_URL or ANTHROPIC_API_KEY:
         "STREAM": ANTHROPIC_STREAM,
         # Extended thinking for every model of the provider (tokens; 0 is off).
         "THINKING_BUDGET": env_int("ANTHROPIC_THINKING_BUDGET", 0),
+        "CAPACITY": env_int("ANTHROPIC_CAPACITY", 0),
     }
 if _providers.get("openai") is not None and env_str("OPENAI_TOKENIZE_URL"):
     _providers["openai"]["TOKENIZE_URL"] = env_str("OPENAI_TOKENIZE_URL")
@@ -269,6 +272,11 @@ CHATSITE_THINKING_BUDGET_MODELS = env_context_tokens("CHATSITE_THINKING_BUDGET_M
 CHATSITE_FIRST_TOKEN_TIMEOUT = env_float("CHATSITE_FIRST_TOKEN_TIMEOUT", 60.0)
 CHATSITE_IDLE_TIMEOUT = env_float("CHATSITE_IDLE_TIMEOUT", 30.0)
 CHATSITE_TOTAL_TIMEOUT = env_float("CHATSITE_TOTAL_TIMEOUT", 600.0)
+# Replies beyond a model's capacity wait (conversations/realtime/capacity.py): at
+# most this many per model (then the lowest-ranked work is shed, a newcomer among
+# equals refused: error "overloaded"), each at most this many seconds (off: no limit).
+CHATSITE_QUEUE_MAX = env_int("CHATSITE_QUEUE_MAX", 16)
+CHATSITE_QUEUE_MAX_WAIT = env_float("CHATSITE_QUEUE_MAX_WAIT", 300.0)
 # Connecting to an upstream, writing a request to it, waiting for a free connection.
 CHATSITE_HTTP_TIMEOUT = env_float("CHATSITE_HTTP_TIMEOUT", 10.0)
 CHATSITE_COALESCE_MS = env_float("CHATSITE_COALESCE_MS", 30.0)

@@ -31,6 +31,7 @@ ERROR_LABELS: dict[str, str] = {
     "length_limit": "Cut off",
     "context_length": "Too long",
     "model_unavailable": "Model unavailable",
+    "overloaded": "Busy",
     "internal": "Failed",
 }
 
@@ -51,6 +52,7 @@ class Facts:
     tokens: int | None = None  # how long the prompt was counted to be
     model: str = ""
     has_text: bool = False  # the reply kept some text
+    waiting: int | None = None  # how many others waited for the model
 
 
 def _server(f: Facts) -> str:
@@ -200,6 +202,11 @@ def _model_unavailable(f: Facts) -> str:
     return f"The model {name} is not available on this server. Pick another model and try again."
 
 
+def _overloaded(f: Facts) -> str:
+    waiting = f" ({f.waiting} waiting)" if f.waiting else ""
+    return f"The model is busy right now{waiting}. Try again in a minute."
+
+
 def _internal(f: Facts) -> str:
     return (
         "Something went wrong inside chatsite while writing this reply. Try again; "
@@ -219,6 +226,7 @@ _WORDS: dict[str, Callable[[Facts], str]] = {
     "length_limit": _length_limit,
     "context_length": _context_length,
     "model_unavailable": _model_unavailable,
+    "overloaded": _overloaded,
     "internal": _internal,
 }
 
@@ -238,6 +246,7 @@ def error_describe(
     tokens: int | None = None,
     model: str = "",
     has_text: bool = False,
+    waiting: int | None = None,
 ) -> str:
     """The sentence a person reads for a failed reply: what happened and what to do.
 
@@ -253,6 +262,7 @@ def error_describe(
         tokens=tokens,
         model=model,
         has_text=has_text,
+        waiting=waiting,
     )
     return _WORDS.get(kind, _internal)(facts)
 

@@ -203,6 +203,16 @@ class ModelCannotSee(Refusal):
         self.model = model
 
 
+class Overloaded(Exception):
+    """Work shed or refused for want of capacity (``realtime/capacity.py``):
+    ``waiting`` others were waiting for the model. A reply ends with it as
+    ``error`` of kind ``overloaded`` (``errors.py`` has its words)."""
+
+    def __init__(self, *, waiting: int) -> None:
+        super().__init__(f"the model is busy ({waiting} waiting)")
+        self.waiting = waiting
+
+
 def refusal_answer(exc: Refusal) -> tuple[str, str]:
     """The (code, words) a client is answered with for ``exc``, over the socket and HTTP alike."""
     return exc.code, exc.message

@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from conversations.providers.http import close_client
-from conversations.realtime import protocol
+from conversations.realtime import capacity, protocol
 from conversations.realtime.registry import registry
 from conversations.testing.fakeupstream import FakeUpstream
 from tests import factories
@@ -58,6 +58,7 @@ async def clean_loop_state():
     for reply in leftover:
         await reply.stop()
     await close_client()
+    capacity.capacity_reset()  # lanes hold futures of this test's loop
     assert not leftover, f"replies left running: {[r.key for r in leftover]}"
 
 

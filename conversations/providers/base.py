@@ -186,6 +186,17 @@ class BaseProvider:
             return listed
         return int(self.default_context_tokens or self.common.context_tokens)
 
+    @property
+    def capacity(self) -> int:
+        """How many generations the server runs at once for this process (the
+        ``CAPACITY`` option; 0: unlimited). More wait in
+        ``conversations.realtime.capacity``'s queue."""
+        return max(0, int(self.options.get("CAPACITY") or 0))
+
+    def capacity_key(self, *, model: str) -> str:
+        """What shares one :attr:`capacity`: the whole server, for a remote provider."""
+        return self.name
+
     def thinking_budget(self, *, model: str) -> int:
         """The reasoning budget in tokens for a backend whose API turns thinking
         on per request (Anthropic): ``CHATSITE_THINKING_BUDGET_MODELS``, else the

@@ -67,6 +67,15 @@ class LocalProvider(BaseProvider):
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-model")
 
     @property
+    def capacity(self) -> int:
+        """One generation at a time per loaded model (llama.cpp's lock): replies
+        wait in the queue, never on the lock."""
+        return 1
+
+    def capacity_key(self, *, model: str) -> str:
+        return f"{self.name}/{model}"
+
+    @property
     def available(self) -> bool:
         return self.model_path is not None and self.model_path.exists() and runtime_available()
 

@@ -178,6 +178,7 @@ def _launch(
         base_reasoning=message.reasoning,
         base_reasoning_ms=message.reasoning_ms,
         base_redacted=message.reasoning_redacted,
+        staff=bool(getattr(user, "is_staff", False)),
     )
     titles.title_yield(provider=provider)  # a title on a one-at-a-time model gives way
     registry.add(reply)

@@ -266,6 +266,7 @@ ERROR_KINDS = frozenset(
         "length_limit",
         "context_length",  # the prompt does not fit the model's window
         "model_unavailable",
+        "overloaded",  # shed or refused for want of capacity (realtime/capacity.py)
         "internal",
     }
 )
@@ -306,6 +307,10 @@ SERVER_FRAMES: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
         },
         "delta": {"reply": _ID, "seq": FieldSpec("integer"), "text": FieldSpec("string")},
         # The model's reasoning, numbered in the same seq as the answer's deltas.
+        # The reply waits for the model (its capacity is taken): its place in
+        # the queue from 1 and the work before it; sent when they change, and
+        # once with position 0 when its request goes out.
+        "reply_queued": {"reply": _ID, "position": FieldSpec("integer"), "ahead": FieldSpec("integer")},
         "reasoning_delta": {
             "reply": _ID,
             "seq": FieldSpec("integer"),
@@ -340,6 +345,8 @@ SERVER_FRAMES: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
                     # and how long the model reasoned (None: it did not).
                     "first_answer_ms": FieldSpec("number", nullable=True),
                     "reasoning_ms": FieldSpec("number", nullable=True),
+                    # How long the reply waited for the model (None: it did not wait).
+                    "queued_ms": FieldSpec("number", nullable=True),
                 },
             ),
             # Earlier messages of the branch not sent to the model (they did not
@@ -467,6 +474,11 @@ def frame_reply_started(*, conversation: str, reply: str, model: str, provider: 
     )
 
 
+def frame_reply_queued(*, reply: str, position: int, ahead: int) -> str:
+    """The reply's place in the queue for the model (0: its request goes out now)."""
+    return _encode("reply_queued", {"reply": reply, "position": position, "ahead": ahead})
+
+
 _DELTA_HEAD = '{"type":"delta","reply":"'
 
 
@@ -531,7 +543,7 @@ class ReplyEnd:
     context_tokens: int | None
 
 
-_NO_REASONING_METRICS = {"first_answer_ms": None, "reasoning_ms": None}
+_NO_REASONING_METRICS = {"first_answer_ms": None, "reasoning_ms": None, "queued_ms": None}
 
 
 def frame_reply_finished(*, end: ReplyEnd) -> str:

@@ -24,13 +24,14 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from conversations import errors, selectors, serializers
+from conversations.exceptions import Overloaded
 from conversations.models import Message
 from conversations.prompt import ChatMessage, PromptFit
 from conversations.providers import BaseProvider, ProviderError, StreamResult
 from conversations.providers.base import prompt_fit
 from conversations.providers.failures import context_length_error
 from conversations.providers.reasoning import RedactedReasoning
-from conversations.realtime import protocol
+from conversations.realtime import capacity, protocol
 from conversations.realtime.batching import Batcher
 from conversations.realtime.subscribers import Subscriber
 from conversations.services import replies as reply_services
@@ -79,6 +80,7 @@ class Reply:
         base_reasoning_ms: float | None = None,
         base_redacted: bool = False,
         thinking_budget: int | None = None,
+        staff: bool = False,
     ) -> None:
         self.id = reply_id
         self.registry = registry
@@ -122,6 +124,12 @@ class Reply:
         self.status: str | None = None
         self.checkpointed_seq = base_seq
         self._length_hit = False
+        # Its claim on the model's capacity, its place while it waits
+        # ((position, ahead); None: not waiting) and how long it waited.
+        self.staff = staff
+        self.ticket: capacity.Ticket | None = None
+        self.place: tuple[int, int] | None = None
+        self.queued_ms: float | None = None
 
         self.loop = asyncio.get_running_loop()
         self._max_chars = settings.CHATSITE_MAX_REPLY_CHARS
@@ -156,6 +164,9 @@ class Reply:
             # Inside the earlier part of a continued reply: start over from 0.
             after_seq = 0
         subscriber.deliver(self.started_frame(after_seq))
+        if self.place is not None:
+            position, ahead = self.place
+            subscriber.deliver(protocol.frame_reply_queued(reply=self.key, position=position, ahead=ahead))
         if self.seq > after_seq:
             if self.reasoning_at or self.base_reasoning or self.redacted:
                 for frame in self._catch_up(after_seq):
@@ -476,10 +487,50 @@ class Reply:
                 return "server_cut", None
         return "tokens", self.max_tokens
 
+    def _queued_at(self, position: int, ahead: int) -> None:
+        """The reply's place in the queue for the model changed (0: it goes now)."""
+        self.place = (position, ahead) if position else None
+        self._emit(protocol.frame_reply_queued(reply=self.key, position=position, ahead=ahead))
+
+    def _join_queue(self) -> None:
+        """Claim a slot of the model's capacity as the reply starts, so the queue
+        is in the order replies were started and a full one refuses at once
+        (:class:`Overloaded`). Running at once when a slot is free (or the
+        capacity is unlimited); else it waits, and the watchdog sleeps: the
+        timeouts count from when the request goes out."""
+        ticket = capacity.slot_request(
+            provider=self.provider,
+            model=self.model,
+            user_id=self.user_id,
+            rank=capacity.STAFF if self.staff else capacity.REPLY,
+            on_place=self._queued_at,
+        )
+        self.ticket = ticket
+        if not ticket.running and self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    async def _take_turn(self) -> None:
+        """Wait until the slot is granted (after the prompt was fitted), then
+        start the reply's clock and its timeouts."""
+        ticket = self.ticket
+        if ticket is None or ticket.granted is None:
+            return  # it never waited
+        try:
+            await ticket.wait()
+        finally:
+            # Also for a reply stopped or shed while it waited: how long it did.
+            waited = ticket.queued_ms
+            self.queued_ms = waited if waited is not None else (time.monotonic() - ticket.enqueued_at) * 1000
+        self.started_at = self.last_piece_at = time.monotonic()
+        self._arm_watchdog()
+
     async def _run(self) -> None:
         self._began = True
         try:
+            self._join_queue()
             await self._fit()
+            await self._take_turn()
             await self._stream_with_retries()
         except asyncio.CancelledError:
             reason = self._cancel_reason
@@ -493,6 +544,9 @@ class Reply:
             # A user's stop, or a shutdown (no reason, or "interrupted").
             await self._finish("stopped" if reason == "stop" else "interrupted")
             raise
+        except Overloaded as exc:
+            # Shed from the queue, or refused by a full one: nothing was sent.
+            await self._finish("error", "overloaded", waiting=exc.waiting)
         except ProviderError as exc:
             exc = self._as_overflow(exc)
             # The technical account, for whoever runs the server; the user reads words.
@@ -563,6 +617,9 @@ class Reply:
             return
         self.finished = True
         self.status = status
+        self.place = None
+        if self.ticket is not None:
+            capacity.slot_release(ticket=self.ticket)  # the next waiter's request goes out now
         for handle in (self._watchdog, self._orphan_handle):
             if handle is not None:
                 handle.cancel()
@@ -625,6 +682,7 @@ class Reply:
             first_answer_ms=first_answer_ms,
             reasoning_ms=reasoning_ms,
         )
+        metrics["queued_ms"] = self.queued_ms
         usage = serializers.usage_dict(
             prompt_tokens=prompt_tokens, completion_tokens=completion, counted=counted
         )

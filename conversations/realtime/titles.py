@@ -14,11 +14,13 @@ Anything that goes wrong leaves the first-line title the conversation was made w
 A title never holds up a reply: its request starts after the reply has ended
 (from the reply task's done callback) and nothing waits on it. It is the first
 work dropped when the process is busy: it is skipped when the process has
-``CHATSITE_TITLE_BUSY_REPLIES`` replies (and titles) live, or when its model runs
-one generation at a time (the offline model's lock; a ``SINGLE_STREAM`` server,
-which would drop a running stream for the title's request) and a reply is using
-it; and a reply that starts on such a model while a title is being generated
-cancels the title (its claim is released, so a later exchange asks again).
+``CHATSITE_TITLE_BUSY_REPLIES`` replies (and titles) live; on a model with a
+capacity (``realtime/capacity.py``: the offline model, one at a time) it waits
+in the queue behind every reply and is the first work shed when the queue is
+full; on a ``SINGLE_STREAM`` server without one (it would drop a running stream
+for the title's request) it is skipped while a reply uses the model; and a reply
+that starts on a one-at-a-time model while a title is being generated cancels
+the title (its claim is released, so a later exchange asks again).
 Shutdown cancels it too (``Registry.stop_all``).
 """
 
@@ -33,11 +35,12 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from conversations.exceptions import Overloaded
 from conversations.prompt import ChatMessage
 from conversations.providers import BaseProvider, ProviderError, StreamResult, get_provider, split_model_id
 from conversations.providers.local import LocalProvider
 from conversations.providers.reasoning import Reasoning
-from conversations.realtime import cluster, protocol
+from conversations.realtime import capacity, cluster, protocol
 from conversations.realtime.registry import registry
 from conversations.realtime.replies import Reply
 from conversations.services import conversations as conversation_services
@@ -74,6 +77,8 @@ class TitleJob:
     #: Cancelled for a reply that needed the model (not a shutdown).
     gave_way: bool = False
     claimed: bool = False
+    #: Its place in the model's queue (None: not asked for yet).
+    ticket: capacity.Ticket | None = None
 
 
 #: The title work of this process, by conversation.
@@ -118,7 +123,8 @@ def _busy(provider: BaseProvider) -> str | None:
     limit = settings.CHATSITE_TITLE_BUSY_REPLIES
     if limit and len(registry) + len(_jobs) >= limit:
         return f"{len(registry)} replies and {len(_jobs)} titles are live"
-    if one_at_a_time(provider):
+    if one_at_a_time(provider) and provider.capacity <= 0:
+        # No queue to wait in: a second request would make a reply wait (or be dropped).
         if any(r.provider is provider and not r.finished for r in list(registry.by_id.values())):
             return "a reply is using the model"
         if any(job.provider is provider for job in _jobs.values()):
@@ -168,6 +174,8 @@ def title_yield(*, provider: BaseProvider) -> None:
     if not one_at_a_time(provider):
         return
     for job in list(_jobs.values()):
+        if job.ticket is not None and job.ticket.waiting:
+            continue  # waits behind every reply anyway
         if job.provider is provider and job.task is not None and not job.task.done():
             log.info("title for conversation %s gave way to a reply", job.conversation_id)
             job.gave_way = True
@@ -214,7 +222,19 @@ async def _run(job: TitleJob) -> None:
     if not job.claimed:
         return  # renamed by the user, or titled before
     try:
-        answer = await asyncio.wait_for(_ask(job), settings.CHATSITE_TITLE_TIMEOUT)
+        # Behind every reply, and the first work shed; its timeout counts from its request.
+        job.ticket = capacity.slot_request(
+            provider=job.provider, model=job.model, user_id=job.user_id, rank=capacity.BACKGROUND
+        )
+        try:
+            await job.ticket.wait()
+            answer = await asyncio.wait_for(_ask(job), settings.CHATSITE_TITLE_TIMEOUT)
+        finally:
+            capacity.slot_release(ticket=job.ticket)
+    except Overloaded:
+        log.info("%s: shed (the model is busy); keeping the first-line title", where)
+        await asyncio.shield(_release(job))
+        return
     except asyncio.CancelledError:
         # Gave way to a reply, or the server is stopping: a later exchange asks again.
         await asyncio.shield(_release(job))

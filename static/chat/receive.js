@@ -39,6 +39,7 @@ import {
   reopenAssistant,
   setMessageId,
   setUserStatus,
+  showQueuePlace,
 } from './ui.js';
 
 let sidebar = null;
@@ -133,6 +134,7 @@ function onReplyStarted(f) {
   if (f.after_seq > r.seq) r.gap = true; // text in between is missing here; refetched at the end
   r.finished = false;
   reopenAssistant(r.node);
+  showQueuePlace(r.node, null); // a reply_queued follows if it still waits
   announce('Reply started');
   if (f.model) r.node.dataset.model = f.model;
   state.active = f.reply;
@@ -141,6 +143,13 @@ function onReplyStarted(f) {
   updateControls();
   scheduleRender(r);
   followBottom();
+}
+
+function onReplyQueued(f) {
+  const r = state.replies.get(f.reply);
+  if (!r || r.finished) return;
+  showQueuePlace(r.node, f.position, f.ahead);
+  if (f.position === 0) announce('The model is writing the reply');
 }
 
 function onDelta(f) {
@@ -182,6 +191,7 @@ async function onReplyFinished(f) {
   }
   cancelRender(r);
   r.finished = true;
+  showQueuePlace(r.node, null);
   announce(
     { complete: 'Reply finished', stopped: 'Reply stopped', interrupted: 'Reply interrupted' }[f.status] ||
       'Reply failed',
@@ -283,6 +293,7 @@ const HANDLERS = {
   conversation_updated: onConversationUpdated,
   ack: onAck,
   reply_started: onReplyStarted,
+  reply_queued: onReplyQueued,
   delta: onDelta,
   reasoning_delta: onReasoningDelta,
   reply_finished: onReplyFinished,

@@ -264,6 +264,8 @@ export function setUserStatus(node, status, note = '') {
 export function assistantMessageEl({ id = null, status = 'streaming', model = null, createdAt = null }) {
   const node = el('article', { className: 'message message-assistant', 'aria-label': 'Assistant' }, [
     reasoningEl(),
+    // "Waiting for the model: 2 ahead" while the reply waits its turn (reply_queued).
+    el('p', { className: 'queue-place', role: 'status', 'aria-live': 'polite', hidden: true }),
     el('div', { className: 'message-body' }),
     el('div', { className: 'message-footer' }, [
       el('span', { className: 'versions-slot' }),
@@ -290,6 +292,17 @@ export function assistantMessageEl({ id = null, status = 'streaming', model = nu
   node.chatsiteText = '';
   if (status === 'streaming') node.setAttribute('aria-busy', 'true');
   return node;
+}
+
+/** Show a waiting reply's place in the model's queue; position 0 (its request
+ * went out) or null (it ended) takes the line away. */
+export function showQueuePlace(node, position, ahead = 0) {
+  const line = node.querySelector('.queue-place');
+  if (!line) return;
+  const waiting = Number.isInteger(position) && position > 0;
+  line.hidden = !waiting;
+  node.classList.toggle('message-queued', waiting);
+  line.textContent = waiting ? `Waiting for the model: ${ahead} ahead` : '';
 }
 
 /** (Re)render the markdown body of an assistant message. */

@@ -179,6 +179,7 @@ def reply_end(**changes) -> protocol.ReplyEnd:
 
 #: One frame of every declared type, as its builder makes it.
 BUILT = {
+    "reply_queued": protocol.frame_reply_queued(reply=REPLY, position=2, ahead=2),
     "ack": protocol.frame_ack(
         client_id="c-1", conversation=CONVERSATION, message=str(uuid.uuid4()), created=True
     ),
