@@ -36,7 +36,7 @@ def _day(raw: str | None, name: str, problems: list[str]) -> date | None:
 
 
 def usage_view(request: HttpRequest) -> HttpResponse:
-    """Totals per user × model for the chosen days (``since``/``until``, UTC, both included)."""
+    """Totals per user and model for the chosen days (``since``/``until``, UTC, both included)."""
     problems: list[str] = []
     since = _day(request.GET.get("since"), "From", problems)
     until = _day(request.GET.get("until"), "To", problems)

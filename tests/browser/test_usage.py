@@ -61,7 +61,8 @@ def a_complete_and_a_stopped_reply(page) -> str:
 def totals(server, conv: str) -> tuple[int, int, int, int]:
     """(replies, completion tokens, stopped replies, their completion tokens), from the database."""
     rows = server.query(
-        "select status, completion_tokens from conversations_message where conversation_id = ? and role = 'assistant'",
+        "select status, completion_tokens from conversations_message"
+        " where conversation_id = ? and role = 'assistant'",
         conv.replace("-", ""),
     )
     stopped = [c for s, c in rows if s == "stopped"]
