@@ -22,7 +22,10 @@ from conversations.models import Message
 from conversations.selectors import UsageTotals
 
 #: The status columns of the page, in order.
-STATUSES = [s.value for s in Message.Status if s != Message.Status.STREAMING]
+STATUSES = [
+    str(s)
+    for s in (Message.Status.COMPLETE, Message.Status.STOPPED, Message.Status.ERROR, Message.Status.INTERRUPTED)
+]
 
 
 def _day(raw: str | None, name: str, problems: list[str]) -> date | None:
