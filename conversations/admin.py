@@ -24,7 +24,12 @@ from conversations.selectors import UsageTotals
 #: The status columns of the page, in order.
 STATUSES = [
     str(s)
-    for s in (Message.Status.COMPLETE, Message.Status.STOPPED, Message.Status.ERROR, Message.Status.INTERRUPTED)
+    for s in (
+        Message.Status.COMPLETE,
+        Message.Status.STOPPED,
+        Message.Status.ERROR,
+        Message.Status.INTERRUPTED,
+    )
 ]
 
 
