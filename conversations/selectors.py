@@ -342,8 +342,11 @@ class UsageTotals:
         self.stopped_prompt_tokens += other.stopped_prompt_tokens
         self.stopped_completion_tokens += other.stopped_completion_tokens
         if other.cost is not None:
-            self.cost = (self.cost or Decimal(0)) + other.cost
-            self.stopped_cost = (self.stopped_cost or Decimal(0)) + (other.stopped_cost or Decimal(0))
+            zero = Decimal("0.000000")
+            self.cost = (zero if self.cost is None else self.cost) + other.cost
+            self.stopped_cost = (zero if self.stopped_cost is None else self.stopped_cost) + (
+                zero if other.stopped_cost is None else other.stopped_cost
+            )
         elif other.model and other.model not in self.unpriced_models:
             self.unpriced_models.append(other.model)
 

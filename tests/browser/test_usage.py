@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .conftest import FAST_MARKDOWN, SLOW_MARKDOWN, browser_server, login
+from .conftest import FAST_MARKDOWN, SLOW_MARKDOWN, USERNAME, browser_server, login
 from .test_history import LAST_REPLY, conversation_id, item, open_menu, poll, send, wait_status
 from .test_touch import PHONE, assert_reachable
 
@@ -132,3 +132,31 @@ def test_on_a_phone_the_usage_dialog_opens_from_the_drawer_and_fits(browser, pri
     page.wait_for_selector("#usage-dialog", state="hidden")
     assert problems == []
     context.close()
+
+
+def test_staff_read_usage_per_user_and_model_in_the_admin(usage_page, priced_server):
+    page = usage_page
+    priced_server.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model; "
+        f"get_user_model().objects.filter(username='{USERNAME}').update(is_staff=True, is_superuser=True)",
+    )
+    missing: list[str] = []
+    page.on("response", lambda r: r.status >= 400 and missing.append(f"{r.status} {r.url}"))
+    login(page, priced_server)
+    send(page, "Count me in the admin", FAST_MARKDOWN)
+    wait_status(page, "complete")
+    page.goto(f"{priced_server.url}/admin/")
+    page.click("#chatsite-usage a")
+    page.wait_for_selector("#usage-table")
+    page.click("#usage-range a >> text=Today")
+    page.wait_for_selector("#usage-table tbody tr")
+    rows = page.eval_on_selector_all(
+        "#usage-table tbody tr", "rows => rows.map((r) => [...r.cells].map((c) => c.textContent.trim()))"
+    )
+    mine = [r for r in rows if r[0] == USERNAME and r[1] == f"openai/{FAST_MARKDOWN}"]
+    assert mine and int(mine[0][2]) >= 1
+    assert mine[0][-2].startswith("0.")  # an estimated cost, from the server's prices
+    page.screenshot(path="/tmp/usage-admin.png", full_page=True)
+    assert missing == [] and page.problems == []
