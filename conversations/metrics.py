@@ -90,6 +90,23 @@ def gauge_source(*, name: str, source: Callable[[], float]) -> None:
     _GAUGES[name].set_function(source)
 
 
+#: Distinct ``model`` label values kept; a model id past them is counted as "other".
+#: A user may name any model id a provider accepts, and every distinct label value
+#: is a series held in memory until the process ends: this bounds them.
+MAX_MODELS = 100
+_models: set[tuple[str, str]] = set()
+
+
+def _model(provider: str, model: str) -> str:
+    key = (provider, model)
+    if key in _models:
+        return model
+    if len(_models) >= MAX_MODELS:
+        return "other"
+    _models.add(key)
+    return model
+
+
 def metrics_on() -> bool:
     return bool(settings.CHATSITE_METRICS)
 
@@ -97,7 +114,7 @@ def metrics_on() -> bool:
 def reply_started(*, provider: str, model: str) -> None:
     if not settings.CHATSITE_METRICS:
         return
-    replies_started.labels(provider, model).inc()
+    replies_started.labels(provider, _model(provider, model)).inc()
 
 
 def reply_ended(
@@ -113,6 +130,7 @@ def reply_ended(
 ) -> None:
     if not settings.CHATSITE_METRICS:
         return
+    model = _model(provider, model)
     replies_ended.labels(provider, model, status, error_kind).inc()
     if prompt:
         prompt_tokens.labels(provider, model).inc(prompt)

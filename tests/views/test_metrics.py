@@ -128,3 +128,17 @@ async def test_upstream_errors_are_counted_by_kind(token, connect, alice, upstre
     after = await sync_to_async(scrape)()
     key = ("chatsite_upstream_errors_total", (("kind", kind), ("provider", "openai")))
     assert after[key] == before.get(key, 0) + 1
+
+
+def test_model_labels_are_bounded_past_which_models_count_as_other(token, monkeypatch):
+    from conversations import metrics
+
+    monkeypatch.setattr(metrics, "_models", set())
+    monkeypatch.setattr(metrics, "MAX_MODELS", 2)
+    for name in ("a", "b", "c", "d", "a"):
+        metrics.reply_started(provider="bounded", model=name)
+    found = {k[1]: v for k, v in scrape().items() if k[0] == "chatsite_replies_started_total"}
+    assert found[(("model", "a"), ("provider", "bounded"))] == 2
+    assert found[(("model", "b"), ("provider", "bounded"))] == 1
+    assert found[(("model", "other"), ("provider", "bounded"))] == 2
+    assert (("model", "c"), ("provider", "bounded")) not in found
