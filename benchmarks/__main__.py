@@ -36,6 +36,7 @@ RUNS: dict[str, list[str]] = {
     "latency": ["benchmarks/latency.py"],
     "stop-and-send": ["benchmarks/stop_and_send.py"],
     "reasoning": ["benchmarks/reasoning.py"],
+    "metrics-cost": ["benchmarks/metrics_cost.py"],
     "load": ["benchmarks/load.py", "--profile"],
     "load-fixed-window": [
         "benchmarks/load.py",

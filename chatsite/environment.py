@@ -142,6 +142,41 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_prices(name: str) -> dict[str, dict[str, str]]:
+    """Prices per model, as JSON: ``{"openai/gpt-4o": {"input": 2.5, "output": 10}, …}``
+    (per million tokens; a key may be a glob such as ``"openai/gpt-4o*"``). The
+    numbers are kept as the operator wrote them (strings), for exact decimals."""
+    import json
+    from decimal import Decimal, InvalidOperation
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    example = '{"openai/gpt-4o": {"input": 2.50, "output": 10.00}}'
+    try:
+        value = json.loads(raw, parse_float=str, parse_int=str)
+    except ValueError as exc:
+        raise SettingError(f"{name} must be JSON such as {example}, not {raw!r}") from exc
+    if not isinstance(value, dict):
+        raise SettingError(f"{name} must be a JSON object such as {example}")
+    prices: dict[str, dict[str, str]] = {}
+    for model, price in value.items():
+        if "/" not in model or not isinstance(price, dict) or set(price) - {"input", "output"}:
+            raise SettingError(
+                f"{name}: each key is <provider>/<model> (a glob is fine) and each value "
+                f'{{"input": <price>, "output": <price>}} per million tokens, not {model!r}: {price!r}'
+            )
+        for side in ("input", "output"):
+            amount = price.get(side, "0")
+            try:
+                if not isinstance(amount, str) or Decimal(amount) < 0 or not Decimal(amount).is_finite():
+                    raise InvalidOperation
+            except InvalidOperation as exc:
+                raise SettingError(f"{name}: the {side} price of {model!r} must be a number >= 0") from exc
+            prices.setdefault(model, {})[side] = amount
+    return prices
+
+
 def data_dir() -> Path:
     """Where chatsite keeps its files (``CHATSITE_DATA_DIR``, default ``var/``)."""
     return Path(env_str("CHATSITE_DATA_DIR") or BASE_DIR / "var")

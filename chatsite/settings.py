@@ -31,6 +31,7 @@ from chatsite.environment import (
     env_float,
     env_int,
     env_list,
+    env_prices,
     env_str,
     removed_check,
 )
@@ -336,6 +337,18 @@ CHATSITE_TITLE_BUSY_REPLIES = env_int("CHATSITE_TITLE_BUSY_REPLIES", 8)
 CHATSITE_PUBLIC_SHARES = env_bool("CHATSITE_PUBLIC_SHARES", False)
 # Off: no SIGTERM handler of chatsite's own (the server's shutdown path alone).
 CHATSITE_SIGTERM_HANDLER = env_bool("CHATSITE_SIGTERM_HANDLER", True)
+# --- Usage and metrics ---------------------------------------------------------
+# Prices per model (per million tokens, JSON; globs allowed) for the estimated
+# cost of usage: the conversation's Usage dialog and the admin's usage page.
+CHATSITE_MODEL_PRICES = env_prices("CHATSITE_MODEL_PRICES")
+# The Prometheus endpoint /metrics (conversations/metrics.py): off, it answers 404
+# and nothing is counted. It is read with this Bearer token, or by a staff login.
+CHATSITE_METRICS = env_bool("CHATSITE_METRICS", True)
+CHATSITE_METRICS_TOKEN = env_str("CHATSITE_METRICS_TOKEN")
+# "json": every log line is one JSON object (chatsite/logformat.py); "text" otherwise.
+CHATSITE_LOG_FORMAT = env_str("CHATSITE_LOG_FORMAT", "text").lower() or "text"
+if CHATSITE_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"CHATSITE_LOG_FORMAT must be text or json, not {CHATSITE_LOG_FORMAT!r}")
 # Where `manage.py serve` listens.
 CHATSITE_HOST = env_str("CHATSITE_HOST", "127.0.0.1")
 CHATSITE_PORT = env_int("CHATSITE_PORT", 8000)
@@ -374,8 +387,16 @@ CHATSITE_WORKER_STALE = 30.0
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "chatsite.logformat.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if CHATSITE_LOG_FORMAT == "json" else "plain",
+        }
+    },
     # One handler, on the root logger: configuring the root replaces the handler
     # daphne's command line installs, so every line is written once.
     "root": {"handlers": ["console"], "level": "INFO"},

@@ -8,19 +8,20 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import timezone as dt_timezone
+from decimal import Decimal
 from importlib import import_module
 from types import SimpleNamespace
 
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet, Value
+from django.db.models import Count, Q, QuerySet, Sum, Value
 from django.utils import timezone
 
-from conversations import tree
+from conversations import pricing, tree
 from conversations.exceptions import InvalidCursor
 from conversations.models import Attachment, Conversation, Message, Share
 
@@ -306,3 +307,159 @@ def share_get(*, user: AbstractBaseUser, share_id: uuid.UUID) -> Share | None:
 def shared_conversation_ids(*, user: AbstractBaseUser) -> list[uuid.UUID]:
     """The user's conversations that have at least one shared link."""
     return list(Share.objects.filter(owner=user).values_list("conversation_id", flat=True).distinct())
+
+
+# --- Usage ---------------------------------------------------------------------
+#
+# Totals of the usage stored per reply (prompt and completion tokens, whether
+# chatsite counted them itself, the status), in one grouped query; a continued
+# reply's earlier parts (``segments``) are read in a second, small one (only
+# replies that have them), since their tokens were spent too. A stopped reply's
+# tokens are what was generated until the stop, so its share of the totals is
+# how an operator checks that a Stop stopped the spending.
+
+
+@dataclass(slots=True)
+class UsageTotals:
+    """Usage of a group of replies (of one model, one user and model, or all)."""
+
+    model: str = ""  # "<provider>/<model>"; "" for the sum over models
+    user_id: int | None = None
+    username: str = ""
+    replies: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: Replies whose tokens chatsite counted (or estimated), not reported by the upstream.
+    counted_replies: int = 0
+    stopped_replies: int = 0
+    stopped_prompt_tokens: int = 0
+    stopped_completion_tokens: int = 0
+    #: Estimated cost (None: no price for the model; the sum: of the priced models).
+    cost: Decimal | None = None
+    stopped_cost: Decimal | None = None
+    #: The models of the sum that have no price (the sum's cost leaves them out).
+    unpriced_models: list[str] = field(default_factory=list)
+
+    def add(self, other: UsageTotals) -> None:
+        self.replies += other.replies
+        for status, n in other.by_status.items():
+            self.by_status[status] = self.by_status.get(status, 0) + n
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.counted_replies += other.counted_replies
+        self.stopped_replies += other.stopped_replies
+        self.stopped_prompt_tokens += other.stopped_prompt_tokens
+        self.stopped_completion_tokens += other.stopped_completion_tokens
+        if other.cost is not None:
+            zero = Decimal("0.000000")
+            self.cost = (zero if self.cost is None else self.cost) + other.cost
+            self.stopped_cost = (zero if self.stopped_cost is None else self.stopped_cost) + (
+                zero if other.stopped_cost is None else other.stopped_cost
+            )
+        elif other.model and other.model not in self.unpriced_models:
+            self.unpriced_models.append(other.model)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationUsage:
+    total: UsageTotals
+    models: list[UsageTotals]  # one per model, most completion tokens first
+
+
+def _model_key(provider: str, model: str) -> str:
+    return f"{provider}/{model}" if provider else model
+
+
+def _usage_rows(replies: QuerySet[Message], keys: tuple[str, ...]) -> dict[tuple, UsageTotals]:
+    """``replies`` totalled per (``keys``..., model): one grouped query, and one
+    for the earlier parts of continued replies."""
+    grouped = (
+        replies.values(*keys, "provider", "model", "status")
+        .annotate(
+            n=Count("pk"),
+            prompt=Sum("prompt_tokens"),
+            completion=Sum("completion_tokens"),
+            counted=Count("pk", filter=Q(usage_counted=True)),
+        )
+        .order_by()
+    )
+    rows: dict[tuple, UsageTotals] = {}
+
+    def row_for(values: dict) -> UsageTotals:
+        model = _model_key(values["provider"], values["model"])
+        key = (*(values[k] for k in keys), model)
+        found = rows.get(key)
+        if found is None:
+            found = rows[key] = UsageTotals(model=model)
+            if "conversation__user_id" in values:
+                found.user_id = values["conversation__user_id"]
+                found.username = values.get("conversation__user__username", "")
+        return found
+
+    for values in grouped:
+        row = row_for(values)
+        status = values["status"]
+        prompt, completion = values["prompt"] or 0, values["completion"] or 0
+        row.replies += values["n"]
+        row.by_status[status] = row.by_status.get(status, 0) + values["n"]
+        row.prompt_tokens += prompt
+        row.completion_tokens += completion
+        row.counted_replies += values["counted"]
+        if status == Message.Status.STOPPED:
+            row.stopped_replies += values["n"]
+            row.stopped_prompt_tokens += prompt
+            row.stopped_completion_tokens += completion
+    continued = replies.exclude(segments=[]).values(*keys, "provider", "model", "segments").order_by()
+    for values in continued:
+        row = row_for(values)
+        for segment in values["segments"] or []:
+            prompt = int(segment.get("prompt_tokens") or 0)
+            completion = int(segment.get("completion_tokens") or 0)
+            row.prompt_tokens += prompt
+            row.completion_tokens += completion
+            if segment.get("status") == Message.Status.STOPPED:
+                row.stopped_prompt_tokens += prompt
+                row.stopped_completion_tokens += completion
+    prices = pricing.price_table(prices=settings.CHATSITE_MODEL_PRICES)
+    for row in rows.values():
+        price = pricing.price_for(model=row.model, prices=prices)
+        if price is not None:
+            row.cost = pricing.cost_estimate(
+                price=price, prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens
+            )
+            row.stopped_cost = pricing.cost_estimate(
+                price=price,
+                prompt_tokens=row.stopped_prompt_tokens,
+                completion_tokens=row.stopped_completion_tokens,
+            )
+    return rows
+
+
+def usage_conversation(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> ConversationUsage | None:
+    """The usage of the user's conversation, per model and in all; None for a
+    missing id and for another user's alike."""
+    if not Conversation.objects.filter(pk=conversation_id, user=user).exists():
+        return None
+    replies = Message.objects.filter(conversation_id=conversation_id, role=Message.Role.ASSISTANT)
+    models = sorted(_usage_rows(replies, ()).values(), key=lambda r: (-r.completion_tokens, r.model))
+    total = UsageTotals()
+    for row in models:
+        total.add(row)
+    return ConversationUsage(total=total, models=models)
+
+
+def usage_by_user_model(*, since: date | None = None, until: date | None = None) -> list[UsageTotals]:
+    """Every user's usage per model, of replies made from ``since`` to ``until``
+    (UTC days, both included; None: unbounded), by user name then model.
+
+    For the staff's usage page in the admin: the one read not scoped to a user."""
+    replies = Message.objects.filter(role=Message.Role.ASSISTANT)
+    if since is not None:
+        replies = replies.filter(created_at__gte=datetime.combine(since, datetime.min.time(), UTC))
+    if until is not None:
+        replies = replies.filter(
+            created_at__lt=datetime.combine(until + timedelta(days=1), datetime.min.time(), UTC)
+        )
+    rows = _usage_rows(replies, ("conversation__user_id", "conversation__user__username"))
+    return sorted(rows.values(), key=lambda r: (r.username, r.model))

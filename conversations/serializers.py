@@ -9,10 +9,12 @@ values themselves, for a live reply that is not read from the database.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from conversations import errors
 from conversations.models import Attachment, Conversation, Message, Share
 from conversations.realtime.protocol import ReplyEnd
-from conversations.selectors import ConversationItem
+from conversations.selectors import ConversationItem, ConversationUsage, UsageTotals
 
 
 def usage_dict(*, prompt_tokens: int | None, completion_tokens: int | None, counted: bool) -> dict:
@@ -187,4 +189,39 @@ def share_to_dict(share: Share) -> dict:
         "title": share.title,
         "show_owner_name": share.show_owner_name,
         "created_at": share.created_at.isoformat(),
+    }
+
+
+def cost_text(cost: Decimal | None) -> str | None:
+    """An estimated cost as JSON carries it: a decimal string, exact (no float)."""
+    return None if cost is None else format(cost, "f")
+
+
+def usage_totals_dict(totals: UsageTotals) -> dict:
+    """Usage of a group of replies (GET /api/conversations/<id>/usage/, docs/protocol.md)."""
+    return {
+        "model": totals.model or None,
+        "replies": totals.replies,
+        "by_status": dict(sorted(totals.by_status.items())),
+        "prompt_tokens": totals.prompt_tokens,
+        "completion_tokens": totals.completion_tokens,
+        "counted_replies": totals.counted_replies,
+        "cost": cost_text(totals.cost),
+        "stopped": {
+            "replies": totals.stopped_replies,
+            "prompt_tokens": totals.stopped_prompt_tokens,
+            "completion_tokens": totals.stopped_completion_tokens,
+            "cost": cost_text(totals.stopped_cost),
+        },
+    }
+
+
+def conversation_usage_dict(*, conversation_id: str, usage: ConversationUsage) -> dict:
+    """A conversation's usage: in all, and per model; costs are estimates."""
+    return {
+        "conversation": conversation_id,
+        **usage_totals_dict(usage.total),
+        "cost_is_estimate": True,
+        "unpriced_models": sorted(usage.total.unpriced_models),
+        "models": [usage_totals_dict(row) for row in usage.models],
     }

@@ -2,12 +2,14 @@
 
 from django.urls import path
 
-from conversations.views import attachments, chat, history, shares, transfer
+from conversations.views import attachments, chat, history, metrics, shares, transfer
 
 urlpatterns = [
     path("", chat.chat, name="chat"),
     path("c/<uuid:conversation_id>/", chat.chat, name="conversation"),
     path("healthz", chat.healthz, name="healthz"),
+    # Prometheus (docs/deploy.md, "Metrics"): a token or a staff login, else 404.
+    path("metrics", metrics.metrics_scrape, name="metrics"),
     path("accounts/signup/", chat.signup, name="signup"),
     path("api/models/", chat.model_index, name="api-models"),
     # History: the paginated list, and the same list at api/conversations/
@@ -19,6 +21,11 @@ urlpatterns = [
         "api/conversations/<uuid:conversation_id>/branch/",
         chat.conversation_branch,
         name="api-conversation-branch",
+    ),
+    path(
+        "api/conversations/<uuid:conversation_id>/usage/",
+        chat.conversation_usage,
+        name="api-conversation-usage",
     ),
     path(
         "api/conversations/<uuid:conversation_id>/update/",

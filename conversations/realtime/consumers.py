@@ -20,7 +20,7 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
-from conversations import selectors
+from conversations import metrics, selectors
 from conversations.realtime import cluster, commands, protocol
 from conversations.realtime.cluster import user_group
 from conversations.realtime.middleware import Receive, Scope
@@ -86,6 +86,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
             except Exception as exc:  # no layer right now: the session re-check closes it after a logout
                 log.warning("could not join the user group (%s)", type(exc).__name__)
         await self.accept()
+        self._counted = metrics.socket_opened()
 
     # --- the Follower contract (subscribers.py) ------------------------------
     def deliver(self, frame: str) -> None:
@@ -382,6 +383,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
             await self._end_session()
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "_counted", False):
+            self._counted = False
+            metrics.socket_closed()
         for reply in list(getattr(self, "following", ())):
             reply.unsubscribe(self)
         remote = getattr(self, "remote", None)

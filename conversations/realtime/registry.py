@@ -19,6 +19,8 @@ import uuid
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from conversations import metrics
+from conversations.realtime import capacity
 from conversations.realtime.replies import Reply
 from conversations.services import replies as reply_services
 
@@ -152,6 +154,9 @@ class Registry:
 
 
 registry = Registry()
+#: /metrics reads the live replies off the registry when it is scraped.
+metrics.gauge_source(name="live_replies", source=lambda: len(registry.by_id))
+metrics.gauge_source(name="queue_length", source=capacity.capacity_waiting)
 
 
 def reply_for_user(*, reply_id: str, user_id: int) -> Reply | None:

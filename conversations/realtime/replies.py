@@ -24,6 +24,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from conversations import errors, selectors, serializers
+from conversations import metrics as reply_metrics
 from conversations.exceptions import Overloaded
 from conversations.models import Message
 from conversations.prompt import ChatMessage, PromptFit
@@ -138,6 +139,7 @@ class Reply:
         self._watchdog: asyncio.TimerHandle | None = None
         self._orphan_handle: asyncio.TimerHandle | None = None
         self._cancel_reason: str | None = None  # "stop" | a timeout error kind
+        self._stop_at: float | None = None  # when a user's stop was asked for
         self._began = False  # the task has entered _run
         self.started_at = time.monotonic()
         self.first_piece_at: float | None = None
@@ -412,12 +414,15 @@ class Reply:
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"reply-{self.key}")
         self._arm_watchdog()
+        reply_metrics.reply_started(provider=self.provider.name, model=self.model)
 
     def request_cancel(self, reason: str) -> None:
         if self.task is None or self.task.done():
             return
         if self._cancel_reason is None:
             self._cancel_reason = reason
+            if reason == "stop":
+                self._stop_at = time.monotonic()
         if self._began:
             self.task.cancel()
         else:
@@ -589,14 +594,21 @@ class Reply:
                     temperature=self.temperature,
                     thinking_budget=self.thinking_budget,
                 )
-                async with aclosing(stream):
-                    on_piece = self._on_piece
-                    async for piece in stream:
-                        if not on_piece(piece):
-                            self._length_hit = True
-                            break
+                try:
+                    async with aclosing(stream):
+                        on_piece = self._on_piece
+                        async for piece in stream:
+                            if not on_piece(piece):
+                                self._length_hit = True
+                                break
+                finally:
+                    if self._stop_at is not None:
+                        # The stream is closed: how long a Stop took to close it upstream.
+                        reply_metrics.stop_closed(seconds=time.monotonic() - self._stop_at)
+                        self._stop_at = None
                 return
             except ProviderError as exc:
+                reply_metrics.upstream_error(provider=self.provider.name, kind=exc.kind)
                 # Retry only before any text exists: never resend what a user has seen.
                 if not exc.retryable or self.piece_count or attempts >= max_attempts:
                     raise
@@ -742,11 +754,71 @@ class Reply:
                 )
             )
         )
+        reply_metrics.reply_ended(
+            provider=self.provider.name,
+            model=self.model,
+            status=status,
+            error_kind=error_kind,
+            ttft_ms=ttft_ms,
+            tokens_per_s=tpot,
+            prompt=prompt_tokens,
+            completion=completion,
+        )
+        if log.isEnabledFor(logging.INFO):
+            self._log_end(
+                status, error_kind, finish_reason, ttft_ms, total_ms, tpot, prompt_tokens, completion, counted
+            )
         ended_for, self.subscribers = self.subscribers, []
         for subscriber in ended_for:
             subscriber.reply_ended(self.key)
         if cancelled:
             raise asyncio.CancelledError
+
+    def _log_end(
+        self,
+        status: str,
+        error_kind: str,
+        finish_reason: str,
+        ttft_ms: float | None,
+        total_ms: float,
+        tokens_per_s: float | None,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        counted: bool,
+    ) -> None:
+        """The reply's one line at its end (docs/deploy.md, "Logs"): what an
+        operator greps for, and with ``CHATSITE_LOG_FORMAT=json`` the same as keys."""
+        fields = {
+            "event": "reply_end",
+            "reply": self.key,
+            "conversation": str(self.conversation_id),
+            "user": self.user_id,
+            "provider": self.provider.name,
+            "model": self.model,
+            "status": status,
+            "error_kind": error_kind,
+            "finish_reason": finish_reason,
+            "ttft_ms": _rounded(ttft_ms),
+            "total_ms": _rounded(total_ms),
+            "tokens_per_s": _rounded(tokens_per_s),
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "usage_counted": counted,
+        }
+        words = " ".join(
+            f"{key}={'-' if value in (None, '') else value}"
+            for key, value in fields.items()
+            if key not in _NOT_IN_TEXT
+        )
+        log.info("reply %s ended: %s", self.key, words, extra={"fields": fields})
+
+
+#: The reply-end line's fields that its text (``reply <id> ended: …``) already says.
+_NOT_IN_TEXT = frozenset({"event", "reply"})
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _store_finishes(items: list[reply_services.ReplyFinish]) -> list[None]:

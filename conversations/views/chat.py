@@ -105,6 +105,22 @@ async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) 
     )
 
 
+@json_methods("GET")
+async def conversation_usage(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
+    """The conversation's usage (its Usage dialog): replies, tokens, what the
+    stopped ones used until their stop, and an estimated cost where the model
+    has a price (``CHATSITE_MODEL_PRICES``)."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return json_refusal(NotAuthenticated())
+    usage = await sync_to_async(selectors.usage_conversation)(user=user, conversation_id=conversation_id)
+    if usage is None:
+        return json_refusal(NotFound("no such conversation"))
+    return JsonResponse(
+        serializers.conversation_usage_dict(conversation_id=str(conversation_id), usage=usage)
+    )
+
+
 @json_methods("POST")
 async def conversation_branch(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     """Show another version of a message: ``{"message": id}`` picks the branch through it."""

@@ -4,6 +4,7 @@
 
 import { csrfToken, getJSON, postJSON } from './http.js';
 import { $, el, timeEl } from './ui.js';
+import { showUsage } from './usage.js';
 
 const GROUP_LABELS = {
   pinned: 'Pinned',
@@ -253,6 +254,7 @@ export function createSidebar({ getCurrentId, onNavigateAway, isShared = () => f
       item('rename', 'Rename'),
       item('pin', conv.pinned ? 'Unpin' : 'Pin'),
       item('share', 'Share…'),
+      item('usage', 'Usage…'),
       item('archive', conv.archived ? 'Unarchive' : 'Archive'),
       item('delete', 'Delete…'),
     ]);
@@ -326,6 +328,10 @@ export function createSidebar({ getCurrentId, onNavigateAway, isShared = () => f
       }
       if (action === 'share') {
         onShare(conv);
+        return;
+      }
+      if (action === 'usage') {
+        showUsage(conv);
         return;
       }
       if (action === 'pin') {

@@ -106,7 +106,7 @@ def test_on_a_phone_every_message_and_conversation_action_can_be_seen_and_tapped
     page.tap(menu_button)
     page.wait_for_selector(f"{item(page, conv)} .item-menu")
     page.screenshot(path="/tmp/chatsite-phone-menu.png")
-    for action in ("rename", "pin", "share", "archive", "delete"):
+    for action in ("rename", "pin", "share", "usage", "archive", "delete"):
         assert_reachable(page, f"{item(page, conv)} [data-action={action}]")
 
     page.tap(f"{item(page, conv)} [data-action=pin]")

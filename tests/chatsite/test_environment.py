@@ -3,6 +3,7 @@ makes on first run, and a clear stop anywhere else without one."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -207,3 +208,45 @@ def test_openai_stream_and_anthropic_stream_turn_streaming_off_per_provider(tmp_
     )
     assert on.stdout.split() == ["True", "True"], on.stderr
     assert off.stdout.splitlines() == ["False", "False", "['openai/a*', 'anthropic/b']"], off.stderr
+
+
+def test_model_prices_are_json_per_model_kept_as_written_and_a_bad_one_stops_with_its_shape(monkeypatch):
+    monkeypatch.setenv(
+        "CHATSITE_MODEL_PRICES",
+        '{"openai/gpt-4o": {"input": 2.50, "output": 10}, "anthropic/*": {"output": 15}}',
+    )
+    assert environment.env_prices("CHATSITE_MODEL_PRICES") == {
+        "openai/gpt-4o": {"input": "2.50", "output": "10"},
+        "anthropic/*": {"input": "0", "output": "15"},
+    }
+    monkeypatch.setenv("CHATSITE_MODEL_PRICES", "")
+    assert environment.env_prices("CHATSITE_MODEL_PRICES") == {}
+    for bad in (
+        '{"gpt-4o": {"input": 1}}',
+        '{"openai/x": {"input": -1}}',
+        '{"openai/x": {"in": 1}}',
+        "not json",
+        "[1]",
+    ):
+        monkeypatch.setenv("CHATSITE_MODEL_PRICES", bad)
+        with pytest.raises(environment.SettingError, match="CHATSITE_MODEL_PRICES"):
+            environment.env_prices("CHATSITE_MODEL_PRICES")
+
+
+def test_json_logs_make_every_line_one_object_with_the_documented_keys(tmp_path):
+    env = {"CHATSITE_LOG_FORMAT": "json", "DJANGO_DEBUG": "true", "CHATSITE_DATA_DIR": str(tmp_path)}
+    full = {k: v for k, v in os.environ.items() if k not in {"DJANGO_DEBUG", "DJANGO_SECRET_KEY"}}
+    full.update({"CHATSITE_NO_BOOTSTRAP": "1", "DJANGO_SETTINGS_MODULE": "chatsite.settings", **env})
+    code = (
+        "import django, logging; django.setup(); "
+        "logging.getLogger('conversations.x').info('hello %s', 'there')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(text) for text in result.stderr.splitlines() if text.strip()]
+    assert list(line) == ["time", "level", "logger", "message"]
+    assert (line["level"], line["logger"], line["message"]) == ("INFO", "conversations.x", "hello there")
+    bad = _settings_process(
+        {"CHATSITE_LOG_FORMAT": "xml", "DJANGO_DEBUG": "true", "CHATSITE_DATA_DIR": str(tmp_path)}
+    )
+    assert bad.returncode != 0 and "CHATSITE_LOG_FORMAT must be text or json" in bad.stderr
