@@ -31,6 +31,7 @@ ERROR_LABELS: dict[str, str] = {
     "length_limit": "Cut off",
     "context_length": "Too long",
     "model_unavailable": "Model unavailable",
+    "moderation": "Stopped by a rule",
     "internal": "Failed",
 }
 
@@ -200,6 +201,21 @@ def _model_unavailable(f: Facts) -> str:
     return f"The model {name} is not available on this server. Pick another model and try again."
 
 
+def _moderation(f: Facts) -> str:
+    if f.cause == "unavailable":
+        return (
+            "This reply was stopped because the content check of this server did not answer, and its "
+            "operator lets no reply through unchecked. Try again in a moment."
+        )
+    return "This reply was stopped because it matched a content rule set by the operator."
+
+
+def moderation_rule_note(*, rule: str) -> str:
+    """What staff read after a moderated reply's words: which rule stopped it
+    (never in what other users see: a share, a frame to a user who is not staff)."""
+    return f" (Staff only: the rule was “{rule}”.)" if rule else ""
+
+
 def _internal(f: Facts) -> str:
     return (
         "Something went wrong inside chatsite while writing this reply. Try again; "
@@ -219,6 +235,7 @@ _WORDS: dict[str, Callable[[Facts], str]] = {
     "length_limit": _length_limit,
     "context_length": _context_length,
     "model_unavailable": _model_unavailable,
+    "moderation": _moderation,
     "internal": _internal,
 }
 
