@@ -105,7 +105,7 @@ def test_json_and_toml_files_load(tmp_path):
     json_file = tmp_path / "rules.json"
     json_file.write_text(json.dumps(RULES))
     toml_file = tmp_path / "rules.toml"
-    toml_file.write_text('[words]\nslurs = ["badword"]\n[regex]\ncard = [\'\\d{16}\']\n')
+    toml_file.write_text("[words]\nslurs = [\"badword\"]\n[regex]\ncard = ['\\d{16}']\n")
     assert [r.name for r in rules_load(path=json_file)] == ["words:slurs", "regex:card-number"]
     assert [r.name for r in rules_load(path=toml_file)] == ["words:slurs", "regex:card"]
 
