@@ -102,6 +102,15 @@ async def test_a_reply_that_matches_a_word_is_stopped_and_saves_exactly_what_was
     assert registry.get(started["reply"]) is None
 
 
+async def test_a_moderated_reply_cannot_be_continued(connect, alice, saying, rules):
+    socket = await connect(alice)
+    started, frames = await run_reply(socket, "openai/fake?tokens=20&rate=0")
+    assert frames[-1]["error_kind"] == "moderation" and deltas_text(frames)
+    await socket.send(type="continue", reply=started["reply"])
+    error = await socket.recv()
+    assert (error["type"], error["code"]) == ("error", "not_continuable")
+
+
 async def test_staff_read_which_rule_stopped_the_reply(connect, transactional_db, saying, rules):
     admin = await sync_to_async(factories.user)("root")
     admin.is_staff = True
