@@ -5,6 +5,7 @@ desktop and phone sizes."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ BEFORE = SAID[: SAID.index("badword")]
 STOPPED = "This reply was stopped because it matched a content rule set by the operator."
 REFUSED = "This message was not sent: it matches a rule set by the operator of this server."
 LISTED = "async () => (await (await fetch('/api/history/')).json()).conversations.length"
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1280, "height": 800}},
     "phone": {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True},
 }
