@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS: dict[str, list[str]] = {
     "latency": ["benchmarks/latency.py"],
     "reasoning": ["benchmarks/reasoning.py"],
+    "moderation": ["benchmarks/moderation.py"],
     "load": ["benchmarks/load.py", "--profile"],
     "load-fixed-window": [
         "benchmarks/load.py",

@@ -133,3 +133,12 @@ def test_a_bad_file_is_refused_saying_what_and_where(tmp_path, content, says):
 def test_a_missing_file_is_refused_with_its_path(tmp_path):
     with pytest.raises(RulesError, match="cannot read the moderation rules file"):
         rules_load(path=tmp_path / "nope.json")
+
+
+def test_rules_that_cannot_share_one_pattern_are_still_each_matched():
+    # A backreference needs its own group numbers: this file is scanned rule by rule.
+    grouped = moderator({"words": {"slurs": ["badword"]}, "regex": {"repeat": [r"(\d)\1{3}"]}})
+    assert grouped.any_pattern is None
+    assert stream(["code 7777 here"], data={"regex": {"repeat": [r"(\d)\1{3}"]}})[1] == "regex:repeat"
+    assert moderator().any_pattern is not None
+    assert stream(["x BADWORD y"])[1] == "words:slurs"
