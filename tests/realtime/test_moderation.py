@@ -4,6 +4,7 @@ matches is refused with nothing stored."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
@@ -241,3 +242,25 @@ async def test_an_endpoint_that_fails_closed_stops_the_reply_and_says_why(connec
     # The prompt is refused first: the check does not answer.
     error = await send(socket, "openai/fake?tokens=3&rate=0")
     assert error["code"] == "prompt_moderated" and "not answering" in error["message"]
+
+
+async def test_a_title_the_model_made_that_matches_a_rule_is_not_used(
+    connect, alice, upstream, rules, settings
+):
+    from conversations.realtime import titles
+
+    settings.CHATSITE_AUTO_TITLES = True
+    settings.CHATSITE_TITLE_MODEL = "openai/fake?say=a+badword&tokens=2&rate=0"
+    socket = await connect(alice)
+    _, frames = await run_reply(socket, "openai/fake?tokens=5&rate=0")
+    assert frames[-1]["status"] == "complete"
+    titled = [
+        r for r in await upstream.wait_for_requests_async(2) if r.body.get("max_tokens") == titles.MAX_TOKENS
+    ]
+    assert titled and await titled[0].wait_completed_async(5.0)
+    jobs = [job.task for job in list(titles._jobs.values()) if job.task is not None]
+    if jobs:
+        await asyncio.wait(jobs)
+    conversation = await sync_to_async(Conversation.objects.get)(pk=frames[0]["conversation"])
+    assert conversation.title == "hello"  # the first-line title stays
+    assert await socket.nothing()  # no conversation_updated
