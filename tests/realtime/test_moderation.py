@@ -10,7 +10,9 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import Client
 
+from conversations import serializers
 from conversations.models import Conversation, Message
 from conversations.realtime.registry import registry
 from tests import factories
@@ -122,6 +124,13 @@ async def test_staff_read_which_rule_stopped_the_reply(connect, transactional_db
     assert "words:slurs" in frames[-1]["error"]
     reply = await reply_row(started["reply"])
     assert reply.error_message == STOPPED_WORDS  # saved without it: a share never tells it
+    # A reload tells staff too; the same reply read by anyone else would not name it.
+    client = Client()
+    await sync_to_async(client.force_login)(admin)
+    page = await sync_to_async(client.get)(f"/api/conversations/{frames[0]['conversation']}/")
+    (stored,) = [m for m in page.json()["messages"] if m["id"] == started["reply"]]
+    assert stored["error"].startswith(STOPPED_WORDS) and "words:slurs" in stored["error"]
+    assert serializers.message_to_dict(reply)["error"] == STOPPED_WORDS
 
 
 async def test_a_clear_reply_with_rules_on_is_complete_and_whole(connect, alice, upstream, rules):
