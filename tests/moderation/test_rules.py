@@ -135,10 +135,10 @@ def test_a_missing_file_is_refused_with_its_path(tmp_path):
         rules_load(path=tmp_path / "nope.json")
 
 
-def test_rules_that_cannot_share_one_pattern_are_still_each_matched():
-    # A backreference needs its own group numbers: this file is scanned rule by rule.
-    grouped = moderator({"words": {"slurs": ["badword"]}, "regex": {"repeat": [r"(\d)\1{3}"]}})
-    assert grouped.any_pattern is None
-    assert stream(["code 7777 here"], data={"regex": {"repeat": [r"(\d)\1{3}"]}})[1] == "regex:repeat"
-    assert moderator().any_pattern is not None
-    assert stream(["x BADWORD y"])[1] == "words:slurs"
+def test_word_lists_share_one_pattern_and_each_match_names_its_own_list():
+    two = {"words": {"slurs": ["badword"], "spam": ["buy now"]}, "regex": {"repeat": [r"(\d)\1{3}"]}}
+    assert [r.name for r in moderator(two).rules] == ["words:slurs", "regex:repeat"]
+    assert stream(["please BUY  now!"], data=two)[1] == "words:spam"
+    assert stream(["a badword"], data=two)[1] == "words:slurs"
+    # A regular expression keeps its own groups (a backreference works).
+    assert stream(["code 7777 here"], data=two)[1] == "regex:repeat"
