@@ -37,6 +37,7 @@ RUNS: dict[str, list[str]] = {
     "stop-and-send": ["benchmarks/stop_and_send.py"],
     "reasoning": ["benchmarks/reasoning.py"],
     "metrics-cost": ["benchmarks/metrics_cost.py"],
+    "moderation": ["benchmarks/moderation.py"],
     "load": ["benchmarks/load.py", "--profile"],
     "load-fixed-window": [
         "benchmarks/load.py",

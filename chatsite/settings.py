@@ -333,6 +333,26 @@ CHATSITE_TITLE_TIMEOUT = env_float("CHATSITE_TITLE_TIMEOUT", 20.0)
 # A title is skipped (the first-line title stays) when this process already has
 # this many replies streaming (title requests in flight count too). 0: never.
 CHATSITE_TITLE_BUSY_REPLIES = env_int("CHATSITE_TITLE_BUSY_REPLIES", 8)
+# --- Moderation ----------------------------------------------------------------
+# Off unless one is set: the operator's word and regular-expression lists (a JSON
+# or TOML file; read at start-up, a bad file stops the process), and/or an
+# OpenAI-compatible moderation endpoint (POST <url>/moderations). Both check the
+# user's message before it is sent, and the reply before any text is shown.
+CHATSITE_MODERATION_RULES = env_str("CHATSITE_MODERATION_RULES")
+CHATSITE_MODERATION_URL = env_str("CHATSITE_MODERATION_URL")
+CHATSITE_MODERATION_API_KEY = env_str("CHATSITE_MODERATION_API_KEY")
+CHATSITE_MODERATION_MODEL = env_str("CHATSITE_MODERATION_MODEL")
+CHATSITE_MODERATION_TIMEOUT = env_float("CHATSITE_MODERATION_TIMEOUT", 5.0)
+# When the endpoint fails: "open" lets the text through (with a log line),
+# "closed" stops it.
+CHATSITE_MODERATION_FAIL = env_str("CHATSITE_MODERATION_FAIL", "open").lower()
+if CHATSITE_MODERATION_FAIL not in {"open", "closed"}:
+    raise ImproperlyConfigured(
+        f"CHATSITE_MODERATION_FAIL must be 'open' or 'closed', not {CHATSITE_MODERATION_FAIL!r}"
+    )
+# The reply's last characters held back until they are clear of the word and
+# regular-expression lists: a match of up to this many characters is never shown.
+CHATSITE_MODERATION_HOLD_CHARS = env_int("CHATSITE_MODERATION_HOLD_CHARS", 48)
 # Shared links (/s/<token>/) open without a login. Off: only logged-in users see them.
 CHATSITE_PUBLIC_SHARES = env_bool("CHATSITE_PUBLIC_SHARES", False)
 # Off: no SIGTERM handler of chatsite's own (the server's shutdown path alone).

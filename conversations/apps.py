@@ -16,6 +16,10 @@ class ConversationsConfig(AppConfig):
 
         user_logged_out.connect(close_sockets_on_logout, dispatch_uid="chatsite-logout")
 
+        from conversations.moderation import moderation_load
+
+        moderation_load()  # a moderation rules file that cannot be used stops the process here
+
 
 def close_sockets_on_logout(sender, request, user, **kwargs) -> None:
     """Close every socket of the session that just logged out, in any process."""

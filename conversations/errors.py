@@ -32,6 +32,7 @@ ERROR_LABELS: dict[str, str] = {
     "context_length": "Too long",
     "model_unavailable": "Model unavailable",
     "overloaded": "Busy",
+    "moderation": "Stopped by a rule",
     "internal": "Failed",
 }
 
@@ -207,6 +208,21 @@ def _overloaded(f: Facts) -> str:
     return f"The model is busy right now{waiting}. Try again in a minute."
 
 
+def _moderation(f: Facts) -> str:
+    if f.cause == "unavailable":
+        return (
+            "This reply was stopped because the content check of this server did not answer, and its "
+            "operator lets no reply through unchecked. Try again in a moment."
+        )
+    return "This reply was stopped because it matched a content rule set by the operator."
+
+
+def moderation_rule_note(*, rule: str) -> str:
+    """What staff read after a moderated reply's words: which rule stopped it
+    (never in what other users see: a share, a frame to a user who is not staff)."""
+    return f" (Staff only: the rule was “{rule}”.)" if rule else ""
+
+
 def _internal(f: Facts) -> str:
     return (
         "Something went wrong inside chatsite while writing this reply. Try again; "
@@ -227,6 +243,7 @@ _WORDS: dict[str, Callable[[Facts], str]] = {
     "context_length": _context_length,
     "model_unavailable": _model_unavailable,
     "overloaded": _overloaded,
+    "moderation": _moderation,
     "internal": _internal,
 }
 

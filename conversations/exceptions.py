@@ -213,6 +213,23 @@ class Overloaded(Exception):
         self.waiting = waiting
 
 
+class PromptModerated(Refusal):
+    """A message that matches a moderation rule: refused before anything is stored
+    or sent upstream (``cause`` "unavailable": the endpoint failed, and fails closed)."""
+
+    code = "prompt_moderated"
+    default_message = "This message was not sent: it matches a rule set by the operator of this server."
+
+    def __init__(self, *, cause: str = "") -> None:
+        super().__init__(
+            "This message was not sent: the content check of this server is not answering. "
+            "Try again in a moment."
+            if cause == "unavailable"
+            else None
+        )
+        self.cause = cause
+
+
 def refusal_answer(exc: Refusal) -> tuple[str, str]:
     """The (code, words) a client is answered with for ``exc``, over the socket and HTTP alike."""
     return exc.code, exc.message

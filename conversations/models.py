@@ -108,6 +108,9 @@ class Message(models.Model):
     first_answer_ms = models.FloatField(null=True, blank=True)
     reasoning_redacted = models.BooleanField(default=False)
     reasoning_signature = models.TextField(blank=True)
+    # The moderation rule that stopped the reply (error kind "moderation"), for
+    # staff: never in what a user who is not staff sees.
+    moderation_rule = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["created_at"]

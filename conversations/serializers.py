@@ -61,15 +61,18 @@ def metrics_to_dict(message: Message) -> dict:
     )
 
 
-def message_error_words(message: Message) -> str | None:
+def message_error_words(message: Message, *, staff: bool = False) -> str | None:
     """What a reply's failure says to a person: the words saved with it, else
-    (an imported reply with a kind and no words) the words of its kind."""
+    (an imported reply with a kind and no words) the words of its kind. ``staff``
+    (the reader is): the moderation rule that stopped it, too."""
+    note = errors.moderation_rule_note(rule=message.moderation_rule) if staff else ""
     if message.error_message:
-        return message.error_message
+        return message.error_message + note
     if message.status != Message.Status.ERROR:
         return None
-    return errors.error_describe(
-        kind=message.error_kind or "internal", has_text=bool(message.content.strip())
+    return (
+        errors.error_describe(kind=message.error_kind or "internal", has_text=bool(message.content.strip()))
+        + note
     )
 
 
@@ -91,9 +94,9 @@ def attachment_to_dict(attachment: Attachment) -> dict:
     }
 
 
-def message_to_dict(message: Message) -> dict:
+def message_to_dict(message: Message, *, staff: bool = False) -> dict:
     """A message as the chat shows it; ``versions`` when the read set ``sibling_ids``
-    (``selectors.message_list``)."""
+    (``selectors.message_list``). ``staff``: the reader is (a moderated reply names its rule)."""
     data: dict = {
         "id": str(message.id),
         "role": message.role,
@@ -110,7 +113,7 @@ def message_to_dict(message: Message) -> dict:
         data.update(
             status=message.status,
             error_kind=message.error_kind or None,
-            error=message_error_words(message),
+            error=message_error_words(message, staff=staff),
             last_seq=message.last_seq,
             provider=message.provider,
             model=message.model,
@@ -128,7 +131,7 @@ def message_to_dict(message: Message) -> dict:
     return data
 
 
-def message_to_reply_end(*, message: Message) -> ReplyEnd:
+def message_to_reply_end(*, message: Message, staff: bool = False) -> ReplyEnd:
     """A saved reply's final state, as its ``reply_finished`` tells it (the
     frame's builder applies the same rules to it as to a live reply's end)."""
     return ReplyEnd(
@@ -136,7 +139,7 @@ def message_to_reply_end(*, message: Message) -> ReplyEnd:
         reply=str(message.pk),
         status=message.status,
         error_kind=message.error_kind or None,
-        error=message_error_words(message),
+        error=message_error_words(message, staff=staff),
         last_seq=message.last_seq,
         finish_reason=message.finish_reason or None,
         usage=usage_to_dict(message),

@@ -11,6 +11,8 @@ which never run. The rules:
   (``conversations.prompt``, the prompt types, excepted);
 - in ``conversations/realtime/``, only the consumer (and ``middleware.py``, the
   socket's ASGI auth stack) knows the socket (``channels.generic``);
+- below ``conversations/moderation/``, only ``__init__.py`` knows Django (the
+  backends are given their options, and may use the shared HTTP client);
 - the models know no transport.
 
 Each rule is also run on a small package made in ``tmp_path`` that breaks it, so a
@@ -197,6 +199,12 @@ PROVIDERS_KNOW_NO_DJANGO = Rule(
     forbidden=("django", "channels", "asgiref", "chatsite", "conversations"),
     allowed=("conversations.providers", "conversations.prompt"),
 )
+MODERATION_BACKENDS_KNOW_NO_DJANGO = Rule(
+    within="conversations.moderation",
+    exempt=("conversations.moderation",),  # __init__.py reads settings and builds the backends
+    forbidden=("django", "channels", "asgiref", "chatsite", "conversations"),
+    allowed=("conversations.moderation", "conversations.providers.http"),
+)
 ONLY_THE_CONSUMER_KNOWS_THE_SOCKET = Rule(
     within="conversations.realtime",
     exempt=("conversations.realtime.consumers", "conversations.realtime.middleware"),
@@ -237,6 +245,11 @@ def test_no_module_of_the_project_imports_itself_back(graph):
 
 def test_below_providers_only_init_knows_django_or_the_rest_of_the_project(graph):
     assert not PROVIDERS_KNOW_NO_DJANGO.violations(graph)
+
+
+def test_below_moderation_only_init_knows_django_or_the_rest_of_the_project(graph):
+    assert "conversations.moderation.rules" in graph
+    assert not MODERATION_BACKENDS_KNOW_NO_DJANGO.violations(graph)
 
 
 def test_in_realtime_only_the_consumer_knows_the_socket(graph):

@@ -11,15 +11,16 @@ contract, read through :mod:`conversations.selectors` and write through
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
-from conversations import selectors
+from conversations import moderation, selectors
 from conversations.catalog import model_list_settled
-from conversations.exceptions import Refusal, ReplyRunning, refusal_answer
+from conversations.exceptions import PromptModerated, Refusal, ReplyRunning, refusal_answer
 from conversations.models import Conversation, Message
 from conversations.prompt import ChatMessage
 from conversations.providers import ModelInfo, get_provider, split_model_id
@@ -30,6 +31,8 @@ from conversations.realtime.replies import Reply, finished_frame
 from conversations.realtime.subscribers import Follower, Subscriber
 from conversations.services import exchanges as exchange_services
 from conversations.services import workers as worker_services
+
+log = logging.getLogger(__name__)
 
 
 def model_default(*, models: list[ModelInfo]) -> str | None:
@@ -118,7 +121,7 @@ async def _follow_existing(message: Message, user: AbstractBaseUser, subscriber:
     if live is not None:
         live.subscribe(subscriber, 0)
     elif not await _subscribe_remote(message, user, subscriber, 0):
-        subscriber.deliver(finished_frame(message))
+        subscriber.deliver(finished_frame(message, staff=user.is_staff))
     return live
 
 
@@ -291,11 +294,18 @@ async def _reply_stop_elsewhere(*, user: AbstractBaseUser, reply_id: uuid.UUID, 
 async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscriber: Follower) -> Reply | None:
     """Store the user's message and start the reply; ``subscriber`` follows it.
 
+
     With ``frame.interrupt`` (stop and send), a reply of the user's running in
     the conversation is stopped and saved first (:func:`_replies_interrupt`),
     while the conversation is claimed (``registry.starting``), so that no other
     frame here can start a reply in between and the store's own check refuses
-    one from any other process."""
+    one from any other process. A message that matches a moderation rule is
+    refused first: nothing is stored and nothing is stopped."""
+    if moderation.moderation_on():
+        verdict = await moderation.prompt_check(text=frame.text)
+        if verdict is not None:
+            log.info("a message of user %s refused by the moderation rule %s", user.pk, verdict.rule)
+            raise _refusal(PromptModerated(cause=verdict.cause), frame.client_id)
     model = await _resolve_model(frame.model, frame.conversation, user, frame.client_id)
     provider_name = split_model_id(model)[0]
     # Only a send with files asks (a fresh process may wait for its first listing).
@@ -455,5 +465,5 @@ async def conversation_subscribe(
     if last is False:
         raise protocol.ProtocolError("not_found", "no such conversation", ref=str(conversation_id))
     if last is not None and not await _subscribe_remote(last, user, subscriber, after_seq):
-        subscriber.deliver(finished_frame(last))
+        subscriber.deliver(finished_frame(last, staff=user.is_staff))
     return None

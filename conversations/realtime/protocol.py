@@ -55,6 +55,7 @@ ERROR_CODES = frozenset(
         "unavailable",  # the reply's process cannot be reached now (channel layer down)
         "model_cannot_see",  # images sent to a model that does not take them
         "too_many_attachments",  # over CHATSITE_ATTACHMENTS_PER_MESSAGE
+        "prompt_moderated",  # the message matches a moderation rule: nothing was stored or sent
         "internal",
     }
 )
@@ -267,6 +268,7 @@ ERROR_KINDS = frozenset(
         "context_length",  # the prompt does not fit the model's window
         "model_unavailable",
         "overloaded",  # shed or refused for want of capacity (realtime/capacity.py)
+        "moderation",  # a moderation rule stopped the reply (the matched text is neither shown nor saved)
         "internal",
     }
 )

@@ -23,10 +23,11 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from conversations import errors, selectors, serializers
+from conversations import errors, moderation, selectors, serializers
 from conversations import metrics as reply_metrics
 from conversations.exceptions import Overloaded
 from conversations.models import Message
+from conversations.moderation import Flagged, Verdict
 from conversations.prompt import ChatMessage, PromptFit
 from conversations.providers import BaseProvider, ProviderError, StreamResult
 from conversations.providers.base import prompt_fit
@@ -144,6 +145,14 @@ class Reply:
         self.started_at = time.monotonic()
         self.first_piece_at: float | None = None
         self.last_piece_at = self.started_at
+        # Moderation (None when it is off): text reaches ``pending`` only once
+        # the screen has cleared it (``_release``). Staff are told the rule.
+        self.staff = staff
+        self.moderation_rule = ""
+        self._full = False  # moderated text reached CHATSITE_MAX_REPLY_CHARS
+        self.screen = moderation.screen_for(
+            release=self._release, stop=self._moderated, context=base_text, reasoning_context=base_reasoning
+        )
 
     # --- subscribers ------------------------------------------------------
     def started_frame(self, after_seq: int) -> str:
@@ -263,6 +272,9 @@ class Reply:
             if self.first_text_at is None:
                 self.first_text_at = now
                 self._next_flush_at = now  # the answer's first piece is sent at once too
+        if self.screen is not None:
+            self.screen.feed(piece, False)  # cleared text comes back through _release
+            return not self._full
         room = self._max_chars - self.sent_chars - self.pending_chars
         if len(piece) >= room:
             piece = piece[: max(room, 0)]
@@ -289,6 +301,12 @@ class Reply:
             self._first_piece(now)
         if self.first_reasoning_at is None:
             self.first_reasoning_at = now
+        if self.screen is not None:
+            if isinstance(piece, RedactedReasoning):
+                self.screen.marker(piece, True)
+            else:
+                self.screen.feed(piece, True)
+            return not self._full
         if not self._pending_reasoning:
             self._flush(now)  # the answer's pending text goes first, in its own frame
             self._pending_reasoning = True
@@ -332,6 +350,37 @@ class Reply:
         self.parts.append(text)
         self.sent_chars += len(text)
         self._emit(protocol.frame_delta(reply=self.key, seq=self.seq, text=text))
+
+    def _release(self, piece: str, reasoning: bool) -> None:
+        """Text the moderation screen has cleared, in order: numbered, coalesced
+        and sent as an unscreened piece is (``_on_piece``, ``_on_reasoning``)."""
+        if self.finished or self._full:
+            return
+        now = time.monotonic()
+        if reasoning != self._pending_reasoning:
+            self._flush(now)  # each kind in frames of its own
+            self._pending_reasoning = reasoning
+        if isinstance(piece, RedactedReasoning):
+            self.redacted = True
+            self.pending.append("")
+            self._flush(now)
+            return
+        room = self._max_chars - (self.reasoning_chars if reasoning else self.sent_chars) - self.pending_chars
+        if len(piece) >= room:
+            piece = piece[: max(room, 0)]
+            self._full = True
+        if piece:
+            self.pending.append(str(piece))
+            self.pending_chars += len(piece)
+        if now >= self._next_flush_at:
+            self._flush(now)
+        elif not self._flush_due:
+            self._flush_due = True
+            self.registry.flush_later(self, self._next_flush_at)
+
+    def _moderated(self, verdict: Verdict) -> None:
+        """A moderation call flagged the reply while it streams: stop it now."""
+        self.request_cancel("moderation")
 
     def flush_held(self, now: float) -> None:
         """Send the tokens held back for coalescing (the registry's flush grid calls it)."""
@@ -537,8 +586,18 @@ class Reply:
             await self._fit()
             await self._take_turn()
             await self._stream_with_retries()
+            if self.screen is not None:
+                await self.screen.drain()  # the held tail, checked before the last flush
+        except Flagged as flagged:
+            await self._finish_moderated(flagged.verdict)
         except asyncio.CancelledError:
             reason = self._cancel_reason
+            if reason == "moderation" and self.screen is not None and self.screen.verdict is not None:
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                await self._finish_moderated(self.screen.verdict)
+                return
             if reason in _TIMEOUT_SETTINGS:
                 # Our own watchdog: a timeout ends the reply as an error, not a cancel.
                 current = asyncio.current_task()
@@ -553,6 +612,13 @@ class Reply:
             # Shed from the queue, or refused by a full one: nothing was sent.
             await self._finish("error", "overloaded", waiting=exc.waiting)
         except ProviderError as exc:
+            if self.screen is not None:
+                # Text received before the upstream broke is kept once its tail is clear.
+                try:
+                    self.screen.end_runs()
+                except Flagged as flagged:
+                    await self._finish_moderated(flagged.verdict)
+                    return
             exc = self._as_overflow(exc)
             # The technical account, for whoever runs the server; the user reads words.
             log.info("reply %s failed: %s (%s)", self.key, exc.kind, exc.message)
@@ -620,6 +686,12 @@ class Reply:
                 log.info("reply %s: %s; retry %d in %.2fs", self.key, exc.kind, attempts, delay)
                 await asyncio.sleep(delay)
 
+    async def _finish_moderated(self, verdict: Verdict) -> None:
+        """A rule matched: what was held is dropped; the reply ends ``error``/``moderation``."""
+        self.moderation_rule = verdict.rule
+        log.info("reply %s stopped by the moderation rule %s", self.key, verdict.rule)
+        await self._finish("error", "moderation", cause=verdict.cause)
+
     async def _finish(self, status: str, error_kind: str = "", **facts: Any) -> None:
         """Send what is pending, save the terminal state, then tell subscribers.
 
@@ -635,6 +707,8 @@ class Reply:
         for handle in (self._watchdog, self._orphan_handle):
             if handle is not None:
                 handle.cancel()
+        if self.screen is not None:
+            self.screen.close()  # what it still holds is never sent
         self._flush(time.monotonic())
         error = ""
         if error_kind:
@@ -723,6 +797,7 @@ class Reply:
                     first_answer_ms=first_answer_ms,
                     reasoning_redacted=self.redacted,
                     reasoning_signature=str(self.result.extra.get("reasoning_signature") or ""),
+                    moderation_rule=self.moderation_rule,
                 )
             )
         )
@@ -733,6 +808,8 @@ class Reply:
             except asyncio.CancelledError:
                 cancelled = True
         self.registry.discard(self)
+        # Staff read which rule stopped a moderated reply; no one else does.
+        staff_note = errors.moderation_rule_note(rule=self.moderation_rule) if self.staff else ""
         try:
             save.result()
         except Exception:
@@ -744,7 +821,7 @@ class Reply:
                     reply=self.key,
                     status=status,
                     error_kind=error_kind,
-                    error=error,
+                    error=error + staff_note,
                     last_seq=self.seq,
                     finish_reason=finish_reason,
                     usage=usage,
@@ -845,6 +922,6 @@ async def finished_frame_for(*, user_id: int, reply_id: str) -> str | None:
     return finished_frame(message) if message is not None else None
 
 
-def finished_frame(message: Message) -> str:
-    """A reply's ``reply_finished``, from its saved state."""
-    return protocol.frame_reply_finished(end=serializers.message_to_reply_end(message=message))
+def finished_frame(message: Message, *, staff: bool = False) -> str:
+    """A reply's ``reply_finished``, from its saved state (``staff``: for a staff user)."""
+    return protocol.frame_reply_finished(end=serializers.message_to_reply_end(message=message, staff=staff))

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from conversations import moderation
 from conversations.exceptions import Overloaded
 from conversations.prompt import ChatMessage
 from conversations.providers import BaseProvider, ProviderError, StreamResult, get_provider, split_model_id
@@ -252,6 +253,9 @@ async def _run(job: TitleJob) -> None:
     title = conversation_services.title_from_model(text=answer)
     if title is None:
         log.info("%s: the answer (%d characters) is no title; keeping the first one", where, len(answer))
+        return
+    if moderation.moderation_on() and (verdict := await moderation.prompt_check(text=title)) is not None:
+        log.info("%s: it matches the moderation rule %s; keeping the first-line title", where, verdict.rule)
         return
     stored = await database_sync_to_async(conversation_services.conversation_title_generated)(
         conversation_id=job.conversation_id, user_id=job.user_id, title=title

@@ -410,7 +410,7 @@ def reply_continue(
         if reply is None:
             raise NotFound("no such reply")
         conversation = _locked_conversation(user, reply.conversation_id)
-        if not reply_is_continuable(status=reply.status, content=reply.content):
+        if not reply_is_continuable(status=reply.status, content=reply.content, error_kind=reply.error_kind):
             raise NotContinuable(has_text=bool(reply.content.strip()))
         if conversation.messages.filter(status=Message.Status.STREAMING).exists():
             raise ReplyRunning()
@@ -459,9 +459,10 @@ def _segment_of(reply: Message) -> dict:
 CONTINUABLE_STATUSES = frozenset({Message.Status.STOPPED, Message.Status.INTERRUPTED, Message.Status.ERROR})
 
 
-def reply_is_continuable(*, status: str, content: str) -> bool:
+def reply_is_continuable(*, status: str, content: str, error_kind: str = "") -> bool:
     """Whether "Continue" can go on with a reply: it ended early (stopped,
     interrupted or failed) and has text to go on from. A reply with no text has
-    nothing to continue; it can be regenerated. The page applies the same rule
-    (``static/chat/render.js``, ``updateMessageActions``)."""
-    return status in CONTINUABLE_STATUSES and bool(content.strip())
+    nothing to continue; it can be regenerated. Nor does a reply a moderation
+    rule stopped go on: the model would write on into what was stopped. The page
+    applies the same rule (``static/chat/render.js``, ``updateMessageActions``)."""
+    return status in CONTINUABLE_STATUSES and bool(content.strip()) and error_kind != "moderation"

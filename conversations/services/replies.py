@@ -68,6 +68,7 @@ class ReplyFinish:
     first_answer_ms: float | None = None
     reasoning_redacted: bool = False
     reasoning_signature: str = ""
+    moderation_rule: str = ""
 
 
 _FINISH_FIELDS = (
@@ -90,6 +91,7 @@ _FINISH_FIELDS = (
     "first_answer_ms",
     "reasoning_redacted",
     "reasoning_signature",
+    "moderation_rule",
     "finished_at",
 )
 
@@ -116,6 +118,7 @@ def reply_finish_many(*, finishes: list[ReplyFinish], attempts: int = 20, backof
                     **{name: getattr(f, name) for name in _FINISH_FIELDS[:-1]},
                     "error_message": f.error_message[:500],
                     "finish_reason": f.finish_reason[:64],
+                    "moderation_rule": f.moderation_rule[:100],
                     "finished_at": now,
                 }
                 rows.append(

@@ -16,12 +16,14 @@ as a :class:`RequestRecord` (headers, body, token times, text sent, whether
 the client went away), which tests can wait on from any thread.
 
 Routes: ``POST /v1/chat/completions`` (OpenAI Chat Completions),
-``POST /v1/messages`` (Anthropic Messages) and ``GET /v1/models`` (both
-styles at once). A request that does not ask to stream gets the whole reply
-as one JSON body, in each API's shape, once its stream would have ended.
-Streams use chunked transfer encoding, so a connection that breaks mid-stream
-is always seen by the client as broken, never as a clean end. Keep-alive is
-supported (HTTP/1.1 default).
+``POST /v1/messages`` (Anthropic Messages), ``GET /v1/models`` (both
+styles at once) and ``POST /v1/moderations`` (OpenAI's moderation, flagging the
+words in ``FakeUpstream.flag_words``; ``moderation_status`` makes it fail). A
+request that does not ask to stream gets the whole reply as one JSON body, in
+each API's shape, once its stream would have ended. Streams use chunked
+transfer encoding, so a connection that breaks mid-stream is always seen by
+the client as broken, never as a clean end. Keep-alive is supported (HTTP/1.1
+default).
 
 The fake is a strict judge: it refuses what the real APIs refuse, with their
 status and error body. Anthropic requests (and a model listing that sends an
@@ -121,6 +123,23 @@ ANTHROPIC_REASONINGS = ("thinking", "redacted")
 #: How <think> and </think> arrive: cut across chunks, as a tokenizer cuts them.
 THINK_OPEN = ("<thi", "nk>")
 THINK_CLOSE = ("</th", "ink>\n\n")
+
+#: The categories of OpenAI's moderation results (omni-moderation).
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -290,6 +309,9 @@ class Scenario:
     finish_reason: str = "stop"
     reasoning: str = ""  # see REASONINGS: the reply reasons first, in that dialect
     thoughts: int = 8  # reasoning tokens ("t0 ", "t1 ", ...) before the answer's
+    #: The answer's first tokens: the words of ``say`` (each with its space),
+    #: then the usual ones ("fake?say=a+bad+word&tokens=6").
+    say: str = ""
 
     @classmethod
     def from_model(cls, model: str, default: Scenario) -> Scenario:
@@ -342,6 +364,10 @@ class Scenario:
         return f"t{index} "
 
     def token(self, index: int) -> str:
+        if self.say:
+            said = self.say.split(" ")
+            if index < len(said):
+                return said[index] + " "
         if self.text == "markdown":
             return MARKDOWN_TOKENS[index % len(MARKDOWN_TOKENS)]
         if self.text == "hostile":
@@ -997,6 +1023,13 @@ class FakeUpstream:
         self.model_windows: dict[str, int] = {}
         #: One stream at a time: any request ends a running OpenAI-style stream.
         self.single_stream = single_stream
+        #: ``POST /v1/moderations`` flags an input holding one of these words
+        #: (whole words, any case), in the category named: {"badword": "violence"}.
+        self.flag_words: dict[str, str] = {}
+        #: Not 200: ``/v1/moderations`` answers this status with an error body.
+        self.moderation_status = 200
+        #: Seconds ``/v1/moderations`` takes to answer.
+        self.moderation_delay = 0.0
         self._running: set[asyncio.Event] = set()  # interrupt flags of the running streams
         self.requests: list[RequestRecord] = []
         self._cond = threading.Condition()
@@ -1220,7 +1253,12 @@ class FakeUpstream:
     async def _respond(self, conn: _Conn, request: _Request, record: RequestRecord, parse_error: str) -> bool:
         path, method = request.path, request.method
         api = "anthropic" if path == "/v1/messages" else "openai"
-        routes = {"/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/messages": "POST"}
+        routes = {
+            "/v1/models": "GET",
+            "/v1/chat/completions": "POST",
+            "/v1/messages": "POST",
+            "/v1/moderations": "POST",
+        }
         if path not in routes:
             return await self._send_error(conn, record, api, 404, f"no route for {path}")
         if method != routes[path]:
@@ -1239,6 +1277,8 @@ class FakeUpstream:
         if parse_error:
             return await self._send_error(conn, record, api, 400, parse_error)
         body = record.body or {}
+        if path == "/v1/moderations":
+            return await self._send_moderation(conn, record, body)
         if api == "anthropic":
             if refusal := _anthropic_refusal(headers, body):
                 return await self._send_error(conn, record, api, *refusal)
@@ -1304,6 +1344,45 @@ class FakeUpstream:
         if api == "anthropic":  # the API sends its request id as a header too
             extra = [("request-id", body["request_id"]), *(extra or [])]
         await self._send_json(conn, status, body, extra)
+        record._mark_completed()
+        return True
+
+    async def _send_moderation(self, conn: _Conn, record: RequestRecord, body: dict) -> bool:
+        """OpenAI's ``POST /v1/moderations``: one result per input string."""
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+            return await self._send_error(
+                conn, record, "openai", 400, "'input' must be a string or a list of strings", param="input"
+            )
+        model = body.get("model", "omni-moderation-latest")
+        if not isinstance(model, str) or set(body) - {"input", "model"}:
+            return await self._send_error(conn, record, "openai", 400, "unexpected fields in the request")
+        if self.moderation_delay:
+            await asyncio.sleep(self.moderation_delay)
+        if self.moderation_status != 200:
+            status = self.moderation_status
+            return await self._send_error(conn, record, "openai", status, f"fake moderation error {status}")
+        results = []
+        for text in inputs:
+            hits = {
+                category
+                for word, category in self.flag_words.items()
+                if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE)
+            }
+            categories = {name: name in hits for name in MODERATION_CATEGORIES}
+            results.append(
+                {
+                    "flagged": bool(hits),
+                    "categories": categories,
+                    "category_scores": {name: 0.99 if on else 0.0001 for name, on in categories.items()},
+                    "category_applied_input_types": {name: ["text"] for name in MODERATION_CATEGORIES},
+                }
+            )
+        record.status = 200
+        answer = {"id": f"modr-{uuid.uuid4().hex[:24]}", "model": model, "results": results}
+        await self._send_json(conn, 200, answer)
         record._mark_completed()
         return True
 

@@ -46,7 +46,7 @@ async def chat(request: HttpRequest, conversation_id: uuid.UUID | None = None) -
         if conversation is None:
             raise Http404("No such conversation")
         messages = [
-            serializers.message_to_dict(m)
+            serializers.message_to_dict(m, staff=user.is_staff)
             for m in await sync_to_async(selectors.message_list)(conversation=conversation)
         ]
     # The sidebar's first page, exactly as GET /api/history/ answers it, so the page
@@ -100,7 +100,7 @@ async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) 
     return JsonResponse(
         {
             "conversation": serializers.conversation_to_dict(conversation),
-            "messages": [serializers.message_to_dict(m) for m in messages],
+            "messages": [serializers.message_to_dict(m, staff=user.is_staff) for m in messages],
         }
     )
 
@@ -143,7 +143,7 @@ async def conversation_branch(request: HttpRequest, conversation_id: uuid.UUID) 
     if conversation.pk != conversation_id:
         return json_refusal(NotFound("no such message"))
     messages = await sync_to_async(selectors.message_list)(conversation=conversation)
-    return JsonResponse({"messages": [serializers.message_to_dict(m) for m in messages]})
+    return JsonResponse({"messages": [serializers.message_to_dict(m, staff=user.is_staff) for m in messages]})
 
 
 @json_methods("GET")

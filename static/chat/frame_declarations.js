@@ -35,7 +35,7 @@ export const SERVER_FRAMES = {
     "conversation": {"type": "string"},
     "reply": {"type": "string"},
     "status": {"type": "string", "values": ["complete", "error", "interrupted", "stopped"]},
-    "error_kind": {"type": "string", "nullable": true, "values": ["context_length", "internal", "length_limit", "model_unavailable", "overloaded", "rate_limited", "timeout_first_token", "timeout_idle", "timeout_total", "upstream_connect", "upstream_error", "upstream_http", "upstream_stream"], "only_when": ["status", "error"]},
+    "error_kind": {"type": "string", "nullable": true, "values": ["context_length", "internal", "length_limit", "model_unavailable", "moderation", "overloaded", "rate_limited", "timeout_first_token", "timeout_idle", "timeout_total", "upstream_connect", "upstream_error", "upstream_http", "upstream_stream"], "only_when": ["status", "error"]},
     "error": {"type": "string", "nullable": true},
     "last_seq": {"type": "integer"},
     "finish_reason": {"type": "string", "nullable": true},
@@ -45,7 +45,7 @@ export const SERVER_FRAMES = {
     "context_tokens": {"type": "integer", "nullable": true},
   },
   "error": {
-    "code": {"type": "string", "values": ["bad_frame", "frame_too_large", "internal", "invalid_field", "model_cannot_see", "not_continuable", "not_found", "prompt_too_long", "reply_running", "session_ended", "too_many_attachments", "too_many_messages", "too_many_replies", "unavailable", "unknown_model", "unknown_type"]},
+    "code": {"type": "string", "values": ["bad_frame", "frame_too_large", "internal", "invalid_field", "model_cannot_see", "not_continuable", "not_found", "prompt_moderated", "prompt_too_long", "reply_running", "session_ended", "too_many_attachments", "too_many_messages", "too_many_replies", "unavailable", "unknown_model", "unknown_type"]},
     "message": {"type": "string"},
     "ref": {"type": "string", "nullable": true},
   },

@@ -285,7 +285,9 @@ function updateMessageActions() {
       regen.hidden = !(isLast && stored && status !== 'streaming');
       regen.disabled = isBusy;
       // The server's rule (services.reply_is_continuable): ended early, with text to go on from.
-      const continuable = ['stopped', 'interrupted', 'error'].includes(status) && (node.chatsiteText || '').trim() !== '';
+      const badge = node.querySelector('.badge');
+      const moderated = Boolean(badge) && badge.dataset.errorKind === 'moderation';
+      const continuable = ['stopped', 'interrupted', 'error'].includes(status) && (node.chatsiteText || '').trim() !== '' && !moderated;
       cont.hidden = !(isLast && stored && continuable);
       cont.disabled = isBusy;
     } else {

@@ -370,3 +370,35 @@ def test_anthropic_whole_answers_with_thinking_parse_with_the_sdk(fake, reasonin
     if reasoning == "redacted":
         assert reply.content[0].data
     assert reply.usage.output_tokens == 3 + (4 if reasoning == "thinking" else 0)
+
+
+# --- OpenAI moderation ----------------------------------------------------------------
+
+
+@pytest.fixture
+def flagging(fake):
+    fake.flag_words = {"badword": "violence"}
+    yield fake
+    fake.flag_words = {}
+    fake.moderation_status = 200
+
+
+def test_the_openai_sdk_reads_the_fakes_moderation_results(flagging):
+    client = openai_client(flagging)
+    flagged = client.moderations.create(input="a BadWord here", model="omni-moderation-latest")
+    assert flagged.id.startswith("modr-") and flagged.model == "omni-moderation-latest"
+    result = flagged.results[0]
+    assert result.flagged is True
+    assert result.categories.violence is True and result.categories.harassment is False
+    assert result.category_scores.violence > 0.5
+    clear = client.moderations.create(input=["fine words", "badwords are another word"])
+    assert [r.flagged for r in clear.results] == [False, False]
+
+
+def test_the_fakes_moderation_errors_are_the_sdks_errors(flagging):
+    flagging.moderation_status = 500
+    with pytest.raises(openai.InternalServerError):
+        openai_client(flagging).moderations.create(input="hello")
+    flagging.moderation_status = 200
+    with pytest.raises(openai.BadRequestError):
+        openai_client(flagging).moderations.create(input=[])
