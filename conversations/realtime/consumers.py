@@ -199,7 +199,10 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
             return
         try:
             reply: Reply | None = None
-            if isinstance(frame, protocol.Send):
+            if isinstance(frame, protocol.Send) and frame.models:
+                for column in await commands.compare_start(user=self.user, frame=frame, subscriber=self):
+                    self.following.add(column)
+            elif isinstance(frame, protocol.Send):
                 reply = await commands.reply_start(user=self.user, frame=frame, subscriber=self)
             elif isinstance(frame, protocol.Regenerate):
                 reply = await commands.reply_regenerate(user=self.user, frame=frame, subscriber=self)
@@ -208,12 +211,14 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
             elif isinstance(frame, protocol.Stop):
                 await commands.reply_stop(user=self.user, reply_id=frame.reply)
             elif isinstance(frame, protocol.Subscribe):
-                reply = await commands.conversation_subscribe(
+                for live in await commands.conversation_subscribe(
                     user=self.user,
                     conversation_id=frame.conversation,
                     after_seq=frame.after_seq,
                     subscriber=self,
-                )
+                    after=frame.after,
+                ):
+                    self.following.add(live)
             if reply is not None:
                 self.following.add(reply)
         except protocol.ProtocolError as exc:

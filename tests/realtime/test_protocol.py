@@ -180,7 +180,7 @@ def reply_end(**changes) -> protocol.ReplyEnd:
 #: One frame of every declared type, as its builder makes it.
 BUILT = {
     "ack": protocol.frame_ack(
-        client_id="c-1", conversation=CONVERSATION, message=str(uuid.uuid4()), created=True
+        client_id="c-1", conversation=CONVERSATION, message=str(uuid.uuid4()), created=True, replies=[REPLY]
     ),
     "reply_started": protocol.frame_reply_started(
         conversation=CONVERSATION, reply=REPLY, model="openai/gpt-4o", provider="openai", after_seq=0
