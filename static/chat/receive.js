@@ -220,7 +220,6 @@ async function onReplyFinished(f) {
   }
   cancelRender(r);
   r.finished = true;
-  compareUpdate();
   announce(
     { complete: 'Reply finished', stopped: 'Reply stopped', interrupted: 'Reply interrupted' }[f.status] ||
       'Reply failed',
@@ -233,6 +232,7 @@ async function onReplyFinished(f) {
   if (f.last_seq > r.seq || r.gap) {
     renderAssistant(r.node, r.text);
     finishAssistant(r.node, { ...f, model: label });
+    compareUpdate();
     updateControls();
     try {
       const body = await fetchConversation(f.conversation);
@@ -253,6 +253,7 @@ async function onReplyFinished(f) {
   } else {
     renderAssistant(r.node, r.text);
     finishAssistant(r.node, { ...f, model: label, segments: r.node.chatsiteSegments });
+    compareUpdate();
     updateControls();
   }
   followBottom();
