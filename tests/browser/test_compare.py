@@ -1,5 +1,5 @@
 """Compare models side by side, in a real headless Chromium against a real daphne:
-pick 2–4 models in the composer, watch the replies stream in columns, stop
+pick 2 to 4 models in the composer, watch the replies stream in columns, stop
 one or all, continue with one, reload mid-stream, and the phone's tabs."""
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_continue_with_column_two_then_send_continues_from_its_reply(page, serve
     page.locator(COLUMN).nth(1).locator(".compare-choose").click()
     poll(
         page,
-        f"() => document.querySelectorAll('{COLUMN}')[1].querySelector('.compare-choose').getAttribute('aria-pressed')",
+        f"() => document.querySelectorAll('{COLUMN} .compare-choose')[1].getAttribute('aria-pressed')",
         lambda v: v == "true",
         what="column 2 chosen",
     )
@@ -128,7 +128,7 @@ def test_continue_with_column_two_then_send_continues_from_its_reply(page, serve
     page.select_option("#model", value=f"openai/{FAST_MARKDOWN}")
     page.fill("#prompt", "And then?")
     page.press("#prompt", "Enter")
-    poll(page, "() => document.querySelectorAll('.compare').length", lambda n: n == 0, what="the columns settle")
+    poll(page, "() => document.querySelectorAll('.compare').length", lambda n: n == 0, what="columns settle")
     page.wait_for_selector(".message[data-role=assistant]:last-of-type[data-status=complete]")
     ((parent,),) = server.query(
         "select parent_id from conversations_message where role='user' order by created_at desc limit 1"
@@ -150,7 +150,7 @@ def test_reload_mid_compare_reattaches_every_column_each_piece_once(page, server
     )
     page.reload()
     page.wait_for_selector(f"{COLUMN} .message[data-status=streaming]")
-    poll(page, f"() => document.querySelectorAll('{COLUMN}').length", lambda n: n == 2, what="2 columns again")
+    poll(page, f"() => document.querySelectorAll('{COLUMN}').length", lambda n: n == 2, what="2 columns")
     page.keyboard.press("Escape")
     cols = wait_statuses(page, ["stopped", "stopped"])
     for col in cols:
