@@ -291,3 +291,61 @@ def test_ack_declares_replies_as_an_array_of_ids():
         protocol.check_server_frame({**frame, "replies": [1]})
     with pytest.raises(AssertionError):
         protocol.check_server_frame({**frame, "replies": "a"})
+
+
+@sync_to_async
+def compare_running_elsewhere(user, owner: str, owner_channel: str) -> list[Message]:
+    from django.utils import timezone
+
+    from conversations.models import Worker
+
+    Worker.objects.create(pk=owner, channel=owner_channel, heartbeat_at=timezone.now())
+    conversation = Conversation.objects.create(user=user, title="t", model="openai/a")
+    question = Message.objects.create(conversation=conversation, role=Message.Role.USER, content="go")
+    return [
+        Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            parent=question,
+            status=Message.Status.STREAMING,
+            worker=owner,
+            provider="openai",
+            model=name,
+        )
+        for name in ("a", "b")
+    ]
+
+
+async def test_a_compare_running_in_another_process_is_followed_there_column_by_column(connect, alice):
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    owner_channel = await layer.new_channel()
+    first, second = await compare_running_elsewhere(alice, "elsewhere:1:1", owner_channel)
+    socket = await connect(alice)
+    after = {str(first.pk): 3, str(second.pk): 1}
+    await socket.send(type="subscribe", conversation=str(first.conversation_id), after=after)
+    asks = [await asyncio.wait_for(layer.receive(owner_channel), 5) for _ in range(2)]
+    # The owner is asked for each column, each from the client's own seq of it.
+    assert {(a["type"], a["reply"], a["after_seq"]) for a in asks} == {
+        ("reply.subscribe", str(first.pk), 3),
+        ("reply.subscribe", str(second.pk), 1),
+    }
+    for reply, seq in ((first, 3), (second, 1)):
+        key = str(reply.pk)
+        for frame in (
+            protocol.frame_reply_started(
+                conversation=str(reply.conversation_id),
+                reply=key,
+                model=f"openai/{reply.model}",
+                provider="openai",
+                after_seq=seq,
+            ),
+            protocol.frame_delta(reply=key, seq=seq + 1, text=f"{reply.model}!"),
+        ):
+            await layer.send(asks[0]["channel"], {"type": "chat.frame", "text": frame})
+    frames = [await socket.recv() for _ in range(4)]
+    assert deltas_text(frames, str(first.pk)) == "a!" and deltas_text(frames, str(second.pk)) == "b!"
+    await socket.close()
