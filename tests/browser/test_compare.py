@@ -24,8 +24,10 @@ def pick(page, *models: str) -> None:
         page.check(f'#compare-models input[value="openai/{model}"]')
 
 
-def compare(page, text: str, *models: str) -> None:
+def compare(page, text: str, *models: str, shot: str | None = None) -> None:
     pick(page, *models)
+    if shot:
+        page.screenshot(path=shot)
     page.fill("#prompt", text)
     page.press("#prompt", "Enter")
     page.wait_for_selector(COLUMN)
@@ -65,7 +67,7 @@ def saved(server, reply: str) -> tuple[str, str]:
 
 def test_compare_two_models_streams_side_by_side_and_each_is_saved_as_seen(page, server):
     login(page, server)
-    compare(page, "Compare these", FAST_MARKDOWN, HOSTILE)
+    compare(page, "Compare these", FAST_MARKDOWN, HOSTILE, shot="/tmp/compare-picker.png")
     page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
     cols = wait_statuses(page, ["complete", "complete"])
     assert [c["model"] for c in cols] == [FAST_MARKDOWN, HOSTILE]
@@ -173,13 +175,15 @@ def phone(browser, server):
 def test_on_a_phone_the_columns_are_tabs_each_with_its_status(phone, server):
     page = phone
     login(page, server)
-    compare(page, "On the go", FAST_MARKDOWN, HOSTILE)
+    compare(page, "On the go", FAST_MARKDOWN, HOSTILE, shot="/tmp/compare-phone-picker.png")
     wait_statuses(page, ["complete", "complete"])
     tabs = page.locator(".compare [role=tab]")
     assert tabs.count() == 2
     assert page.locator(".compare [role=tablist]").is_visible()
     assert page.locator(COLUMN).nth(0).is_visible() and not page.locator(COLUMN).nth(1).is_visible()
     assert "Done" in tabs.nth(1).inner_text()
+    page.locator(".compare").scroll_into_view_if_needed()
+    page.screenshot(path="/tmp/compare-phone-tabs.png")
     tabs.nth(1).tap()
     assert page.locator(COLUMN).nth(1).is_visible() and not page.locator(COLUMN).nth(0).is_visible()
     assert tabs.nth(1).get_attribute("aria-selected") == "true"
