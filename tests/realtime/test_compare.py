@@ -349,3 +349,40 @@ async def test_a_compare_running_in_another_process_is_followed_there_column_by_
     frames = [await socket.recv() for _ in range(4)]
     assert deltas_text(frames, str(first.pk)) == "a!" and deltas_text(frames, str(second.pk)) == "b!"
     await socket.close()
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        {"not-an-id": 1},
+        {str(uuid.uuid4()): -1},
+        {str(uuid.uuid4()): True},
+        [1],
+        {str(uuid.uuid4()): i for i in range(5)},
+    ],
+)
+def test_subscribe_after_maps_up_to_four_reply_ids_to_seqs_or_is_invalid(after):
+    frame = json.dumps({"type": "subscribe", "conversation": str(uuid.uuid4()), "after": after})
+    with pytest.raises(protocol.ProtocolError) as refused:
+        protocol.parse_client_frame(frame, max_bytes=100_000, max_prompt_chars=1000)
+    assert refused.value.code == "invalid_field"
+
+
+def test_subscribe_after_parses_to_a_map_of_reply_ids():
+    reply = uuid.uuid4()
+    frame = protocol.parse_client_frame(
+        json.dumps({"type": "subscribe", "conversation": str(uuid.uuid4()), "after": {reply.hex: 4}}),
+        max_bytes=100_000,
+        max_prompt_chars=1000,
+    )
+    assert isinstance(frame, protocol.Subscribe) and dict(frame.after) == {str(reply): 4}
+
+
+def test_the_limit_refuses_a_compare_that_does_not_fit_whole(settings):
+    from conversations.exceptions import TooManyReplies
+    from conversations.services.limits import limits_refusal
+
+    settings.CHATSITE_MAX_CONCURRENT_REPLIES = 4
+    assert limits_refusal(recent=0, streaming=1, replies=3) is None
+    assert isinstance(limits_refusal(recent=0, streaming=2, replies=3), TooManyReplies)
+    assert isinstance(limits_refusal(recent=0, streaming=4), TooManyReplies)
