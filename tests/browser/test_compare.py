@@ -189,3 +189,22 @@ def test_on_a_phone_the_columns_are_tabs_each_with_its_status(phone, server):
     assert tabs.nth(1).get_attribute("aria-selected") == "true"
     page.screenshot(path="/tmp/compare-phone.png")
     assert page.problems == []
+
+
+def test_a_second_tab_shows_every_column_of_a_streaming_compare_even_one_that_ended(page, server):
+    login(page, server)
+    compare(page, "Two tabs", SLOW_MARKDOWN, FAST_MARKDOWN)
+    wait_statuses(page, ["streaming", "complete"])
+    url = page.url
+    other = page.context.new_page()
+    other.problems = []
+    other.on("pageerror", lambda exc: other.problems.append(f"pageerror: {exc}"))
+    other.goto(url)
+    poll(other, f"() => document.querySelectorAll('{COLUMN}').length", lambda n: n == 2, what="2 columns")
+    ended = wait_statuses(other, ["streaming", "complete"])[1]
+    assert ended["text"] == saved(server, ended["reply"])[0] != ""
+    other.click(".compare .compare-stop-all")  # the second tab stops the compare for both
+    for tab in (page, other):
+        cols = wait_statuses(tab, ["stopped", "complete"])
+        assert saved(server, cols[0]["reply"]) == (cols[0]["text"], "stopped")
+    assert page.problems == [] and other.problems == []
