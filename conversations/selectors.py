@@ -242,6 +242,26 @@ def conversation_last_reply(*, user: AbstractBaseUser, conversation_id: uuid.UUI
     return conversation.messages.filter(role=Message.Role.ASSISTANT).order_by("-created_at").first()
 
 
+def conversation_last_exchange(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> list[Message] | None:
+    """The replies a subscriber follows: while a compare streams, every one of
+    its replies (its columns, ended or not, in column order); while another
+    reply streams, those streaming; else the newest reply alone (none: []).
+    None if there is no such conversation of the user's."""
+    conversation = conversation_get(user=user, conversation_id=conversation_id)
+    if conversation is None:
+        return None
+    replies = conversation.messages.filter(role=Message.Role.ASSISTANT)
+    streaming = list(replies.filter(status=Message.Status.STREAMING).order_by("created_at", "pk"))
+    if not streaming:
+        last = replies.order_by("-created_at").first()
+        return [last] if last is not None else []
+    first = streaming[0]
+    if first.client_id or first.segments or first.parent_id is None:
+        return streaming  # a regenerate or a continue: no columns
+    # A send's replies carry no client id (a regenerated sibling does).
+    return list(replies.filter(parent_id=first.parent_id, client_id="").order_by("created_at", "pk"))
+
+
 def message_list(*, conversation: Conversation) -> list[Message]:
     """The branch the user is looking at, first message first; each message of
     it carries ``sibling_ids``, its versions (regenerated replies, edited

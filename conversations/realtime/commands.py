@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Mapping
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -111,6 +112,7 @@ def _ack(subscriber: Subscriber, client_id: str, exchange: exchange_services.Sta
             conversation=str(exchange.conversation.pk),
             message=str(exchange.user_message.pk),
             created=exchange.created,
+            replies=[str(reply.pk) for reply in exchange.replies],
         )
     )
 
@@ -158,6 +160,8 @@ def _launch(
     prompt: list[ChatMessage],
     client_id: str = "",
     keep_last: int = 1,
+    columns: int = 1,
+    titled: bool = True,
 ) -> Reply:
     provider_name, model_name = split_model_id(model)
     provider = get_provider(provider_name)
@@ -183,11 +187,13 @@ def _launch(
         base_redacted=message.reasoning_redacted,
         staff=bool(getattr(user, "is_staff", False)),
     )
+    reply.columns = columns
     titles.title_yield(provider=provider)  # a title on a one-at-a-time model gives way
     registry.add(reply)
     reply.subscribe(subscriber, message.last_seq)
     reply.start()
-    titles.title_after(reply)
+    if titled:
+        titles.title_after(reply)
     return reply
 
 
@@ -211,10 +217,8 @@ _INTERRUPT_POLL_SECONDS = 0.02
 
 def _live_replies(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> list[Reply]:
     """The user's replies that run in this process in the conversation (those
-    still saving their end included). One at most today; the one place to
-    change when a conversation may stream several at once."""
-    live = registry.for_conversation(conversation_id)
-    return [live] if live is not None and live.user_id == user.pk else []
+    still saving their end included): a compare's every column."""
+    return [reply for reply in registry.in_conversation(conversation_id) if reply.user_id == user.pk]
 
 
 def _not_stopped(ref: str, why: str) -> protocol.ProtocolError:
@@ -291,58 +295,132 @@ async def _reply_stop_elsewhere(*, user: AbstractBaseUser, reply_id: uuid.UUID, 
         raise _not_stopped(ref, "it runs in another server process, which cannot be reached right now")
 
 
-async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscriber: Follower) -> Reply | None:
-    """Store the user's message and start the reply; ``subscriber`` follows it.
-
-
-    With ``frame.interrupt`` (stop and send), a reply of the user's running in
-    the conversation is stopped and saved first (:func:`_replies_interrupt`),
-    while the conversation is claimed (``registry.starting``), so that no other
-    frame here can start a reply in between and the store's own check refuses
-    one from any other process. A message that matches a moderation rule is
-    refused first: nothing is stored and nothing is stopped."""
+async def _prompt_screen(*, user: AbstractBaseUser, frame: protocol.Send) -> None:
+    """Refuse a message that matches a moderation rule, before anything is
+    stored, stopped or sent upstream."""
     if moderation.moderation_on():
         verdict = await moderation.prompt_check(text=frame.text)
         if verdict is not None:
             log.info("a message of user %s refused by the moderation rule %s", user.pk, verdict.rule)
             raise _refusal(PromptModerated(cause=verdict.cause), frame.client_id)
-    model = await _resolve_model(frame.model, frame.conversation, user, frame.client_id)
-    provider_name = split_model_id(model)[0]
-    # Only a send with files asks (a fresh process may wait for its first listing).
-    sees_images = bool(frame.attachments) and await _sees_images(model)
+
+
+def _conversation_claim(*, user: AbstractBaseUser, frame: protocol.Send) -> bool:
+    """Claim the send's conversation (``registry.starting``) so that no other
+    frame of this process starts a reply in it meanwhile, or refuse it
+    (``reply_running``) while a reply of the user's runs there and the send
+    neither retries it nor stops it (``interrupt``). Returns whether the running
+    replies are to be stopped first. The caller lets go of the claim."""
     conv_id = frame.conversation
-    interrupt = False
-    if conv_id is not None:
-        live = _live_replies(user=user, conversation_id=conv_id)
-        retry = any(reply.client_id == frame.client_id for reply in live)
-        starting = registry.starting.get(conv_id) == user.pk
-        if (live or starting) and not retry and (starting or not frame.interrupt):
-            raise _refusal(ReplyRunning(), frame.client_id)
-        interrupt = frame.interrupt and not retry
-        registry.starting[conv_id] = user.pk
+    if conv_id is None:
+        return False
+    live = _live_replies(user=user, conversation_id=conv_id)
+    retry = any(reply.client_id == frame.client_id for reply in live)
+    starting = registry.starting.get(conv_id) == user.pk
+    if (live or starting) and not retry and (starting or not frame.interrupt):
+        raise _refusal(ReplyRunning(), frame.client_id)
+    registry.starting[conv_id] = user.pk
+    return frame.interrupt and not retry
+
+
+async def _exchange_store(
+    *, user: AbstractBaseUser, frame: protocol.Send, request: exchange_services.ExchangeRequest
+) -> exchange_services.StartedExchange:
+    """Store a send's exchange with its conversation claimed, stopping (and
+    waiting for the save of) the replies it interrupts first."""
+    conv_id = frame.conversation
+    interrupt = _conversation_claim(user=user, frame=frame)
     try:
         if interrupt:
             assert conv_id is not None
             await _replies_interrupt(user=user, conversation_id=conv_id, client_id=frame.client_id)
-        exchange = await _starts.submit(
-            exchange_services.ExchangeRequest(
-                user=user,
-                conversation_id=conv_id,
-                client_id=frame.client_id,
-                text=frame.text,
-                model=model,
-                provider=provider_name,
-                edit_of=frame.edit_of,
-                attachments=frame.attachments,
-                sees_images=sees_images,
-            )
-        )
+        return await _starts.submit(request)
     except Refusal as exc:
         raise _refusal(exc, frame.client_id) from None
     finally:
         if conv_id is not None:
             registry.starting.pop(conv_id, None)
+
+
+async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscriber: Follower) -> Reply | None:
+    """Store the user's message and start the reply; ``subscriber`` follows it.
+
+    With ``frame.interrupt`` (stop and send), the user's replies running in the
+    conversation are stopped and saved first (:func:`_replies_interrupt`),
+    while the conversation is claimed (``registry.starting``), so that no other
+    frame here can start a reply in between and the store's own check refuses
+    one from any other process. A message that matches a moderation rule is
+    refused first: nothing is stored and nothing is stopped."""
+    await _prompt_screen(user=user, frame=frame)
+    model = await _resolve_model(frame.model, frame.conversation, user, frame.client_id)
+    # Only a send with files asks (a fresh process may wait for its first listing).
+    sees_images = bool(frame.attachments) and await _sees_images(model)
+    exchange = await _exchange_store(
+        user=user,
+        frame=frame,
+        request=exchange_services.ExchangeRequest(
+            user=user,
+            conversation_id=frame.conversation,
+            client_id=frame.client_id,
+            text=frame.text,
+            model=model,
+            provider=split_model_id(model)[0],
+            edit_of=frame.edit_of,
+            attachments=frame.attachments,
+            sees_images=sees_images,
+        ),
+    )
     return await _answer(user, subscriber, frame.client_id, exchange, model)
+
+
+async def compare_start(*, user: AbstractBaseUser, frame: protocol.Send, subscriber: Follower) -> list[Reply]:
+    """A compare (``send`` with ``models``): the user's message and one reply per
+    model, stored together (or not at all), each streamed as a reply of its own.
+
+    The conversation's checks are a send's: one running exchange (or, with
+    ``interrupt``, the running one stopped first), the per-user limits (each
+    column counted), the moderation of the message. The replies are siblings,
+    the first one the active branch; a retried ``client_id`` follows the
+    replies it stored."""
+    await _prompt_screen(user=user, frame=frame)
+    models = [await _resolve_model(model, None, user, frame.client_id) for model in frame.models]
+    sees_images = False
+    if frame.attachments:
+        sees_images = all([await _sees_images(model) for model in models])
+    exchange = await _exchange_store(
+        user=user,
+        frame=frame,
+        request=exchange_services.ExchangeRequest(
+            user=user,
+            conversation_id=frame.conversation,
+            client_id=frame.client_id,
+            text=frame.text,
+            model=models[0],
+            provider=split_model_id(models[0])[0],
+            edit_of=frame.edit_of,
+            attachments=frame.attachments,
+            sees_images=sees_images,
+            compare=tuple((model, split_model_id(model)[0]) for model in models[1:]),
+        ),
+    )
+    _ack(subscriber, frame.client_id, exchange)
+    if not exchange.created:
+        followed = [await _follow_existing(reply, user, subscriber) for reply in exchange.replies]
+        return [reply for reply in followed if reply is not None]
+    return [
+        _launch(
+            user=user,
+            subscriber=subscriber,
+            message=message,
+            conversation=exchange.conversation,
+            model=f"{message.provider}/{message.model}",
+            prompt=exchange.prompt,
+            client_id=frame.client_id,
+            columns=len(exchange.replies),
+            titled=i == 0,  # one title, from the first column
+        )
+        for i, message in enumerate(exchange.replies)
+    ]
 
 
 async def reply_regenerate(
@@ -450,20 +528,81 @@ async def _subscribe_remote(
     return True
 
 
+def _resume_point(after: Mapping[str, int] | None, after_seq: int, reply_id: str) -> int:
+    """Where a subscriber resumes a reply: its own seq in ``after`` if the
+    client sent the map (a reply it does not name: from the start), else ``after_seq``."""
+    return after_seq if after is None else after.get(reply_id, 0)
+
+
+def _saved_frames(message: Message, after_seq: int, *, staff: bool = False) -> list[str]:
+    """A compare's column that has ended, told as a live one would be: its
+    ``reply_started``, one catch-up of its saved text, its ``reply_finished``
+    (a client that has it all gets no text again)."""
+    after = after_seq if after_seq == message.last_seq else 0
+    frames = [
+        protocol.frame_reply_started(
+            conversation=str(message.conversation_id),
+            reply=str(message.pk),
+            model=f"{message.provider}/{message.model}",
+            provider=message.provider,
+            after_seq=after,
+        )
+    ]
+    if message.last_seq > after:
+        key, seq = str(message.pk), message.last_seq
+        if message.reasoning and message.content and seq >= 2:
+            frames.append(
+                protocol.frame_reasoning_delta(
+                    reply=key, seq=seq - 1, text=message.reasoning, redacted=message.reasoning_redacted
+                )
+            )
+        elif message.reasoning and not message.content:
+            frames.append(
+                protocol.frame_reasoning_delta(
+                    reply=key, seq=seq, text=message.reasoning, redacted=message.reasoning_redacted
+                )
+            )
+        if message.content:
+            frames.append(protocol.frame_delta(reply=key, seq=seq, text=message.content))
+    frames.append(finished_frame(message, staff=staff))
+    return frames
+
+
 async def conversation_subscribe(
-    *, user: AbstractBaseUser, conversation_id: uuid.UUID, after_seq: int, subscriber: Follower
-) -> Reply | None:
-    """Follow the conversation's live reply from ``after_seq``; if none is live,
+    *,
+    user: AbstractBaseUser,
+    conversation_id: uuid.UUID,
+    after_seq: int,
+    subscriber: Follower,
+    after: Mapping[str, int] | None = None,
+) -> list[Reply]:
+    """Follow the conversation's live replies (a compare's every column), each
+    from where the client is (``after``, else ``after_seq``); if none is live,
     send the last reply's final state so the client can tell if it is behind."""
-    live = registry.for_conversation(conversation_id)
-    if live is not None and live.user_id == user.pk and not live.finished:
-        live.subscribe(subscriber, after_seq)
-        return live
-    last = await database_sync_to_async(selectors.conversation_last_reply)(
+    lives = [r for r in registry.in_conversation(conversation_id) if r.user_id == user.pk and not r.finished]
+    if lives and all(r.columns == len(lives) for r in lives):
+        # Every reply of the exchange runs here: no trip to the database.
+        for live in lives:
+            live.subscribe(subscriber, _resume_point(after, after_seq, live.key))
+        return lives
+    replies = await database_sync_to_async(selectors.conversation_last_exchange)(
         user=user, conversation_id=conversation_id
     )
-    if last is False:
+    if replies is None:
         raise protocol.ProtocolError("not_found", "no such conversation", ref=str(conversation_id))
-    if last is not None and not await _subscribe_remote(last, user, subscriber, after_seq):
-        subscriber.deliver(finished_frame(last, staff=user.is_staff))
-    return None
+    followed: list[Reply] = []
+    compare = len(replies) > 1
+    for message in replies:
+        resume = _resume_point(after, after_seq, str(message.pk))
+        here = registry.get(str(message.pk))
+        if here is not None and here.user_id == user.pk and not here.finished:
+            here.subscribe(subscriber, resume)
+            followed.append(here)
+        elif await _subscribe_remote(message, user, subscriber, resume):
+            pass
+        elif compare:
+            for frame in _saved_frames(message, resume, staff=user.is_staff):
+                subscriber.deliver(frame)
+        else:
+            subscriber.deliver(finished_frame(message, staff=user.is_staff))
+    return followed

@@ -261,23 +261,30 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         if not await self._session_alive():
             return
         try:
-            reply: Reply | None = None
-            if isinstance(frame, protocol.Send):
-                reply = await commands.reply_start(user=self.user, frame=frame, subscriber=self)
+            replies: list[Reply | None] = []
+            if isinstance(frame, protocol.Send) and frame.models:
+                replies = list(await commands.compare_start(user=self.user, frame=frame, subscriber=self))
+            elif isinstance(frame, protocol.Send):
+                replies = [await commands.reply_start(user=self.user, frame=frame, subscriber=self)]
             elif isinstance(frame, protocol.Regenerate):
-                reply = await commands.reply_regenerate(user=self.user, frame=frame, subscriber=self)
+                replies = [await commands.reply_regenerate(user=self.user, frame=frame, subscriber=self)]
             elif isinstance(frame, protocol.Continue):
-                reply = await commands.reply_continue(user=self.user, frame=frame, subscriber=self)
+                replies = [await commands.reply_continue(user=self.user, frame=frame, subscriber=self)]
             elif isinstance(frame, protocol.Stop):
                 await commands.reply_stop(user=self.user, reply_id=frame.reply)
             elif isinstance(frame, protocol.Subscribe):
-                reply = await commands.conversation_subscribe(
-                    user=self.user,
-                    conversation_id=frame.conversation,
-                    after_seq=frame.after_seq,
-                    subscriber=self,
+                replies = list(
+                    await commands.conversation_subscribe(
+                        user=self.user,
+                        conversation_id=frame.conversation,
+                        after_seq=frame.after_seq,
+                        subscriber=self,
+                        after=frame.after,
+                    )
                 )
-            if reply is not None:
+            for reply in replies:
+                if reply is None:
+                    continue
                 self.following.add(reply)
                 known = self._conversation_of
                 if len(known) >= 10_000:

@@ -73,6 +73,14 @@ class Send:
     #: Stop and send: a reply of the user's running in the conversation is
     #: stopped (and saved) first, in the same step (``commands.reply_start``).
     interrupt: bool = False
+    #: A compare: 2 to 4 distinct model ids, one reply each, in column order
+    #: (empty: one reply, from ``model``).
+    models: tuple[str, ...] = ()
+
+
+#: How many models a compare ``send`` may name.
+COMPARE_MIN_MODELS = 2
+COMPARE_MAX_MODELS = 4
 
 
 #: The most attachment ids a ``send`` may name, whatever the setting says.
@@ -100,6 +108,9 @@ class Stop:
 class Subscribe:
     conversation: uuid.UUID
     after_seq: int
+    #: Reply id -> the seq the client has of it (a compare's columns each
+    #: resume from their own); a live reply not named starts from 0.
+    after: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +164,10 @@ def _model(data: Data) -> str | None:
     model: str | None = _field(data, "model", str, required=False)
     if model is None:
         return None
+    return _model_id(model)
+
+
+def _model_id(model: str) -> str:
     if len(model) > MODEL_MAX_CHARS:
         raise ProtocolError(
             "invalid_field", f"'model' is too long: ids of up to {MODEL_MAX_CHARS} characters are supported"
@@ -181,6 +196,47 @@ def _attachment_ids(data: Data) -> tuple[uuid.UUID, ...]:
     return tuple(dict.fromkeys(ids))
 
 
+def _compare_models(data: Data) -> tuple[str, ...]:
+    """A compare's ``models``: 2 to 4 distinct well-formed ids, never with
+    ``model``. Anything else is a ``bad_frame`` (nothing is stored)."""
+    raw = data.get("models")
+    if raw is None:
+        return ()
+    wanted = f"'models' must be a list of {COMPARE_MIN_MODELS} to {COMPARE_MAX_MODELS} distinct model ids"
+    if data.get("model") is not None:
+        raise ProtocolError("bad_frame", "a send names either 'model' or 'models', not both")
+    if (
+        not isinstance(raw, list)
+        or not COMPARE_MIN_MODELS <= len(raw) <= COMPARE_MAX_MODELS
+        or not all(isinstance(item, str) for item in raw)
+        or len(set(raw)) != len(raw)
+    ):
+        raise ProtocolError("bad_frame", wanted)
+    try:
+        return tuple(_model_id(item) for item in raw)
+    except ProtocolError as exc:
+        raise ProtocolError("bad_frame", f"{wanted}: {exc.message}") from None
+
+
+def _subscribe_after(data: Data) -> Mapping[str, int] | None:
+    raw = data.get("after")
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or len(raw) > COMPARE_MAX_MODELS
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw.values())
+    ):
+        raise ProtocolError(
+            "invalid_field",
+            f"'after' maps up to {COMPARE_MAX_MODELS} reply ids to seqs (integers, not negative)",
+        )
+    try:
+        return MappingProxyType({str(uuid.UUID(k)): v for k, v in raw.items()})
+    except ValueError:
+        raise ProtocolError("invalid_field", "'after' holds a reply id that is not valid") from None
+
+
 def _send(data: Data, client_id: str, max_prompt_chars: int) -> Send:
     body: str = _field(data, "text", str)
     attachments = _attachment_ids(data)
@@ -196,6 +252,7 @@ def _send(data: Data, client_id: str, max_prompt_chars: int) -> Send:
         edit_of=_optional_uuid(data, "edit_of"),
         attachments=attachments,
         interrupt=_field(data, "interrupt", bool, required=False) is True,
+        models=_compare_models(data),
     )
 
 
@@ -237,7 +294,9 @@ def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: in
         after: int | None = _field(data, "after_seq", int, required=False)
         if after is not None and after < 0:
             raise ProtocolError("invalid_field", "'after_seq' must not be negative")
-        return Subscribe(conversation=_uuid(data, "conversation"), after_seq=after or 0)
+        return Subscribe(
+            conversation=_uuid(data, "conversation"), after_seq=after or 0, after=_subscribe_after(data)
+        )
     if not isinstance(kind, str):
         raise ProtocolError("invalid_field", "'type' is required")
     raise ProtocolError("unknown_type", f"unknown frame type {kind[:40]!r}")
@@ -251,7 +310,7 @@ def parse_client_frame(text: str | None, *, max_bytes: int, max_prompt_chars: in
 # static/chat/frames.js (through the generated frame_declarations.js) validate
 # against the same table, and docs/protocol.md documents it (a test checks).
 
-JsonType = Literal["string", "integer", "number", "boolean", "object"]
+JsonType = Literal["string", "integer", "number", "boolean", "object", "array"]
 
 TERMINAL_STATUSES = frozenset({"complete", "stopped", "error", "interrupted"})
 ERROR_KINDS = frozenset(
@@ -284,6 +343,8 @@ class FieldSpec:
     values: frozenset[str] | None = None
     #: An object's own fields (None: any object).
     fields: Mapping[str, FieldSpec] | None = None
+    #: What each item of an array is (None: anything).
+    items: FieldSpec | None = None
     #: ``(field, value)``: this field is non-null exactly when that field of
     #: the frame has that value (e.g. ``error_kind`` goes with status ``error``).
     only_when: tuple[str, str] | None = None
@@ -299,6 +360,9 @@ SERVER_FRAMES: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
             "conversation": _ID,
             "message": _ID,
             "created": FieldSpec("boolean"),
+            # The replies to the message, in column order: one for a send, a
+            # regenerate or a continue; 2 to 4 for a compare (``send`` with ``models``).
+            "replies": FieldSpec("array", items=_ID),
         },
         "reply_started": {
             "conversation": _ID,
@@ -374,6 +438,7 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "number": (int, float),
     "boolean": (bool,),
     "object": (dict,),
+    "array": (list,),
 }
 
 
@@ -388,6 +453,12 @@ def _value_problem(where: str, value: object, spec: FieldSpec) -> str | None:
     if spec.fields is not None:
         assert isinstance(value, dict)
         return _fields_problem(where, value, spec.fields)
+    if spec.items is not None:
+        assert isinstance(value, list)
+        for i, item in enumerate(value):
+            problem = _value_problem(f"{where}[{i}]", item, spec.items)
+            if problem is not None:
+                return problem
     return None
 
 
@@ -435,6 +506,8 @@ def _spec_json(spec: FieldSpec) -> Data:
         data["values"] = sorted(spec.values)
     if spec.fields is not None:
         data["fields"] = {name: _spec_json(field) for name, field in spec.fields.items()}
+    if spec.items is not None:
+        data["items"] = _spec_json(spec.items)
     if spec.only_when is not None:
         data["only_when"] = list(spec.only_when)
     return data
@@ -457,9 +530,17 @@ def _encode(kind: str, fields: Data) -> str:
     return text
 
 
-def frame_ack(*, client_id: str, conversation: str, message: str, created: bool) -> str:
+def frame_ack(*, client_id: str, conversation: str, message: str, created: bool, replies: list[str]) -> str:
+    """``replies``: the reply ids, in column order (one, unless a compare)."""
     return _encode(
-        "ack", {"client_id": client_id, "conversation": conversation, "message": message, "created": created}
+        "ack",
+        {
+            "client_id": client_id,
+            "conversation": conversation,
+            "message": message,
+            "created": created,
+            "replies": replies,
+        },
     )
 
 

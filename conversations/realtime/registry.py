@@ -35,6 +35,8 @@ class Registry:
     def __init__(self) -> None:
         self.by_id: dict[str, Reply] = {}
         self.by_conversation: dict[uuid.UUID, Reply] = {}
+        #: Every live reply of a conversation (a compare has several), in start order.
+        self.all_by_conversation: dict[uuid.UUID, list[Reply]] = {}
         self.starting: dict[uuid.UUID, int] = {}  # conversation -> user, while storing
         #: Background work that serves the replies and may be dropped at any
         #: time (titles): cancelled first at shutdown.
@@ -88,19 +90,35 @@ class Registry:
         return self.by_id.get(reply_id)
 
     def for_conversation(self, conversation_id: uuid.UUID) -> Reply | None:
+        """One live reply of the conversation (the first of a compare's), or None."""
         return self.by_conversation.get(conversation_id)
+
+    def in_conversation(self, conversation_id: uuid.UUID) -> list[Reply]:
+        """Every live reply of the conversation, in start order (a compare's columns)."""
+        return list(self.all_by_conversation.get(conversation_id, ()))
 
     def add(self, reply: Reply) -> None:
         self.by_id[reply.key] = reply
-        self.by_conversation[reply.conversation_id] = reply
+        first = self.by_conversation.get(reply.conversation_id)
+        if first is None or first.finished:  # else: a compare's first column stays the one
+            self.by_conversation[reply.conversation_id] = reply
+        self.all_by_conversation.setdefault(reply.conversation_id, []).append(reply)
         self._update_window()
         if self._checkpointer is None or self._checkpointer.done():
             self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
 
     def discard(self, reply: Reply) -> None:
         self.by_id.pop(reply.key, None)
+        live = self.all_by_conversation.get(reply.conversation_id)
+        if live is not None and reply in live:
+            live.remove(reply)
         if self.by_conversation.get(reply.conversation_id) is reply:
-            del self.by_conversation[reply.conversation_id]
+            if live:
+                self.by_conversation[reply.conversation_id] = live[0]
+            else:
+                del self.by_conversation[reply.conversation_id]
+        if not live:
+            self.all_by_conversation.pop(reply.conversation_id, None)
         self._update_window()
 
     def __len__(self) -> int:

@@ -87,6 +87,8 @@ class Reply:
         self.id = reply_id
         self.registry = registry
         self.client_id = client_id  # of the user message this replies to
+        #: How many replies its exchange started (a compare's columns; else 1).
+        self.columns = 1
         self.temperature = temperature
         self.thinking_budget = thinking_budget
         self.max_tokens = max_tokens or settings.CHATSITE_MAX_TOKENS or None

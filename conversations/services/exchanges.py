@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -27,6 +28,13 @@ class StartedExchange:
     reply: Message
     created: bool  # False: the client id was seen before; nothing new was stored
     prompt: list[ChatMessage]
+    #: A compare's other replies, after ``reply`` (the first column), in column order.
+    others: tuple[Message, ...] = ()
+
+    @property
+    def replies(self) -> tuple[Message, ...]:
+        """Every reply to the message, in column order (one unless a compare)."""
+        return (self.reply, *self.others)
 
 
 def branch_path(*, conversation: Conversation, leaf_id: uuid.UUID | None) -> list[Message]:
@@ -117,6 +125,7 @@ def exchange_start(
     edit_of: uuid.UUID | None = None,
     attachments: tuple[uuid.UUID, ...] = (),
     sees_images: bool = False,
+    compare: tuple[tuple[str, str], ...] = (),
 ) -> StartedExchange:
     """Store the user's message and an empty streaming reply, in one transaction.
 
@@ -126,6 +135,11 @@ def exchange_start(
     stored then (``created=False``). ``attachments`` (the user's uploads) are
     put on the message; images to a model that cannot see them
     (``sees_images`` false) are refused before anything is stored.
+
+    ``compare`` (``(model, provider)`` pairs) adds one more streaming reply
+    per model, siblings of the first: a compare, stored whole or not at all,
+    each reply counted against the concurrent-reply limit. The first reply
+    is the active branch until the user picks another.
     """
     kwargs = dict(
         user=user,
@@ -137,6 +151,7 @@ def exchange_start(
         edit_of=edit_of,
         attachments=attachments,
         sees_images=sees_images,
+        compare=compare,
     )
     try:
         return _exchange_start(**kwargs)
@@ -158,6 +173,8 @@ class ExchangeRequest:
     edit_of: uuid.UUID | None = None
     attachments: tuple[uuid.UUID, ...] = ()
     sees_images: bool = False
+    #: A compare's other models, ``(model, provider)``, after ``model``.
+    compare: tuple[tuple[str, str], ...] = ()
 
 
 def exchange_start_many(*, requests: list[ExchangeRequest]) -> list[StartedExchange | Refusal]:
@@ -174,7 +191,7 @@ def exchange_start_many(*, requests: list[ExchangeRequest]) -> list[StartedExcha
     fresh = [
         i
         for i, r in enumerate(requests)
-        if r.conversation_id is None and r.edit_of is None and not r.attachments
+        if r.conversation_id is None and r.edit_of is None and not r.attachments and not r.compare
     ]
     if fresh:
         try:
@@ -247,10 +264,16 @@ def _exchange_start_new_many(requests: list[ExchangeRequest]) -> dict[int, Start
 def _existing(conversation: Conversation, message: Message) -> StartedExchange:
     if message.role == Message.Role.ASSISTANT:  # a regenerated reply carries the client id
         return StartedExchange(conversation, message.parent, message, False, [])
-    reply = message.children.filter(role=Message.Role.ASSISTANT).order_by("created_at").first()
-    if reply is None:  # pragma: no cover - both are always written together
-        raise NotFound("the reply to this message is missing")
-    return StartedExchange(conversation, message, reply, False, [])
+    # The replies stored with it (a compare's several); regenerated ones carry a client id.
+    replies = list(
+        message.children.filter(role=Message.Role.ASSISTANT, client_id="").order_by("created_at", "pk")
+    )
+    if not replies:
+        first = message.children.filter(role=Message.Role.ASSISTANT).order_by("created_at").first()
+        if first is None:  # pragma: no cover - both are always written together
+            raise NotFound("the reply to this message is missing")
+        replies = [first]
+    return StartedExchange(conversation, message, replies[0], False, [], tuple(replies[1:]))
 
 
 def _locked_conversation(user: AbstractBaseUser, conversation_id: uuid.UUID) -> Conversation:
@@ -299,8 +322,10 @@ def _exchange_start(
     edit_of: uuid.UUID | None,
     attachments: tuple[uuid.UUID, ...] = (),
     sees_images: bool = False,
+    compare: tuple[tuple[str, str], ...] = (),
 ) -> StartedExchange:
     # The hot path of every reply start: keep its statements few.
+    replies = 1 + len(compare)
     with transaction.atomic():
         files = attachment_services.attachments_for_send(user=user, ids=attachments)
         _refuse_unseen(files, sees_images, model)
@@ -309,7 +334,7 @@ def _exchange_start(
             conversation = Conversation.objects.filter(user=user, client_id=client_id).first()
             new = conversation is None
             if new:
-                limits_check(user=user)
+                limits_check(user=user, replies=replies)
                 title = title_auto(text=text) or title_auto(text=", ".join(a.name for a in files))
                 conversation = Conversation.objects.create(
                     user=user, client_id=client_id, model=model, title=title
@@ -330,7 +355,7 @@ def _exchange_start(
                 parent_id = edited.parent_id
             if conversation.messages.filter(status=Message.Status.STREAMING).exists():
                 raise ReplyRunning()
-            limits_check(user=user)
+            limits_check(user=user, replies=replies)
         user_message = Message.objects.create(
             conversation=conversation,
             role=Message.Role.USER,
@@ -340,11 +365,30 @@ def _exchange_start(
         )
         attachment_services.attachments_bind(message=user_message, attachments=files)
         reply = _new_reply(conversation, user_message, model=model, provider=provider)
+        others = _compare_replies(conversation, user_message, reply, compare)
         if new:  # nothing before it: no need to read the branch back
             prompt = [_user_prompt(text, files, sees_images) if files else ChatMessage("user", text)]
         else:
             prompt = _prompt_for(conversation, user_message.pk, sees_images)
-    return StartedExchange(conversation, user_message, reply, True, prompt)
+    return StartedExchange(conversation, user_message, reply, True, prompt, others)
+
+
+def _compare_replies(
+    conversation: Conversation, parent: Message, first: Message, compare: tuple[tuple[str, str], ...]
+) -> tuple[Message, ...]:
+    """A compare's other replies, siblings of ``first``.
+
+    Each is made a microsecond younger than the one before (``auto_now_add``
+    would give two the same time on a coarse clock), so that the versions'
+    order, by creation time, is the columns' order on every database."""
+    others = []
+    for i, (model, provider) in enumerate(compare, start=1):
+        other = _reply_for(conversation, parent, model=model, provider=provider)
+        other.save(force_insert=True)
+        other.created_at = first.created_at + timedelta(microseconds=i)
+        Message.objects.filter(pk=other.pk).update(created_at=other.created_at)
+        others.append(other)
+    return tuple(others)
 
 
 def reply_regenerate(

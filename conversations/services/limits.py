@@ -14,11 +14,12 @@ from conversations.exceptions import Refusal, TooManyMessages, TooManyReplies
 from conversations.models import Message
 
 
-def limits_check(*, user: AbstractBaseUser, count_message: bool = True) -> None:
+def limits_check(*, user: AbstractBaseUser, count_message: bool = True, replies: int = 1) -> None:
     """Raise the refusal for one user's send (``count_message=False``: a new
-    reply to a stored message, which counts only against the streaming limit)."""
+    reply to a stored message, which counts only against the streaming limit;
+    ``replies``: how many replies it starts, each counted, e.g. a compare's columns)."""
     recent, streaming = limits_usage(user_ids={user.pk}, count_messages=count_message).get(user.pk, (0, 0))
-    refusal = limits_refusal(recent=recent, streaming=streaming)
+    refusal = limits_refusal(recent=recent, streaming=streaming, replies=replies)
     if refusal is not None:
         raise refusal
 
@@ -53,13 +54,14 @@ def limits_usage(*, user_ids: set[int], count_messages: bool = True) -> dict[int
     return {user: (recent.get(user, 0), streaming.get(user, 0)) for user in user_ids}
 
 
-def limits_refusal(*, recent: int, streaming: int) -> Refusal | None:
+def limits_refusal(*, recent: int, streaming: int, replies: int = 1) -> Refusal | None:
     """The refusal for a user with ``recent`` messages in the last minute and
-    ``streaming`` replies running, or None if one more is allowed."""
+    ``streaming`` replies running, or None if ``replies`` more are allowed
+    (all of them: a compare is refused whole, never cut short)."""
     per_minute = settings.CHATSITE_MAX_MESSAGES_PER_MINUTE
     if per_minute and recent >= per_minute:
         return TooManyMessages(per_minute=per_minute)
     concurrent = settings.CHATSITE_MAX_CONCURRENT_REPLIES
-    if concurrent and streaming >= concurrent:
+    if concurrent and streaming + replies > concurrent:
         return TooManyReplies(concurrent=concurrent)
     return None

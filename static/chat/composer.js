@@ -1,6 +1,7 @@
 // What the user asks for: send a message, stop, regenerate, continue, edit a
 // message (a new version), switch between versions, copy.
 
+import { compareLive, compareModels, comparePickerClose, compareSettle, compareStopAll, initCompare } from './compare.js';
 import { send } from './socket.js';
 import { postJSON } from './http.js';
 import { continueFrame, regenerateFrame, sendFrame, stopFrame } from './protocol.js';
@@ -57,7 +58,8 @@ function sendText(text, { editOf = null, attachments = [] } = {}) {
     showError(`A message is limited to ${maxPromptChars.toLocaleString()} characters (this one has ${text.length.toLocaleString()}).`);
     return false;
   }
-  if (attachments.some((a) => a.kind === 'image') && !modelSeesImages()) {
+  const models = editOf ? null : compareModels();
+  if (attachments.some((a) => a.kind === 'image') && !models && !modelSeesImages()) {
     const picked = state.models.find((x) => x.id === dom.model.value);
     showError(`${picked ? picked.label : 'This model'} cannot see images: pick a model marked “sees images”, or remove the images.`);
     return false;
@@ -65,12 +67,15 @@ function sendText(text, { editOf = null, attachments = [] } = {}) {
   clearError();
   // A message that failed to send was put back in the box; this replaces it.
   for (const failed of dom.messages.querySelectorAll('.message[data-role="user"][data-status="failed"]')) failed.remove();
+  compareSettle(); // a compare shown in columns: the branch picked from it is shown now
+  if (models) comparePickerClose();
   const clientId = newClientId();
   const frame = sendFrame({
     clientId,
     conversation: state.conversation ? state.conversation.id : null,
     text,
     model: dom.model.value || null,
+    models,
     editOf,
     attachments: attachments.map((a) => a.id),
     interrupt,
@@ -212,6 +217,10 @@ async function switchVersion(target) {
 
 export function stopReply() {
   if (state.active === null) return;
+  if (compareLive().length > 0) {
+    compareStopAll(); // a compare: every live column
+    return;
+  }
   state.stopRequested = state.active;
   send(stopFrame({ reply: state.active }));
   updateControls();
@@ -220,6 +229,7 @@ export function stopReply() {
 export function initComposer({ data }) {
   maxPromptChars = (data.limits && data.limits.max_prompt_chars) || 32000;
   initAttachments({ data });
+  initCompare();
   dom.composer.addEventListener('submit', (event) => {
     event.preventDefault();
     submit();

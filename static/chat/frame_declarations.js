@@ -7,6 +7,7 @@ export const SERVER_FRAMES = {
     "conversation": {"type": "string"},
     "message": {"type": "string"},
     "created": {"type": "boolean"},
+    "replies": {"type": "array", "items": {"type": "string"}},
   },
   "reply_started": {
     "conversation": {"type": "string"},

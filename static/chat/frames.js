@@ -17,6 +17,7 @@ const IS_TYPE = {
   number: (v) => typeof v === 'number',
   boolean: (v) => typeof v === 'boolean',
   object: (v) => v !== null && typeof v === 'object' && !Array.isArray(v),
+  array: (v) => Array.isArray(v),
 };
 
 function valueProblem(where, value, spec) {
@@ -24,6 +25,12 @@ function valueProblem(where, value, spec) {
   if (!IS_TYPE[spec.type](value)) return `${where} is not ${spec.type}`;
   if (spec.values && !spec.values.includes(value)) return `${where} ${JSON.stringify(value)} is not an allowed value`;
   if (spec.fields) return fieldsProblem(where, value, spec.fields);
+  if (spec.items) {
+    for (let i = 0; i < value.length; i += 1) {
+      const problem = valueProblem(`${where}[${i}]`, value[i], spec.items);
+      if (problem !== null) return problem;
+    }
+  }
   return null;
 }
 

@@ -75,6 +75,7 @@ function renderModels() {
   modelHint();
   updateVisionNote();
   updateControls();
+  document.dispatchEvent(new CustomEvent('chatsite:models')); // the compare picker lists them too
 }
 
 /** Ask the server for its model lists again (now, or once the socket is open). */

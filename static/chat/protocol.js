@@ -11,10 +11,13 @@ export function socketUrl(path) {
 }
 
 /** A user message (conversation null: a new conversation; editOf: the message it is a new version of;
- * interrupt: stop and send, the conversation's running reply is stopped first, in the same step). */
-export function sendFrame({ clientId, conversation, text, model = null, editOf = null, attachments = [], interrupt = false }) {
+ * models: a compare's 2–4 model ids instead of one; interrupt: stop and send, the conversation's
+ * running replies are stopped first, in the same step). */
+export function sendFrame({ clientId, conversation, text, model = null, models = null, editOf = null, attachments = [], interrupt = false }) {
   const frame = { type: 'send', client_id: clientId, conversation, text };
-  if (model) frame.model = model;
+  // A compare names its 2–4 models instead of one (docs/protocol.md, "Compare").
+  if (models) frame.models = models;
+  else if (model) frame.model = model;
   if (editOf) frame.edit_of = editOf;
   if (attachments.length) frame.attachments = attachments;
   if (interrupt) frame.interrupt = true;
@@ -29,4 +32,9 @@ export function regenerateFrame({ clientId, reply, model = null }) {
 
 export const continueFrame = ({ reply }) => ({ type: 'continue', reply });
 export const stopFrame = ({ reply }) => ({ type: 'stop', reply });
-export const subscribeFrame = ({ conversation, afterSeq }) => ({ type: 'subscribe', conversation, after_seq: afterSeq });
+/** after: {reply id: seq} for a compare's columns (each resumes from its own), else null. */
+export function subscribeFrame({ conversation, afterSeq, after = null }) {
+  const frame = { type: 'subscribe', conversation, after_seq: afterSeq };
+  if (after) frame.after = after;
+  return frame;
+}

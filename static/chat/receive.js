@@ -2,6 +2,7 @@
 // sends again when the socket opens. receiveFrame is the one place received
 // frames are dispatched.
 
+import { compareAdopt, compareLive, compareResumePoints, compareShow, compareUpdate } from './compare.js';
 import { promptRestore } from './composer.js';
 import { send } from './socket.js';
 import { getJSON } from './http.js';
@@ -62,10 +63,32 @@ export async function reloadConversation() {
     if (!isCurrent(id)) return;
     showMessages(body.messages || []);
     followBottom();
-    if (state.active) send(subscribeFrame({ conversation: id, afterSeq: latestSeq() }));
+    if (state.active) subscribe(id);
   } catch {
     showError('Could not reload the conversation. Reload the page to see the latest messages.');
   }
+}
+
+/** The node of a shown reply that has `replyId` among its versions (a compare's sibling), or null. */
+function siblingNode(replyId) {
+  for (const r of state.replies.values()) {
+    if (r.id !== replyId && Array.isArray(r.node.chatsiteVersions) && r.node.chatsiteVersions.includes(replyId)) return r.node;
+  }
+  return null;
+}
+
+/** The latest reply has versions: it may be a compare's column, whose siblings may stream. */
+function latestHasVersions() {
+  const r = state.latestReply && state.replies.get(state.latestReply);
+  return Boolean(r && Array.isArray(r.node.chatsiteVersions) && r.node.chatsiteVersions.length > 1);
+}
+
+/** Follow the conversation's live replies, each from the seq the page has of it
+ * (a compare's columns: `after`, where a column the page lacks starts from 0). */
+function subscribe(conversation) {
+  let after = compareResumePoints();
+  if (after === null && latestHasVersions()) after = { [state.latestReply]: latestSeq() };
+  send(subscribeFrame({ conversation, afterSeq: latestSeq(), after }));
 }
 
 let bumpTimer = 0;
@@ -107,6 +130,16 @@ function onAck(f) {
     bumpConversation(f.conversation);
   }
   if (state.awaiting === f.client_id) state.latestReply = null; // its reply comes next
+  if (Array.isArray(f.replies) && f.replies.length > 1) {
+    // A compare: a column per reply, in the order of its models.
+    const models = p.frame.models || [];
+    const nodes = f.replies.map((id, i) => {
+      const node = assistantMessageEl({ id, status: 'streaming', model: models[i] || null });
+      replyState(node, id, '', 0);
+      return node;
+    });
+    compareShow(nodes);
+  }
 }
 
 function onReplyStarted(f) {
@@ -125,7 +158,7 @@ function onReplyStarted(f) {
     // A regenerated reply streams in place of the one it replaces.
     const action = [...state.actions.values()].find((a) => a.kind === 'regenerate' && a.node.isConnected);
     if (action) action.node.replaceWith(node);
-    else appendMessage(node);
+    else if (!compareAdopt(node, siblingNode(f.reply))) appendMessage(node);
     state.actions.clear();
   } else if (f.after_seq < r.seq) {
     // The server replays from after_seq: drop what it will send again.
@@ -140,6 +173,7 @@ function onReplyStarted(f) {
   state.active = f.reply;
   state.latestReply = f.reply;
   state.awaiting = null;
+  compareUpdate();
   updateControls();
   scheduleRender(r);
   followBottom();
@@ -180,8 +214,12 @@ async function onReplyFinished(f) {
     return;
   }
   const r = state.replies.get(f.reply);
-  if (state.active === f.reply) state.active = null;
+  // A compare's other columns may stream on.
+  if (state.active === f.reply) state.active = compareLive().find((id) => id !== f.reply) || null;
   if (state.stopRequested === f.reply) state.stopRequested = null;
+  if (!r && siblingNode(f.reply) && state.active === null && state.awaiting === null) {
+    return; // the end of another version of a shown reply (a compare that ended): nothing to show
+  }
   if (!r) {
     // A reply this page never saw start (e.g. it ran while the socket was down).
     state.awaiting = null;
@@ -204,6 +242,7 @@ async function onReplyFinished(f) {
   if (f.last_seq > r.seq || r.gap) {
     renderAssistant(r.node, r.text);
     finishAssistant(r.node, { ...f, model: label });
+    compareUpdate();
     updateControls();
     try {
       const body = await fetchConversation(f.conversation);
@@ -224,6 +263,7 @@ async function onReplyFinished(f) {
   } else {
     renderAssistant(r.node, r.text);
     finishAssistant(r.node, { ...f, model: label, segments: r.node.chatsiteSegments });
+    compareUpdate();
     updateControls();
   }
   followBottom();
@@ -314,11 +354,12 @@ export function socketOpened({ reconnect }) {
   for (const a of state.actions.values()) send(a.frame);
   const conv = state.conversation;
   const retrying = conv && [...state.pending.values()].some((p) => p.frame.conversation === conv.id);
-  if (conv && !retrying && (reconnect || state.active !== null)) {
-    send(subscribeFrame({ conversation: conv.id, afterSeq: latestSeq() }));
-  }
+  if (conv && !retrying && (reconnect || state.active !== null || latestHasVersions())) subscribe(conv.id);
   if (state.stopRequested !== null && state.stopRequested === state.active) {
     send(stopFrame({ reply: state.stopRequested }));
+  }
+  if (state.compare && state.compare.stopping) {
+    for (const id of compareLive()) if (state.compare.stopping.has(id)) send(stopFrame({ reply: id }));
   }
   // A server that was away may have restarted: its model lists start again.
   if (reconnect || modelsDeferred()) modelsRefresh();

@@ -131,6 +131,7 @@ export function showMessages(messages) {
   state.replies.clear();
   state.latestReply = null;
   state.active = null;
+  state.compare = null;
   state.messages = messages.filter((m) => m.role === 'user' || m.role === 'assistant');
   // Only the last RENDER_WINDOW messages go into the DOM now; earlier ones on scrolling up.
   state.firstRendered = Math.max(0, state.messages.length - RENDER_WINDOW);
@@ -267,6 +268,10 @@ export function updateControls() {
   updateMessageActions();
   dom.stop.hidden = !streaming;
   dom.stop.disabled = streaming && state.stopRequested === state.active;
+  // A compare streams several replies: Stop stops them all.
+  const live = [...state.replies.values()].filter((r) => !r.finished).length;
+  dom.stop.querySelector('.button-text').textContent = live > 1 ? 'Stop all' : 'Stop';
+  dom.stop.setAttribute('aria-label', live > 1 ? 'Stop all the replies' : 'Stop the reply');
   dom.composer.dataset.busy = busy() ? 'true' : 'false';
 }
 

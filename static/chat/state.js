@@ -17,6 +17,8 @@ export const state = {
   actions: new Map(), // client_id -> {kind: 'regenerate', node, frame}: sent, not yet started
   refreshNext: false, // the next reply_started is for a regenerate / edit / continue
   refreshOnFinish: new Set(), // reply ids to reload the conversation after (versions, segments)
+  compare: null, // the compare shown in columns: {group, stopping?, chosen?} (compare.js)
+  compareChosen: null, // the branch "Continue with this one" picked, shown at the next send
 };
 
 /** Fill the state from the page's embedded data (page load). */

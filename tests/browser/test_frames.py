@@ -102,7 +102,11 @@ def valid_frames() -> list[dict]:
     reply, conversation = str(uuid.uuid4()), str(uuid.uuid4())
     built = [
         protocol.frame_ack(
-            client_id="c-1", conversation=conversation, message=str(uuid.uuid4()), created=False
+            client_id="c-1",
+            conversation=conversation,
+            message=str(uuid.uuid4()),
+            created=False,
+            replies=[reply],
         ),
         protocol.frame_reply_started(
             conversation=conversation, reply=reply, model="openai/x", provider="openai", after_seq=4

@@ -181,7 +181,7 @@ def reply_end(**changes) -> protocol.ReplyEnd:
 BUILT = {
     "reply_queued": protocol.frame_reply_queued(reply=REPLY, position=2, ahead=2),
     "ack": protocol.frame_ack(
-        client_id="c-1", conversation=CONVERSATION, message=str(uuid.uuid4()), created=True
+        client_id="c-1", conversation=CONVERSATION, message=str(uuid.uuid4()), created=True, replies=[REPLY]
     ),
     "reply_started": protocol.frame_reply_started(
         conversation=CONVERSATION, reply=REPLY, model="openai/gpt-4o", provider="openai", after_seq=0
