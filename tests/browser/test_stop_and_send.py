@@ -156,6 +156,12 @@ def test_on_a_phone_stop_and_send_is_one_tap_away_with_the_keyboard_open(phone, 
     assert_reachable(phone, "#send")
     assert_reachable(phone, "#stop")
     assert phone.inner_text("#send").strip() == "Stop and send"
+    # The message box keeps room to read what is typed: the Compare toggle gives way.
+    box = phone.locator("#prompt").bounding_box()
+    composer = phone.locator("#composer").bounding_box()
+    assert box is not None and composer is not None
+    assert box["width"] >= composer["width"] * 0.3, (box, composer)
+    assert phone.locator("#compare-toggle").is_hidden()
     phone.screenshot(path="/tmp/stopsend-phone-keyboard.png")
     phone.tap("#send")
     phone.wait_for_selector(f"{REPLIES} >> nth=0 >> xpath=self::*[@data-status='stopped']")
