@@ -56,6 +56,10 @@ function renderPicker() {
   );
   const n = compareModels() ? compareModels().length : 0;
   const toggle = $('#compare-toggle');
+  // With fewer than two models there is nothing to compare: no toggle, no picker.
+  const comparable = state.models.length >= COMPARE_MIN;
+  toggle.hidden = !comparable;
+  if (!comparable && !$('#compare-picker').hidden) setPickerOpen(false);
   toggle.dataset.on = n ? 'true' : 'false';
   toggle.querySelector('.compare-toggle-text').textContent = n ? `Compare ${n}` : 'Compare';
   $('#compare-note').textContent = n

@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
-from .conftest import FAST_MARKDOWN, HOSTILE, MATH_STALLED, SLOW_MARKDOWN, login
+from .conftest import FAST_MARKDOWN, HOSTILE, MATH_STALLED, SLOW_MARKDOWN, browser_server, login
 from .test_history import poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -208,3 +209,14 @@ def test_a_second_tab_shows_every_column_of_a_streaming_compare_even_one_that_en
         cols = wait_statuses(tab, ["stopped", "complete"])
         assert saved(server, cols[0]["reply"]) == (cols[0]["text"], "stopped")
     assert page.problems == [] and other.problems == []
+
+
+def test_with_a_single_model_there_is_no_compare_toggle(page, server):
+    # The embedded defaults: the bundled offline model and nothing else.
+    with browser_server("chatsite-one-model-", {"CHATSITE_LOCAL_MODEL": "bundled"}) as alone:
+        login(page, alone)
+        expect(page.locator("#model option")).to_have_count(1)
+        expect(page.locator("#compare-toggle")).to_be_hidden()
+    login(page, server)
+    expect(page.locator("#model option")).not_to_have_count(1)
+    expect(page.locator("#compare-toggle")).to_be_visible()
