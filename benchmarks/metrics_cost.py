@@ -43,7 +43,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import ROOT, git_revision, loadavg, machine_info, write_doc_section
+from benchmarks._harness import (
+    ROOT,
+    add_allow_dirty_argument,
+    check_tree_for_doc,
+    git_revision,
+    loadavg,
+    machine_info,
+    write_doc_section,
+)
 
 DOC = ROOT / "docs" / "benchmarks.md"
 START_MARK = "<!-- metrics-cost:start -->"
@@ -270,7 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=1000, help="tokens per reply (default 1000)")
     parser.add_argument("--time-limit", type=float, default=100.0, help="stop alternating after this (s)")
     parser.add_argument("--no-doc", action="store_true", help="print only")
+    add_allow_dirty_argument(parser)
     args = parser.parse_args(argv)
+    revision = check_tree_for_doc(parser, write_doc=not args.no_doc, allow_dirty=args.allow_dirty)
     django_setup()
     results = asyncio.run(run(args))
     command = "CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/metrics_cost.py" + (
@@ -279,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     section = report(results, args, command.replace(" --no-doc", ""))
     print(section)
     if not args.no_doc:
-        write_doc_section(DOC, START_MARK, END_MARK, section, "# Benchmarks\n")
+        write_doc_section(DOC, START_MARK, END_MARK, section, "# Benchmarks\n", revision=revision)
 
 
 if __name__ == "__main__":

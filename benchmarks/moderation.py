@@ -43,7 +43,9 @@ from benchmarks._harness import (
     ChatSocket,
     FakeUpstreamProcess,
     Stats,
+    add_allow_dirty_argument,
     check_monotonic_clock,
+    check_tree_for_doc,
     loadavg,
     machine_info,
     proc_cpu_seconds,
@@ -209,7 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-limit", type=float, default=300.0)
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--doc", type=Path, default=DOC)
+    add_allow_dirty_argument(parser)
     args = parser.parse_args(argv)
+    revision = check_tree_for_doc(parser, write_doc=not args.no_doc, allow_dirty=args.allow_dirty)
     out, info = asyncio.run(run(args))
     command = "CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/moderation.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     section = report(out, info, command.strip())
     print(section)
     if not args.no_doc:
-        write_doc_section(args.doc, START_MARK, END_MARK, section, intro="# Benchmarks\n")
+        write_doc_section(args.doc, START_MARK, END_MARK, section, intro="# Benchmarks\n", revision=revision)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from benchmarks._harness import (
     check_tree_for_doc,
     loadavg,
     machine_info,
-    mark_dirty,
+    write_doc_section,
 )
 from benchmarks.latency import (
     DELTAS_BEFORE_STOP,
@@ -232,17 +232,6 @@ def report(results: Results, info: dict, command: str, runs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(section: str, path: Path = DOC) -> None:
-    block = f"{START_MARK}\n{section}{END_MARK}"
-    text = path.read_text()
-    start, end = text.find(START_MARK), text.find(END_MARK)
-    if 0 <= start < end:
-        text = text[:start] + block + text[end + len(END_MARK) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="benchmarks/stop_and_send.py", description="Measure stop and send.")
@@ -263,10 +252,10 @@ def main(argv: list[str] | None = None) -> None:
             *(shlex.quote(a) for a in argv),
         ]
     )
-    section = mark_dirty(report(results, info, command, args.runs), revision)
+    section = report(results, info, command, args.runs)
     print(section)
     if not args.no_doc:
-        write_doc(section, args.doc)
+        write_doc_section(args.doc, START_MARK, END_MARK, section, "# Benchmarks\n", revision=revision)
         print(f"updated {args.doc}", file=sys.stderr)
 
 
