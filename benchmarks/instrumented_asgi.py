@@ -107,7 +107,7 @@ class LoopLag:
     MAX_SAMPLES = 120_000  # 20 minutes at 100 a second
 
     def __init__(self) -> None:
-        self.samples: deque[tuple[float, float]] = deque(maxlen=self.MAX_SAMPLES)
+        self.samples: deque[tuple[float, float, float | None]] = deque(maxlen=self.MAX_SAMPLES)
         self.task: asyncio.Task | None = None
 
     def ensure_started(self) -> None:
@@ -115,20 +115,35 @@ class LoopLag:
             self.task = asyncio.get_running_loop().create_task(self._run(), name="bench-loop-lag")
 
     async def _run(self) -> None:
+        from conversations.realtime.registry import registry  # the app's, once it is loaded
+
         while True:
             before = time.monotonic()
             await asyncio.sleep(self.INTERVAL)
             after = time.monotonic()
-            self.samples.append((after, after - before - self.INTERVAL))
+            # The coalescing window at the time, while any reply is live.
+            window = registry.window if registry.by_id else None
+            self.samples.append((after, after - before - self.INTERVAL, window))
 
     def snapshot(self, since: float = 0.0, until: float = float("inf")) -> dict:
-        """Percentiles of the samples taken between two ``time.monotonic()`` readings."""
-        data = sorted(lag for at, lag in list(self.samples) if since <= at <= until)
+        """Percentiles of the samples taken between two ``time.monotonic()`` readings (the
+        loop lag; ``window_*``: the coalescing window while replies were live)."""
+        samples = [(lag, window) for at, lag, window in list(self.samples) if since <= at <= until]
+        data = sorted(lag for lag, _ in samples)
+        windows = sorted(window for _, window in samples if window is not None)
 
-        def q(p: float) -> float | None:
-            return round(data[min(len(data) - 1, int(p * len(data)))] * 1000, 3) if data else None
+        def q(values: list[float], p: float) -> float | None:
+            return round(values[min(len(values) - 1, int(p * len(values)))] * 1000, 3) if values else None
 
-        return {"n": len(data), "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0)}
+        return {
+            "n": len(data),
+            "p50_ms": q(data, 0.5),
+            "p99_ms": q(data, 0.99),
+            "max_ms": q(data, 1.0),
+            "window_p50_ms": q(windows, 0.5),
+            "window_p99_ms": q(windows, 0.99),
+            "window_max_ms": q(windows, 1.0),
+        }
 
 
 loop_lag = LoopLag()

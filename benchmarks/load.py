@@ -221,8 +221,8 @@ def merge_stats(each: list[dict]) -> dict:
     db["statements"], db["verbs"] = dict(db["statements"]), dict(db["verbs"])
     lags = [one["loop_lag"] for one in each]
     worst = {
-        key: max((lag[key] for lag in lags if lag[key] is not None), default=None)
-        for key in ("p50_ms", "p99_ms", "max_ms")
+        key: max((lag.get(key) for lag in lags if lag.get(key) is not None), default=None)
+        for key in ("p50_ms", "p99_ms", "max_ms", "window_p50_ms", "window_p99_ms", "window_max_ms")
     }
     return {
         "pid": [one["pid"] for one in each],
@@ -1667,6 +1667,8 @@ def burst_table(direct: Phase, app: Phase, *, ttft_target: float = TARGET_TTFT_A
         f"| {_f(100 * sa.get('machine_busy', math.nan), 0)} %; {_f(sa.get('others'), 2)} | | | |",
         f"| daphne's loop lag, in-process probe p50 / p99 / max (ms) | | {_lag(lag, 'p50_ms')} / "
         f"{_lag(lag, 'p99_ms')} / {_lag(lag, 'max_ms')} | | | |",
+        f"| coalescing window while replies were live p50 / p99 / max (ms) | | {_lag(lag, 'window_p50_ms')} / "
+        f"{_lag(lag, 'window_p99_ms')} / {_lag(lag, 'window_max_ms')} | | | |",
         f"| `ping` → `pong` on a socket of its own p50 / p99 (ms): idle before / during | | "
         f"{_f(a['ping_idle'].median)} / {_f(a['ping_idle'].p99)}; {_f(a['ping'].median)} / {_f(a['ping'].p99)} "
         "| | | |",

@@ -57,9 +57,10 @@ REMOVED: dict[str, str] = {
     "installs no offline model either)",
     "CHATSITE_MAX_FRAME_BYTES": "remove it: the frame limit now follows CHATSITE_MAX_PROMPT_CHARS "
     "(docs/configuration.md), and daphne gets it from `python -m chatsite.daphne`",
+    "CHATSITE_COALESCE_FRAMES_PER_S": "remove it: the coalescing window now follows the load the "
+    "process measures (its event loop's lag and CPU), not a frame budget (docs/configuration.md)",
     **dict.fromkeys(
         (
-            "CHATSITE_COALESCE_FRAMES_PER_S",
             "CHATSITE_COALESCE_MAX_MS",
             "CHATSITE_RETRY_BACKOFF",
             "CHATSITE_RETRY_MAX_WAIT",

@@ -387,10 +387,13 @@ def frame_bytes_limit(max_prompt_chars: int) -> int:
 CHATSITE_MAX_FRAME_BYTES = frame_bytes_limit(CHATSITE_MAX_PROMPT_CHARS)
 # Size of the shared upstream connection pool (one httpx client per process).
 CHATSITE_HTTP_MAX_CONNECTIONS = 1000
-# The coalescing window widens past CHATSITE_COALESCE_MS when a process sends
-# more frames a second than this (None: a fixed window), up to the widest.
-CHATSITE_COALESCE_FRAMES_PER_S: float | None = 3300.0
+# The coalescing window widens past CHATSITE_COALESCE_MS while the event loop
+# is behind (its lag, or the CPU its thread uses, over a target), up to the
+# widest, and narrows again when it keeps up (conversations/realtime/pacing.py).
+# The widest equal to CHATSITE_COALESCE_MS: a fixed window.
 CHATSITE_COALESCE_MAX_MS = 250.0
+CHATSITE_COALESCE_TARGET_LAG_MS = 10.0
+CHATSITE_COALESCE_TARGET_BUSY = 0.8
 # Before a reply's first token: the first backoff (doubling each try), and the
 # longest Retry-After (or backoff) waited for.
 CHATSITE_RETRY_BACKOFF = 0.5

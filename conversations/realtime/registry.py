@@ -5,7 +5,8 @@ The :data:`registry` holds every :class:`~conversations.realtime.replies.Reply`
 this process runs, from its start until its terminal state is saved, by reply
 id and by conversation. It is also the replies' shared clock: tokens a reply
 holds back for coalescing are sent on one 5 ms grid for all of them
-(:meth:`Registry.flush_later`), and one loop checkpoints the partial text of
+(:meth:`Registry.flush_later`), with a window that follows the load
+(:class:`~conversations.realtime.pacing.Pacer`), and one loop checkpoints the partial text of
 every live reply each ``CHATSITE_CHECKPOINT_INTERVAL``, in one write.
 """
 
@@ -21,6 +22,7 @@ from django.conf import settings
 
 from conversations import metrics
 from conversations.realtime import capacity
+from conversations.realtime.pacing import Pacer
 from conversations.realtime.replies import Reply
 from conversations.services import replies as reply_services
 
@@ -46,25 +48,19 @@ class Registry:
         # replies due in a slot instead of one per frame.
         self._slots: dict[int, list[Reply]] = {}
         self._slots_loop: asyncio.AbstractEventLoop | None = None
-        #: The coalescing window, in seconds, for every live reply's next frame.
-        self.window = 0.0
-        self._update_window()
+        #: Pieces read by replies that have left the registry (see ``_pieces_read``).
+        self._pieces_ended = 0
+        #: The coalescing window follows this process's load (pacing.py).
+        self.pacer = Pacer(live=lambda: len(self.by_id), pieces=self._pieces_read)
 
-    def _update_window(self) -> None:
-        """Widen the coalescing window when many replies stream at once.
+    @property
+    def window(self) -> float:
+        """The coalescing window, in seconds, for every live reply's next frame."""
+        return self.pacer.window
 
-        Each frame costs the server about as much as reading the token did,
-        so under load fewer, fuller frames are what keeps it fast. The
-        window is ``CHATSITE_COALESCE_MS`` until the live replies, each
-        sending a frame per window, would exceed
-        ``CHATSITE_COALESCE_FRAMES_PER_S``; then it grows with their number
-        (to at most ``CHATSITE_COALESCE_MAX_MS``). The first token of a
-        reply is never held.
-        """
-        base = (settings.CHATSITE_COALESCE_MS or 0) / 1000.0
-        budget = settings.CHATSITE_COALESCE_FRAMES_PER_S
-        widest = max(base, (settings.CHATSITE_COALESCE_MAX_MS or 0) / 1000.0)
-        self.window = base if not budget else min(widest, max(base, len(self.by_id) / budget))
+    def _pieces_read(self) -> int:
+        """Every piece the replies of this registry have read (never decreases)."""
+        return self._pieces_ended + sum(reply.piece_count for reply in self.by_id.values())
 
     def flush_later(self, reply: Reply, when: float) -> None:
         """Send ``reply``'s held tokens at ``when`` (``time.monotonic()``), or
@@ -103,12 +99,13 @@ class Registry:
         if first is None or first.finished:  # else: a compare's first column stays the one
             self.by_conversation[reply.conversation_id] = reply
         self.all_by_conversation.setdefault(reply.conversation_id, []).append(reply)
-        self._update_window()
+        self.pacer.ensure_running()
         if self._checkpointer is None or self._checkpointer.done():
             self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
 
     def discard(self, reply: Reply) -> None:
-        self.by_id.pop(reply.key, None)
+        if self.by_id.pop(reply.key, None) is not None:
+            self._pieces_ended += reply.piece_count
         live = self.all_by_conversation.get(reply.conversation_id)
         if live is not None and reply in live:
             live.remove(reply)
@@ -119,7 +116,8 @@ class Registry:
                 del self.by_conversation[reply.conversation_id]
         if not live:
             self.all_by_conversation.pop(reply.conversation_id, None)
-        self._update_window()
+        if not self.by_id:
+            self.pacer.stop()  # nothing to pace: the base window, no sampling
 
     def __len__(self) -> int:
         return len(self.by_id)
