@@ -21,7 +21,7 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from conversations.providers.failures import ProviderError, http_error
-from conversations.providers.http import get_client
+from conversations.providers.http import connection_tracked, get_client
 
 MAX_ERROR_BODY = 2000
 #: The largest whole JSON answer read (a reply is at most CHATSITE_MAX_REPLY_CHARS anyway).
@@ -56,11 +56,12 @@ async def sse_events(
     try:
         async with client.stream("POST", url, json=body, headers={"Accept": accept, **headers}) as response:
             receiving = True
-            await _raise_for_status(response)
-            if _is_json(response):
-                raise JsonAnswer(await _json_body(response))
-            async for event in EventSource(response).aiter_sse():
-                yield event
+            with connection_tracked(response):  # a Stop can shut it at once
+                await _raise_for_status(response)
+                if _is_json(response):
+                    raise JsonAnswer(await _json_body(response))
+                async for event in EventSource(response).aiter_sse():
+                    yield event
     except (ProviderError, JsonAnswer):
         raise
     except SSEError as exc:

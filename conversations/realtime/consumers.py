@@ -148,6 +148,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
                 # else, so no session check either (the session timer closes a
                 # dead socket anyway). Its save is waited on by the next queued frame
                 # only, so that a ``send`` right after it is not told ``reply_running``.
+                live.request_cancel("stop")  # now: the upstream is shut in this very step
                 self._stopping.add(self._spawn(live.stop()))
                 return
             # Not streaming here: maybe an earlier frame of this socket is starting

@@ -32,6 +32,7 @@ from conversations.prompt import ChatMessage, PromptFit
 from conversations.providers import BaseProvider, ProviderError, StreamResult
 from conversations.providers.base import prompt_fit
 from conversations.providers.failures import context_length_error
+from conversations.providers.http import Connections, connections_track
 from conversations.providers.reasoning import RedactedReasoning
 from conversations.realtime import capacity, protocol
 from conversations.realtime.batching import Batcher
@@ -144,6 +145,8 @@ class Reply:
         self._cancel_reason: str | None = None  # "stop" | a timeout error kind
         self._stop_at: float | None = None  # when a user's stop was asked for
         self._began = False  # the task has entered _run
+        #: The upstream connections the task has open (a cancel shuts them at once).
+        self._upstream: Connections | None = None
         self.started_at = time.monotonic()
         self.first_piece_at: float | None = None
         self.last_piece_at = self.started_at
@@ -475,6 +478,8 @@ class Reply:
             if reason == "stop":
                 self._stop_at = time.monotonic()
         if self._began:
+            if self._upstream is not None:
+                self._upstream.shut()  # the upstream hears it now, not when the task runs again
             self.task.cancel()
         else:
             # Cancelled before its first step, the task would end without running a
@@ -583,6 +588,7 @@ class Reply:
 
     async def _run(self) -> None:
         self._began = True
+        self._upstream = connections_track()  # in this task's context only
         try:
             self._join_queue()
             await self._fit()

@@ -126,6 +126,24 @@ async def test_stop_closes_upstream_and_saves_what_was_sent(connect, alice, upst
     assert registry.get(started["reply"]) is None
 
 
+async def test_a_stop_shuts_the_upstream_connection_before_the_reply_task_runs_again(
+    connect, alice, upstream
+):
+    socket = await connect(alice)
+    _, started = await start(socket, model="openai/fake?fault=drip&rate=100")
+    await socket.recv_until("delta")
+    record = upstream.requests[-1]
+    registry.get(started["reply"]).request_cancel("stop")
+    # Blocking: this event loop runs nothing (not the reply's task, not a socket
+    # close it would schedule) until the fake upstream, in its own thread, sees
+    # the connection go.
+    assert record.wait_disconnected(2.0), "the connection closes only once the reply's task runs"
+    frames = await socket.recv_until("reply_finished")
+    assert frames[-1]["status"] == "stopped"
+    reply = await get_reply(started["reply"])
+    assert reply.content == record.text_sent[: len(reply.content)]
+
+
 async def test_stop_is_idempotent_and_a_finished_reply_is_a_no_op(connect, alice, upstream):
     socket = await connect(alice)
     _, started = await start(socket, model="openai/fake?tokens=3&rate=0")
