@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 
 from conversations import moderation, selectors
 from conversations.catalog import model_list_settled
@@ -220,6 +220,7 @@ class _Held:
         self.subscriber = subscriber
         self.frames: list[str] = []
         self.ended: str | None = None
+        self.released = False
 
     @property
     def channel_name(self) -> str | None:
@@ -232,7 +233,11 @@ class _Held:
         self.ended = reply_id
 
     def release(self, reply: Reply) -> None:
-        """The held frames to the socket, in order; from now on the socket follows the reply itself."""
+        """The held frames to the socket, in order; from now on the socket
+        follows the reply itself. Idempotent."""
+        if self.released:
+            return
+        self.released = True
         for frame in self.frames:
             self.subscriber.deliver(frame)
         self.frames.clear()
@@ -251,8 +256,13 @@ class _EarlyStart:
     out while the commit happens. Their frames are held (:class:`_Held`) until
     the store has returned: then the ``ack`` goes out, and after it the held
     frames (:meth:`release`). Should the commit fail, :meth:`abandon` closes
-    their upstreams and drops them unsaved. A callback's work reaches the loop
-    before the store's result does (both are handed over in that order)."""
+    their upstreams and drops them unsaved. The ``ack`` and the held frames go
+    out as soon as the commit is done (a ``transaction.on_commit`` hook on the
+    database thread: the loop hears of it in one step, before the store has
+    even returned; a transaction rolled back never calls it). Each hand-over
+    from the database thread reaches the loop in the order it was made: the
+    replies are started before the commit is heard of, and both before the
+    store's result."""
 
     def __init__(self, *, user: AbstractBaseUser, subscriber: Follower, client_id: str) -> None:
         self.loop = asyncio.get_running_loop()
@@ -263,10 +273,30 @@ class _EarlyStart:
         self.subscriber = subscriber
         self.client_id = client_id
         self.started: list[tuple[Reply, _Held]] = []
+        #: The user message whose ``ack`` went out from the commit hook.
+        self.acked: uuid.UUID | None = None
 
     def before_commit(self, exchange: exchange_services.StartedExchange) -> None:
         """On the database thread, inside the store's transaction."""
         self.loop.call_soon_threadsafe(self._start, exchange, context=self.context)
+        transaction.on_commit(lambda: self._on_commit(exchange))
+
+    def _on_commit(self, exchange: exchange_services.StartedExchange) -> None:
+        """On the database thread, right after the commit."""
+        self.loop.call_soon_threadsafe(self._committed, exchange, context=self.context)
+
+    def _committed(self, exchange: exchange_services.StartedExchange) -> None:
+        if self.acked is not None:
+            return
+        self.acked = exchange.user_message.pk
+        _ack(self.subscriber, self.client_id, exchange)
+        for message in exchange.replies:
+            self.release(message)
+
+    def ack(self, exchange: exchange_services.StartedExchange) -> None:
+        """The store returned ``exchange``: its ``ack``, unless the commit hook sent it."""
+        if self.acked != exchange.user_message.pk:
+            _ack(self.subscriber, self.client_id, exchange)
 
     def _start(self, exchange: exchange_services.StartedExchange) -> None:
         columns = len(exchange.replies)
@@ -518,7 +548,7 @@ async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscribe
         ),
         early=early,
     )
-    _ack(subscriber, frame.client_id, exchange)
+    early.ack(exchange)
     if not exchange.created:
         return await _follow_existing(exchange.reply, user, subscriber)
     started = early.release(exchange.reply)
@@ -567,7 +597,7 @@ async def compare_start(*, user: AbstractBaseUser, frame: protocol.Send, subscri
         ),
         early=early,
     )
-    _ack(subscriber, frame.client_id, exchange)
+    early.ack(exchange)
     if not exchange.created:
         followed = [await _follow_existing(reply, user, subscriber) for reply in exchange.replies]
         return [reply for reply in followed if reply is not None]
