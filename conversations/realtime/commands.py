@@ -254,12 +254,12 @@ class _EarlyStart:
     check that can refuse the send has passed, just before the commit; the
     replies start on the event loop from there, so their upstream requests go
     out while the commit happens. Their frames are held (:class:`_Held`) until
-    the store has returned: then the ``ack`` goes out, and after it the held
-    frames (:meth:`release`). Should the commit fail, :meth:`abandon` closes
-    their upstreams and drops them unsaved. The ``ack`` and the held frames go
-    out as soon as the commit is done (a ``transaction.on_commit`` hook on the
-    database thread: the loop hears of it in one step, before the store has
-    even returned; a transaction rolled back never calls it). Each hand-over
+    the commit is done: then the ``ack`` goes out, and after it the held frames
+    (:meth:`release`). The commit is heard of from a ``transaction.on_commit``
+    hook on the database thread, in one step, before the store has even
+    returned (a transaction rolled back never calls it); failing that, from the
+    store's result. Should the store fail, :meth:`abandon` closes their
+    upstreams and drops them unsaved. Each hand-over
     from the database thread reaches the loop in the order it was made: the
     replies are started before the commit is heard of, and both before the
     store's result."""
