@@ -443,8 +443,10 @@ def report(results: Results, info: dict, command: str, runs: int) -> str:
         "",
         f"Model `{TTFT_MODEL}` (5 tokens, no delay). Direct: `POST /v1/chat/completions` sent → first "
         "content token parsed. Via the app: `send` frame sent (new conversation each time) → first "
-        "`delta` frame received. The app stores the message (and acknowledges it) before it calls the "
-        "upstream, so its TTFT includes that database write by design.",
+        "`delta` frame received. The app calls the upstream once the send's checks have passed, inside "
+        "the store's transaction, and commits meanwhile; the first `delta` waits for the commit and the "
+        "`ack` (which means the message is durable), so its TTFT includes the commit when the commit "
+        "takes longer than the upstream.",
         "",
         HEAD,
         _row("TTFT direct (httpx → fake)", r.ttft_direct),

@@ -11,6 +11,8 @@ contract, read through :mod:`conversations.selectors` and write through
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping
@@ -18,6 +20,7 @@ from collections.abc import Mapping
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import DatabaseError, transaction
 
 from conversations import moderation, selectors
 from conversations.catalog import model_list_settled
@@ -162,7 +165,11 @@ def _launch(
     keep_last: int = 1,
     columns: int = 1,
     titled: bool = True,
+    committed: bool = True,
 ) -> Reply:
+    """Start the reply ``message`` (stored streaming), streamed to ``subscriber``.
+    ``committed=False``: its exchange's commit is still under way (see
+    :class:`_EarlyStart`)."""
     provider_name, model_name = split_model_id(model)
     provider = get_provider(provider_name)
     if provider is None:  # configured away since the reply was stored
@@ -188,6 +195,7 @@ def _launch(
         staff=bool(getattr(user, "is_staff", False)),
     )
     reply.columns = columns
+    reply.committed = committed
     titles.title_yield(provider=provider)  # a title on a one-at-a-time model gives way
     registry.add(reply)
     reply.subscribe(subscriber, message.last_seq)
@@ -199,8 +207,157 @@ def _launch(
 
 def _store_starts(
     requests: list[exchange_services.ExchangeRequest],
-) -> list[exchange_services.StartedExchange | Refusal]:
+) -> list[exchange_services.StartedExchange | Refusal | DatabaseError]:
     return exchange_services.exchange_start_many(requests=requests)
+
+
+class _Held:
+    """Stands in for a socket on a reply started before its exchange committed:
+    keeps the reply's frames, and its end, until the ``ack`` has gone out
+    (:meth:`release`); they are dropped if the store fails."""
+
+    def __init__(self, subscriber: Follower) -> None:
+        self.subscriber = subscriber
+        self.frames: list[str] = []
+        self.ended: str | None = None
+        self.released = False
+
+    @property
+    def channel_name(self) -> str | None:
+        return self.subscriber.channel_name
+
+    def deliver(self, frame: str) -> None:
+        self.frames.append(frame)
+
+    def reply_ended(self, reply_id: str) -> None:
+        self.ended = reply_id
+
+    def release(self, reply: Reply) -> None:
+        """The held frames to the socket, in order; from now on the socket
+        follows the reply itself. Idempotent."""
+        if self.released:
+            return
+        self.released = True
+        for frame in self.frames:
+            self.subscriber.deliver(frame)
+        self.frames.clear()
+        if self.ended is not None:
+            self.subscriber.reply_ended(self.ended)
+        elif self in reply.subscribers:
+            reply.subscribers[reply.subscribers.index(self)] = self.subscriber
+
+
+class _EarlyStart:
+    """A send's replies, started while its exchange commits.
+
+    The store calls :meth:`before_commit` on the database thread once every
+    check that can refuse the send has passed, just before the commit; the
+    replies start on the event loop from there, so their upstream requests go
+    out while the commit happens. Their frames are held (:class:`_Held`) until
+    the commit is done: then the ``ack`` goes out, and after it the held frames
+    (:meth:`release`). The commit is heard of from a ``transaction.on_commit``
+    hook on the database thread, in one step, before the store has even
+    returned (a transaction rolled back never calls it); failing that, from the
+    store's result. Should the store fail, :meth:`abandon` closes their
+    upstreams and drops them unsaved. Each hand-over
+    from the database thread reaches the loop in the order it was made: the
+    replies are started before the commit is heard of, and both before the
+    store's result."""
+
+    def __init__(self, *, user: AbstractBaseUser, subscriber: Follower, client_id: str) -> None:
+        self.loop = asyncio.get_running_loop()
+        # The replies start in the sender's context, not the database thread's
+        # (whose context tells asgiref it is that thread).
+        self.context = contextvars.copy_context()
+        self.user = user
+        self.subscriber = subscriber
+        self.client_id = client_id
+        self.started: list[tuple[Reply, _Held]] = []
+        #: The user message whose ``ack`` went out from the commit hook.
+        self.acked: uuid.UUID | None = None
+
+    def before_commit(self, exchange: exchange_services.StartedExchange) -> None:
+        """On the database thread, inside the store's transaction."""
+        self.loop.call_soon_threadsafe(self._start, exchange, context=self.context)
+        transaction.on_commit(lambda: self._on_commit(exchange))
+
+    def _on_commit(self, exchange: exchange_services.StartedExchange) -> None:
+        """On the database thread, right after the commit."""
+        self.loop.call_soon_threadsafe(self._committed, exchange, context=self.context)
+
+    def _committed(self, exchange: exchange_services.StartedExchange) -> None:
+        if self.acked is not None:
+            return
+        self.acked = exchange.user_message.pk
+        _ack(self.subscriber, self.client_id, exchange)
+        for message in exchange.replies:
+            self.release(message)
+
+    def ack(self, exchange: exchange_services.StartedExchange) -> None:
+        """The store returned ``exchange``: its ``ack``, unless the commit hook sent it."""
+        if self.acked != exchange.user_message.pk:
+            _ack(self.subscriber, self.client_id, exchange)
+
+    def _start(self, exchange: exchange_services.StartedExchange) -> None:
+        columns = len(exchange.replies)
+        for i, message in enumerate(exchange.replies):
+            held = _Held(self.subscriber)
+            try:
+                reply = _launch(
+                    user=self.user,
+                    subscriber=held,
+                    message=message,
+                    conversation=exchange.conversation,
+                    model=f"{message.provider}/{message.model}",
+                    prompt=exchange.prompt,
+                    client_id=self.client_id,
+                    columns=columns,
+                    titled=i == 0,  # one title, from the first column
+                    committed=False,
+                )
+            except protocol.ProtocolError:
+                return  # e.g. its provider configured away: started (and refused) after the commit
+            self.started.append((reply, held))
+
+    async def settle(self, exchange: exchange_services.StartedExchange) -> None:
+        """The store returned ``exchange``: abandon the replies it does not
+        have (started for an attempt that was rolled back and stored again)."""
+        keep = {message.pk for message in exchange.replies} if exchange.created else set()
+        stale = [reply for reply, _ in self.started if reply.id not in keep]
+        self.started = [(reply, held) for reply, held in self.started if reply.id in keep]
+        if stale:
+            await asyncio.gather(*(reply.abandon() for reply in stale))
+
+    async def abandon(self) -> None:
+        """The store failed: nothing of the send was stored."""
+        started, self.started = self.started, []
+        if started:
+            await asyncio.gather(*(reply.abandon() for reply, _ in started))
+
+    def interrupt(self) -> None:
+        """The send was cancelled while it was stored: end its replies
+        (``interrupted``, saved if the commit went through)."""
+        for reply, _ in self.started:
+            reply.request_cancel("interrupted")
+
+    def release(self, message: Message) -> Reply | None:
+        """The stored reply ``message``, if it was started early: its held
+        frames go to the socket now (call it after the ``ack``)."""
+        for reply, held in self.started:
+            if reply.id == message.pk:
+                reply.committed = True
+                held.release(reply)
+                return reply
+        return None
+
+
+def _store_failed(ref: str) -> protocol.ProtocolError:
+    return protocol.ProtocolError(
+        "unavailable",
+        "your message could not be saved (the database failed), so no reply was started; "
+        "send it again in a moment",
+        ref=ref,
+    )
 
 
 #: Sends that arrive while earlier ones are being stored are stored together.
@@ -324,19 +481,38 @@ def _conversation_claim(*, user: AbstractBaseUser, frame: protocol.Send) -> bool
 
 
 async def _exchange_store(
-    *, user: AbstractBaseUser, frame: protocol.Send, request: exchange_services.ExchangeRequest
+    *,
+    user: AbstractBaseUser,
+    frame: protocol.Send,
+    request: exchange_services.ExchangeRequest,
+    early: _EarlyStart,
 ) -> exchange_services.StartedExchange:
     """Store a send's exchange with its conversation claimed, stopping (and
-    waiting for the save of) the replies it interrupts first."""
+    waiting for the save of) the replies it interrupts first. Its replies
+    start just before the commit (``early``); a store that fails closes them
+    and is answered ``unavailable``."""
     conv_id = frame.conversation
     interrupt = _conversation_claim(user=user, frame=frame)
     try:
         if interrupt:
             assert conv_id is not None
             await _replies_interrupt(user=user, conversation_id=conv_id, client_id=frame.client_id)
-        return await _starts.submit(request)
+        request = dataclasses.replace(request, before_commit=early.before_commit)
+        try:
+            exchange = await _starts.submit(request)
+        except asyncio.CancelledError:
+            early.interrupt()
+            raise
+        except BaseException:
+            await early.abandon()
+            raise
+        await early.settle(exchange)
+        return exchange
     except Refusal as exc:
         raise _refusal(exc, frame.client_id) from None
+    except DatabaseError:
+        log.warning("the store of a send of user %s failed", user.pk, exc_info=True)
+        raise _store_failed(frame.client_id) from None
     finally:
         if conv_id is not None:
             registry.starting.pop(conv_id, None)
@@ -355,6 +531,7 @@ async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscribe
     model = await _resolve_model(frame.model, frame.conversation, user, frame.client_id)
     # Only a send with files asks (a fresh process may wait for its first listing).
     sees_images = bool(frame.attachments) and await _sees_images(model)
+    early = _EarlyStart(user=user, subscriber=subscriber, client_id=frame.client_id)
     exchange = await _exchange_store(
         user=user,
         frame=frame,
@@ -369,8 +546,23 @@ async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscribe
             attachments=frame.attachments,
             sees_images=sees_images,
         ),
+        early=early,
     )
-    return await _answer(user, subscriber, frame.client_id, exchange, model)
+    early.ack(exchange)
+    if not exchange.created:
+        return await _follow_existing(exchange.reply, user, subscriber)
+    started = early.release(exchange.reply)
+    if started is not None:
+        return started
+    return _launch(
+        user=user,
+        subscriber=subscriber,
+        message=exchange.reply,
+        conversation=exchange.conversation,
+        model=model,
+        prompt=exchange.prompt,
+        client_id=frame.client_id,
+    )
 
 
 async def compare_start(*, user: AbstractBaseUser, frame: protocol.Send, subscriber: Follower) -> list[Reply]:
@@ -387,6 +579,7 @@ async def compare_start(*, user: AbstractBaseUser, frame: protocol.Send, subscri
     sees_images = False
     if frame.attachments:
         sees_images = all([await _sees_images(model) for model in models])
+    early = _EarlyStart(user=user, subscriber=subscriber, client_id=frame.client_id)
     exchange = await _exchange_store(
         user=user,
         frame=frame,
@@ -402,13 +595,15 @@ async def compare_start(*, user: AbstractBaseUser, frame: protocol.Send, subscri
             sees_images=sees_images,
             compare=tuple((model, split_model_id(model)[0]) for model in models[1:]),
         ),
+        early=early,
     )
-    _ack(subscriber, frame.client_id, exchange)
+    early.ack(exchange)
     if not exchange.created:
         followed = [await _follow_existing(reply, user, subscriber) for reply in exchange.replies]
         return [reply for reply in followed if reply is not None]
     return [
-        _launch(
+        early.release(message)
+        or _launch(
             user=user,
             subscriber=subscriber,
             message=message,
@@ -579,7 +774,11 @@ async def conversation_subscribe(
     """Follow the conversation's live replies (a compare's every column), each
     from where the client is (``after``, else ``after_seq``); if none is live,
     send the last reply's final state so the client can tell if it is behind."""
-    lives = [r for r in registry.in_conversation(conversation_id) if r.user_id == user.pk and not r.finished]
+    lives = [
+        r
+        for r in registry.in_conversation(conversation_id)
+        if r.user_id == user.pk and not r.finished and r.committed
+    ]
     if lives and all(r.columns == len(lives) for r in lives):
         # Every reply of the exchange runs here: no trip to the database.
         for live in lives:

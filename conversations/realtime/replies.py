@@ -126,6 +126,10 @@ class Reply:
         self.result = StreamResult()
         self.task: asyncio.Task[None] | None = None
         self.finished = False
+        #: False while the exchange it replies in may still fail to commit (it
+        #: was started just before the commit); see :meth:`abandon`.
+        self.committed = True
+        self._abandoned = False
         self.status: str | None = None
         self.checkpointed_seq = base_seq
         self._length_hit = False
@@ -493,6 +497,37 @@ class Reply:
         if self.task is not None:
             await asyncio.wait({self.task})
 
+    async def abandon(self) -> None:
+        """The reply's row was never stored (the commit of its exchange failed,
+        or another attempt stored the exchange): close the upstream at once and
+        end without saving and without a ``reply_finished`` (there is nothing to
+        save to, nor a reply to tell of). Returns once the task is over. A reply
+        already saving its end finishes that (a write that finds no row).
+        Idempotent."""
+        self._abandoned = True
+        if self.task is not None and not self.task.done():
+            self.request_cancel("abandoned")
+            self.task.cancel()  # even after a stop, which would save
+            await asyncio.wait({self.task})
+        self._drop()
+
+    def _drop(self) -> None:
+        """End an abandoned reply: let go of what it holds, save nothing, tell no one."""
+        if self.finished:
+            return
+        self.finished = True
+        self.place = None
+        if self.ticket is not None:
+            capacity.slot_release(ticket=self.ticket)
+        for handle in (self._watchdog, self._orphan_handle):
+            if handle is not None:
+                handle.cancel()
+        if self.screen is not None:
+            self.screen.close()
+        self.pending.clear()
+        self.subscribers = []
+        self.registry.discard(self)
+
     # --- the task ------------------------------------------------------------
     async def _fit(self) -> None:
         """Leave out the oldest turns that do not fit the model's window, and
@@ -599,6 +634,9 @@ class Reply:
         except Flagged as flagged:
             await self._finish_moderated(flagged.verdict)
         except asyncio.CancelledError:
+            if self._abandoned:
+                self._drop()
+                raise
             reason = self._cancel_reason
             if reason == "moderation" and self.screen is not None and self.screen.verdict is not None:
                 current = asyncio.current_task()

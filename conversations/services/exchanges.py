@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 
 from conversations import tree
 from conversations.exceptions import ModelCannotSee, NotContinuable, NotFound, Refusal, ReplyRunning
@@ -35,6 +36,12 @@ class StartedExchange:
     def replies(self) -> tuple[Message, ...]:
         """Every reply to the message, in column order (one unless a compare)."""
         return (self.reply, *self.others)
+
+
+#: Called with a new exchange inside the transaction that stores it, once its
+#: rows are written and its prompt is built, just before the commit (see
+#: :func:`exchange_start`).
+BeforeCommit = Callable[[StartedExchange], None]
 
 
 def branch_path(*, conversation: Conversation, leaf_id: uuid.UUID | None) -> list[Message]:
@@ -126,6 +133,7 @@ def exchange_start(
     attachments: tuple[uuid.UUID, ...] = (),
     sees_images: bool = False,
     compare: tuple[tuple[str, str], ...] = (),
+    before_commit: BeforeCommit | None = None,
 ) -> StartedExchange:
     """Store the user's message and an empty streaming reply, in one transaction.
 
@@ -140,6 +148,15 @@ def exchange_start(
     per model, siblings of the first: a compare, stored whole or not at all,
     each reply counted against the concurrent-reply limit. The first reply
     is the active branch until the user picks another.
+
+    ``before_commit`` is called with the new exchange inside the transaction,
+    once every check that can refuse it has passed (ownership, a retried
+    client id, a running reply, the limits) and its rows and prompt are ready,
+    just before the commit: so a caller can start work on it while the
+    commit happens. The commit can still fail (the exception is raised, and
+    nothing is stored), and a send that races another with the same client id
+    is stored again, calling it again with the exchange that was stored; it is
+    never called for a refusal or a retry.
     """
     kwargs = dict(
         user=user,
@@ -152,6 +169,7 @@ def exchange_start(
         attachments=attachments,
         sees_images=sees_images,
         compare=compare,
+        before_commit=before_commit,
     )
     try:
         return _exchange_start(**kwargs)
@@ -175,19 +193,29 @@ class ExchangeRequest:
     sees_images: bool = False
     #: A compare's other models, ``(model, provider)``, after ``model``.
     compare: tuple[tuple[str, str], ...] = ()
+    #: Called with the new exchange just before its commit (see :func:`exchange_start`).
+    before_commit: BeforeCommit | None = None
 
 
-def exchange_start_many(*, requests: list[ExchangeRequest]) -> list[StartedExchange | Refusal]:
+def exchange_start_many(
+    *, requests: list[ExchangeRequest]
+) -> list[StartedExchange | Refusal | DatabaseError]:
     """Store many sends at once (a group commit): the result or the refusal of each, in order.
 
     Sends that start a new conversation are stored together: one query for
     the client ids seen before, one for every sender's limits, then one
     ``INSERT`` of all the conversations and one of all their messages, in one
-    transaction. Other sends (and, should the batch fail, every send) go
-    through :func:`exchange_start` one by one, each in its own transaction.
-    A refusal is returned, not raised, so one send cannot fail the others.
+    transaction. Other sends (and, should the batch fail on a client id, every
+    send) go through :func:`exchange_start` one by one, each in its own
+    transaction. A refusal is returned, not raised, so one send cannot fail
+    the others; so is a database error of a send stored on its own (its
+    transaction rolled back; the others' stand). A database error of the
+    group's transaction is raised: none of its sends is stored.
+
+    Each request's ``before_commit`` is called as :func:`exchange_start` says:
+    for the group, with each new exchange once all of them are written.
     """
-    results: list[StartedExchange | Refusal | None] = [None] * len(requests)
+    results: list[StartedExchange | Refusal | DatabaseError | None] = [None] * len(requests)
     fresh = [
         i
         for i, r in enumerate(requests)
@@ -206,7 +234,7 @@ def exchange_start_many(*, requests: list[ExchangeRequest]) -> list[StartedExcha
         try:
             args = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
             results[i] = exchange_start(**args)
-        except Refusal as exc:
+        except (Refusal, DatabaseError) as exc:
             results[i] = exc
     return results  # type: ignore[return-value]
 
@@ -258,6 +286,10 @@ def _exchange_start_new_many(requests: list[ExchangeRequest]) -> dict[int, Start
         if conversations:
             Conversation.objects.bulk_create(conversations)
             Message.objects.bulk_create(messages)
+        for i, result in out.items():
+            callback = requests[i].before_commit
+            if callback is not None and isinstance(result, StartedExchange):
+                callback(result)
     return out
 
 
@@ -323,6 +355,7 @@ def _exchange_start(
     attachments: tuple[uuid.UUID, ...] = (),
     sees_images: bool = False,
     compare: tuple[tuple[str, str], ...] = (),
+    before_commit: BeforeCommit | None = None,
 ) -> StartedExchange:
     # The hot path of every reply start: keep its statements few.
     replies = 1 + len(compare)
@@ -370,7 +403,10 @@ def _exchange_start(
             prompt = [_user_prompt(text, files, sees_images) if files else ChatMessage("user", text)]
         else:
             prompt = _prompt_for(conversation, user_message.pk, sees_images)
-    return StartedExchange(conversation, user_message, reply, True, prompt, others)
+        started = StartedExchange(conversation, user_message, reply, True, prompt, others)
+        if before_commit is not None:
+            before_commit(started)
+    return started
 
 
 def _compare_replies(

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
-from conversations.exceptions import NotFound, TooManyReplies
+from conversations.exceptions import NotFound, ReplyRunning, TooManyMessages, TooManyReplies
 from conversations.models import Conversation, Message
+from conversations.realtime import commands
 from conversations.realtime.batching import Batcher
+from conversations.realtime.registry import registry
 from conversations.services import exchanges as exchange_services
 from conversations.services import replies as reply_services
 from tests.conftest import deltas_text
@@ -295,3 +298,238 @@ def test_many_finishes_are_one_update_of_messages_and_one_of_conversations(alice
     assert done.finished_at is not None and done.finished_at == failed.finished_at
     for conversation in Conversation.objects.all():
         assert conversation.updated_at > conversations_before[conversation.pk]
+
+
+# --- before_commit: the reply starts while the store commits ------------------------
+
+
+class CommitWatch:
+    """A ``before_commit`` that records what it saw inside the transaction."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bool, bool, bool, int]] = []
+
+    def __call__(self, exchange: exchange_services.StartedExchange) -> None:
+        # On the store's own connection, inside its transaction: the rows are there.
+        rows = Message.objects.filter(pk__in=[exchange.user_message.pk, exchange.reply.pk]).count()
+        self.seen.append((connection.in_atomic_block, exchange.created, bool(exchange.prompt), rows))
+
+
+def _watched(
+    request: exchange_services.ExchangeRequest, watch: exchange_services.BeforeCommit
+) -> exchange_services.ExchangeRequest:
+    return exchange_services.ExchangeRequest(
+        **{**vars_of(request), "before_commit": watch},
+    )
+
+
+def vars_of(request: exchange_services.ExchangeRequest) -> dict:
+    return {name: getattr(request, name) for name in request.__dataclass_fields__}
+
+
+def test_before_commit_sees_each_new_exchange_inside_its_transaction(alice, bob):
+    watch = CommitWatch()
+    fresh = [_watched(_request(user), watch) for user in (alice, bob, alice)]
+    started = exchange_services.exchange_start_many(requests=fresh)
+    assert watch.seen == [(True, True, True, 2)] * 3
+    Message.objects.filter(status="streaming").update(status="complete", content="an answer")
+    follow_up = _watched(_request(alice, text="more", conversation_id=started[0].conversation.pk), watch)
+    (more,) = exchange_services.exchange_start_many(requests=[follow_up])
+    assert isinstance(more, exchange_services.StartedExchange)
+    assert watch.seen[3:] == [(True, True, True, 2)]
+    assert Message.objects.count() == 8  # and it was committed
+
+
+def test_before_commit_is_never_called_for_a_refusal_or_a_retry(alice, bob, settings):
+    settings.CHATSITE_MAX_MESSAGES_PER_MINUTE = 3
+    first = exchange_services.exchange_start_many(requests=[_request(alice, client_id="c-1")])[0]
+    assert isinstance(first, exchange_services.StartedExchange)
+    watch = CommitWatch()
+    mine = first.conversation.pk
+    results = exchange_services.exchange_start_many(
+        requests=[
+            _watched(_request(alice, client_id="c-1"), watch),  # a retry of a new conversation
+            _watched(_request(alice, client_id="c-1", conversation_id=mine), watch),  # a retry in it
+            _watched(_request(bob, conversation_id=mine), watch),  # not bob's
+            _watched(_request(alice, conversation_id=mine), watch),  # its reply still streams
+        ]
+    )
+    assert [r.created for r in results[:2]] == [False, False]
+    assert isinstance(results[2], NotFound) and isinstance(results[3], ReplyRunning)
+    Message.objects.filter(status="streaming").update(status="complete")
+    settings.CHATSITE_MAX_MESSAGES_PER_MINUTE = 1
+    (limited,) = exchange_services.exchange_start_many(requests=[_watched(_request(alice), watch)])
+    assert isinstance(limited, TooManyMessages)
+    assert watch.seen == []
+
+
+def test_a_database_error_of_one_send_stored_alone_fails_only_that_send(alice, monkeypatch):
+    started = exchange_services.exchange_start_many(requests=[_request(alice), _request(alice)])
+    Message.objects.filter(status="streaming").update(status="complete")
+    conversations = [s.conversation.pk for s in started]
+
+    def broken(exchange):
+        if exchange.user_message.content == "breaks":
+            raise OperationalError("disk I/O error")
+
+    results = exchange_services.exchange_start_many(
+        requests=[
+            _watched(_request(alice, text="breaks", conversation_id=conversations[0]), broken),
+            _request(alice, text="stands", conversation_id=conversations[1]),
+        ]
+    )
+    assert isinstance(results[0], OperationalError)
+    assert isinstance(results[1], exchange_services.StartedExchange)
+    assert not Message.objects.filter(content="breaks").exists()
+    assert Message.objects.filter(content="stands").exists()
+
+
+def _wait_until(probe, what: str, timeout: float = 5.0) -> None:
+    """On the database thread: wait for ``probe()`` (a condition the event loop or the fake makes true)."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout}s for {what}")
+        time.sleep(0.002)
+
+
+def _hold_commit(monkeypatch, then) -> None:
+    """Make every send's ``before_commit`` start its replies as usual, then run
+    ``then(exchange)`` on the database thread, still inside the transaction."""
+    original = commands._EarlyStart.before_commit
+
+    def before_commit(self, exchange):
+        original(self, exchange)
+        then(exchange)
+
+    monkeypatch.setattr(commands._EarlyStart, "before_commit", before_commit)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_upstream_request_goes_out_before_the_commit_and_the_ack_comes_first(
+    connect, alice, upstream, settings, monkeypatch
+):
+    settings.CHATSITE_AUTO_TITLES = False
+    at_commit: list[tuple[bool, int]] = []
+
+    def then(exchange):
+        # The whole reply is written upstream and relayed while the transaction is open.
+        (record,) = upstream.wait_for_requests(1)
+        assert record.wait_completed(5)
+        live = registry.get(str(exchange.reply.pk))
+        _wait_until(lambda: live is not None and live.finished, "the reply to reach its end")
+        at_commit.append((connection.in_atomic_block, live.seq))
+
+    _hold_commit(monkeypatch, then)
+    socket = await connect(alice)
+    await socket.send(
+        type="send", client_id="c-early", conversation=None, text="hi", model="openai/fake?tokens=5&rate=0"
+    )
+    frames = await socket.recv_until("reply_finished")
+    assert at_commit and at_commit[0][0] is True and at_commit[0][1] >= 1  # deltas made before the commit
+    kinds = [f["type"] for f in frames]
+    assert kinds[:2] == ["ack", "reply_started"], kinds
+    assert kinds[-1] == "reply_finished" and set(kinds[2:-1]) == {"delta"}
+    assert [f["seq"] for f in frames if f["type"] == "delta"] == list(range(1, at_commit[0][1] + 1))
+    reply = await sync_to_async(Message.objects.get)(pk=frames[-1]["reply"])
+    assert reply.status == "complete"
+    assert reply.content == deltas_text(frames) == upstream.requests[0].text_sent
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_refused_or_retried_send_sends_nothing_upstream(connect, alice, bob, upstream, settings):
+    settings.CHATSITE_AUTO_TITLES = False
+    settings.CHATSITE_MAX_MESSAGES_PER_MINUTE = 2
+    socket = await connect(alice)
+    await socket.send(
+        type="send", client_id="c-1", conversation=None, text="hi", model="openai/fake?tokens=3&rate=0"
+    )
+    frames = await socket.recv_until("reply_finished")
+    conversation = frames[0]["conversation"]
+    assert len(upstream.requests) == 1
+    # A retry: the same client id, as a new conversation and within it.
+    for where in (None, conversation):
+        await socket.send(type="send", client_id="c-1", conversation=where, text="hi", model="openai/fake")
+        ack = (await socket.recv_until("reply_finished"))[0]
+        assert ack["type"] == "ack" and ack["created"] is False
+    # Another user's conversation.
+    other = await connect(bob)
+    await other.send(
+        type="send", client_id="c-b", conversation=conversation, text="mine?", model="openai/fake"
+    )
+    assert (await other.recv())["code"] == "not_found"
+    # Over the limit (the first send counted; one more is allowed, then none).
+    await socket.send(
+        type="send", client_id="c-2", conversation=None, text="two", model="openai/fake?tokens=2&rate=0"
+    )
+    await socket.recv_until("reply_finished")
+    await socket.send(type="send", client_id="c-3", conversation=None, text="three", model="openai/fake")
+    assert (await socket.recv())["code"] == "too_many_messages"
+    assert await socket.nothing() and await other.nothing()
+    assert len(upstream.requests) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("compare", [False, True], ids=["send", "compare"])
+async def test_a_failed_commit_closes_the_upstream_stores_nothing_and_says_so(
+    connect, alice, upstream, settings, monkeypatch, compare
+):
+    settings.CHATSITE_AUTO_TITLES = False
+    columns = 2 if compare else 1
+
+    def then(exchange):
+        upstream.wait_for_requests(columns)  # the requests went out
+        raise OperationalError("disk I/O error")  # and the transaction rolls back
+
+    _hold_commit(monkeypatch, then)
+    socket = await connect(alice)
+    drip = ["openai/fake?fault=drip&rate=50", "openai/fake?fault=drip&rate=50&key=b"]
+    models = {"models": drip} if compare else {"model": drip[0]}
+    await socket.send(type="send", client_id="c-lost", conversation=None, text="hi", **models)
+    error = await socket.recv()
+    assert error["type"] == "error" and error["code"] == "unavailable" and error["ref"] == "c-lost"
+    assert "could not be saved" in error["message"] and "again" in error["message"]
+    for record in upstream.requests:
+        assert await record.wait_disconnected_async(2.0), "the upstream was left streaming"
+    assert len(upstream.requests) == columns
+    assert len(registry) == 0
+    assert await socket.nothing()  # no ack, no reply_started, no delta, no reply_finished
+    assert await sync_to_async(Conversation.objects.count)() == 0
+    assert await sync_to_async(Message.objects.count)() == 0
+    # The socket goes on: the same send again is stored and answered.
+    monkeypatch.undo()
+    await socket.send(
+        type="send", client_id="c-lost", conversation=None, text="hi", model="openai/fake?tokens=2&rate=0"
+    )
+    frames = await socket.recv_until("reply_finished")
+    assert frames[0]["type"] == "ack" and frames[0]["created"] is True
+    assert frames[-1]["status"] == "complete"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stop_before_the_commit_ends_the_reply_stopped_once_stored(
+    connect, alice, upstream, settings, monkeypatch
+):
+    settings.CHATSITE_AUTO_TITLES = False
+    loop = asyncio.get_running_loop()
+
+    def then(exchange):
+        (record,) = upstream.wait_for_requests(1)
+        _wait_until(lambda: len(record.text_sent) > 0, "a token upstream")
+        live = registry.get(str(exchange.reply.pk))
+        assert live is not None
+        loop.call_soon_threadsafe(live.request_cancel, "stop")
+        assert record.wait_disconnected(2.0)  # closed upstream while the transaction is still open
+
+    _hold_commit(monkeypatch, then)
+    socket = await connect(alice)
+    await socket.send(
+        type="send", client_id="c-stop", conversation=None, text="hi", model="openai/fake?fault=drip&rate=50"
+    )
+    frames = await socket.recv_until("reply_finished")
+    assert [f["type"] for f in frames[:2]] == ["ack", "reply_started"]
+    assert frames[-1]["status"] == "stopped"
+    reply = await sync_to_async(Message.objects.get)(pk=frames[-1]["reply"])
+    assert reply.status == "stopped" and reply.content == deltas_text(frames)
+    assert reply.last_seq == frames[-1]["last_seq"]
+    assert len(registry) == 0
