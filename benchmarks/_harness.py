@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -634,7 +635,11 @@ class ChatApp:
                 # Each chat is a new conversation: made titles would add an upstream
                 # request after every first reply, which no baseline makes.
                 "CHATSITE_AUTO_TITLES": "off",
-                "DJANGO_DEBUG": "1",
+                # As in production (docs/deploy.md): DEBUG off, which also stops
+                # Django from recording every SQL statement of the process.
+                "DJANGO_DEBUG": "0",
+                "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
+                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "DJANGO_SETTINGS_MODULE": "chatsite.settings",
                 "PYTHONUNBUFFERED": "1",
             }

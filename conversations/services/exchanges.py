@@ -4,13 +4,14 @@ reply stored together, and the prompt the reply is written from."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from conversations import tree
 from conversations.exceptions import ModelCannotSee, NotContinuable, NotFound, Refusal, ReplyRunning
@@ -38,9 +39,10 @@ class StartedExchange:
         return (self.reply, *self.others)
 
 
-#: Called with a new exchange inside the transaction that stores it, once its
-#: rows are written and its prompt is built, just before the commit (see
-#: :func:`exchange_start`).
+#: Called with a new exchange inside the transaction that stores it, once every
+#: check that can refuse it has passed and its prompt is built: before its rows
+#: are written (a new conversation, :func:`exchange_start_many`) or just before
+#: the commit (see :func:`exchange_start`).
 BeforeCommit = Callable[[StartedExchange], None]
 
 
@@ -212,8 +214,9 @@ def exchange_start_many(
     transaction rolled back; the others' stand). A database error of the
     group's transaction is raised: none of its sends is stored.
 
-    Each request's ``before_commit`` is called as :func:`exchange_start` says:
-    for the group, with each new exchange once all of them are written.
+    Each request's ``before_commit`` is called as :func:`exchange_start` says;
+    for the group, with each new exchange once the checks of all of them have
+    passed, before their rows are written.
     """
     results: list[StartedExchange | Refusal | DatabaseError | None] = [None] * len(requests)
     fresh = [
@@ -243,6 +246,7 @@ def _exchange_start_new_many(requests: list[ExchangeRequest]) -> dict[int, Start
     """New conversations for many sends (see :func:`exchange_start_many`)."""
     out: dict[int, StartedExchange | Refusal] = {}
     with transaction.atomic():
+        _client_ids_lock(keys=[(r.user.pk, r.client_id) for r in requests])
         seen = {
             (c.user_id, c.client_id): c
             for c in Conversation.objects.filter(
@@ -283,14 +287,46 @@ def _exchange_start_new_many(requests: list[ExchangeRequest]) -> dict[int, Start
             messages += [user_message, reply]
             prompt = [ChatMessage("user", request.text)]
             out[i] = StartedExchange(conversation, user_message, reply, True, prompt)
-        if conversations:
-            Conversation.objects.bulk_create(conversations)
-            Message.objects.bulk_create(messages)
+        # Every check that can refuse these sends has passed, exactly: no other
+        # transaction can store one of their client ids meanwhile (SQLite's
+        # IMMEDIATE transactions hold the write lock from the start; on
+        # PostgreSQL, _client_ids_lock). Their replies may start while the rows
+        # are written and committed.
         for i, result in out.items():
             callback = requests[i].before_commit
             if callback is not None and isinstance(result, StartedExchange):
                 callback(result)
+        if conversations:
+            Conversation.objects.bulk_create(conversations)
+            Message.objects.bulk_create(messages)
     return out
+
+
+#: The first key of the advisory locks on (user, client id) pairs (PostgreSQL).
+_CLIENT_ID_LOCKS = 0x63_68_61_74  # "chat"
+
+
+def _lock_key(text: str) -> int:
+    """A 32-bit advisory lock key for ``text``."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big", signed=True)
+
+
+def _client_ids_lock(*, keys: list[tuple[int, str]]) -> None:
+    """On PostgreSQL, lock each (user id, client id) of a new conversation until
+    the commit, so that the check for a client id seen before is exact: a
+    concurrent transaction storing the same one waits here, then finds it
+    stored. (On SQLite the write lock, taken when the transaction begins, does
+    this.)"""
+    if connection.vendor != "postgresql":
+        return
+    ordered = sorted({_lock_key(f"{user_id}:{client_id}") for user_id, client_id in keys})
+    # In one order for every transaction (unnest keeps the array's): no two
+    # batches can deadlock on each other's locks.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, key) FROM unnest(%s::integer[]) AS key",
+            [_CLIENT_ID_LOCKS, ordered],
+        )
 
 
 def _existing(conversation: Conversation, message: Message) -> StartedExchange:
@@ -364,6 +400,7 @@ def _exchange_start(
         _refuse_unseen(files, sees_images, model)
         conversation = None
         if conversation_id is None:
+            _client_ids_lock(keys=[(user.pk, client_id)])
             conversation = Conversation.objects.filter(user=user, client_id=client_id).first()
             new = conversation is None
             if new:

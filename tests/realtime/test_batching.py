@@ -331,13 +331,53 @@ def test_before_commit_sees_each_new_exchange_inside_its_transaction(alice, bob)
     watch = CommitWatch()
     fresh = [_watched(_request(user), watch) for user in (alice, bob, alice)]
     started = exchange_services.exchange_start_many(requests=fresh)
-    assert watch.seen == [(True, True, True, 2)] * 3
+    # New conversations: as soon as the checks have passed, before their rows are written.
+    assert watch.seen == [(True, True, True, 0)] * 3
+    assert Message.objects.count() == 6  # and then written and committed
     Message.objects.filter(status="streaming").update(status="complete", content="an answer")
     follow_up = _watched(_request(alice, text="more", conversation_id=started[0].conversation.pk), watch)
     (more,) = exchange_services.exchange_start_many(requests=[follow_up])
     assert isinstance(more, exchange_services.StartedExchange)
     assert watch.seen[3:] == [(True, True, True, 2)]
     assert Message.objects.count() == 8  # and it was committed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_racing_the_same_client_id_waits_for_the_first_and_starts_nothing(alice):
+    """Two stores of one new conversation's send at once (a retry racing the
+    original): the second waits for the first's commit, so only the first ever
+    starts a reply, although its reply starts before its rows are written."""
+    holding, release = threading.Event(), threading.Event()
+    called: list[str] = []
+
+    def first_watch(exchange):
+        called.append("first")
+        holding.set()
+        release.wait(10)  # inside the first transaction, its rows not written yet
+
+    results: dict[str, object] = {}
+
+    def store(name, watch):
+        try:
+            request = _watched(_request(alice, client_id="same-send"), watch)
+            results[name] = exchange_services.exchange_start_many(requests=[request])[0]
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=store, args=("first", first_watch))
+    first.start()
+    assert holding.wait(10)
+    second = threading.Thread(target=store, args=("second", lambda exchange: called.append("second")))
+    second.start()
+    second.join(0.3)  # it must be waiting for the first transaction, not done
+    assert second.is_alive()
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert called == ["first"]
+    assert results["first"].created and not results["second"].created
+    assert results["second"].reply.pk == results["first"].reply.pk
+    assert Conversation.objects.filter(client_id="same-send").count() == 1
 
 
 def test_before_commit_is_never_called_for_a_refusal_or_a_retry(alice, bob, settings):
