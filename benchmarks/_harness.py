@@ -579,6 +579,7 @@ class ChatApp:
         self.session_keys: list[str] = []
         self.application = application
         self.port = 0
+        self.secret_key = secrets.token_urlsafe(40)
         self.extra_env = env or {}
         self.data_dir: Path | None = None
         self.proc: subprocess.Popen | None = None
@@ -638,7 +639,7 @@ class ChatApp:
                 # As in production (docs/deploy.md): DEBUG off, which also stops
                 # Django from recording every SQL statement of the process.
                 "DJANGO_DEBUG": "0",
-                "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
+                "DJANGO_SECRET_KEY": self.secret_key,  # one for all its processes and commands
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "DJANGO_SETTINGS_MODULE": "chatsite.settings",
                 "PYTHONUNBUFFERED": "1",
