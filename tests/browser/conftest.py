@@ -59,6 +59,10 @@ def server(fake_upstream):
             "OPENAI_MODELS": ",".join(["fake", SLOW_MARKDOWN, FAST_MARKDOWN, HOSTILE, MATH, MATH_STALLED]),
             "CHATSITE_DEFAULT_MODEL": f"openai/{FAST_MARKDOWN}",
             "CHATSITE_CHECKPOINT_INTERVAL": "0.5",
+            # Every test here logs in as the same user, and the whole file sends
+            # more than the default 20 messages a minute: the limit is not what
+            # these tests are about (tests/realtime/test_batching.py checks it).
+            "CHATSITE_MAX_MESSAGES_PER_MINUTE": "1000",
         },
     ) as daphne:
         yield daphne
