@@ -247,12 +247,13 @@ def _exchange_start_new_many(requests: list[ExchangeRequest]) -> dict[int, Start
     out: dict[int, StartedExchange | Refusal] = {}
     with transaction.atomic():
         _client_ids_lock(keys=[(r.user.pk, r.client_id) for r in requests])
-        seen = {
-            (c.user_id, c.client_id): c
-            for c in Conversation.objects.filter(
+        seen = set(
+            Conversation.objects.filter(
                 user__in={r.user.pk for r in requests}, client_id__in={r.client_id for r in requests}
             )
-        }
+            .order_by()
+            .values_list("user_id", "client_id")
+        )
         usage = limits_usage(user_ids={r.user.pk for r in requests})
         conversations: list[Conversation] = []
         messages: list[Message] = []

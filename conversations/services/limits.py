@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count
+from django.db import connection
 from django.utils import timezone
 
 from conversations.exceptions import Refusal, TooManyMessages, TooManyReplies
-from conversations.models import Message
+from conversations.models import Conversation, Message
 
 
 def limits_check(*, user: AbstractBaseUser, count_message: bool = True, replies: int = 1) -> None:
@@ -29,29 +30,47 @@ def limits_usage(*, user_ids: set[int], count_messages: bool = True) -> dict[int
 
     Two grouped counts for all the users at once, each of a shape the
     indexes serve (a user's recent messages by (conversation, created_at),
-    streaming replies by status), not one count per user.
+    streaming replies by status), not one count per user. Written as SQL:
+    they run before every send's upstream request, and the ORM took longer to
+    build each (about 1 ms) than the database took to answer it.
     """
     per_minute = settings.CHATSITE_MAX_MESSAGES_PER_MINUTE
     concurrent = settings.CHATSITE_MAX_CONCURRENT_REPLIES
-    theirs = Message.objects.filter(conversation__user__in=user_ids)
     recent: dict[int, int] = {}
     streaming: dict[int, int] = {}
-    if per_minute and count_messages:
+    if user_ids and per_minute and count_messages:
         since = timezone.now() - timedelta(seconds=60)
-        recent = dict(
-            theirs.filter(role=Message.Role.USER, created_at__gte=since)
-            .values("conversation__user")
-            .annotate(n=Count("pk"))
-            .values_list("conversation__user", "n")
+        recent = _messages_by_user(
+            user_ids=user_ids,
+            where=f"m.{_q('created_at')} >= %s AND m.{_q('role')} = %s",
+            params=[connection.ops.adapt_datetimefield_value(since), Message.Role.USER],
         )
-    if concurrent:
-        streaming = dict(
-            theirs.filter(status=Message.Status.STREAMING)
-            .values("conversation__user")
-            .annotate(n=Count("pk"))
-            .values_list("conversation__user", "n")
+    if user_ids and concurrent:
+        streaming = _messages_by_user(
+            user_ids=user_ids, where=f"m.{_q('status')} = %s", params=[Message.Status.STREAMING]
         )
     return {user: (recent.get(user, 0), streaming.get(user, 0)) for user in user_ids}
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _messages_by_user(*, user_ids: set[int], where: str, params: list[Any]) -> dict[int, int]:
+    """How many of each user's messages match ``where`` (on the message, ``m``),
+    for the users who have any: the ORM's own join and grouping, without its
+    per-query build."""
+    message, conversation = Message._meta, Conversation._meta
+    marks = ", ".join(["%s"] * len(user_ids))
+    sql = (
+        f"SELECT c.{_q(conversation.get_field('user').column)}, COUNT(*) "
+        f"FROM {_q(message.db_table)} m INNER JOIN {_q(conversation.db_table)} c "
+        f"ON m.{_q(message.get_field('conversation').column)} = c.{_q(conversation.pk.column)} "
+        f"WHERE c.{_q(conversation.get_field('user').column)} IN ({marks}) AND {where} GROUP BY 1"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*user_ids, *params])
+        return {user: count for user, count in cursor.fetchall()}
 
 
 def limits_refusal(*, recent: int, streaming: int, replies: int = 1) -> Refusal | None:
