@@ -136,12 +136,19 @@ async def _answer(
     client_id: str,
     exchange: exchange_services.StartedExchange,
     model: str,
+    early: _EarlyStart | None = None,
 ) -> Reply | None:
     """Acknowledge a stored request, then stream its reply (new, or the one a
-    retried request started)."""
-    _ack(subscriber, client_id, exchange)
+    retried request started; or the one ``early`` started before the commit)."""
+    if early is None:
+        _ack(subscriber, client_id, exchange)
+    else:
+        early.ack(exchange)
     if not exchange.created:
         return await _follow_existing(exchange.reply, user, subscriber)
+    started = early.release(exchange.reply) if early is not None else None
+    if started is not None:
+        return started
     return _launch(
         user=user,
         subscriber=subscriber,
@@ -548,21 +555,7 @@ async def reply_start(*, user: AbstractBaseUser, frame: protocol.Send, subscribe
         ),
         early=early,
     )
-    early.ack(exchange)
-    if not exchange.created:
-        return await _follow_existing(exchange.reply, user, subscriber)
-    started = early.release(exchange.reply)
-    if started is not None:
-        return started
-    return _launch(
-        user=user,
-        subscriber=subscriber,
-        message=exchange.reply,
-        conversation=exchange.conversation,
-        model=model,
-        prompt=exchange.prompt,
-        client_id=frame.client_id,
-    )
+    return await _answer(user, subscriber, frame.client_id, exchange, model, early)
 
 
 async def compare_start(*, user: AbstractBaseUser, frame: protocol.Send, subscriber: Follower) -> list[Reply]:

@@ -103,8 +103,6 @@ class Pacer:
         self._due = 0.0
         self._at = 0.0
         self._cpu = 0.0
-        #: The last sample, for /metrics-like looks and tests.
-        self.last: Sample | None = None
 
     def ensure_running(self) -> None:
         """Start sampling on the running loop (a reply became live)."""
@@ -136,7 +134,6 @@ class Pacer:
             tokens_per_s=max(0, pieces - self._pieces_at) / elapsed,
         )
         self._at, self._cpu, self._pieces_at = now, cpu, pieces
-        self.last = sample
         targets = Targets.from_settings()
         if not sample.live:
             self.window, self._streak, self._handle = targets.base, 0, None
