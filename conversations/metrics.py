@@ -32,7 +32,7 @@ replies_started = Counter(
 )
 replies_ended = Counter(
     "chatsite_replies_ended",
-    "Replies ended, by status (complete, stopped, error, interrupted) and error kind (empty but for errors).",
+    "Replies ended, by status (complete, stopped, error, interrupted; abandoned: never stored), error kind.",
     (*MODEL, "status", "error_kind"),
     registry=REGISTRY,
 )

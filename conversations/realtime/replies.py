@@ -527,6 +527,22 @@ class Reply:
         self.pending.clear()
         self.subscribers = []
         self.registry.discard(self)
+        if self.task is not None:  # it was counted started: count its end, and log it
+            reply_metrics.reply_ended(
+                provider=self.provider.name,
+                model=self.model,
+                status="abandoned",
+                error_kind="",
+                ttft_ms=None,
+                tokens_per_s=None,
+                prompt=None,
+                completion=None,
+            )
+            log.info(
+                "reply %s abandoned: its exchange was not stored, so nothing was saved or shown",
+                self.key,
+                extra={"fields": {"event": "reply_abandoned", "reply": self.key, "user": self.user_id}},
+            )
 
     # --- the task ------------------------------------------------------------
     async def _fit(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -12,6 +13,7 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
+from conversations import metrics
 from conversations.exceptions import NotFound, ReplyRunning, TooManyMessages, TooManyReplies
 from conversations.models import Conversation, Message
 from conversations.realtime import commands
@@ -433,6 +435,20 @@ def _wait_until(probe, what: str, timeout: float = 5.0) -> None:
         time.sleep(0.002)
 
 
+def _counted(name: str, **labels: str) -> float:
+    """The sum of a metric's samples over every label set that has ``labels``."""
+    return sum(
+        sample.value
+        for family in metrics.REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def _abandoned() -> float:
+    return _counted("chatsite_replies_ended_total", status="abandoned")
+
+
 def _hold_commit(monkeypatch, then) -> None:
     """Make every send's ``before_commit`` start its replies as usual, then run
     ``then(exchange)`` on the database thread, still inside the transaction."""
@@ -512,7 +528,7 @@ async def test_a_refused_or_retried_send_sends_nothing_upstream(connect, alice, 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("compare", [False, True], ids=["send", "compare"])
 async def test_a_failed_commit_closes_the_upstream_stores_nothing_and_says_so(
-    connect, alice, upstream, settings, monkeypatch, compare
+    connect, alice, upstream, settings, monkeypatch, compare, caplog
 ):
     settings.CHATSITE_AUTO_TITLES = False
     columns = 2 if compare else 1
@@ -522,6 +538,9 @@ async def test_a_failed_commit_closes_the_upstream_stores_nothing_and_says_so(
         raise OperationalError("disk I/O error")  # and the transaction rolls back
 
     _hold_commit(monkeypatch, then)
+    settings.CHATSITE_METRICS = True
+    caplog.set_level(logging.INFO, logger="conversations.realtime.replies")
+    started_before, abandoned_before = _counted("chatsite_replies_started_total"), _abandoned()
     socket = await connect(alice)
     drip = ["openai/fake?fault=drip&rate=50", "openai/fake?fault=drip&rate=50&key=b"]
     models = {"models": drip} if compare else {"model": drip[0]}
@@ -536,6 +555,11 @@ async def test_a_failed_commit_closes_the_upstream_stores_nothing_and_says_so(
     assert await socket.nothing()  # no ack, no reply_started, no delta, no reply_finished
     assert await sync_to_async(Conversation.objects.count)() == 0
     assert await sync_to_async(Message.objects.count)() == 0
+    # Each reply that was counted started is counted ended, as abandoned, and logged.
+    assert _counted("chatsite_replies_started_total") - started_before == columns
+    assert _abandoned() - abandoned_before == columns
+    abandoned_lines = [r for r in caplog.records if r.getMessage().endswith("nothing was saved or shown")]
+    assert len(abandoned_lines) == columns
     # The socket goes on: the same send again is stored and answered.
     monkeypatch.undo()
     await socket.send(
