@@ -284,21 +284,7 @@ class Reply:
         if self.screen is not None:
             self.screen.feed(piece, False)  # cleared text comes back through _release
             return not self._full
-        room = self._max_chars - self.sent_chars - self.pending_chars
-        if len(piece) >= room:
-            piece = piece[: max(room, 0)]
-            if piece:
-                self.pending.append(piece)
-                self.pending_chars += len(piece)
-            return False
-        self.pending.append(piece)
-        self.pending_chars += len(piece)
-        if now >= self._next_flush_at:
-            self._flush(now)
-        elif not self._flush_due:
-            self._flush_due = True
-            self.registry.flush_later(self, self._next_flush_at)
-        return True
+        return self._take(piece, self.sent_chars, now)
 
     def _on_reasoning(self, piece: str) -> bool:
         """A piece of reasoning: numbered and coalesced like the answer's, in
@@ -324,21 +310,25 @@ class Reply:
             self.pending.append("")  # a frame of its own, even with nothing pending
             self._flush(now)
             return True
-        room = self._max_chars - self.reasoning_chars - self.pending_chars
-        if len(piece) >= room:
+        return self._take(str(piece), self.reasoning_chars, now)
+
+    def _take(self, piece: str, used: int, now: float) -> bool:
+        """Add ``piece`` to the pending text of its kind (``used``: the characters
+        of that kind already sent), then send it now or at the window's end.
+        At the length limit, keep what fits and return False."""
+        room = self._max_chars - used - self.pending_chars
+        fits: bool = len(piece) < room
+        if not fits:
             piece = piece[: max(room, 0)]
-            if piece:
-                self.pending.append(str(piece))
-                self.pending_chars += len(piece)
-            return False
-        self.pending.append(str(piece))
-        self.pending_chars += len(piece)
+        if piece:
+            self.pending.append(piece)
+            self.pending_chars += len(piece)
         if now >= self._next_flush_at:
             self._flush(now)
         elif not self._flush_due:
             self._flush_due = True
             self.registry.flush_later(self, self._next_flush_at)
-        return True
+        return fits
 
     def _flush(self, now: float) -> None:
         if not self.pending:
@@ -374,18 +364,8 @@ class Reply:
             self.pending.append("")
             self._flush(now)
             return
-        room = self._max_chars - (self.reasoning_chars if reasoning else self.sent_chars) - self.pending_chars
-        if len(piece) >= room:
-            piece = piece[: max(room, 0)]
+        if not self._take(str(piece), self.reasoning_chars if reasoning else self.sent_chars, now):
             self._full = True
-        if piece:
-            self.pending.append(str(piece))
-            self.pending_chars += len(piece)
-        if now >= self._next_flush_at:
-            self._flush(now)
-        elif not self._flush_due:
-            self._flush_due = True
-            self.registry.flush_later(self, self._next_flush_at)
 
     def _moderated(self, verdict: Verdict) -> None:
         """A moderation call flagged the reply while it streams: stop it now."""
