@@ -2,7 +2,8 @@
 
 Run (from the project root)::
 
-    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/moderation.py [--runs 30] [--cpu-runs 8]
+    CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/moderation.py [--runs 30] [--cpu-runs 8] \
+        [--cpu-batch 10]
 
 It starts the fake upstream and two chatsite daphnes on it: one with moderation
 off, one with a rules file (:data:`RULES`: three word lists of 60 words in all,
@@ -16,7 +17,9 @@ replies are sent alternately to the one and the other, so noise hits both alike:
   run. With rules on, the first text is held until the window is full, so the
   added time is mostly the model's own time to write ~48 characters;
 * **CPU**: ``fake?tokens=2000&rate=0``: the daphne's CPU time (utime + stime,
-  from /proc) for the reply, per 1,000 tokens, on and off.
+  from /proc) for ``--cpu-batch`` such replies one after another, per 1,000
+  tokens, on and off (a batch, since /proc counts in 10 ms ticks and one reply
+  costs a few of them).
 
 Results are printed and written between ``<!-- moderation:start -->`` and
 ``<!-- moderation:end -->`` in ``docs/benchmarks.md`` (other sections are kept).
@@ -129,9 +132,10 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict]:
                     for side in ("off", "on") if i % 2 else ("on", "off"):
                         pid = apps[side].pid
                         before = proc_cpu_seconds(pid)
-                        await reply(sockets[side], fake, CPU_MODEL, f"cpu{side}{i}")
+                        for j in range(args.cpu_batch):
+                            await reply(sockets[side], fake, CPU_MODEL, f"cpu{side}{i}-{j}")
                         used = proc_cpu_seconds(pid) - before
-                        out[f"cpu {side}"].append(used * 1000.0 * 1000 / CPU_TOKENS)
+                        out[f"cpu {side}"].append(used * 1000.0 * 1000 / (CPU_TOKENS * args.cpu_batch))
         except BaseException:
             for app in apps.values():
                 if app.log_tail():
@@ -157,13 +161,13 @@ def _row(label: str, values: list[float]) -> str:
     return f"| {label} | {s.n} | {_f(s.median)} | {_f(s.p95)} | {_f(s.min)} | {_f(s.max)} |"
 
 
-def report(out: dict[str, list[float]], info: dict, command: str) -> str:
+def report(out: dict[str, list[float]], info: dict, command: str, revision: str, batch: int) -> str:
     cpu_off, cpu_on = Stats.of(out["cpu off"]), Stats.of(out["cpu on"])
     added = cpu_on.median - cpu_off.median
     lines = [
         "## Moderation: what word and regular-expression lists cost a reply",
         "",
-        f"- Date: {info['date']}",
+        f"- Date: {info['date']}; commit `{revision}`",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; load average "
         f"(1/5/15 min) before {info['load_before']}, after {info['load_after']}",
         "",
@@ -191,8 +195,9 @@ def report(out: dict[str, list[float]], info: dict, command: str) -> str:
         ]
     lines += [
         "",
-        f"CPU of the daphne per 1,000 tokens (ms; replies of {CPU_TOKENS:,} tokens at rate 0; /proc's "
-        "clock ticks are 10 ms, so single runs are coarse):",
+        f"CPU of the daphne per 1,000 tokens (ms; each sample is {batch} replies of {CPU_TOKENS:,} "
+        f"tokens at rate 0 one after another, {batch * CPU_TOKENS:,} tokens, since /proc counts in "
+        f"10 ms ticks: a sample's resolution is {10_000 / (batch * CPU_TOKENS):.2f} ms per 1,000 tokens):",
         "",
         "| figure | n | median | p95 | min | max |\n|---|--:|--:|--:|--:|--:|",
         _row("off: CPU ms per 1,000 tokens", out["cpu off"]),
@@ -208,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--cpu-runs", type=int, default=8)
+    parser.add_argument("--cpu-batch", type=int, default=10, help="replies per CPU sample")
     parser.add_argument("--time-limit", type=float, default=300.0)
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--doc", type=Path, default=DOC)
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "CHATSITE_NO_BOOTSTRAP=1 .venv/bin/python benchmarks/moderation.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
-    section = report(out, info, command.strip())
+    section = report(out, info, command.strip(), revision, args.cpu_batch)
     print(section)
     if not args.no_doc:
         write_doc_section(args.doc, START_MARK, END_MARK, section, intro="# Benchmarks\n", revision=revision)
