@@ -14,7 +14,9 @@ Anything that goes wrong leaves the first-line title the conversation was made w
 A title never holds up a reply: its request starts after the reply has ended
 (from the reply task's done callback) and nothing waits on it. It is the first
 work dropped when the process is busy: it is skipped when the process has
-``CHATSITE_TITLE_BUSY_REPLIES`` replies (and titles) live; on a model with a
+``CHATSITE_TITLE_BUSY_REPLIES`` replies (and titles) live, or while its event
+loop is behind (the coalescing window is wider than its base,
+``realtime/pacing.py``: the loop lagged or was busy over its targets); on a model with a
 capacity (``realtime/capacity.py``: the offline model, one at a time) it waits
 in the queue behind every reply and is the first work shed when the queue is
 full; on a ``SINGLE_STREAM`` server without one (it would drop a running stream
@@ -42,6 +44,7 @@ from conversations.providers import BaseProvider, ProviderError, StreamResult, g
 from conversations.providers.local import LocalProvider
 from conversations.providers.reasoning import Reasoning
 from conversations.realtime import capacity, cluster, protocol
+from conversations.realtime.pacing import Targets
 from conversations.realtime.registry import registry
 from conversations.realtime.replies import Reply
 from conversations.services import conversations as conversation_services
@@ -124,6 +127,12 @@ def _busy(provider: BaseProvider) -> str | None:
     limit = settings.CHATSITE_TITLE_BUSY_REPLIES
     if limit and len(registry) + len(_jobs) >= limit:
         return f"{len(registry)} replies and {len(_jobs)} titles are live"
+    base = Targets.from_settings().base
+    if registry.window > base:
+        return (
+            f"the process is behind (frames are coalesced over {registry.window * 1000:.0f} ms, "
+            f"{base * 1000:.0f} ms when it keeps up)"
+        )
     if one_at_a_time(provider) and provider.capacity <= 0:
         # No queue to wait in: a second request would make a reply wait (or be dropped).
         if any(r.provider is provider and not r.finished for r in list(registry.by_id.values())):

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from conversations.models import Conversation, Message
-from conversations.realtime import titles
+from conversations.realtime import pacing, titles
 from conversations.realtime.registry import registry
 from conversations.services import conversations as conversation_services
 from conversations.services.limits import limits_usage
@@ -272,6 +272,35 @@ async def test_a_busy_process_drops_the_title_first(connect, alice, auto_titles,
     await streaming.send(type="stop", reply=started["reply"])
     await streaming.recv_until("reply_finished")
     # Stopped after some text, and alone now: that conversation gets its title.
+    assert (await streaming.recv_until("conversation_updated"))[-1]["title"] == "w0 w1 w2"
+    await eventually(no_title_work, what="the title work to end")
+
+
+async def test_a_process_whose_loop_is_behind_drops_the_title(
+    connect, alice, auto_titles, settings, caplog, monkeypatch
+):
+    settings.CHATSITE_MAX_CONCURRENT_REPLIES = 0
+    caplog.set_level("INFO", logger="conversations.realtime.titles")
+    # Every sample of the pacer finds the loop over its targets: the window widens.
+    monkeypatch.setattr(
+        pacing, "window_next", lambda *, window, streak, sample, targets: (targets.widest, streak + 1)
+    )
+    socket, streaming = await connect(alice), await connect(alice)
+    await streaming.send(
+        type="send", client_id="long", conversation=None, text="go on", model="openai/fake?fault=drip&rate=20"
+    )
+    started = (await streaming.recv_until("reply_started"))[-1]
+    await eventually(lambda: registry.window > pacing.Targets.from_settings().base, what="a wider window")
+    frames = await exchange(socket)
+    assert frames[-1]["status"] == "complete"
+    await eventually(lambda: "skipped: the process is behind" in caplog.text, what="the skip")
+    assert title_requests(auto_titles) == [] and not titles._jobs
+    conv = await conversation(frames[0]["conversation"])
+    assert (conv.title, conv.title_generated) == ("How do I reverse a list in Python?", False)
+    # Once the loop keeps up again, the next first exchange gets its title.
+    monkeypatch.undo()
+    await streaming.send(type="stop", reply=started["reply"])
+    await streaming.recv_until("reply_finished")
     assert (await streaming.recv_until("conversation_updated"))[-1]["title"] == "w0 w1 w2"
     await eventually(no_title_work, what="the title work to end")
 
