@@ -26,6 +26,7 @@ from chatsite.environment import (
     BASE_DIR,
     FALSE_WORDS,
     SECRET_KEY_FILE,
+    TRUE_WORDS,
     data_dir,
     env_bool,
     env_float,
@@ -208,6 +209,13 @@ ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 ANTHROPIC_MODELS = env_list("ANTHROPIC_MODELS", [])
 ANTHROPIC_STREAM = env_bool("ANTHROPIC_STREAM", True)
 CHATSITE_LOCAL_MODEL = env_str("CHATSITE_LOCAL_MODEL", "bundled")
+if CHATSITE_LOCAL_MODEL.lower() in TRUE_WORDS | {"bundled"}:
+    CHATSITE_LOCAL_MODEL = "bundled"  # "on" can only mean the bundled model
+elif CHATSITE_LOCAL_MODEL.lower() not in FALSE_WORDS and not Path(CHATSITE_LOCAL_MODEL).is_file():
+    raise ImproperlyConfigured(
+        f"CHATSITE_LOCAL_MODEL: there is no file at {CHATSITE_LOCAL_MODEL!r}. Give the path of a GGUF "
+        "model file, 'bundled' for the bundled SmolLM2 model, or 'off' (docs/configuration.md)."
+    )
 
 _providers: dict[str, dict] = {}
 if CHATSITE_LOCAL_MODEL.lower() not in FALSE_WORDS:

@@ -173,6 +173,29 @@ def test_the_local_model_is_turned_off_by_the_same_words_and_the_sigterm_handler
     assert result.stdout.split() == ["True"]
 
 
+def test_the_local_model_on_is_the_bundled_one_and_a_missing_file_stops_the_start(tmp_path):
+    for word in ("on", "true", "Bundled"):
+        result = _settings_of(
+            {"CHATSITE_LOCAL_MODEL": word, "CHATSITE_DATA_DIR": str(tmp_path)},
+            "settings.CHATSITE_PROVIDERS['local']['MODEL_PATH']",
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["'bundled'"], word
+    model = tmp_path / "other.gguf"
+    model.write_bytes(b"GGUF")
+    result = _settings_of(
+        {"CHATSITE_LOCAL_MODEL": str(model), "CHATSITE_DATA_DIR": str(tmp_path)},
+        "settings.CHATSITE_PROVIDERS['local']['MODEL_PATH']",
+    )
+    assert result.stdout.split() == [repr(str(model))], result.stderr
+    missing = _settings_of(
+        {"CHATSITE_LOCAL_MODEL": str(tmp_path / "nowhere.gguf"), "CHATSITE_DATA_DIR": str(tmp_path)},
+        "settings.CHATSITE_PROVIDERS",
+    )
+    assert missing.returncode != 0
+    assert "CHATSITE_LOCAL_MODEL: there is no file at" in missing.stderr and "nowhere.gguf" in missing.stderr
+
+
 def test_the_frame_limit_follows_the_prompt_limit(tmp_path):
     default = _settings_of({"CHATSITE_DATA_DIR": str(tmp_path)}, "settings.CHATSITE_MAX_FRAME_BYTES")
     larger = _settings_of(
