@@ -6,7 +6,6 @@ import io
 import json
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from daphne.cli import CommandLineInterface
@@ -15,6 +14,7 @@ from django.utils import timezone
 
 from conversations.management.commands import serve
 from conversations.models import Conversation, Message
+from conversations.providers import local as local_provider
 from conversations.providers.local import LocalProvider
 from conversations.transfer import importing
 from tests import factories
@@ -180,8 +180,7 @@ def test_serve_preloads_the_offline_model_in_the_background_then_runs_daphne(db,
     }
     loaded = threading.Event()
     monkeypatch.setattr(LocalProvider, "preload", lambda self: loaded.set())
-    monkeypatch.setattr(serve, "bundled_model_path", lambda: Path("model.gguf"))
-    monkeypatch.setattr(serve, "runtime_available", lambda: True)
+    monkeypatch.setattr(LocalProvider, "available", property(lambda self: True))
     monkeypatch.setattr(serve, "call_command", lambda *args, **options: None)  # no migrate, no collectstatic
     daphne_argv: list[list[str]] = []
     monkeypatch.setattr(CommandLineInterface, "run", lambda self, argv: daphne_argv.append(argv))
@@ -191,3 +190,23 @@ def test_serve_preloads_the_offline_model_in_the_background_then_runs_daphne(db,
     assert "Offline model: SmolLM2-135M-Instruct" in out
     assert loaded.wait(timeout=10)
     assert daphne_argv and daphne_argv[0][-1] == "chatsite.asgi:application"
+
+
+def test_serve_names_another_offline_model_by_its_file_and_says_when_the_runtime_is_missing(
+    db, settings, monkeypatch, tmp_path
+):
+    model = tmp_path / "my-model.gguf"
+    model.write_bytes(b"GGUF")
+    settings.CHATSITE_PROVIDERS = {
+        "local": {"BACKEND": "conversations.providers.local.LocalProvider", "MODEL_PATH": str(model)}
+    }
+    monkeypatch.setattr(LocalProvider, "preload", lambda self: None)
+    monkeypatch.setattr(serve, "call_command", lambda *args, **options: None)
+    monkeypatch.setattr(CommandLineInterface, "run", lambda self, argv: None)
+    monkeypatch.setattr(local_provider, "runtime_available", lambda: True)
+    out, _ = run("serve", "--port", "8123")
+    assert f"Offline model: {model}" in out and "SmolLM2" not in out
+    monkeypatch.setattr(local_provider, "runtime_available", lambda: False)
+    monkeypatch.setattr(serve, "runtime_available", lambda: False)
+    out, _ = run("serve", "--port", "8123")
+    assert "runtime (llama-cpp-python) is not installed" in out

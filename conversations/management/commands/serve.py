@@ -37,12 +37,20 @@ class Command(BaseCommand):
                 "(it becomes the administrator), or run: python3 manage.py createsuperuser"
             )
         if "local" in settings.CHATSITE_PROVIDERS:
-            if bundled_model_path() and runtime_available():
-                self.stdout.write("Offline model: SmolLM2-135M-Instruct (a tiny demo model, no key needed).")
+            provider = get_provider("local")
+            if isinstance(provider, LocalProvider) and provider.available:
+                if provider.model_path == bundled_model_path():
+                    self.stdout.write(
+                        "Offline model: SmolLM2-135M-Instruct (a tiny demo model, no key needed)."
+                    )
+                else:
+                    self.stdout.write(f"Offline model: {provider.model_path}")
                 # Load it now, off the main thread, so the first reply does not wait for it.
-                provider = get_provider("local")
-                if isinstance(provider, LocalProvider):
-                    threading.Thread(target=provider.preload, name="preload-local-model", daemon=True).start()
+                threading.Thread(target=provider.preload, name="preload-local-model", daemon=True).start()
+            elif not runtime_available():
+                self.stdout.write(
+                    self.style.WARNING("The offline model's runtime (llama-cpp-python) is not installed.")
+                )
             else:
                 self.stdout.write(self.style.WARNING("The bundled offline model is not installed."))
         for name in ("openai", "anthropic"):
