@@ -9,7 +9,7 @@
 import { postJSON } from './http.js';
 import { send } from './socket.js';
 import { stopFrame } from './protocol.js';
-import { announce, dom, showError, showMessages, updateControls } from './render.js';
+import { announce, dom, followColumn, showError, showMessages, updateControls } from './render.js';
 import { isCurrent, modelLabel, state } from './state.js';
 import { $, el } from './ui.js';
 
@@ -130,6 +130,7 @@ function columnEl(group, node) {
     'aria-controls': panelId,
     'aria-selected': 'false',
     tabindex: '-1',
+    title: label,
     dataset: { reply: id },
   }, [el('span', { className: 'compare-tab-model', text: label }), el('span', { className: 'compare-tab-status' })]);
   const column = el('div', { className: 'compare-column', role: 'tabpanel', id: panelId, 'aria-labelledby': `${panelId}-tab`, dataset: { reply: id } }, [
@@ -143,6 +144,15 @@ function columnEl(group, node) {
   ]);
   group.querySelector('.compare-tabs').append(tab);
   group.querySelector('.compare-columns').append(column);
+  // The column's box follows its stream until the reader scrolls it up, and again
+  // once they scroll back to its end (render.js followColumn).
+  node.addEventListener(
+    'scroll',
+    () => {
+      node.dataset.follow = node.scrollHeight - node.scrollTop - node.clientHeight < 24 ? 'on' : 'off';
+    },
+    { passive: true },
+  );
   return column;
 }
 
@@ -237,6 +247,7 @@ export function compareUpdate() {
     const here = id === leaf;
     choose.setAttribute('aria-pressed', String(here));
     choose.textContent = here ? 'Continuing with this one' : 'Continue with this one';
+    followColumn(c.querySelector('.message')); // its end (metrics, status) in view
   }
   group.querySelector('.compare-stop-all').hidden = ended;
   group.dataset.ended = String(ended);

@@ -57,6 +57,7 @@ function flushRenders() {
   for (const r of dirty) {
     if (r.reasoning !== '' || r.redacted) renderReplyReasoning(r, { streaming: true });
     renderAssistant(r.node, r.text, { streaming: true });
+    followColumn(r.node);
   }
   dirty.clear();
   followBottom();
@@ -90,6 +91,14 @@ export function followBottom(force = false) {
   if (force) state.stick = true;
   if (state.stick) dom.scroller.scrollTop = dom.scroller.scrollHeight;
   updateJump();
+}
+
+/** On a wide screen a compare column's reply scrolls in its own box (style.css):
+ * it follows its stream, unless the reader scrolled that box up (compare.js). */
+export function followColumn(node) {
+  if (node.dataset.follow !== 'off' && node.parentElement && node.parentElement.classList.contains('compare-column')) {
+    node.scrollTop = node.scrollHeight;
+  }
 }
 
 function updateJump() {

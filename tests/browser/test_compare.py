@@ -192,6 +192,42 @@ def test_on_a_phone_the_columns_are_tabs_each_with_its_status(phone, server):
     assert page.problems == []
 
 
+def test_side_by_side_each_column_scrolls_in_its_own_box_following_its_stream_until_scrolled_up(page, server):
+    login(page, server)
+    compare(page, "A long one and a short one", SLOW_MARKDOWN, FAST_MARKDOWN)
+    wait_statuses(page, ["streaming", "complete"])
+    slow = f"document.querySelector('{COLUMN} .message')"
+    # The long reply outgrows its box, and the box follows it to its end.
+    poll(
+        page,
+        f"() => {slow}.scrollHeight - {slow}.clientHeight",
+        lambda v: v > 200,
+        timeout=30,
+        what="overflow",
+    )
+    gap = f"() => {slow}.scrollHeight - {slow}.scrollTop - {slow}.clientHeight"
+    poll(page, gap, lambda v: v < 24, what="the box at its end")
+    viewport = page.viewport_size
+    assert viewport is not None
+    for i in range(2):  # both columns whole in view, heads (Stop, status) included
+        box = page.locator(COLUMN).nth(i).bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"], box
+        assert box["height"] <= 0.65 * viewport["height"] + 1
+    page.screenshot(path="/tmp/compare-own-boxes.png")
+    # Scrolled up by the reader, the box stays where they put it while the text grows.
+    page.locator(COLUMN).nth(0).locator(".message").hover()
+    page.mouse.wheel(0, -400)
+    poll(page, f"() => {slow}.dataset.follow", lambda v: v == "off", what="following off")
+    top = page.evaluate(f"() => {slow}.scrollTop")
+    length = page.evaluate(f"() => {slow}.chatsiteText.length")
+    poll(page, f"() => {slow}.chatsiteText.length", lambda n: n > length + 40, what="more text")
+    assert page.evaluate(f"() => {slow}.scrollTop") == top
+    page.keyboard.press("Escape")
+    cols = wait_statuses(page, ["stopped", "complete"])
+    assert saved(server, cols[0]["reply"]) == (cols[0]["text"], "stopped")
+    assert page.problems == []
+
+
 def test_a_second_tab_shows_every_column_of_a_streaming_compare_even_one_that_ended(page, server):
     login(page, server)
     compare(page, "Two tabs", SLOW_MARKDOWN, FAST_MARKDOWN)
