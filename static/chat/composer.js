@@ -241,9 +241,19 @@ export function initComposer({ data }) {
     }
   });
   dom.prompt.addEventListener('input', () => {
-    autosize();
     if (state.active !== null) updateControls(); // Stop, or "Stop and send" once there is text
+    autosize();
   });
+  // The box narrows when the buttons beside it change ("Stop and send" is wider
+  // than Send): its text wraps anew, so its height is measured again.
+  let promptWidth = 0;
+  new ResizeObserver((entries) => {
+    const width = entries[entries.length - 1].contentRect.width;
+    if (width !== promptWidth) {
+      promptWidth = width;
+      autosize();
+    }
+  }).observe(dom.prompt);
   dom.stop.addEventListener('click', stopReply);
   dom.messages.addEventListener('click', (event) => {
     const button = event.target.closest('button');

@@ -149,7 +149,7 @@ def test_on_a_phone_stop_and_send_is_one_tap_away_with_the_keyboard_open(phone, 
     assert_reachable(phone, "#stop")
     phone.select_option("#model", value=f"openai/{FAST_MARKDOWN}")
     phone.tap("#prompt")
-    phone.type("#prompt", "Shorter, please")
+    phone.fill("#prompt", "Shorter, please, and in plain words")  # pasted: one input event
     # The on-screen keyboard takes the lower part of the screen: the page gets
     # what is left (the layout viewport shrinks, as on Android).
     phone.set_viewport_size({"width": 390, "height": 430})
@@ -162,6 +162,9 @@ def test_on_a_phone_stop_and_send_is_one_tap_away_with_the_keyboard_open(phone, 
     assert box is not None and composer is not None
     assert box["width"] >= composer["width"] * 0.3, (box, composer)
     assert phone.locator("#compare-toggle").is_hidden()
+    # Narrowed by the wider button, the box grew to show every line typed.
+    hidden = phone.eval_on_selector("#prompt", "el => el.scrollHeight - el.clientHeight")
+    assert hidden <= 0, f"{hidden}px of the message are hidden"
     phone.screenshot(path="/tmp/stopsend-phone-keyboard.png")
     phone.tap("#send")
     phone.wait_for_selector(f"{REPLIES} >> nth=0 >> xpath=self::*[@data-status='stopped']")
