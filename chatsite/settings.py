@@ -222,6 +222,9 @@ if CHATSITE_LOCAL_MODEL.lower() not in FALSE_WORDS:
     _providers["local"] = {
         "BACKEND": "conversations.providers.local.LocalProvider",
         "MODEL_PATH": CHATSITE_LOCAL_MODEL,
+        # A tiny model falls into loops: 1.1 made it run on to the length limit
+        # in 1 of 48 sampled replies instead of 9 (docs/configuration.md).
+        "REPEAT_PENALTY": env_float("CHATSITE_LOCAL_REPEAT_PENALTY", 1.1),
     }
 if OPENAI_BASE_URL or OPENAI_API_KEY:
     _providers["openai"] = {

@@ -53,6 +53,8 @@ class LocalProvider(BaseProvider):
         self.n_ctx = int(options.get("N_CTX") or 2048)
         self.n_threads = options.get("N_THREADS")
         self.default_max_tokens = int(options.get("MAX_TOKENS") or 512)
+        # llama.cpp's own default, 1.0, is no penalty.
+        self.repeat_penalty = float(options.get("REPEAT_PENALTY") or 1.0)
         self._lock = threading.Lock()
         self._llm: Any = None
         # The tokenizer alone (vocab_only: no weights, no context), so counting
@@ -235,6 +237,7 @@ class LocalProvider(BaseProvider):
                         stream=True,
                         max_tokens=limit,
                         temperature=0.7 if temperature is None else temperature,
+                        repeat_penalty=self.repeat_penalty,
                     ):
                         if stop.is_set():
                             break

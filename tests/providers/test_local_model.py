@@ -50,6 +50,27 @@ async def test_streams_text_and_reports_usage(local):
     assert result.finish_reason in {"stop", "length"}
 
 
+@pytest.mark.parametrize(("option", "sent"), [(1.15, 1.15), (None, 1.0)], ids=["set", "unset"])
+async def test_the_repeat_penalty_option_reaches_llama_cpp(option, sent, monkeypatch):
+    provider = LocalProvider("local", {"MODEL_PATH": "bundled", "REPEAT_PENALTY": option})
+    llm = provider._load()
+    asked: list[dict] = []
+    real = llm.create_chat_completion
+
+    def spy(**kwargs):
+        asked.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(llm, "create_chat_completion", spy)
+    stream = provider.stream(model=MODEL_NAME, messages=PROMPT, result=StreamResult(), max_tokens=4)
+    pieces = [p async for p in stream]
+    assert pieces and [a["repeat_penalty"] for a in asked] == [sent]
+
+
+def test_the_default_settings_give_the_offline_model_a_repeat_penalty(settings):
+    assert settings.CHATSITE_PROVIDERS["local"]["REPEAT_PENALTY"] == 1.1
+
+
 async def test_stops_at_the_next_token_when_cancelled(local):
     pieces: list[str] = []
     third = asyncio.Event()
