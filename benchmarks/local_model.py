@@ -11,7 +11,7 @@ Two processes take turns (never both generating at once):
   ``conversations.providers.local.LocalProvider`` does (same path, ``n_ctx``,
   ``verbose=False``, default threads) and streams
   ``create_chat_completion(messages=[user prompt], stream=True, max_tokens=N,
-  temperature=0.7)``, timestamping each content chunk;
+  temperature=0.7, repeat_penalty=1.1)``, timestamping each content chunk;
 * **app**: chatsite under daphne with the local provider
   (``CHATSITE_LOCAL_MODEL=bundled``, ``CHATSITE_MAX_TOKENS=N``), driven over a
   logged-in WebSocket: a ``send`` frame with the same prompt (new
@@ -78,6 +78,7 @@ DOC_INTRO = "# Benchmarks\n\nSee `benchmarks/README.md` for how to run the suite
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 MODEL_ID = "local/SmolLM2-135M-Instruct"
 TEMPERATURE = 0.7  # what LocalProvider uses when the reply passes none
+REPEAT_PENALTY = 1.1  # CHATSITE_LOCAL_REPEAT_PENALTY's default, which the app runs with
 
 
 # --------------------------------------------------------------------------
@@ -109,6 +110,7 @@ def _direct_main() -> None:
             stream=True,
             max_tokens=request["max_tokens"],
             temperature=TEMPERATURE,
+            repeat_penalty=REPEAT_PENALTY,
         )
         # Typed as a whole completion or a stream, whatever ``stream`` is: stream=True gives chunks.
         if not isinstance(chunks, Iterator):
@@ -321,8 +323,9 @@ def report(res: dict, info: dict, command: str, args: argparse.Namespace) -> str
         command,
         "```",
         "",
-        f"Prompt: “{args.prompt}”; `max_tokens={args.max_tokens}`, temperature {TEMPERATURE} (the provider's "
-        "default), same model file, `n_ctx` and threads. *Direct* is a fresh Python process calling "
+        f"Prompt: “{args.prompt}”; `max_tokens={args.max_tokens}`, temperature {TEMPERATURE} and "
+        f"repeat penalty {REPEAT_PENALTY} (the provider's defaults), same model file, `n_ctx` and "
+        "threads. *Direct* is a fresh Python process calling "
         "`Llama.create_chat_completion(stream=True)`; *app* is chatsite under daphne with the local "
         "provider, read over a logged-in WebSocket. The two never generate at the same time; order "
         f"alternates; {args.runs} pairs after one warm-up each. Decode speed = (tokens - 1) / (last token "
